@@ -1,0 +1,177 @@
+//! Wiring: [`Gateway::build`] opens the store, binds every listener (port 0 allowed) and returns
+//! the bound addresses; [`Gateway::run_until_stopped`] serves until the shutdown token fires and
+//! then drains within `shutdown.grace`. No logic lives here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use parking_lot::RwLock;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{listener_addr, Config, Secret};
+use crate::http::{self, AppState, HttpLimits};
+use crate::routing::Directory;
+use crate::store::{SqliteStore, StoreHandle};
+
+/// A built gateway: everything bound, nothing served yet.
+pub struct Gateway {
+    cfg: Config,
+    state: AppState,
+    http: TcpListener,
+    sip_udp: Option<UdpSocket>,
+    sip_tcp: Option<TcpListener>,
+    addresses: BTreeMap<String, String>,
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// Opens the store and binds all listeners.
+    ///
+    /// # Errors
+    /// The store cannot be opened or a listener cannot be bound.
+    pub async fn build(cfg: Config) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
+        let store = StoreHandle::new(Arc::new(store));
+        let token = admin_token(&cfg)?;
+        let directory = Directory::default();
+        directory.reload_blocking(&store).context("loading settings")?;
+
+        let mut addresses = BTreeMap::new();
+        let http_addr = listener_addr(&cfg.http.listen).ok().flatten().context("http.listen")?;
+        let http = TcpListener::bind(http_addr).await.with_context(|| format!("binding http.listen {http_addr}"))?;
+        addresses.insert("http".to_owned(), http.local_addr()?.to_string());
+        let sip_udp = bind_udp(&cfg.sip.udp, &mut addresses).await?;
+        let sip_tcp = bind_tcp(&cfg.sip.tcp, "sip_tcp", &mut addresses).await?;
+
+        let shutdown = CancellationToken::new();
+        let state = AppState {
+            store,
+            token: Arc::new(token),
+            addresses: Arc::new(RwLock::new(BTreeMap::new())),
+            metrics: crate::telemetry::metrics(),
+            directory,
+            shutdown: shutdown.clone(),
+        };
+        Ok(Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown })
+    }
+
+    /// Bound addresses by listener name (`http`, `sip_udp`, `sip_tcp`).
+    pub fn addresses(&self) -> &BTreeMap<String, String> {
+        &self.addresses
+    }
+
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound")
+    }
+
+    /// The admin token in force (configured or generated).
+    pub fn admin_token(&self) -> &Secret {
+        &self.state.token
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains.
+    ///
+    /// # Errors
+    /// A server failed while running.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown } = self;
+        for (name, addr) in &addresses {
+            tracing::info!(listener = %name, %addr, "listening");
+        }
+        *state.addresses.write() = addresses;
+        let tasks = TaskTracker::new();
+        // Held until the SIP transports take them over.
+        let _sip = (sip_udp, sip_tcp);
+        let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout };
+        let router = http::router(state.clone(), limits);
+        let stop = shutdown.clone();
+        let server = axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await });
+        tracing::info!("callgate ready");
+        server.await.context("http server")?;
+        tasks.close();
+        if tokio::time::timeout(cfg.shutdown.grace, tasks.wait()).await.is_err() {
+            tracing::warn!(grace = ?cfg.shutdown.grace, "tasks still running after the grace period; stopping anyway");
+        }
+        tracing::info!("callgate stopped");
+        Ok(())
+    }
+}
+
+async fn bind_udp(spec: &str, out: &mut BTreeMap<String, String>) -> anyhow::Result<Option<UdpSocket>> {
+    let Some(addr) = listener_addr(spec).ok().flatten() else { return Ok(None) };
+    let sock = UdpSocket::bind(addr).await.with_context(|| format!("binding sip.udp {addr}"))?;
+    out.insert("sip_udp".to_owned(), sock.local_addr()?.to_string());
+    Ok(Some(sock))
+}
+
+async fn bind_tcp(spec: &str, name: &str, out: &mut BTreeMap<String, String>) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = listener_addr(spec).ok().flatten() else { return Ok(None) };
+    let sock = TcpListener::bind(addr).await.with_context(|| format!("binding {name} {addr}"))?;
+    out.insert(name.to_owned(), sock.local_addr()?.to_string());
+    Ok(Some(sock))
+}
+
+/// The configured token, or the one generated on first run and kept beside the database.
+fn admin_token(cfg: &Config) -> anyhow::Result<Secret> {
+    if !cfg.admin.token.is_empty() {
+        return Ok(cfg.admin.token.clone());
+    }
+    let dir = cfg.store.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let path = dir.join("admin.token");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let t = text.trim();
+        if t.len() >= 16 {
+            tracing::info!(path = %path.display(), "admin token read from file");
+            return Ok(Secret::new(t));
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "admin token generated; read it from this file");
+    Ok(Secret::new(token))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+/// Builds, serves, and stops on SIGTERM or SIGINT (what `callgate run` does).
+///
+/// # Errors
+/// Start-up or serving failed.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::build(cfg).await?;
+    let token = gateway.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    });
+    gateway.run_until_stopped().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,178 @@
+//! Configuration: a tree of serde structs with a default for every key.
+//!
+//! Layers, later wins: the built-in defaults ([`Config::default`]) → the TOML file
+//! (`config/callgate.toml` unless `--config` names another) → environment variables
+//! `CALLGATE__SECTION__KEY` (e.g. `CALLGATE__SIP__UDP=127.0.0.1:0`).
+//!
+//! Unknown keys are found with `serde_ignored` rather than `deny_unknown_fields` (which would stop
+//! at the first one). Loading never stops at the first problem: unknown keys, type errors (one per section) and
+//! semantic errors from [`Config::validate`] are all collected into one [`ConfigErrors`], so an
+//! operator fixes everything in one pass. Secrets are [`Secret`]s: their `Debug` and `Display`
+//! never show the value. This module depends on nothing else in the crate.
+
+mod load;
+mod secret;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigErrors, ConfigSource};
+pub use secret::Secret;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// SIP listeners and protocol knobs.
+    pub sip: SipConfig,
+    /// The HTTP listener (admin API, settings page, events, metrics).
+    pub http: HttpConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[sip]`: listeners are `ip:port` strings; an empty string disables a listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SipConfig {
+    /// UDP listener.
+    pub udp: String,
+    /// TCP listener.
+    pub tcp: String,
+    /// TLS listener; started only when `tls_cert` and `tls_key` are set.
+    pub tls: String,
+    /// PEM certificate chain for SIP over TLS.
+    pub tls_cert: String,
+    /// PEM private key for SIP over TLS.
+    pub tls_key: String,
+    /// Largest SIP message accepted, in bytes (datagram or stream frame).
+    pub max_message_bytes: usize,
+    /// Status code of the "no decision" answer of the redirect listener (the PBX scenario goes on).
+    pub no_decision_code: u16,
+    /// Open TCP connections at most; further connections are refused.
+    pub max_tcp_connections: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            udp: "127.0.0.1:5060".into(),
+            tcp: "127.0.0.1:5060".into(),
+            tls: "127.0.0.1:5061".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            max_message_bytes: 65_535,
+            no_decision_code: 404,
+            max_tcp_connections: 4096,
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Listener address.
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Time limit for one request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// SQLite database file; its folder is created on first run.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("data/callgate.db") }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Bearer token of the admin API. Empty: one is generated on first run and kept in
+    /// `admin.token` beside the database (mode 0600); its path, never its value, is logged.
+    pub token: Secret,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A `tracing` filter directive, e.g. `info` or `callgate=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ShutdownConfig {
+    /// How long open calls and requests may drain after SIGTERM/SIGINT before being cut.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace: Duration::from_secs(10) }
+    }
+}
+
+/// Parses an optional listener address: `""` means disabled.
+///
+/// # Errors
+/// The address text when it is not `ip:port`.
+pub fn listener_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| format!("`{s}` is not an ip:port address"))
+}

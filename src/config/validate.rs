@@ -1,0 +1,137 @@
+//! Semantic checks on a deserialised [`Config`]; every failure is collected.
+
+use super::{listener_addr, Config, ConfigErrors};
+
+impl Config {
+    /// Checks everything that serde cannot: addresses, ranges, filter syntax.
+    pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
+        for (key, value) in [("sip.udp", &self.sip.udp), ("sip.tcp", &self.sip.tcp), ("sip.tls", &self.sip.tls)] {
+            if let Err(m) = listener_addr(value) {
+                errs.push(key, m);
+            }
+        }
+        match listener_addr(&self.http.listen) {
+            Ok(Some(_)) => {}
+            Ok(None) => errs.push("http.listen", "must be set: the admin API, /ready and /metrics live there"),
+            Err(m) => errs.push("http.listen", m),
+        }
+        if self.sip.tls_cert.is_empty() != self.sip.tls_key.is_empty() {
+            errs.push("sip.tls_key", "sip.tls_cert and sip.tls_key go together");
+        }
+        if !(1024..=65_535).contains(&self.sip.max_message_bytes) {
+            errs.push("sip.max_message_bytes", "must be between 1024 and 65535");
+        }
+        if !(400..=699).contains(&self.sip.no_decision_code) {
+            errs.push("sip.no_decision_code", "must be a final error status between 400 and 699");
+        }
+        if self.sip.max_tcp_connections == 0 {
+            errs.push("sip.max_tcp_connections", "must be at least 1");
+        }
+        if self.http.body_limit_bytes < 1024 {
+            errs.push("http.body_limit_bytes", "must be at least 1024");
+        }
+        if self.http.request_timeout.is_zero() {
+            errs.push("http.request_timeout", "must be greater than zero");
+        }
+        if self.store.path.as_os_str().is_empty() {
+            errs.push("store.path", "must be set");
+        }
+        let token = self.admin.token.expose();
+        if !token.is_empty() && (token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            errs.push("admin.token", "must be at least 16 characters without spaces (or empty to generate one)");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            errs.push("log.level", format!("`{}` is not a valid tracing filter", self.log.level));
+        }
+        if self.shutdown.grace.is_zero() || self.shutdown.grace.as_secs() > 3600 {
+            errs.push("shutdown.grace", "must be between 1ms and 1h");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::{ConfigSource, LogFormat};
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let env: BTreeMap<_, _> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(&ConfigSource { file: Some(file.into()), env })
+    }
+
+    fn keys(e: &ConfigErrors) -> Vec<&str> {
+        e.0.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(load("", &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_config_file_parses_to_the_defaults() {
+        let text = include_str!("../../config/callgate.toml");
+        assert_eq!(load(text, &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let cfg = load(
+            "[sip]\nudp = \"127.0.0.1:5999\"\n[log]\nformat = \"json\"\n",
+            &[("CALLGATE__SIP__UDP", "127.0.0.1:0"), ("CALLGATE__SHUTDOWN__GRACE", "3s"), ("OTHER", "x")],
+        )
+        .unwrap();
+        assert_eq!(cfg.sip.udp, "127.0.0.1:0");
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert_eq!(cfg.shutdown.grace, std::time::Duration::from_secs(3));
+    }
+
+    #[test]
+    fn env_values_are_typed_after_the_default() {
+        let cfg = load("", &[("CALLGATE__SIP__NO_DECISION_CODE", "480"), ("CALLGATE__ADMIN__TOKEN", "1234567890123456")]).unwrap();
+        assert_eq!(cfg.sip.no_decision_code, 480);
+        assert_eq!(cfg.admin.token.expose(), "1234567890123456");
+        let e = load("", &[("CALLGATE__SIP__NO_DECISION_CODE", "many")]).unwrap_err();
+        assert_eq!(keys(&e), ["sip.no_decision_code"]);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let e = load(
+            "[sip]\nudp = \"nope\"\nbogus = 1\n[http]\nlisten = \"\"\n[shutdown]\ngrace = \"0s\"\n[extra]\nx = 1\n",
+            &[("CALLGATE__NOPE__KEY", "1"), ("CALLGATE__LOG__LEVEL", "[[[")],
+        )
+        .unwrap_err();
+        let k = keys(&e);
+        for want in ["sip.bogus", "extra", "nope.key"] {
+            assert!(k.contains(&want), "{want} missing in {k:?}");
+        }
+        // Unknown keys stop deserialisation of nothing else: semantic errors need a parsed tree,
+        // so check them separately without unknown keys.
+        let e = load("[sip]\nudp = \"nope\"\n[http]\nlisten = \"\"\n[shutdown]\ngrace = \"0s\"\n", &[("CALLGATE__LOG__LEVEL", "[[[")]).unwrap_err();
+        assert_eq!(keys(&e), ["sip.udp", "http.listen", "log.level", "shutdown.grace"]);
+    }
+
+    #[test]
+    fn type_errors_in_several_sections_are_all_reported() {
+        let e = load("[sip]\nno_decision_code = \"x\"\n[shutdown]\ngrace = 5\n", &[]).unwrap_err();
+        assert_eq!(keys(&e), ["sip", "shutdown"]);
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors() {
+        let e = load("[admin]\ntoken = \"short secret\"\n", &[]).unwrap_err();
+        assert_eq!(keys(&e), ["admin.token"]);
+        assert!(!e.to_string().contains("short secret"));
+        let e = load("[admin]\ntoken = [\"supersecretvalue-123\"]\n", &[]).unwrap_err();
+        assert!(!e.to_string().contains("supersecretvalue"), "{e}");
+    }
+
+    #[test]
+    fn port_zero_and_disabled_listeners_are_allowed() {
+        let cfg = load("[sip]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n", &[]).unwrap();
+        assert_eq!(cfg.sip.tcp, "");
+    }
+}

@@ -1,0 +1,88 @@
+//! The HTTP listener (axum): admin API under `/api/v1`, `/live`, `/ready`, `/metrics`.
+//! Later: the settings page, Bitrix24 event endpoints and SIP over WebSocket.
+//!
+//! [`router`] is a pure function of [`AppState`], so tests can drive it in memory or over a real
+//! socket. Handlers are thin: validate (`settings`), persist (`store`), then tell the routing
+//! directory to reload. Errors are [`ApiError`]s, logged once in `error.rs`.
+
+mod auth;
+mod error;
+mod health;
+mod json;
+mod openapi;
+mod portals;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::RwLock;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Secret;
+use crate::store::StoreHandle;
+
+pub use error::ApiError;
+pub use json::ApiJson;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Persistence.
+    pub store: StoreHandle,
+    /// The admin bearer token.
+    pub token: Arc<Secret>,
+    /// Bound addresses, filled once everything is bound; `/ready` shows them.
+    pub addresses: Arc<RwLock<BTreeMap<String, String>>>,
+    /// Prometheus rendering.
+    pub metrics: PrometheusHandle,
+    /// Routing directory to reload after settings change.
+    pub directory: crate::routing::Directory,
+    /// Cancelled when shutdown starts (`/ready` turns 503).
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Limits for the whole router.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest body.
+    pub body_limit: usize,
+    /// Per-request time limit.
+    pub timeout: Duration,
+}
+
+/// Builds the router.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let api = portals::routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/live", get(health::live))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .layer(middleware::from_fn(count_requests))
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let path = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+            tracing::info_span!("http", method = %req.method(), path)
+        }))
+        .with_state(state)
+}
+
+/// Counts requests by route template and status (never by raw path: ids would explode labels).
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    metrics::counter!("callgate_http_requests_total", "method" => method, "route" => route, "status" => resp.status().as_u16().to_string()).increment(1);
+    resp
+}

@@ -1,0 +1,171 @@
+//! `/api/v1/portals` and its sub-resources: settings, mappings, lines.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+
+use super::{ApiError, ApiJson, AppState};
+use crate::settings::{
+    check_line, check_mapping, check_settings, portal_from_input, Line, Mapping, MappingInput, Portal, PortalId, PortalInput, PortalSettings,
+    PortalView,
+};
+use crate::store::NewPortal;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/portals", get(list).post(create))
+        .route("/portals/{id}", get(show).put(update).delete(remove))
+        .route("/portals/{id}/settings", get(get_settings).put(put_settings))
+        .route("/portals/{id}/mappings", get(list_mappings).post(create_mapping))
+        .route("/portals/{id}/mappings/{mapping_id}", put(update_mapping).delete(delete_mapping).get(show_mapping))
+        .route("/portals/{id}/lines", get(list_lines).post(upsert_line))
+        .route("/portals/{id}/lines/{number}", delete(delete_line))
+}
+
+/// Path ids are parsed by hand so that a non-numeric id is a JSON 404, not a text 400.
+fn id(raw: &str, what: &'static str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(what))
+}
+
+async fn load(state: &AppState, raw: &str) -> Result<Portal, ApiError> {
+    let pid = id(raw, "portal")?;
+    state.store.run(move |s| s.get_portal(pid)).await?.ok_or(ApiError::NotFound("portal"))
+}
+
+async fn reload(state: &AppState) -> Result<(), ApiError> {
+    state.directory.reload(&state.store).await.map_err(ApiError::from)
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<PortalView>>, ApiError> {
+    let portals = state.store.run(|s| s.list_portals()).await?;
+    Ok(Json(portals.iter().map(PortalView::from).collect()))
+}
+
+async fn create(State(state): State<AppState>, ApiJson(input): ApiJson<PortalInput>) -> Result<(StatusCode, Json<PortalView>), ApiError> {
+    let (name, domain, auth) = portal_from_input(&input, None)?;
+    let new = NewPortal { name, domain, auth };
+    let portal = state.store.run(move |s| s.insert_portal(&new)).await?;
+    reload(&state).await?;
+    tracing::info!(portal = portal.id, domain = %portal.domain, "portal added");
+    Ok((StatusCode::CREATED, Json(PortalView::from(&portal))))
+}
+
+async fn show(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<PortalView>, ApiError> {
+    Ok(Json(PortalView::from(&load(&state, &raw).await?)))
+}
+
+async fn update(State(state): State<AppState>, Path(raw): Path<String>, ApiJson(input): ApiJson<PortalInput>) -> Result<Json<PortalView>, ApiError> {
+    let existing = load(&state, &raw).await?;
+    let (name, domain, auth) = portal_from_input(&input, Some(&existing))?;
+    let new = NewPortal { name, domain, auth };
+    let pid = existing.id;
+    let stored = new.clone();
+    if !state.store.run(move |s| s.update_portal(pid, &stored)).await? {
+        return Err(ApiError::NotFound("portal"));
+    }
+    reload(&state).await?;
+    let portal = Portal { name: new.name, domain: new.domain, auth: new.auth, ..existing };
+    Ok(Json(PortalView::from(&portal)))
+}
+
+async fn remove(State(state): State<AppState>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+    let pid = id(&raw, "portal")?;
+    if !state.store.run(move |s| s.delete_portal(pid)).await? {
+        return Err(ApiError::NotFound("portal"));
+    }
+    reload(&state).await?;
+    tracing::info!(portal = pid, "portal deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_settings(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<PortalSettings>, ApiError> {
+    Ok(Json(load(&state, &raw).await?.settings))
+}
+
+async fn put_settings(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    ApiJson(settings): ApiJson<PortalSettings>,
+) -> Result<Json<PortalSettings>, ApiError> {
+    let pid = id(&raw, "portal")?;
+    check_settings(&settings)?;
+    let stored = settings.clone();
+    if !state.store.run(move |s| s.put_settings(pid, &stored)).await? {
+        return Err(ApiError::NotFound("portal"));
+    }
+    reload(&state).await?;
+    tracing::info!(portal = pid, active = settings.active, "portal settings saved");
+    Ok(Json(settings))
+}
+
+async fn list_mappings(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Vec<Mapping>>, ApiError> {
+    let pid = load(&state, &raw).await?.id;
+    Ok(Json(state.store.run(move |s| s.list_mappings(pid)).await?))
+}
+
+async fn show_mapping(State(state): State<AppState>, Path((raw, mid)): Path<(String, String)>) -> Result<Json<Mapping>, ApiError> {
+    let pid = load(&state, &raw).await?.id;
+    let mid = id(&mid, "mapping")?;
+    let all = state.store.run(move |s| s.list_mappings(pid)).await?;
+    all.into_iter().find(|m| m.id == mid).map(Json).ok_or(ApiError::NotFound("mapping"))
+}
+
+async fn create_mapping(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    ApiJson(input): ApiJson<MappingInput>,
+) -> Result<(StatusCode, Json<Mapping>), ApiError> {
+    let pid = load(&state, &raw).await?.id;
+    let m = check_mapping(&input)?;
+    let created = state.store.run(move |s| s.insert_mapping(pid, &m)).await?;
+    reload(&state).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn update_mapping(
+    State(state): State<AppState>,
+    Path((raw, mid)): Path<(String, String)>,
+    ApiJson(input): ApiJson<MappingInput>,
+) -> Result<Json<Mapping>, ApiError> {
+    let pid = load(&state, &raw).await?.id;
+    let mid = id(&mid, "mapping")?;
+    let m = check_mapping(&input)?;
+    let updated = state.store.run(move |s| s.update_mapping(pid, mid, &m)).await?.ok_or(ApiError::NotFound("mapping"))?;
+    reload(&state).await?;
+    Ok(Json(updated))
+}
+
+async fn delete_mapping(State(state): State<AppState>, Path((raw, mid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let pid = load(&state, &raw).await?.id;
+    let mid = id(&mid, "mapping")?;
+    if !state.store.run(move |s| s.delete_mapping(pid, mid)).await? {
+        return Err(ApiError::NotFound("mapping"));
+    }
+    reload(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_lines(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Vec<Line>>, ApiError> {
+    let pid = load(&state, &raw).await?.id;
+    Ok(Json(state.store.run(move |s| s.list_lines(pid)).await?))
+}
+
+async fn upsert_line(State(state): State<AppState>, Path(raw): Path<String>, ApiJson(input): ApiJson<Line>) -> Result<(StatusCode, Json<Line>), ApiError> {
+    let pid: PortalId = load(&state, &raw).await?.id;
+    let line = check_line(&input)?;
+    let stored = line.clone();
+    state.store.run(move |s| s.upsert_line(pid, &stored)).await?;
+    reload(&state).await?;
+    Ok((StatusCode::CREATED, Json(line)))
+}
+
+async fn delete_line(State(state): State<AppState>, Path((raw, number)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let pid = load(&state, &raw).await?.id;
+    let number = crate::routing::number::normalize_number(&number).map_or(number, |n| n.to_string());
+    if !state.store.run(move |s| s.delete_line(pid, &number)).await? {
+        return Err(ApiError::NotFound("line"));
+    }
+    reload(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,72 @@
+//! `callgate run [--config FILE]` and `callgate check-config [--config FILE]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use callgate::config::{Config, ConfigSource};
+use clap::{Parser, Subcommand};
+
+/// Exit code for configuration errors (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+const DEFAULT_CONFIG: &str = "config/callgate.toml";
+
+#[derive(Parser)]
+#[command(name = "callgate", version, about = "Telephony gateway between a cloud PBX and Bitrix24 CRM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run(ConfigArg),
+    /// Validate the configuration (file + CALLGATE__* environment) and exit: 0 ok, 64 errors.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file (default: config/callgate.toml; missing default file = built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    let (path, required) = match &arg.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    ConfigSource::from_process(&path, required).and_then(|src| Config::load(&src)).map_err(|errs| {
+        eprint!("{errs}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig(arg) => match load(&arg) {
+            Ok(_) => {
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(arg) => {
+            let cfg = match load(&arg) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            callgate::telemetry::init(&cfg.log);
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(callgate::app::serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "callgate failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The in-memory view of every portal that routing and the call tracker read.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::number::normalize_number;
+use crate::settings::{parse_cidr, Line, Mapping, Portal, PortalId, UserId};
+use crate::store::{StoreError, StoreHandle};
+
+/// One portal, ready for look-ups.
+#[derive(Debug, Clone)]
+pub struct PortalEntry {
+    /// The portal with its settings.
+    pub portal: Portal,
+    /// Mappings by Bitrix24 user.
+    pub by_user: HashMap<UserId, Mapping>,
+    /// Mappings by extension.
+    pub by_extension: HashMap<String, Mapping>,
+    /// Lines by normalised number.
+    pub lines: HashMap<u64, Line>,
+    /// Parsed `trusted_pbx` plus the `pbx_host` address.
+    pub trusted: Vec<(IpAddr, u8)>,
+}
+
+impl PortalEntry {
+    fn build(portal: Portal, mappings: Vec<Mapping>, lines: Vec<Line>) -> Self {
+        let mut trusted: Vec<_> = portal.settings.trusted_pbx.iter().filter_map(|t| parse_cidr(t)).collect();
+        if let Some(ip) = pbx_ip(&portal.settings.pbx_host) {
+            trusted.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
+        }
+        Self {
+            by_user: mappings.iter().map(|m| (m.user_id, m.clone())).collect(),
+            by_extension: mappings.into_iter().map(|m| (m.extension.clone(), m)).collect(),
+            lines: lines.into_iter().filter_map(|l| Some((normalize_number(&l.number)?.as_u64(), l))).collect(),
+            trusted,
+            portal,
+        }
+    }
+
+    /// Whether `ip` may act as this portal's PBX.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|&(net, len)| in_cidr(ip, net, len))
+    }
+}
+
+fn pbx_ip(host_port: &str) -> Option<IpAddr> {
+    let (host, _) = host_port.rsplit_once(':')?;
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => a.to_ipv4_mapped().is_some_and(|v4| in_cidr(IpAddr::V4(v4), net, len)),
+        (IpAddr::V4(_), IpAddr::V6(_)) => false,
+    }
+}
+
+/// All portals at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Portals by id.
+    pub portals: HashMap<PortalId, Arc<PortalEntry>>,
+    /// Portal by line number (a number belongs to one portal).
+    pub by_line: HashMap<u64, PortalId>,
+}
+
+impl Snapshot {
+    /// The only portal, when there is exactly one (then no line is needed to find it).
+    pub fn single(&self) -> Option<&Arc<PortalEntry>> {
+        (self.portals.len() == 1).then(|| self.portals.values().next()).flatten()
+    }
+}
+
+/// Shared handle to the current snapshot. Readers never block: a reload builds a new snapshot
+/// off to the side and swaps it in.
+#[derive(Clone, Default)]
+pub struct Directory {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Directory {
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Rebuilds the snapshot from the store.
+    ///
+    /// # Errors
+    /// The store failed; the old snapshot stays in force.
+    pub async fn reload(&self, store: &StoreHandle) -> Result<(), StoreError> {
+        let snap = store.run(build_snapshot).await?;
+        self.snapshot.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// Synchronous reload for start-up.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn reload_blocking(&self, store: &StoreHandle) -> Result<(), StoreError> {
+        self.snapshot.store(Arc::new(build_snapshot(store.inner())?));
+        Ok(())
+    }
+}
+
+fn build_snapshot(s: &dyn crate::store::Store) -> Result<Snapshot, StoreError> {
+    let mut snap = Snapshot::default();
+    for portal in s.list_portals()? {
+        let id = portal.id;
+        let entry = PortalEntry::build(portal, s.list_mappings(id)?, s.list_lines(id)?);
+        for number in entry.lines.keys() {
+            snap.by_line.insert(*number, id);
+        }
+        snap.portals.insert(id, Arc::new(entry));
+    }
+    Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_cidr(ip("10.1.2.3"), ip("10.0.0.0"), 8));
+        assert!(!in_cidr(ip("11.1.2.3"), ip("10.0.0.0"), 8));
+        assert!(in_cidr(ip("127.0.0.1"), ip("127.0.0.1"), 32));
+        assert!(!in_cidr(ip("127.0.0.2"), ip("127.0.0.1"), 32));
+        assert!(in_cidr(ip("1.2.3.4"), ip("0.0.0.0"), 0));
+        assert!(in_cidr(ip("::ffff:10.0.0.1"), ip("10.0.0.0"), 24));
+        assert!(in_cidr(ip("2001:db8::1"), ip("2001:db8::"), 32));
+        assert!(!in_cidr(ip("2001:db9::1"), ip("2001:db8::"), 32));
+    }
+}

@@ -1,0 +1,337 @@
+//! The settings types and their JSON (snake_case, unknown fields rejected).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+/// A portal's id in the store.
+pub type PortalId = i64;
+/// A Bitrix24 user id.
+pub type UserId = u64;
+
+/// A connected Bitrix24 portal ("credentials").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Portal {
+    /// Store id.
+    pub id: PortalId,
+    /// Optional display name, only to tell portals apart.
+    pub name: Option<String>,
+    /// Normalised `https://host/`.
+    pub domain: String,
+    /// How callgate authenticates to the portal, once known.
+    pub auth: Option<Auth>,
+    /// The per-portal settings.
+    pub settings: PortalSettings,
+}
+
+/// Authentication towards Bitrix24.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// Incoming webhook: the URL carries the secret.
+    Webhook {
+        /// `https://portal/rest/<user>/<token>/`.
+        url: Secret,
+    },
+    /// OAuth application; tokens arrive with the install event.
+    OAuth {
+        /// `client_id` of the app.
+        client_id: String,
+        /// `client_secret` of the app.
+        client_secret: Secret,
+        /// The OAuth server, `https://oauth.bitrix.info/` by default.
+        oauth_server: String,
+    },
+}
+
+/// What shows instead of a secret in API answers.
+pub const MASK: &str = "***";
+
+impl Auth {
+    /// The JSON shown by the API: secrets masked (`/rest/1/***/`, `"client_secret": "***"`).
+    pub fn masked(&self) -> AuthInput {
+        match self {
+            Self::Webhook { url } => AuthInput { webhook_url: Some(mask_webhook(url.expose())), oauth: None },
+            Self::OAuth { client_id, oauth_server, .. } => AuthInput {
+                webhook_url: None,
+                oauth: Some(OAuthInput {
+                    client_id: client_id.clone(),
+                    client_secret: MASK.into(),
+                    oauth_server: Some(oauth_server.clone()),
+                }),
+            },
+        }
+    }
+}
+
+/// `https://h/rest/1/abc/` -> `https://h/rest/1/***/`.
+pub fn mask_webhook(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    match trimmed.rfind('/') {
+        Some(i) => format!("{}/{MASK}/", &trimmed[..i]),
+        None => MASK.into(),
+    }
+}
+
+/// Body of `POST /portals` and `PUT /portals/{id}`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortalInput {
+    /// Optional display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Portal domain, any of the accepted spellings.
+    pub domain: String,
+    /// Optional on create; omitted (or sent back masked) on update keeps the stored secret.
+    #[serde(default)]
+    pub auth: Option<AuthInput>,
+}
+
+/// `{"webhook_url": ".."}` or `{"oauth": {..}}`: exactly one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthInput {
+    /// Incoming webhook URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// OAuth application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthInput>,
+}
+
+/// OAuth application fields.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthInput {
+    /// `client_id` (`local.…` or `app.…`).
+    pub client_id: String,
+    /// `client_secret`; `***` on update keeps the stored one.
+    pub client_secret: String,
+    /// OAuth server; default `https://oauth.bitrix.info/`.
+    #[serde(default)]
+    pub oauth_server: Option<String>,
+}
+
+/// The portal as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortalView {
+    /// Store id.
+    pub id: PortalId,
+    /// Display name.
+    pub name: Option<String>,
+    /// Normalised domain.
+    pub domain: String,
+    /// Masked auth, or null.
+    pub auth: Option<AuthInput>,
+    /// Whether the integration is active (from the settings).
+    pub active: bool,
+}
+
+impl From<&Portal> for PortalView {
+    fn from(p: &Portal) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.clone(),
+            domain: p.domain.clone(),
+            auth: p.auth.as_ref().map(Auth::masked),
+            active: p.settings.active,
+        }
+    }
+}
+
+/// Telephony mode of a portal.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TelephonyMode {
+    /// Agents on SIP phones behind the edge proxy.
+    #[default]
+    Ip,
+    /// Agents in the browser widget.
+    Webrtc,
+}
+
+/// Who becomes responsible on an answered, transferred call.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignTo {
+    /// The first employee who talked with the customer.
+    #[default]
+    First,
+    /// The last one.
+    Last,
+}
+
+/// A UTM tag that CallTracking may pass on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UtmTag {
+    /// utm_source
+    UtmSource,
+    /// utm_medium
+    UtmMedium,
+    /// utm_campaign
+    UtmCampaign,
+    /// utm_content
+    UtmContent,
+    /// utm_term
+    UtmTerm,
+}
+
+impl UtmTag {
+    /// All five, in their usual order.
+    pub const ALL: [Self; 5] = [Self::UtmSource, Self::UtmMedium, Self::UtmCampaign, Self::UtmContent, Self::UtmTerm];
+
+    /// The Bitrix24 lead field (`UTM_SOURCE` …).
+    pub fn crm_field(self) -> &'static str {
+        match self {
+            Self::UtmSource => "UTM_SOURCE",
+            Self::UtmMedium => "UTM_MEDIUM",
+            Self::UtmCampaign => "UTM_CAMPAIGN",
+            Self::UtmContent => "UTM_CONTENT",
+            Self::UtmTerm => "UTM_TERM",
+        }
+    }
+}
+
+/// Per-portal settings: `GET/PUT /portals/{id}/settings`. Missing fields take their defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalSettings {
+    /// "Integration active": off by default; while off nothing happens for the portal.
+    pub active: bool,
+    /// IP telephony or WebRTC widget.
+    pub telephony_mode: TelephonyMode,
+    /// Incoming calls block.
+    pub incoming: IncomingSettings,
+    /// Outgoing calls block.
+    pub outgoing: OutgoingSettings,
+    /// Other block.
+    pub other: OtherSettings,
+    /// Talk shorter than this does not count as a conversation.
+    pub min_talk_seconds: u32,
+    /// Addresses (IP or CIDR) allowed to use the redirect listener and the PBX side of the proxy.
+    pub trusted_pbx: Vec<String>,
+    /// The PBX's SIP address, `host:port`.
+    pub pbx_host: String,
+    /// Header carrying the PBX's call id on agent legs.
+    pub correlation_header: String,
+    /// Request-URI user that asks for a routing decision.
+    pub routing_user: String,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        Self {
+            active: false,
+            telephony_mode: TelephonyMode::Ip,
+            incoming: IncomingSettings::default(),
+            outgoing: OutgoingSettings::default(),
+            other: OtherSettings::default(),
+            min_talk_seconds: 0,
+            trusted_pbx: vec!["127.0.0.1".into()],
+            pbx_host: "127.0.0.1:5080".into(),
+            correlation_header: "X-Call-Id".into(),
+            routing_user: "pm-route".into(),
+        }
+    }
+}
+
+/// Incoming calls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncomingSettings {
+    /// Route scenario calls to the caller's personal manager.
+    pub forward_to_personal_manager: bool,
+    /// Create a CRM entity on an incoming call.
+    pub create_entity: bool,
+    /// Responsible for missed calls and unmapped talkers; required to activate.
+    pub default_responsible: Option<UserId>,
+    /// First or last talker.
+    pub assign_responsible_to: AssignTo,
+}
+
+impl Default for IncomingSettings {
+    fn default() -> Self {
+        Self {
+            forward_to_personal_manager: true,
+            create_entity: true,
+            default_responsible: None,
+            assign_responsible_to: AssignTo::First,
+        }
+    }
+}
+
+/// Outgoing calls.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutgoingSettings {
+    /// Create a CRM entity on an outgoing call.
+    pub create_entity: bool,
+    /// Responsible when the calling extension maps to no user; required to activate.
+    pub default_responsible: Option<UserId>,
+}
+
+/// Other settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtherSettings {
+    /// Use CallTracking (pass UTM tags).
+    pub calltracking: bool,
+    /// Which UTM tags are passed while CallTracking is on.
+    pub utm_tags: Vec<UtmTag>,
+    /// Post a message about the call to the employee's chat.
+    pub chat_message: bool,
+}
+
+impl Default for OtherSettings {
+    fn default() -> Self {
+        Self { calltracking: false, utm_tags: UtmTag::ALL.to_vec(), chat_message: true }
+    }
+}
+
+/// An employee mapping: Bitrix24 user <-> PBX extension.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mapping {
+    /// Store id.
+    pub id: i64,
+    /// Bitrix24 user id.
+    pub user_id: UserId,
+    /// PBX extension.
+    pub extension: String,
+    /// Whether this user takes part in personal-manager forwarding.
+    pub use_for_personal_manager: bool,
+    /// Static contact for phones that do not register.
+    pub contact: Option<String>,
+}
+
+/// Body of mapping create/update.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MappingInput {
+    /// Bitrix24 user id.
+    pub user_id: UserId,
+    /// PBX extension.
+    pub extension: String,
+    /// Defaults to true.
+    #[serde(default = "yes")]
+    pub use_for_personal_manager: bool,
+    /// Static contact (`sip:101@10.0.0.5:5060`), or null.
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A PBX line (called number) of the portal, with optional static UTM tags.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// The number, normalised to digits (E.164 without `+`).
+    pub number: String,
+    /// Static UTM values for calls to this line.
+    #[serde(default)]
+    pub utm: Option<BTreeMap<UtmTag, String>>,
+}

@@ -1,0 +1,1 @@
+//! SIP transports: UDP and TCP listeners. Filled by the routing issue.

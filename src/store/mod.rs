@@ -1,0 +1,173 @@
+//! Persistence behind the [`Store`] trait; [`SqliteStore`] is the embedded default.
+//!
+//! The trait is synchronous (SQLite is), and async callers go through [`StoreHandle::run`], which
+//! moves the work onto the blocking pool so no runtime thread waits on the disk. A PostgreSQL
+//! implementation can follow the same trait (DESIGN.md §7). Depends on `settings` for the data
+//! types only.
+
+mod migrations;
+mod sqlite;
+
+use std::sync::Arc;
+
+use crate::settings::{Auth, Line, Mapping, MappingInput, Portal, PortalId, PortalSettings};
+
+pub use sqlite::SqliteStore;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique constraint: `field` already has this value.
+    #[error("{field} already exists")]
+    Conflict {
+        /// The JSON field name that clashed.
+        field: &'static str,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Stored JSON did not decode (a bug or a hand-edited database).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// Opening or creating the database file failed.
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        /// Database path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The blocking task running the query panicked or was cancelled.
+    #[error("store task failed")]
+    Task,
+}
+
+/// New portal data, already validated.
+#[derive(Debug, Clone)]
+pub struct NewPortal {
+    /// Display name.
+    pub name: Option<String>,
+    /// Normalised domain.
+    pub domain: String,
+    /// Auth, if given.
+    pub auth: Option<Auth>,
+}
+
+/// Everything callgate persists.
+pub trait Store: Send + Sync + 'static {
+    /// Cheap liveness query for `/ready`.
+    ///
+    /// # Errors
+    /// The database does not answer.
+    fn ping(&self) -> Result<(), StoreError>;
+    /// All portals, by id.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn list_portals(&self) -> Result<Vec<Portal>, StoreError>;
+    /// One portal.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn get_portal(&self, id: PortalId) -> Result<Option<Portal>, StoreError>;
+    /// Creates a portal with default settings.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] on a duplicate domain.
+    fn insert_portal(&self, new: &NewPortal) -> Result<Portal, StoreError>;
+    /// Replaces name, domain and auth; false when the portal does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] on a duplicate domain.
+    fn update_portal(&self, id: PortalId, new: &NewPortal) -> Result<bool, StoreError>;
+    /// Deletes a portal with its mappings, lines and index.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn delete_portal(&self, id: PortalId) -> Result<bool, StoreError>;
+    /// Replaces the settings; false when the portal does not exist.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn put_settings(&self, id: PortalId, s: &PortalSettings) -> Result<bool, StoreError>;
+    /// Mappings of a portal, by id.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn list_mappings(&self, portal: PortalId) -> Result<Vec<Mapping>, StoreError>;
+    /// Adds a mapping.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] on a duplicate extension or user.
+    fn insert_mapping(&self, portal: PortalId, m: &MappingInput) -> Result<Mapping, StoreError>;
+    /// Replaces a mapping; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] on a duplicate extension or user.
+    fn update_mapping(&self, portal: PortalId, id: i64, m: &MappingInput) -> Result<Option<Mapping>, StoreError>;
+    /// Deletes a mapping.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn delete_mapping(&self, portal: PortalId, id: i64) -> Result<bool, StoreError>;
+    /// Lines of a portal, by number.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn list_lines(&self, portal: PortalId) -> Result<Vec<Line>, StoreError>;
+    /// Adds or replaces a line.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn upsert_line(&self, portal: PortalId, line: &Line) -> Result<(), StoreError>;
+    /// Deletes a line.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn delete_line(&self, portal: PortalId, number: &str) -> Result<bool, StoreError>;
+    /// Adds or replaces personal-manager index rows (number -> user), in one transaction.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn upsert_index(&self, portal: PortalId, rows: &[(u64, u64)]) -> Result<(), StoreError>;
+    /// Removes index rows for these numbers.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn remove_index(&self, portal: PortalId, numbers: &[u64]) -> Result<(), StoreError>;
+    /// The whole persisted index snapshot: (portal, number, user).
+    ///
+    /// # Errors
+    /// Database failure.
+    fn load_index(&self) -> Result<Vec<(PortalId, u64, u64)>, StoreError>;
+}
+
+/// A cloneable handle for async code.
+#[derive(Clone)]
+pub struct StoreHandle(Arc<dyn Store>);
+
+impl StoreHandle {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self(store)
+    }
+
+    /// Runs `f` on the blocking pool.
+    ///
+    /// # Errors
+    /// What `f` returns, or [`StoreError::Task`] when the task died.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || f(store.as_ref())).await.map_err(|_| StoreError::Task)?
+    }
+
+    /// The store itself, for synchronous start-up code.
+    pub fn inner(&self) -> &dyn Store {
+        self.0.as_ref()
+    }
+}
