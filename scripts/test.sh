@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs callgate's whole test suite on a fresh machine: installs what the tests need when it is
+# missing (SIPp from Debian's sip-tester; Kamailio only for the benchmark scripts), then runs
+# `cargo test`. Needs root (or sudo) only when something must be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+if ((${#need[@]})); then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Two cores: one test binary at a time, tests inside it in parallel.
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -1,0 +1,124 @@
+//! The real binary: port 0, /ready, SIGTERM, exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::TOKEN;
+
+const BIN: &str = env!("CARGO_BIN_EXE_callgate");
+
+fn command(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("CALLGATE__SIP__UDP", "127.0.0.1:0")
+        .env("CALLGATE__SIP__TCP", "127.0.0.1:0")
+        .env("CALLGATE__SIP__TLS", "")
+        .env("CALLGATE__HTTP__LISTEN", "127.0.0.1:0")
+        .env("CALLGATE__STORE__PATH", data.join("callgate.db"))
+        .env("CALLGATE__LOG__FORMAT", "json")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+/// Reads JSON log lines until the `listening` line for `http` and returns its address.
+fn http_address(stderr: impl std::io::Read + Send + 'static) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["listener"] == "http" {
+                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the binary logs its http address");
+    (addr, reader)
+}
+
+#[test]
+fn binary_serves_ready_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path()).env("CALLGATE__ADMIN__TOKEN", TOKEN).arg("run").stderr(Stdio::piped()).spawn().unwrap();
+    let (addr, logs) = http_address(child.stderr.take().unwrap());
+    assert!(!addr.ends_with(":0"));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ready = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{addr}/ready")).await {
+                if r.status() == 200 {
+                    break r.json::<serde_json::Value>().await.unwrap();
+                }
+            }
+            assert!(Instant::now() < deadline, "not ready in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(ready["http"], addr.as_str());
+    assert!(ready["sip_udp"].as_str().is_some_and(|a| !a.ends_with(":0")));
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "clean exit");
+    let logs = logs.join().unwrap().join("\n");
+    assert!(logs.contains("callgate stopped"));
+    assert!(!logs.contains(TOKEN), "the admin token must never be logged");
+    assert!(dir.path().join("callgate.db").exists(), "SQLite store created on first run");
+}
+
+#[test]
+fn generated_admin_token_is_written_private_and_never_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path()).arg("run").stderr(Stdio::piped()).spawn().unwrap();
+    let (_addr, logs) = http_address(child.stderr.take().unwrap());
+    let path = dir.path().join("admin.token");
+    let token = std::fs::read_to_string(&path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let logs = logs.join().unwrap().join("\n");
+    assert!(!logs.contains(token.trim()));
+    assert!(logs.contains("admin.token"));
+}
+
+#[test]
+fn check_config_reports_every_error_with_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = command(dir.path())
+        .env("CALLGATE__SIP__UDP", "nope")
+        .env("CALLGATE__SHUTDOWN__GRACE", "0s")
+        .env("CALLGATE__ADMIN__TOKEN", "short secret")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["sip.udp", "shutdown.grace", "admin.token"] {
+        assert!(err.contains(key), "{key} not reported: {err}");
+    }
+    assert!(!err.contains("short secret"), "secret printed: {err}");
+    let out = command(dir.path()).args(["check-config", "--config", "/nonexistent/callgate.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = command(dir.path()).args(["run", "--config"]).arg(dir.path().join("missing.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -1,0 +1,118 @@
+//! Test helpers: a gateway on 127.0.0.1:0 with its own data directory, and an admin client.
+
+use std::path::PathBuf;
+
+use callgate::config::{Config, Secret};
+use callgate::Gateway;
+use reqwest::{Method, Response};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running gateway. Dropping it cancels it; [`TestGateway::stop`] waits for a clean stop.
+pub struct TestGateway {
+    pub base: String,
+    pub addresses: std::collections::BTreeMap<String, String>,
+    pub data: PathBuf,
+    pub client: reqwest::Client,
+    token: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A config bound to port 0 everywhere, storing under `data`.
+pub fn test_config(data: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.sip.udp = "127.0.0.1:0".into();
+    cfg.sip.tcp = "127.0.0.1:0".into();
+    cfg.sip.tls = String::new();
+    cfg.http.listen = "127.0.0.1:0".into();
+    cfg.store.path = data.join("callgate.db");
+    cfg.admin.token = Secret::new(TOKEN);
+    cfg.shutdown.grace = std::time::Duration::from_secs(2);
+    cfg
+}
+
+impl TestGateway {
+    /// A fresh gateway with a new temporary data directory.
+    pub async fn spawn() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        let mut gw = Self::spawn_on(&data, |_| {}).await;
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// A gateway on an existing data directory, config adjusted by `tweak`.
+    pub async fn spawn_on(data: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        init_tracing();
+        let mut cfg = test_config(data);
+        tweak(&mut cfg);
+        let gateway = Gateway::build(cfg).await.expect("gateway builds");
+        let base = format!("http://{}", gateway.http_addr());
+        let addresses = gateway.addresses().clone();
+        let token = gateway.shutdown_token();
+        let task = tokio::spawn(gateway.run_until_stopped());
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap();
+        Self { base, addresses, data: data.to_path_buf(), client, token, task: Some(task), _dir: None }
+    }
+
+    /// Cancels, waits for a clean stop, and hands back the data directory it owned (if any), so a
+    /// restart can reuse it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.token.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), task).await.expect("stops in time").unwrap().expect("clean stop");
+        self._dir.take()
+    }
+
+    /// An admin API call with the right token; `body` as JSON when given.
+    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, body, Some(TOKEN)).await
+    }
+
+    /// An HTTP call with an explicit token (or none).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        json_of(req.send().await.expect("request sent")).await
+    }
+
+    /// Creates a portal and returns its id.
+    pub async fn portal(&self, domain: &str) -> i64 {
+        let (status, body) = self.api(Method::POST, "/api/v1/portals", Some(serde_json::json!({ "domain": domain }))).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+pub async fn json_of(resp: Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Quiet unless TEST_LOG=1.
+pub fn init_tracing() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        callgate::telemetry::init(&callgate::config::LogConfig { level: "debug".into(), format: callgate::config::LogFormat::Text });
+    }
+}
+
+/// The field paths of a 422 body.
+pub fn fields(body: &Value) -> Vec<String> {
+    body["fields"].as_array().map(|a| a.iter().map(|f| f["field"].as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default()
+}

@@ -1,0 +1,6 @@
+#![allow(unreachable_pub, dead_code)]
+//! The integration test binary (one binary, so the crate links once). Modules by capability.
+
+mod api;
+mod binary;
+mod common;
