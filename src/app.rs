@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use parking_lot::RwLock;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{listener_addr, Config, Secret};
 use crate::http::{self, AppState, HttpLimits};
-use crate::routing::Directory;
+use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
+use crate::sip::transport::{serve_tcp, SipHandler, TcpLimits, UdpDriver};
 use crate::store::{SqliteStore, StoreHandle};
 
 /// A built gateway: everything bound, nothing served yet.
@@ -23,7 +24,7 @@ pub struct Gateway {
     cfg: Config,
     state: AppState,
     http: TcpListener,
-    sip_udp: Option<UdpSocket>,
+    sip_udp: Option<std::net::UdpSocket>,
     sip_tcp: Option<TcpListener>,
     addresses: BTreeMap<String, String>,
     shutdown: CancellationToken,
@@ -41,12 +42,14 @@ impl Gateway {
         let token = admin_token(&cfg)?;
         let directory = Directory::default();
         directory.reload_blocking(&store).context("loading settings")?;
+        let rows = directory.load_index_blocking(&store).context("loading the personal-manager index")?;
+        tracing::info!(rows, "personal-manager index loaded from the store");
 
         let mut addresses = BTreeMap::new();
         let http_addr = listener_addr(&cfg.http.listen).ok().flatten().context("http.listen")?;
         let http = TcpListener::bind(http_addr).await.with_context(|| format!("binding http.listen {http_addr}"))?;
         addresses.insert("http".to_owned(), http.local_addr()?.to_string());
-        let sip_udp = bind_udp(&cfg.sip.udp, &mut addresses).await?;
+        let sip_udp = bind_udp(&cfg.sip.udp, &mut addresses)?;
         let sip_tcp = bind_tcp(&cfg.sip.tcp, "sip_tcp", &mut addresses).await?;
 
         let shutdown = CancellationToken::new();
@@ -56,6 +59,7 @@ impl Gateway {
             addresses: Arc::new(RwLock::new(BTreeMap::new())),
             metrics: crate::telemetry::metrics(),
             directory,
+            decisions: Arc::new(DecisionLog::new(10_000)),
             shutdown: shutdown.clone(),
         };
         Ok(Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown })
@@ -92,14 +96,27 @@ impl Gateway {
         }
         *state.addresses.write() = addresses;
         let tasks = TaskTracker::new();
-        // Held until the SIP transports take them over.
-        let _sip = (sip_udp, sip_tcp);
+        let sip_cancel = shutdown.child_token();
+        let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
+        let handler: Arc<dyn SipHandler> = Arc::new(RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)));
+        let udp = match sip_udp {
+            Some(sock) => Some(UdpDriver::spawn(sock, cfg.sip.udp_threads, cfg.sip.max_message_bytes, Arc::clone(&handler), sip_cancel.clone()).context("starting sip.udp")?),
+            None => None,
+        };
+        if let Some(listener) = sip_tcp {
+            let limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
+            tasks.spawn(serve_tcp(listener, limits, Arc::clone(&handler), sip_cancel.clone(), tasks.clone()));
+        }
         let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout };
         let router = http::router(state.clone(), limits);
         let stop = shutdown.clone();
-        let server = axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(http, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.cancelled().await });
         tracing::info!("callgate ready");
         server.await.context("http server")?;
+        sip_cancel.cancel();
+        if let Some(udp) = udp {
+            let _ = tokio::task::spawn_blocking(move || udp.join()).await;
+        }
         tasks.close();
         if tokio::time::timeout(cfg.shutdown.grace, tasks.wait()).await.is_err() {
             tracing::warn!(grace = ?cfg.shutdown.grace, "tasks still running after the grace period; stopping anyway");
@@ -109,9 +126,15 @@ impl Gateway {
     }
 }
 
-async fn bind_udp(spec: &str, out: &mut BTreeMap<String, String>) -> anyhow::Result<Option<UdpSocket>> {
+/// Binds the UDP socket with large kernel buffers (bursts of thousands of INVITEs per second).
+fn bind_udp(spec: &str, out: &mut BTreeMap<String, String>) -> anyhow::Result<Option<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let Some(addr) = listener_addr(spec).ok().flatten() else { return Ok(None) };
-    let sock = UdpSocket::bind(addr).await.with_context(|| format!("binding sip.udp {addr}"))?;
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = sock.set_recv_buffer_size(8 << 20);
+    let _ = sock.set_send_buffer_size(8 << 20);
+    sock.bind(&addr.into()).with_context(|| format!("binding sip.udp {addr}"))?;
+    let sock: std::net::UdpSocket = sock.into();
     out.insert("sip_udp".to_owned(), sock.local_addr()?.to_string());
     Ok(Some(sock))
 }

@@ -61,6 +61,8 @@ pub struct SipConfig {
     pub no_decision_code: u16,
     /// Open TCP connections at most; further connections are refused.
     pub max_tcp_connections: usize,
+    /// Threads receiving on the UDP socket.
+    pub udp_threads: usize,
 }
 
 impl Default for SipConfig {
@@ -74,6 +76,7 @@ impl Default for SipConfig {
             max_message_bytes: 65_535,
             no_decision_code: 404,
             max_tcp_connections: 4096,
+            udp_threads: 1,
         }
     }
 }

@@ -27,6 +27,9 @@ impl Config {
         if self.sip.max_tcp_connections == 0 {
             errs.push("sip.max_tcp_connections", "must be at least 1");
         }
+        if !(1..=64).contains(&self.sip.udp_threads) {
+            errs.push("sip.udp_threads", "must be between 1 and 64");
+        }
         if self.http.body_limit_bytes < 1024 {
             errs.push("http.body_limit_bytes", "must be at least 1024");
         }

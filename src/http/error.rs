@@ -17,6 +17,9 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[error("a valid admin bearer token is required")]
     Unauthorized,
+    /// The source may not use this endpoint (403).
+    #[error("this source is not allowed; use the admin token or a trusted PBX address")]
+    Forbidden,
     /// No such resource.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -49,6 +52,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),

@@ -11,6 +11,7 @@ mod health;
 mod json;
 mod openapi;
 mod portals;
+mod route;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Routing directory to reload after settings change.
     pub directory: crate::routing::Directory,
+    /// Recent routing decisions (audit).
+    pub decisions: Arc<crate::routing::DecisionLog>,
     /// Cancelled when shutdown starts (`/ready` turns 503).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -61,7 +64,9 @@ pub struct HttpLimits {
 /// Builds the router.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let api = portals::routes()
+        .merge(route::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .merge(route::public_routes())
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/api/v1", api)

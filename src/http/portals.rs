@@ -28,7 +28,7 @@ fn id(raw: &str, what: &'static str) -> Result<i64, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound(what))
 }
 
-async fn load(state: &AppState, raw: &str) -> Result<Portal, ApiError> {
+pub(super) async fn load(state: &AppState, raw: &str) -> Result<Portal, ApiError> {
     let pid = id(raw, "portal")?;
     state.store.run(move |s| s.get_portal(pid)).await?.ok_or(ApiError::NotFound("portal"))
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::index::PmIndex;
 use super::number::normalize_number;
 use crate::settings::{parse_cidr, Line, Mapping, Portal, PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};
@@ -23,15 +24,19 @@ pub struct PortalEntry {
     pub lines: HashMap<u64, Line>,
     /// Parsed `trusted_pbx` plus the `pbx_host` address.
     pub trusted: Vec<(IpAddr, u8)>,
+    /// The 302 Contact for each mapped user, `<sip:EXT@pbx_host>`, built once per reload.
+    pub contacts: HashMap<UserId, String>,
 }
 
 impl PortalEntry {
-    fn build(portal: Portal, mappings: Vec<Mapping>, lines: Vec<Line>) -> Self {
+    pub(crate) fn build(portal: Portal, mappings: Vec<Mapping>, lines: Vec<Line>) -> Self {
         let mut trusted: Vec<_> = portal.settings.trusted_pbx.iter().filter_map(|t| parse_cidr(t)).collect();
         if let Some(ip) = pbx_ip(&portal.settings.pbx_host) {
             trusted.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
         }
+        let contacts = mappings.iter().map(|m| (m.user_id, format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host))).collect();
         Self {
+            contacts,
             by_user: mappings.iter().map(|m| (m.user_id, m.clone())).collect(),
             by_extension: mappings.into_iter().map(|m| (m.extension.clone(), m)).collect(),
             lines: lines.into_iter().filter_map(|l| Some((normalize_number(&l.number)?.as_u64(), l))).collect(),
@@ -87,9 +92,27 @@ impl Snapshot {
 #[derive(Clone, Default)]
 pub struct Directory {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    index: Arc<PmIndex>,
 }
 
 impl Directory {
+    /// The personal-manager index.
+    pub fn index(&self) -> &PmIndex {
+        &self.index
+    }
+
+    /// Loads the persisted index snapshot (start-up).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn load_index_blocking(&self, store: &StoreHandle) -> Result<usize, StoreError> {
+        let rows = store.inner().load_index()?;
+        for (portal, number, user) in &rows {
+            self.index.insert_all(*portal, &[(*number, *user)]);
+        }
+        Ok(rows.len())
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

@@ -5,7 +5,16 @@
 //! snapshot swapped atomically after every settings change, and the index is a `DashMap` of
 //! plain integers. Depends on `settings` (types) and `store` (reload, snapshot persistence).
 
+mod audit;
+mod decide;
 mod directory;
+mod index;
+mod metrics;
 pub mod number;
+mod redirect;
 
+pub use audit::{now_ms, DecisionLog, DecisionRecord};
+pub use decide::{decide, Decision, Reason};
 pub use directory::{Directory, PortalEntry, Snapshot};
+pub use index::{parse_csv, BadRow, PmIndex};
+pub use redirect::{RedirectConfig, RedirectServer};

@@ -136,6 +136,11 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Database failure.
     fn remove_index(&self, portal: PortalId, numbers: &[u64]) -> Result<(), StoreError>;
+    /// Removes every index row of a portal.
+    ///
+    /// # Errors
+    /// Database failure.
+    fn clear_index(&self, portal: PortalId) -> Result<(), StoreError>;
     /// The whole persisted index snapshot: (portal, number, user).
     ///
     /// # Errors

@@ -261,6 +261,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn clear_index(&self, portal: PortalId) -> Result<(), StoreError> {
+        self.conn.lock().execute("DELETE FROM pm_index WHERE portal_id = ?1", [portal])?;
+        Ok(())
+    }
+
     fn load_index(&self) -> Result<Vec<(PortalId, u64, u64)>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached("SELECT portal_id, number, user_id FROM pm_index")?;

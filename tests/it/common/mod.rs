@@ -9,6 +9,8 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod sipp;
+
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
 /// A running gateway. Dropping it cancels it; [`TestGateway::stop`] waits for a clean stop.
@@ -57,6 +59,11 @@ impl TestGateway {
         let task = tokio::spawn(gateway.run_until_stopped());
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap();
         Self { base, addresses, data: data.to_path_buf(), client, token, task: Some(task), _dir: None }
+    }
+
+    /// Hands the gateway a temporary directory to own (removed when it drops).
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self._dir = Some(dir);
     }
 
     /// Cancels, waits for a clean stop, and hands back the data directory it owned (if any), so a

@@ -1,0 +1,54 @@
+//! `decide()` latency percentiles (index look-up + decision), over 1,000,000 calls against an
+//! index of 1,000,000 numbers. Prints p50/p99/p99.9/max; not a criterion bench because criterion
+//! reports means, and the target is a p99.
+//!
+//!   cargo bench --bench decide_latency
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use callgate::routing::number::Number;
+use callgate::routing::{decide, Directory};
+use callgate::settings::{MappingInput, PortalSettings};
+use callgate::store::{NewPortal, SqliteStore, Store, StoreHandle};
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --all-targets` builds benches and runs them as tests: nothing to do
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+    let p = store.insert_portal(&NewPortal { name: None, domain: "https://b.bitrix24.ru/".into(), auth: None }).unwrap();
+    let mut s = PortalSettings { active: true, ..Default::default() };
+    s.incoming.default_responsible = Some(1);
+    s.outgoing.default_responsible = Some(1);
+    store.put_settings(p.id, &s).unwrap();
+    for u in 100..600u64 {
+        store.insert_mapping(p.id, &MappingInput { user_id: u, extension: u.to_string(), use_for_personal_manager: true, contact: None }).unwrap();
+    }
+    let d = Directory::default();
+    d.reload_blocking(&StoreHandle::new(Arc::new(store))).unwrap();
+    let n = 1_000_000u64;
+    let rows: Vec<(u64, u64)> = (0..n).map(|i| (79_000_000_000 + i, 100 + i % 500)).collect();
+    d.index().insert_all(p.id, &rows);
+    let snap = d.snapshot();
+    let portal = snap.single().unwrap().clone();
+
+    let mut samples = Vec::with_capacity(n as usize);
+    let mut x = 88_172_645_463_325_252u64;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let caller = Number::from_u64(79_000_000_000 + x % (n + n / 10)); // ~9% misses
+        let t = Instant::now();
+        let m = caller.and_then(|c| d.index().lookup(portal.portal.id, c.as_u64()));
+        let r = decide(Some(&portal), caller, b"", m).reason();
+        let dt = t.elapsed();
+        std::hint::black_box(r);
+        samples.push(dt.as_nanos() as u64);
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!("decide() over {n} calls, index of {n} numbers (ns): p50 {} p99 {} p99.9 {} max {}", pct(0.5), pct(0.99), pct(0.999), samples[samples.len() - 1]);
+}

@@ -1,0 +1,106 @@
+//! Criterion micro-benches: SIP parse, 302 serialisation, `decide()`, and the whole redirect
+//! handler in memory (parse + look-up + answer), per message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use callgate::routing::number::normalize_number;
+use callgate::routing::{decide, DecisionLog, Directory, RedirectConfig, RedirectServer};
+use callgate::settings::{MappingInput, PortalSettings};
+use callgate::sip::core::{to_tag_for, write_response, SipMessage};
+use callgate::sip::transport::{Peer, SipHandler, Transport};
+use callgate::store::{NewPortal, SqliteStore, Store, StoreHandle};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn invite(caller: &str, branch: u64) -> Bytes {
+    Bytes::from(format!(
+        "INVITE sip:pm-route@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5095;branch=z9hG4bK-{branch}-1\r\n\
+From: \"Customer\" <sip:{caller}@127.0.0.1:5095>;tag=1234SIPpTag01\r\n\
+To: <sip:pm-route@127.0.0.1:5060>\r\n\
+Call-ID: {branch}-1234@127.0.0.1\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:{caller}@127.0.0.1:5095>\r\n\
+Max-Forwards: 70\r\n\
+P-Asserted-Identity: <sip:{caller}@pbx.example.com>\r\n\
+Diversion: <sip:74951234567@pbx.example.com>;reason=unconditional\r\n\
+X-Call-Id: pbx-{branch}\r\n\
+User-Agent: Asterisk PBX 20.5.0\r\n\
+Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY\r\n\
+Supported: replaces, timer\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 129\r\n\r\n\
+v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n"
+    ))
+}
+
+/// A directory with one active portal, 500 mappings and `n` numbers.
+fn directory(n: u64) -> (tempfile::TempDir, Directory) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+    let p = store.insert_portal(&NewPortal { name: None, domain: "https://b.bitrix24.ru/".into(), auth: None }).unwrap();
+    let mut s = PortalSettings { active: true, ..Default::default() };
+    s.incoming.default_responsible = Some(1);
+    s.outgoing.default_responsible = Some(1);
+    store.put_settings(p.id, &s).unwrap();
+    for u in 100..600u64 {
+        store.insert_mapping(p.id, &MappingInput { user_id: u, extension: u.to_string(), use_for_personal_manager: true, contact: None }).unwrap();
+    }
+    let handle = StoreHandle::new(Arc::new(store));
+    let d = Directory::default();
+    d.reload_blocking(&handle).unwrap();
+    let rows: Vec<(u64, u64)> = (0..n).map(|i| (79_000_000_000 + i, 100 + i % 500)).collect();
+    d.index().insert_all(p.id, &rows);
+    (dir, d)
+}
+
+fn benches(c: &mut Criterion) {
+    let msg = invite("79001234567", 1);
+    let mut g = c.benchmark_group("sip");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("parse_invite", |b| b.iter(|| SipMessage::parse(msg.clone()).unwrap()));
+    let parsed = SipMessage::parse(msg.clone()).unwrap();
+    let mut out = BytesMut::with_capacity(2048);
+    g.bench_function("write_302", |b| {
+        b.iter(|| {
+            out.clear();
+            write_response(&parsed, 302, "Moved Temporarily", Some(&to_tag_for(&parsed)), &[("Contact", b"<sip:101@127.0.0.1:5080>")], &mut out);
+        })
+    });
+    g.finish();
+
+    let (_dir, d) = directory(100_000);
+    let snap = d.snapshot();
+    let portal = snap.single().unwrap().clone();
+    let caller = normalize_number("79000012345");
+    let mut g = c.benchmark_group("routing");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("normalize_number", |b| b.iter(|| normalize_number("+7 (900) 001-23-45")));
+    g.bench_function("lookup_and_decide", |b| {
+        b.iter(|| {
+            let m = d.index().lookup(portal.portal.id, caller.unwrap().as_u64());
+            decide(Some(&portal), caller, b"79000012345", m).reason()
+        })
+    });
+    let server = RedirectServer::new(d.clone(), RedirectConfig { no_decision_code: 404, max_remembered: 1_000_000 }, Arc::new(DecisionLog::new(1000)));
+    let peer = Peer { addr: SocketAddr::from(([127, 0, 0, 1], 5095)), transport: Transport::Udp };
+    let mut i = 0u64;
+    let mut reply = BytesMut::with_capacity(2048);
+    g.bench_function("redirect_handler_invite_and_ack", |b| {
+        b.iter(|| {
+            i += 1;
+            let inv = invite("79000012345", i);
+            reply.clear();
+            server.on_message(inv.clone(), peer, Instant::now(), &mut reply);
+            let ack = Bytes::from(String::from_utf8_lossy(&inv).replacen("INVITE sip", "ACK sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 ACK"));
+            let mut none = BytesMut::new();
+            server.on_message(ack, peer, Instant::now(), &mut none);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(sip, benches);
+criterion_main!(sip);

@@ -1,0 +1,147 @@
+//! `GET /api/v1/route`: the routing decision as JSON, for PBX scenarios that call HTTP; the
+//! personal-manager index upload; the decision audit.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{auth, ApiError, AppState};
+use crate::routing::number::normalize_number;
+use crate::routing::{decide, parse_csv, Decision, DecisionRecord, PortalEntry, Snapshot};
+
+/// Index uploads are large (a million rows is ~17 MB of CSV).
+const INDEX_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Routes that carry their own authorisation (`/route`: token or trusted PBX address).
+pub(super) fn public_routes() -> Router<AppState> {
+    Router::new().route("/route", get(route))
+}
+
+/// Token-protected routes.
+pub(super) fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/portals/{id}/index", get(index_count).post(index_upload).layer(DefaultBodyLimit::max(INDEX_BODY_LIMIT)))
+        .route("/decisions", get(decisions))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteQuery {
+    caller: Option<String>,
+    line: Option<String>,
+}
+
+async fn route(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<RouteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let snap = state.directory.snapshot();
+    let portal = q.line.as_deref().and_then(normalize_number).and_then(|n| snap.by_line.get(&n.as_u64())).and_then(|id| snap.portals.get(id)).or_else(|| snap.single());
+    if !auth::token_ok(&state, &headers) && !trusted(&snap, portal.map(|p| &**p), peer) {
+        return Err(ApiError::Forbidden);
+    }
+    let raw_caller = q.caller.as_deref().map(str::trim).filter(|c| !c.is_empty()).ok_or_else(|| ApiError::field("caller", "is required"))?;
+    let caller = normalize_number(raw_caller);
+    let manager = match (portal, caller) {
+        (Some(p), Some(n)) => state.directory.index().lookup(p.portal.id, n.as_u64()),
+        _ => None,
+    };
+    let decision = decide(portal.map(|p| &**p), caller, raw_caller.as_bytes(), manager);
+    let reason = decision.reason();
+    let (target, contact, user) = match decision {
+        Decision::Redirect { mapping } => {
+            let host = portal.map_or("", |p| p.portal.settings.pbx_host.as_str());
+            (Some(mapping.extension.clone()), Some(format!("sip:{}@{host}", mapping.extension)), Some(mapping.user_id))
+        }
+        Decision::NoDecision(_) => (None, None, None),
+    };
+    let outcome = if target.is_some() { "redirect" } else { "no_decision" };
+    metrics::counter!("callgate_routing_decisions_total", "outcome" => outcome, "reason" => reason.as_str()).increment(1);
+    state.decisions.push(DecisionRecord {
+        at_ms: crate::routing::now_ms(),
+        call_id: String::new(),
+        portal_id: portal.map(|p| p.portal.id),
+        caller: caller.map(|n| n.to_string()),
+        manager,
+        target: target.clone(),
+        outcome,
+        reason,
+        source: "http",
+    });
+    Ok(Json(json!({
+        "decision": outcome, "target": target, "contact": contact, "user_id": user,
+        "portal_id": portal.map(|p| p.portal.id), "caller": caller.map(|n| n.to_string()), "reason": reason,
+    })))
+}
+
+fn trusted(snap: &Snapshot, portal: Option<&PortalEntry>, peer: SocketAddr) -> bool {
+    match portal {
+        Some(p) => p.trusts(peer.ip()),
+        None => snap.portals.values().any(|p| p.trusts(peer.ip())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    #[serde(default)]
+    replace: bool,
+}
+
+async fn index_upload(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let pid = super::portals::load(&state, &raw).await?.id;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::field("body", "must be UTF-8 CSV: number,user_id"))?;
+    let rows = parse_csv(text).map_err(|bad| {
+        ApiError::Validation(crate::settings::FieldErrors(
+            bad.into_iter().map(|b| crate::settings::FieldError { field: format!("line {}", b.line), message: b.message }).collect(),
+        ))
+    })?;
+    let n = rows.len();
+    let stored = rows.clone();
+    state
+        .store
+        .run(move |s| {
+            if q.replace {
+                s.clear_index(pid)?;
+            }
+            s.upsert_index(pid, &stored)
+        })
+        .await?;
+    if q.replace {
+        state.directory.index().clear_portal(pid);
+    }
+    state.directory.index().insert_all(pid, &rows);
+    tracing::info!(portal = pid, rows = n, replace = q.replace, "personal-manager index imported");
+    Ok((StatusCode::OK, Json(json!({ "imported": n, "total": state.directory.index().count(pid) }))))
+}
+
+async fn index_count(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let pid = super::portals::load(&state, &raw).await?.id;
+    Ok(Json(json!({ "count": state.directory.index().count(pid) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecentQuery {
+    limit: Option<usize>,
+}
+
+async fn decisions(State(state): State<AppState>, query: Result<Query<RecentQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Vec<DecisionRecord>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(Json(state.decisions.recent(q.limit.unwrap_or(100).min(10_000))))
+}

@@ -1,0 +1,86 @@
+//! Every routing decision, recorded for the audit (a bounded ring shown by the admin API) and,
+//! once the call tracker exists, handed to it.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::decide::Reason;
+use super::number::Number;
+use crate::settings::{PortalId, UserId};
+use crate::sip::core::SipMessage;
+use crate::sip::transport::Peer;
+
+/// One decision.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecisionRecord {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// SIP Call-ID (lossy UTF-8), or empty for HTTP decisions.
+    pub call_id: String,
+    /// The portal, when found.
+    pub portal_id: Option<PortalId>,
+    /// The normalised caller number.
+    pub caller: Option<String>,
+    /// The responsible user found in the index.
+    pub manager: Option<UserId>,
+    /// The extension routed to, or null for "no decision".
+    pub target: Option<String>,
+    /// `redirect` or `no_decision`.
+    pub outcome: &'static str,
+    /// Why.
+    pub reason: Reason,
+    /// `sip` or `http`.
+    pub source: &'static str,
+}
+
+impl DecisionRecord {
+    pub(super) fn new(msg: &SipMessage, portal: Option<PortalId>, caller: Option<Number>, manager: Option<UserId>, target: Option<String>, reason: Reason, _peer: Peer) -> Self {
+        Self {
+            at_ms: now_ms(),
+            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
+            portal_id: portal,
+            caller: caller.map(|n| n.to_string()),
+            manager,
+            outcome: if target.is_some() { "redirect" } else { "no_decision" },
+            target,
+            reason,
+            source: "sip",
+        }
+    }
+}
+
+/// Milliseconds since the epoch (the audit's clock; the decision itself never reads it).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The most recent decisions, newest last; bounded.
+pub struct DecisionLog {
+    // Held only for a push or a copy, never across an await.
+    ring: Mutex<VecDeque<DecisionRecord>>,
+    capacity: usize,
+}
+
+impl DecisionLog {
+    /// A log keeping `capacity` records.
+    pub fn new(capacity: usize) -> Self {
+        Self { ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))), capacity }
+    }
+
+    /// Records a decision, dropping the oldest when full.
+    pub fn push(&self, rec: DecisionRecord) {
+        let mut ring = self.ring.lock();
+        if ring.len() == self.capacity {
+            ring.pop_front();
+        }
+        ring.push_back(rec);
+    }
+
+    /// The newest `limit` records, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<DecisionRecord> {
+        self.ring.lock().iter().rev().take(limit).cloned().collect()
+    }
+}

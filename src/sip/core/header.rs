@@ -1,0 +1,394 @@
+//! Header names: the [`HeaderName`] enum and the canonicalisation of wire names onto it.
+//!
+//! Role: turn whatever a peer wrote (`Via`, `VIA`, `v`, `Call-ID`, `i`) into one enum value so
+//! the rest of the core compares small integers, never strings. Compact forms follow RFC 3261
+//! §7.3.3 and the RFCs that registered the others (RFC 3265 `o`/`u`, RFC 3515 `r`, RFC 3892 `b`,
+//! RFC 4028 `x`, RFC 3841 `a`/`j`/`d`, RFC 4474 `y`/`n`, RFC 3261 `c`/`e`/`k`/`s`).
+//!
+//! Invariants: lookups never allocate (names are lower-cased into a stack buffer) and never
+//! panic; a name longer than any known one is simply [`HeaderName::Other`].
+
+/// A known SIP header, or [`HeaderName::Other`] for any other (look those up by string with
+/// `SipMessage::header_by_name`). Compact forms map onto the full name.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[allow(missing_docs)] // the variant names are the header names
+pub enum HeaderName {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    Contact,
+    MaxForwards,
+    ContentLength,
+    ContentType,
+    Route,
+    RecordRoute,
+    Supported,
+    Require,
+    Event,
+    ReferTo,
+    ReferredBy,
+    Replaces,
+    Subject,
+    Allow,
+    Expires,
+    UserAgent,
+    PAssertedIdentity,
+    Diversion,
+    HistoryInfo,
+    Reason,
+    Path,
+    Authorization,
+    WwwAuthenticate,
+    ProxyAuthorization,
+    ProxyAuthenticate,
+    // Beyond the first list: every header with a compact form, plus a few common ones.
+    ContentEncoding,
+    ContentDisposition,
+    AllowEvents,
+    SessionExpires,
+    MinSe,
+    Identity,
+    IdentityInfo,
+    AcceptContact,
+    RejectContact,
+    RequestDisposition,
+    Accept,
+    Date,
+    ProxyRequire,
+    Unsupported,
+    PPreferredIdentity,
+    Privacy,
+    RSeq,
+    RAck,
+    Server,
+    Warning,
+    RetryAfter,
+    /// Any header not listed above.
+    Other,
+}
+
+/// Known full names (lower case), grouped by length: `BY_LENGTH[n]` holds the names of n bytes.
+#[rustfmt::skip]
+const BY_LENGTH: [&[(&[u8], HeaderName)]; 21] = {
+    use HeaderName::*;
+    [
+        &[],
+        &[], // 1: compact forms, see `from_compact`
+        &[(b"to", To)],
+        &[(b"via", Via)],
+        &[(b"from", From), (b"cseq", CSeq), (b"path", Path), (b"date", Date), (b"rseq", RSeq),
+          (b"rack", RAck)],
+        &[(b"route", Route), (b"allow", Allow), (b"event", Event)],
+        &[(b"reason", Reason), (b"accept", Accept), (b"server", Server), (b"min-se", MinSe)],
+        &[(b"contact", Contact), (b"call-id", CallId), (b"require", Require), (b"subject", Subject),
+          (b"expires", Expires), (b"warning", Warning), (b"privacy", Privacy)],
+        &[(b"refer-to", ReferTo), (b"replaces", Replaces), (b"identity", Identity)],
+        &[(b"supported", Supported), (b"diversion", Diversion)],
+        &[(b"user-agent", UserAgent)],
+        &[(b"referred-by", ReferredBy), (b"retry-after", RetryAfter), (b"unsupported", Unsupported)],
+        &[(b"max-forwards", MaxForwards), (b"content-type", ContentType),
+          (b"record-route", RecordRoute), (b"history-info", HistoryInfo),
+          (b"allow-events", AllowEvents)],
+        &[(b"authorization", Authorization), (b"proxy-require", ProxyRequire),
+          (b"identity-info", IdentityInfo)],
+        &[(b"content-length", ContentLength), (b"accept-contact", AcceptContact),
+          (b"reject-contact", RejectContact)],
+        &[(b"session-expires", SessionExpires)],
+        &[(b"www-authenticate", WwwAuthenticate), (b"content-encoding", ContentEncoding)],
+        &[],
+        &[(b"proxy-authenticate", ProxyAuthenticate)],
+        &[(b"p-asserted-identity", PAssertedIdentity), (b"proxy-authorization", ProxyAuthorization),
+          (b"content-disposition", ContentDisposition),
+          (b"request-disposition", RequestDisposition)],
+        &[(b"p-preferred-identity", PPreferredIdentity)],
+    ]
+};
+
+impl HeaderName {
+    /// Number of variants, `Other` included (sizes per-name lookup tables).
+    pub const COUNT: usize = Self::Other as usize + 1;
+
+    /// Maps a wire name (any case, full or compact form) to a `HeaderName`.
+    /// The caller passes the name already trimmed (`Via ` in `Via : x` is trimmed by the parser).
+    #[must_use]
+    pub fn from_bytes(name: &[u8]) -> Self {
+        if name.len() == 1 {
+            return Self::from_compact(name.first().map_or(0, u8::to_ascii_lowercase));
+        }
+        // A handful of same-length candidates, compared in place: no copy, no lower-casing
+        // pass (this runs once per header line of every message).
+        BY_LENGTH
+            .get(name.len())
+            .and_then(|group| {
+                group
+                    .iter()
+                    .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            })
+            .map_or(Self::Other, |&(_, header)| header)
+    }
+
+    /// Compact forms (lower-case letter).
+    const fn from_compact(letter: u8) -> Self {
+        match letter {
+            b'v' => Self::Via,
+            b'f' => Self::From,
+            b't' => Self::To,
+            b'i' => Self::CallId,
+            b'm' => Self::Contact,
+            b'l' => Self::ContentLength,
+            b'c' => Self::ContentType,
+            b'k' => Self::Supported,
+            b's' => Self::Subject,
+            b'e' => Self::ContentEncoding,
+            b'o' => Self::Event,
+            b'r' => Self::ReferTo,
+            b'b' => Self::ReferredBy,
+            b'u' => Self::AllowEvents,
+            b'x' => Self::SessionExpires,
+            b'y' => Self::Identity,
+            b'n' => Self::IdentityInfo,
+            b'a' => Self::AcceptContact,
+            b'j' => Self::RejectContact,
+            b'd' => Self::RequestDisposition,
+            _ => Self::Other,
+        }
+    }
+
+    /// The canonical full name as written by callgate (`Call-ID`, `WWW-Authenticate`);
+    /// `""` for [`HeaderName::Other`].
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Via => "Via",
+            Self::From => "From",
+            Self::To => "To",
+            Self::CallId => "Call-ID",
+            Self::CSeq => "CSeq",
+            Self::Contact => "Contact",
+            Self::MaxForwards => "Max-Forwards",
+            Self::ContentLength => "Content-Length",
+            Self::ContentType => "Content-Type",
+            Self::Route => "Route",
+            Self::RecordRoute => "Record-Route",
+            Self::Supported => "Supported",
+            Self::Require => "Require",
+            Self::Event => "Event",
+            Self::ReferTo => "Refer-To",
+            Self::ReferredBy => "Referred-By",
+            Self::Replaces => "Replaces",
+            Self::Subject => "Subject",
+            Self::Allow => "Allow",
+            Self::Expires => "Expires",
+            Self::UserAgent => "User-Agent",
+            Self::PAssertedIdentity => "P-Asserted-Identity",
+            Self::Diversion => "Diversion",
+            Self::HistoryInfo => "History-Info",
+            Self::Reason => "Reason",
+            Self::Path => "Path",
+            Self::Authorization => "Authorization",
+            Self::WwwAuthenticate => "WWW-Authenticate",
+            Self::ProxyAuthorization => "Proxy-Authorization",
+            Self::ProxyAuthenticate => "Proxy-Authenticate",
+            _ => self.as_str_rare(),
+        }
+    }
+
+    const fn as_str_rare(self) -> &'static str {
+        match self {
+            Self::ContentEncoding => "Content-Encoding",
+            Self::ContentDisposition => "Content-Disposition",
+            Self::AllowEvents => "Allow-Events",
+            Self::SessionExpires => "Session-Expires",
+            Self::MinSe => "Min-SE",
+            Self::Identity => "Identity",
+            Self::IdentityInfo => "Identity-Info",
+            Self::AcceptContact => "Accept-Contact",
+            Self::RejectContact => "Reject-Contact",
+            Self::RequestDisposition => "Request-Disposition",
+            Self::Accept => "Accept",
+            Self::Date => "Date",
+            Self::ProxyRequire => "Proxy-Require",
+            Self::Unsupported => "Unsupported",
+            Self::PPreferredIdentity => "P-Preferred-Identity",
+            Self::Privacy => "Privacy",
+            Self::RSeq => "RSeq",
+            Self::RAck => "RAck",
+            Self::Server => "Server",
+            Self::Warning => "Warning",
+            Self::RetryAfter => "Retry-After",
+            _ => "",
+        }
+    }
+
+    /// The compact form, if the header has one (`Via` -> `v`).
+    #[must_use]
+    pub const fn compact(self) -> Option<u8> {
+        Some(match self {
+            Self::Via => b'v',
+            Self::From => b'f',
+            Self::To => b't',
+            Self::CallId => b'i',
+            Self::Contact => b'm',
+            Self::ContentLength => b'l',
+            Self::ContentType => b'c',
+            Self::Supported => b'k',
+            Self::Subject => b's',
+            Self::ContentEncoding => b'e',
+            Self::Event => b'o',
+            Self::ReferTo => b'r',
+            Self::ReferredBy => b'b',
+            Self::AllowEvents => b'u',
+            Self::SessionExpires => b'x',
+            Self::Identity => b'y',
+            Self::IdentityInfo => b'n',
+            Self::AcceptContact => b'a',
+            Self::RejectContact => b'j',
+            Self::RequestDisposition => b'd',
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderName::{self, *};
+
+    #[test]
+    fn every_compact_form_maps_to_its_full_name() {
+        let table: &[(&[u8], HeaderName)] = &[
+            (b"v", Via),
+            (b"i", CallId),
+            (b"f", From),
+            (b"t", To),
+            (b"m", Contact),
+            (b"l", ContentLength),
+            (b"c", ContentType),
+            (b"k", Supported),
+            (b"s", Subject),
+            (b"e", ContentEncoding),
+            (b"o", Event),
+            (b"r", ReferTo),
+            (b"b", ReferredBy),
+            (b"u", AllowEvents),
+            (b"x", SessionExpires),
+            (b"y", Identity),
+            (b"n", IdentityInfo),
+            (b"a", AcceptContact),
+            (b"j", RejectContact),
+            (b"d", RequestDisposition),
+        ];
+        for (compact, name) in table {
+            assert_eq!(HeaderName::from_bytes(compact), *name);
+            assert_eq!(HeaderName::from_bytes(&compact.to_ascii_uppercase()), *name);
+            assert_eq!(name.compact(), Some(compact[0]));
+            assert_eq!(HeaderName::from_bytes(name.as_str().as_bytes()), *name);
+        }
+    }
+
+    #[test]
+    fn full_names_are_case_insensitive_and_round_trip() {
+        for i in 0..HeaderName::COUNT {
+            let name = all()[i];
+            assert_eq!(name as usize, i, "all() must list variants in order");
+            if name == Other {
+                continue;
+            }
+            let s = name.as_str();
+            assert!(!s.is_empty());
+            assert_eq!(
+                HeaderName::from_bytes(s.to_ascii_uppercase().as_bytes()),
+                name,
+                "{s}"
+            );
+            assert_eq!(
+                HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()),
+                name,
+                "{s}"
+            );
+        }
+        assert_eq!(HeaderName::from_bytes(b"MaX-fOrWaRdS"), MaxForwards);
+    }
+
+    #[test]
+    fn length_table_is_consistent() {
+        for (len, group) in super::BY_LENGTH.iter().enumerate() {
+            for (name, header) in group.iter() {
+                assert_eq!(name.len(), len);
+                assert_eq!(*name, header.as_str().to_ascii_lowercase().as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_empty_and_long_names_are_other() {
+        assert_eq!(HeaderName::from_bytes(b"X-Call-Id"), Other);
+        assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), Other);
+        assert_eq!(HeaderName::from_bytes(b""), Other);
+        assert_eq!(HeaderName::from_bytes(&[b'a'; 300]), Other);
+        assert_eq!(HeaderName::from_bytes(b"\xff\xfe"), Other);
+        assert_eq!(Other.as_str(), "");
+        assert_eq!(Other.compact(), None);
+    }
+
+    /// Every variant, in discriminant order (keeps the round-trip test exhaustive).
+    fn all() -> [HeaderName; HeaderName::COUNT] {
+        [
+            Via,
+            From,
+            To,
+            CallId,
+            CSeq,
+            Contact,
+            MaxForwards,
+            ContentLength,
+            ContentType,
+            Route,
+            RecordRoute,
+            Supported,
+            Require,
+            Event,
+            ReferTo,
+            ReferredBy,
+            Replaces,
+            Subject,
+            Allow,
+            Expires,
+            UserAgent,
+            PAssertedIdentity,
+            Diversion,
+            HistoryInfo,
+            Reason,
+            Path,
+            Authorization,
+            WwwAuthenticate,
+            ProxyAuthorization,
+            ProxyAuthenticate,
+            ContentEncoding,
+            ContentDisposition,
+            AllowEvents,
+            SessionExpires,
+            MinSe,
+            Identity,
+            IdentityInfo,
+            AcceptContact,
+            RejectContact,
+            RequestDisposition,
+            Accept,
+            Date,
+            ProxyRequire,
+            Unsupported,
+            PPreferredIdentity,
+            Privacy,
+            RSeq,
+            RAck,
+            Server,
+            Warning,
+            RetryAfter,
+            Other,
+        ]
+    }
+}
