@@ -25,7 +25,7 @@ run_sipp() { # target label
        -i 127.0.0.1 -timeout 120s -trace_screen -screen_file "$d/$2.screen" -nostdin >/dev/null 2>&1 || true
 }
 counter() { awk -F'|' -v n="$2" '$1 ~ n {v=$3} END {gsub(/ /,"",v); print v+0}' "$1"; }
-repartition() { awk '/Response Time Repartition/ {p=1} p && /\|/ {print "    " $0} /Average Response Time/ {p=0}' "$1" | head -12; }
+repartition() { awk '/Average Response Time Repartition/ {p=1; next} /Call Length Repartition/ {p=0} p && /<=|>=/ {print "   " $0}' "$1" | tail -8; }
 
 echo "== Kamailio redirect anchor (udp 127.0.0.1:5070)"
 kpidfile=$("$anchors/run-kamailio.sh" redirect "$d")

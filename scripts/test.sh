@@ -14,6 +14,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The SIP core stays sans-IO (STYLE.md): no tokio, no clock, no sockets in src/sip/core.
+if grep -rnE 'tokio|std::time::(Instant|SystemTime)|std::net::(Udp|Tcp)' src/sip/core | grep -vE ':[0-9]+:\s*//'; then
+  echo "src/sip/core must stay sans-IO (found the lines above)" >&2; exit 1
+fi
+
 # Two cores: one test binary at a time, tests inside it in parallel.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"

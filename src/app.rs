@@ -198,3 +198,24 @@ async fn wait_for_signal() {
         _ = int.recv() => {}
     }
 }
+
+/// `callgate import-index`: CSV `number,user_id` rows into the store's index snapshot.
+///
+/// # Errors
+/// The store cannot be opened, the portal does not exist, the file is unreadable or has bad rows
+/// (then nothing is imported).
+pub fn import_index(cfg: &Config, portal: i64, file: &Path, replace: bool) -> anyhow::Result<usize> {
+    use crate::store::Store;
+    let store = SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
+    store.get_portal(portal)?.with_context(|| format!("portal {portal} does not exist"))?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let rows = crate::routing::parse_csv(&text).map_err(|bad| {
+        let lines: Vec<String> = bad.iter().map(|b| format!("line {}: {}", b.line, b.message)).collect();
+        anyhow::anyhow!("bad rows, nothing imported:\n  {}", lines.join("\n  "))
+    })?;
+    if replace {
+        store.clear_index(portal)?;
+    }
+    store.upsert_index(portal, &rows)?;
+    Ok(rows.len())
+}

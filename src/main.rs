@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 /// Exit code for configuration errors (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code for bad input data (EX_DATAERR).
+const EXIT_DATA: u8 = 65;
 const DEFAULT_CONFIG: &str = "config/callgate.toml";
 
 #[derive(Parser)]
@@ -23,6 +25,20 @@ enum Command {
     Run(ConfigArg),
     /// Validate the configuration (file + CALLGATE__* environment) and exit: 0 ok, 64 errors.
     CheckConfig(ConfigArg),
+    /// Import personal managers (CSV `number,user_id`) into the store's index snapshot; a
+    /// running callgate sees them after a restart (use POST /api/v1/portals/{id}/index live).
+    ImportIndex {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Portal id.
+        #[arg(long)]
+        portal: i64,
+        /// Replace the portal's whole index instead of adding to it.
+        #[arg(long)]
+        replace: bool,
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -53,6 +69,22 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::ImportIndex { config, portal, replace, file } => {
+            let cfg = match load(&config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            match callgate::app::import_index(&cfg, portal, &file, replace) {
+                Ok(n) => {
+                    println!("imported {n} rows into portal {portal}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("import failed: {e:#}");
+                    ExitCode::from(EXIT_DATA)
+                }
+            }
+        }
         Command::Run(arg) => {
             let cfg = match load(&arg) {
                 Ok(cfg) => cfg,

@@ -122,3 +122,27 @@ fn check_config_reports_every_error_with_exit_64() {
     let out = command(dir.path()).args(["run", "--config"]).arg(dir.path().join("missing.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn import_index_cli_fills_the_store_and_refuses_bad_files() {
+    use callgate::store::{NewPortal, SqliteStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("callgate.db")).unwrap();
+    let p = store.insert_portal(&NewPortal { name: None, domain: "https://a.bitrix24.ru/".into(), auth: None }).unwrap();
+    drop(store);
+    let good = dir.path().join("pm.csv");
+    std::fs::write(&good, "number,user_id\n+7 916 123-45-67,5\n89161234568,6\n").unwrap();
+    let out = command(dir.path()).args(["import-index", "--portal", &p.id.to_string()]).arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "79160000000,5\nnope,6\n").unwrap();
+    let out = command(dir.path()).args(["import-index", "--portal", &p.id.to_string(), "--replace"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    let out = command(dir.path()).args(["import-index", "--portal", "99"]).arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let store = SqliteStore::open(&dir.path().join("callgate.db")).unwrap();
+    let mut rows = store.load_index().unwrap();
+    rows.sort();
+    assert_eq!(rows, [(p.id, 79_161_234_567, 5), (p.id, 79_161_234_568, 6)], "the bad file changed nothing");
+}

@@ -12,6 +12,7 @@
 //! Handlers receive whole messages (datagrams or frames) and the peer; they write at most one
 //! reply to that peer into the buffer they are given. They never block.
 
+mod batch;
 mod tcp;
 mod udp;
 

@@ -1,4 +1,5 @@
-//! UDP driver: blocking threads over one socket (see the module doc of `transport` for why).
+//! UDP driver: blocking threads over one socket (see the module doc of `transport` for why),
+//! moving datagrams in batches (`batch`).
 
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{send_all, Batch, BATCH};
 use super::{Peer, SipHandler, Transport};
 
 /// How often a blocked receive wakes up to look at the cancellation token and tick the handler.
@@ -44,23 +46,33 @@ impl UdpDriver {
 }
 
 fn run(sock: &UdpSocket, max_message: usize, handler: &dyn SipHandler, cancel: &CancellationToken) {
-    let mut buf = vec![0u8; max_message + 1];
+    let mut batch = Batch::new(max_message);
     let mut reply = BytesMut::with_capacity(2048);
+    let mut out: Vec<(Bytes, std::net::SocketAddr)> = Vec::with_capacity(BATCH);
     let oversized = metrics::counter!("callgate_sip_dropped_total", "reason" => "oversized");
     let send_errors = metrics::counter!("callgate_sip_send_errors_total", "transport" => "udp");
     let mut last_tick = Instant::now();
     while !cancel.is_cancelled() {
-        match sock.recv_from(&mut buf) {
-            Ok((n, addr)) if n > max_message => {
-                oversized.increment(1);
-                tracing::debug!(%addr, bytes = n, "oversized datagram dropped");
-            }
-            Ok((n, addr)) => {
+        match batch.recv(sock) {
+            Ok(n) => {
                 let now = Instant::now();
-                reply.clear();
-                handler.on_message(Bytes::copy_from_slice(&buf[..n]), Peer { addr, transport: Transport::Udp }, now, &mut reply);
-                if !reply.is_empty() && sock.send_to(&reply, addr).is_err() {
-                    send_errors.increment(1);
+                for i in 0..n {
+                    let Some((data, len, addr)) = batch.get(i) else { continue };
+                    if len > max_message {
+                        oversized.increment(1);
+                        tracing::debug!(%addr, bytes = len, "oversized datagram dropped");
+                        continue;
+                    }
+                    reply.clear();
+                    handler.on_message(Bytes::copy_from_slice(data), Peer { addr, transport: Transport::Udp }, now, &mut reply);
+                    if !reply.is_empty() {
+                        out.push((reply.split().freeze(), addr));
+                    }
+                }
+                if !out.is_empty() {
+                    let failed = send_all(sock, &out);
+                    send_errors.increment(failed as u64);
+                    out.clear();
                 }
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
