@@ -24,15 +24,18 @@ run_sipp() { # target label
   sipp "$1" -sf "$anchors/sipp-redirect-uac.xml" -inf "$d/callers.csv" -m "$calls" -r "$rate" -l 20000 \
        -i 127.0.0.1 -timeout 120s -trace_screen -screen_file "$d/$2.screen" -nostdin >/dev/null 2>&1 || true
 }
+# user and system ticks of every process named $1 (the anchor's cpu_ticks.sh gives their sum)
+split_ticks() { for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "$1" ] && awk '{print $14, $15}' $p/stat; done | awk '{u+=$1; s+=$2} END {print u+0, s+0}'; }
 counter() { awk -F'|' -v n="$2" '$1 ~ n {v=$3} END {gsub(/ /,"",v); print v+0}' "$1"; }
 repartition() { awk '/Average Response Time Repartition/ {p=1; next} /Call Length Repartition/ {p=0} p && /<=|>=/ {print "   " $0}' "$1" | tail -8; }
 
 echo "== Kamailio redirect anchor (udp 127.0.0.1:5070)"
 kpidfile=$("$anchors/run-kamailio.sh" redirect "$d")
 kpid=$(cat "$kpidfile")
-a=$("$anchors/cpu_ticks.sh" kamailio)
+a=$("$anchors/cpu_ticks.sh" kamailio); read -r ku0 ks0 < <(split_ticks kamailio)
 run_sipp 127.0.0.1:5070 kamailio
-kt=$(( $("$anchors/cpu_ticks.sh" kamailio) - a ))
+kt=$(( $("$anchors/cpu_ticks.sh" kamailio) - a )); read -r ku1 ks1 < <(split_ticks kamailio)
+ksplit="user $((ku1-ku0)), system $((ks1-ks0))"
 kill "$kpid"; kpid=""
 
 echo "== callgate (udp 127.0.0.1:5072)"
@@ -56,14 +59,15 @@ for line in open(sys.argv[1]):
 PY
 api -X POST "http://127.0.0.1:18080/api/v1/portals/$pid/index" -H 'content-type: text/csv' --data-binary "@$d/pm.csv" >/dev/null
 rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$cpid/status)
-a=$("$anchors/cpu_ticks.sh" callgate)
+a=$("$anchors/cpu_ticks.sh" callgate); read -r cu0 cs0 < <(split_ticks callgate)
 run_sipp 127.0.0.1:5072 callgate
-ct=$(( $("$anchors/cpu_ticks.sh" callgate) - a ))
+ct=$(( $("$anchors/cpu_ticks.sh" callgate) - a )); read -r cu1 cs1 < <(split_ticks callgate)
+csplit="user $((cu1-cu0)), system $((cs1-cs0))"
 
 for who in kamailio callgate; do
   s=$(counter "$d/$who.screen" "Successful call"); f=$(counter "$d/$who.screen" "Failed call")
-  t=$([ $who = kamailio ] && echo $kt || echo $ct)
-  echo; echo "-- $who: successful $s, failed $f, CPU $t ticks = $(python3 -c "print(f'{$t*10000/max($s,1):.1f}')") µs per decision"
+  t=$([ $who = kamailio ] && echo $kt || echo $ct); sp=$([ $who = kamailio ] && echo "$ksplit" || echo "$csplit")
+  echo; echo "-- $who: successful $s, failed $f, CPU $t ticks ($sp) = $(python3 -c "print(f'{$t*10000/max($s,1):.1f}')") µs per decision"
   repartition "$d/$who.screen"
 done
 echo

@@ -21,4 +21,7 @@ fi
 
 # Two cores: one test binary at a time, tests inside it in parallel.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# Benches are built and run once in test mode (criterion checks each bench runs; the latency
+# bench only measures under `cargo bench`).
+cargo test --locked --bench sip --bench decide_latency
+cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"

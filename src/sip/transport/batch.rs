@@ -9,105 +9,135 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSo
 use std::os::fd::AsRawFd;
 
 /// Datagrams moved per system call at most.
-pub(super) const BATCH: usize = 32;
+pub(super) const BATCH: usize = 16;
 
-/// Receive and send buffers for one thread.
+/// Receive buffers and their `recvmmsg` headers for one thread, built once. The headers point
+/// into `bufs` and `addrs`, whose heap storage never moves or reallocates after `new` (moving
+/// the `Batch` itself moves only the `Vec` handles).
 pub(super) struct Batch {
     bufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
-    lens: [usize; BATCH],
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
     count: usize,
 }
 
 impl Batch {
     pub(super) fn new(max_message: usize) -> Self {
-        Self {
-            bufs: (0..BATCH).map(|_| vec![0u8; max_message + 1]).collect(),
-            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
-            addrs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
-            lens: [0; BATCH],
-            count: 0,
-        }
+        let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; max_message + 1]).collect();
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+        let mut addrs: Vec<libc::sockaddr_storage> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut iov: Vec<libc::iovec> = bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+        let hdrs = iov
+            .iter_mut()
+            .zip(addrs.iter_mut())
+            .map(|(io, addr)| {
+                // SAFETY: msghdr is plain old data; zero is "no control data, no flags".
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_iov = io;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        Self { bufs, addrs, iov, hdrs, count: 0 }
     }
 
     /// Blocks (up to the socket's read timeout) until at least one datagram is there, then takes
     /// every one already queued, up to [`BATCH`].
     pub(super) fn recv(&mut self, sock: &UdpSocket) -> std::io::Result<usize> {
-        let mut iov: Vec<libc::iovec> = self.bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .zip(self.addrs.iter_mut())
-            .map(|(io, addr)| {
-                // SAFETY: msghdr is plain old data; zero is "no control data, no flags".
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_hdr.msg_iov = io;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        // SAFETY: every pointer in `hdrs` points into `self.bufs`, `self.addrs` or `iov`, all
-        // alive and not otherwise borrowed for the duration of the call; vlen = hdrs.len().
-        let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        debug_assert_eq!(self.iov.len(), self.hdrs.len());
+        for h in &mut self.hdrs {
+            // The kernel overwrites both on every call.
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_len = 0;
+        }
+        // SAFETY: every pointer in `hdrs` points into `self.bufs`, `self.addrs` or `self.iov`,
+        // alive and not otherwise borrowed during the call; vlen = hdrs.len().
+        let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), self.hdrs.as_mut_ptr(), self.hdrs.len() as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
         if n < 0 {
+            self.count = 0;
             return Err(std::io::Error::last_os_error());
         }
-        let n = n as usize;
-        for (i, h) in hdrs.iter().take(n).enumerate() {
-            self.lens[i] = h.msg_len as usize;
-        }
-        self.count = n;
-        Ok(n)
+        self.count = n as usize;
+        Ok(self.count)
     }
 
-    /// Datagram `i` of the last receive: bytes (possibly longer than the limit: the caller
-    /// checks) and source.
+    /// Datagram `i` of the last receive: bytes (cut to the buffer; `len` is what the kernel
+    /// reported, possibly larger: the caller checks) and source.
     pub(super) fn get(&self, i: usize) -> Option<(&[u8], usize, SocketAddr)> {
         if i >= self.count {
             return None;
         }
-        let len = self.lens[i];
+        let len = self.hdrs[i].msg_len as usize;
         let data = &self.bufs[i][..len.min(self.bufs[i].len())];
         Some((data, len, to_socket_addr(&self.addrs[i])?))
     }
 }
 
-/// Sends every `(bytes, destination)` in as few calls as the kernel allows; returns how many
-/// datagrams could not be sent.
-pub(super) fn send_all(sock: &UdpSocket, out: &[(bytes::Bytes, SocketAddr)]) -> usize {
-    let mut failed = 0;
-    for chunk in out.chunks(BATCH) {
-        let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = chunk.iter().map(|(_, a)| from_socket_addr(*a)).collect();
-        let mut iov: Vec<libc::iovec> = chunk.iter().map(|(b, _)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }).collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .zip(addrs.iter_mut())
-            .map(|(io, (addr, len))| {
-                // SAFETY: plain old data, zero is a valid starting value.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = *len;
-                h.msg_hdr.msg_iov = io;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        let mut sent = 0usize;
-        while sent < hdrs.len() {
-            // SAFETY: pointers into `addrs`, `iov` and the `Bytes` in `chunk`, all alive; the
-            // kernel only reads the payload.
-            let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs[sent..].as_mut_ptr(), (hdrs.len() - sent) as libc::c_uint, 0) };
-            if n <= 0 {
-                // Skip the datagram that failed (e.g. unreachable destination) and go on.
-                failed += 1;
-                sent += 1;
-            } else {
-                sent += n as usize;
+/// Replies collected during one batch, sent with as few `sendmmsg` calls as the kernel allows.
+/// One reused byte buffer holds them all, so a reply costs no allocation.
+pub(super) struct Outgoing {
+    buf: Vec<u8>,
+    items: Vec<(std::ops::Range<usize>, SocketAddr)>,
+}
+
+impl Outgoing {
+    pub(super) fn new() -> Self {
+        Self { buf: Vec::with_capacity(BATCH * 1024), items: Vec::with_capacity(BATCH) }
+    }
+
+    pub(super) fn push(&mut self, bytes: &[u8], to: SocketAddr) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        self.items.push((start..self.buf.len(), to));
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Sends everything queued and empties the queue; returns how many datagrams failed.
+    pub(super) fn flush(&mut self, sock: &UdpSocket) -> usize {
+        let mut failed = 0;
+        for chunk in self.items.chunks(BATCH) {
+            let mut addrs = [(zeroed_storage(), 0 as libc::socklen_t); BATCH];
+            // SAFETY: plain old data, zero is a valid starting value.
+            let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (i, (range, to)) in chunk.iter().enumerate() {
+                addrs[i] = from_socket_addr(*to);
+                let bytes = &self.buf[range.clone()];
+                iov[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+                hdrs[i].msg_hdr.msg_name = (&mut addrs[i].0 as *mut libc::sockaddr_storage).cast();
+                hdrs[i].msg_hdr.msg_namelen = addrs[i].1;
+                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            let mut sent = 0usize;
+            while sent < chunk.len() {
+                // SAFETY: pointers into `addrs`, `iov` (on this stack frame) and `self.buf`, all
+                // alive for the call; the kernel only reads the payload.
+                let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs[sent..chunk.len()].as_mut_ptr(), (chunk.len() - sent) as libc::c_uint, 0) };
+                if n <= 0 {
+                    // Skip the datagram that failed (e.g. an unreachable destination), go on.
+                    failed += 1;
+                    sent += 1;
+                } else {
+                    sent += n as usize;
+                }
             }
         }
+        self.buf.clear();
+        self.items.clear();
+        failed
     }
-    failed
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: plain old data.
+    unsafe { std::mem::zeroed() }
 }
 
 fn to_socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {

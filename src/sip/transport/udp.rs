@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{send_all, Batch, BATCH};
+use super::batch::{Batch, Outgoing};
 use super::{Peer, SipHandler, Transport};
 
 /// How often a blocked receive wakes up to look at the cancellation token and tick the handler.
@@ -48,7 +48,7 @@ impl UdpDriver {
 fn run(sock: &UdpSocket, max_message: usize, handler: &dyn SipHandler, cancel: &CancellationToken) {
     let mut batch = Batch::new(max_message);
     let mut reply = BytesMut::with_capacity(2048);
-    let mut out: Vec<(Bytes, std::net::SocketAddr)> = Vec::with_capacity(BATCH);
+    let mut out = Outgoing::new();
     let oversized = metrics::counter!("callgate_sip_dropped_total", "reason" => "oversized");
     let send_errors = metrics::counter!("callgate_sip_send_errors_total", "transport" => "udp");
     let mut last_tick = Instant::now();
@@ -66,13 +66,11 @@ fn run(sock: &UdpSocket, max_message: usize, handler: &dyn SipHandler, cancel: &
                     reply.clear();
                     handler.on_message(Bytes::copy_from_slice(data), Peer { addr, transport: Transport::Udp }, now, &mut reply);
                     if !reply.is_empty() {
-                        out.push((reply.split().freeze(), addr));
+                        out.push(&reply, addr);
                     }
                 }
                 if !out.is_empty() {
-                    let failed = send_all(sock, &out);
-                    send_errors.increment(failed as u64);
-                    out.clear();
+                    send_errors.increment(out.flush(sock) as u64);
                 }
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
