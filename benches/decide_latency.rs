@@ -4,33 +4,19 @@
 //!
 //!   cargo bench --bench decide_latency
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Instant;
 
 use callgate::routing::number::Number;
-use callgate::routing::{decide, Directory};
-use callgate::settings::{MappingInput, PortalSettings};
-use callgate::store::{NewPortal, SqliteStore, Store, StoreHandle};
+use callgate::routing::decide;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return; // `cargo test --benches` runs this without --bench: building it is the test
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
-    let p = store.insert_portal(&NewPortal { name: None, domain: "https://b.bitrix24.ru/".into(), auth: None }).unwrap();
-    let mut s = PortalSettings { active: true, ..Default::default() };
-    s.incoming.default_responsible = Some(1);
-    s.outgoing.default_responsible = Some(1);
-    store.put_settings(p.id, &s).unwrap();
-    for u in 100..600u64 {
-        store.insert_mapping(p.id, &MappingInput { user_id: u, extension: u.to_string(), use_for_personal_manager: true, contact: None }).unwrap();
-    }
-    let d = Directory::default();
-    d.reload_blocking(&StoreHandle::new(Arc::new(store))).unwrap();
     let n = 1_000_000u64;
-    let rows: Vec<(u64, u64)> = (0..n).map(|i| (79_000_000_000 + i, 100 + i % 500)).collect();
-    d.index().insert_all(p.id, &rows);
+    let (_dir, d) = common::directory(n);
     let snap = d.snapshot();
     let portal = snap.single().unwrap().clone();
 

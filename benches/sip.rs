@@ -1,17 +1,17 @@
 //! Criterion micro-benches: SIP parse, 302 serialisation, `decide()`, and the whole redirect
 //! handler in memory (parse + look-up + answer), per message.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use callgate::routing::number::normalize_number;
-use callgate::routing::{decide, DecisionLog, Directory, RedirectConfig, RedirectServer};
-use callgate::settings::{MappingInput, PortalSettings};
+use callgate::routing::{decide, DecisionLog, RedirectConfig, RedirectServer};
 use callgate::sip::core::{to_tag_for, write_response, SipMessage};
 use callgate::sip::transport::{Peer, SipHandler, Transport};
-use callgate::store::{NewPortal, SqliteStore, Store, StoreHandle};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn invite(caller: &str, branch: u64) -> Bytes {
@@ -36,26 +36,6 @@ v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1
     ))
 }
 
-/// A directory with one active portal, 500 mappings and `n` numbers.
-fn directory(n: u64) -> (tempfile::TempDir, Directory) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
-    let p = store.insert_portal(&NewPortal { name: None, domain: "https://b.bitrix24.ru/".into(), auth: None }).unwrap();
-    let mut s = PortalSettings { active: true, ..Default::default() };
-    s.incoming.default_responsible = Some(1);
-    s.outgoing.default_responsible = Some(1);
-    store.put_settings(p.id, &s).unwrap();
-    for u in 100..600u64 {
-        store.insert_mapping(p.id, &MappingInput { user_id: u, extension: u.to_string(), use_for_personal_manager: true, contact: None }).unwrap();
-    }
-    let handle = StoreHandle::new(Arc::new(store));
-    let d = Directory::default();
-    d.reload_blocking(&handle).unwrap();
-    let rows: Vec<(u64, u64)> = (0..n).map(|i| (79_000_000_000 + i, 100 + i % 500)).collect();
-    d.index().insert_all(p.id, &rows);
-    (dir, d)
-}
-
 fn benches(c: &mut Criterion) {
     let msg = invite("79001234567", 1);
     let mut g = c.benchmark_group("sip");
@@ -71,7 +51,7 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
-    let (_dir, d) = directory(100_000);
+    let (_dir, d) = common::directory(100_000);
     let snap = d.snapshot();
     let portal = snap.single().unwrap().clone();
     let caller = normalize_number("79000012345");
