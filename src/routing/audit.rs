@@ -2,6 +2,7 @@
 //! once the call tracker exists, handed to it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -22,12 +23,13 @@ pub struct DecisionRecord {
     pub call_id: String,
     /// The portal, when found.
     pub portal_id: Option<PortalId>,
-    /// The normalised caller number.
-    pub caller: Option<String>,
+    /// The normalised caller number (JSON: a string of digits).
+    #[serde(serialize_with = "digits")]
+    pub caller: Option<u64>,
     /// The responsible user found in the index.
     pub manager: Option<UserId>,
     /// The extension routed to, or null for "no decision".
-    pub target: Option<String>,
+    pub target: Option<Arc<str>>,
     /// `redirect` or `no_decision`.
     pub outcome: &'static str,
     /// Why.
@@ -37,18 +39,25 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
-    pub(super) fn new(msg: &SipMessage, portal: Option<PortalId>, caller: Option<Number>, manager: Option<UserId>, target: Option<String>, reason: Reason, _peer: Peer) -> Self {
+    pub(super) fn new(msg: &SipMessage, portal: Option<PortalId>, caller: Option<Number>, manager: Option<UserId>, target: Option<Arc<str>>, reason: Reason, _peer: Peer) -> Self {
         Self {
             at_ms: now_ms(),
             call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
             portal_id: portal,
-            caller: caller.map(|n| n.to_string()),
+            caller: caller.map(Number::as_u64),
             manager,
             outcome: if target.is_some() { "redirect" } else { "no_decision" },
             target,
             reason,
             source: "sip",
         }
+    }
+}
+
+fn digits<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => s.collect_str(n),
+        None => s.serialize_none(),
     }
 }
 

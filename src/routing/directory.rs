@@ -24,8 +24,17 @@ pub struct PortalEntry {
     pub lines: HashMap<u64, Line>,
     /// Parsed `trusted_pbx` plus the `pbx_host` address.
     pub trusted: Vec<(IpAddr, u8)>,
-    /// The 302 Contact for each mapped user, `<sip:EXT@pbx_host>`, built once per reload.
-    pub contacts: HashMap<UserId, String>,
+    /// What a redirect to each mapped user sends, built once per reload.
+    pub redirects: HashMap<UserId, Redirect>,
+}
+
+/// The target of a redirect to one manager.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// The extension (shared with every audit record that names it).
+    pub extension: Arc<str>,
+    /// The 302 Contact value, `<sip:EXT@pbx_host>`.
+    pub contact: String,
 }
 
 impl PortalEntry {
@@ -34,9 +43,12 @@ impl PortalEntry {
         if let Some(ip) = pbx_ip(&portal.settings.pbx_host) {
             trusted.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
         }
-        let contacts = mappings.iter().map(|m| (m.user_id, format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host))).collect();
+        let redirects = mappings
+            .iter()
+            .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host) }))
+            .collect();
         Self {
-            contacts,
+            redirects,
             by_user: mappings.iter().map(|m| (m.user_id, m.clone())).collect(),
             by_extension: mappings.into_iter().map(|m| (m.extension.clone(), m)).collect(),
             lines: lines.into_iter().filter_map(|l| Some((normalize_number(&l.number)?.as_u64(), l))).collect(),

@@ -15,6 +15,6 @@ mod redirect;
 
 pub use audit::{now_ms, DecisionLog, DecisionRecord};
 pub use decide::{decide, Decision, Reason};
-pub use directory::{Directory, PortalEntry, Snapshot};
+pub use directory::{Directory, PortalEntry, Redirect, Snapshot};
 pub use index::{parse_csv, BadRow, PmIndex};
 pub use redirect::{RedirectConfig, RedirectServer};

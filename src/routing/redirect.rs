@@ -120,9 +120,10 @@ impl RedirectServer {
         let tag = to_tag_for(msg);
         let target = match decision {
             Decision::Redirect { mapping } => {
-                let contact = portal.and_then(|p| p.contacts.get(&mapping.user_id)).map_or(&b""[..], |c| c.as_bytes());
+                let redirect = portal.and_then(|p| p.redirects.get(&mapping.user_id));
+                let contact = redirect.map_or(&b""[..], |r| r.contact.as_bytes());
                 write_response(msg, 302, "Moved Temporarily", Some(&tag), &[("Contact", contact), ("X-Callgate-Reason", reason.as_str().as_bytes())], reply);
-                Some(mapping.extension.clone())
+                redirect.map(|r| Arc::clone(&r.extension))
             }
             Decision::NoDecision(r) => {
                 write_response(msg, self.cfg.no_decision_code, no_decision_text(self.cfg.no_decision_code), Some(&tag), &[("X-Callgate-Reason", r.as_str().as_bytes())], reply);
