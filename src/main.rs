@@ -4,12 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use callgate::config::{Config, ConfigSource};
-
-/// mimalloc: the decision path allocates a few small objects per call (the datagram, the
-/// remembered answer, the audit record); mimalloc's thread-local free lists make that cheaper
-/// than glibc's malloc (README, performance).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 /// Exit code for configuration errors (EX_USAGE).

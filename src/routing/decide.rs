@@ -130,7 +130,8 @@ mod tests {
     fn table() {
         let caller = normalize_number("+79161234567");
         let on = entry(true, true, &[(5, "101", true), (6, "102", false)]);
-        let cases: Vec<(&str, Option<&PortalEntry>, Option<Number>, &[u8], Option<UserId>, Reason)> = vec![
+        type Case<'a> = (&'a str, Option<&'a PortalEntry>, Option<Number>, &'a [u8], Option<UserId>, Reason);
+        let cases: Vec<Case<'_>> = vec![
             ("routed", Some(&on), caller, b"79161234567", Some(5), Reason::PersonalManager),
             ("no portal", None, caller, b"", Some(5), Reason::UnknownPortal),
             ("anonymous", Some(&on), None, b"anonymous", Some(5), Reason::NoCallerNumber),

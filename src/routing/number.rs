@@ -22,7 +22,7 @@ impl Number {
 
     /// From an integer already normalised (snapshots).
     pub fn from_u64(v: u64) -> Option<Self> {
-        (v >= 1_000_000 && v < 1_000_000_000_000_000).then_some(Self(v))
+        (1_000_000..1_000_000_000_000_000).contains(&v).then_some(Self(v))
     }
 }
 

@@ -80,11 +80,14 @@ fn auth_from_json(text: Option<String>) -> Result<Option<Auth>, StoreError> {
     })
 }
 
-fn portal_from_row(r: &Row<'_>) -> rusqlite::Result<(PortalId, Option<String>, String, Option<String>, String)> {
+/// A portal row as read: id, name, domain, auth JSON, settings JSON (decoded outside the lock).
+type PortalRow = (PortalId, Option<String>, String, Option<String>, String);
+
+fn portal_from_row(r: &Row<'_>) -> rusqlite::Result<PortalRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn build_portal(raw: (PortalId, Option<String>, String, Option<String>, String)) -> Result<Portal, StoreError> {
+fn build_portal(raw: PortalRow) -> Result<Portal, StoreError> {
     let (id, name, domain, auth, settings) = raw;
     Ok(Portal { id, name, domain, auth: auth_from_json(auth)?, settings: serde_json::from_str(&settings)? })
 }

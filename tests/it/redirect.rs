@@ -236,7 +236,7 @@ async fn tcp_with_a_bad_content_length_gets_400_and_is_closed() {
 #[tokio::test]
 async fn http_route_returns_the_same_decision() {
     let (gw, _) = gateway_with_portal(|_| {}).await;
-    let (status, d) = gw.call(Method::GET, &format!("/api/v1/route?caller=%2B7%20916%20123-45-67"), None, None).await;
+    let (status, d) = gw.call(Method::GET, "/api/v1/route?caller=%2B7%20916%20123-45-67", None, None).await;
     assert_eq!(status, 200, "trusted source (127.0.0.1) needs no token: {d}");
     assert_eq!((d["decision"].as_str(), d["target"].as_str(), d["contact"].as_str()), (Some("redirect"), Some("101"), Some("sip:101@127.0.0.1:5080")));
     assert_eq!(d["user_id"], 5);
