@@ -179,24 +179,22 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// # Errors
 /// Start-up or serving failed.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered before anything is bound or logged: a signal that arrives as soon as the
+    // listeners are announced must start a graceful stop, not kill the process.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let gateway = Gateway::build(cfg).await?;
     let token = gateway.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::info!("shutdown signal received");
         token.cancel();
     });
     gateway.run_until_stopped().await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// `callgate import-index`: CSV `number,user_id` rows into the store's index snapshot.

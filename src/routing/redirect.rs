@@ -95,6 +95,7 @@ impl RedirectServer {
 
     fn invite(&self, msg: &SipMessage, snap: &Snapshot, portal: Option<&PortalEntry>, peer: Peer, now: Instant, reply: &mut BytesMut) {
         let key = tx_key(&self.keys, msg);
+        let tag = to_tag(key);
         if let Some(prev) = self.answered.get(&key) {
             self.metrics.retransmission.increment(1);
             reply.extend_from_slice(&prev.response);
@@ -107,7 +108,7 @@ impl RedirectServer {
         };
         if !is_routing {
             self.metrics.not_routing.increment(1);
-            return write_response(msg, 404, "Not Found", Some(&to_tag_for(msg)), &[], reply);
+            return write_response(msg, 404, "Not Found", Some(&tag), &[], reply);
         }
         let caller_user = caller_user(msg);
         let caller = normalize_bytes(caller_user);
@@ -117,7 +118,6 @@ impl RedirectServer {
         };
         let decision = decide(portal, caller, caller_user, manager);
         let reason = decision.reason();
-        let tag = to_tag_for(msg);
         let target = match decision {
             Decision::Redirect { mapping } => {
                 let redirect = portal.and_then(|p| p.redirects.get(&mapping.user_id));
@@ -198,13 +198,38 @@ impl SipHandler for RedirectServer {
 
 /// The transaction key: top Via branch and sent-by (RFC 3261 §17.2.3). Without an RFC 3261
 /// branch, Call-ID + From tag + CSeq number stand in (RFC 2543 matching).
-/// Keyed with a per-process random SipHash key, so a sender cannot craft two transactions that
-/// collide and receive each other's answers.
-fn tx_key(keys: &RandomState, msg: &SipMessage) -> u64 {
-    match msg.top_via() {
-        Some(via) if via.branch.is_some_and(|b| b.starts_with(b"z9hG4bK")) => keys.hash_one((via.branch, via.host, via.port)),
-        _ => keys.hash_one((msg.call_id(), msg.from().and_then(|f| f.tag), msg.cseq().map(|c| c.seq))),
+/// The To-tag of our answer: derived from the transaction key, so a retransmission (same key)
+/// gets the same tag, as a stateless UAS must (RFC 3261 §8.2.7).
+fn to_tag(key: u64) -> [u8; 16] {
+    let mut tag = [0u8; 16];
+    for (i, b) in tag.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((key >> (60 - 4 * i)) & 0xf) as usize];
     }
+    tag
+}
+
+/// Keyed with a per-process random SipHash key, so a sender cannot craft two transactions that
+/// collide and receive each other's answers. Found by a scan of the raw top Via value rather than
+/// a full Via parse: this runs for every INVITE and every ACK.
+fn tx_key(keys: &RandomState, msg: &SipMessage) -> u64 {
+    match msg.header(HeaderName::Via).and_then(branch_and_sent_by) {
+        Some((branch, sent_by)) => keys.hash_one((branch, sent_by)),
+        None => keys.hash_one((msg.call_id(), msg.from().and_then(|f| f.tag), msg.cseq().map(|c| c.seq))),
+    }
+}
+
+/// From the first value of a Via line (`SIP/2.0/UDP host:port;branch=z9hG4bK..;rport, ...`):
+/// the RFC 3261 branch and the sent-by, or `None` without a magic-cookie branch.
+fn branch_and_sent_by(via: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = via.split(|&b| b == b',').next()?;
+    let mut parts = first.split(|&b| b == b';');
+    let proto_and_host = parts.next()?;
+    let sent_by = proto_and_host.trim_ascii().rsplit(|b| b.is_ascii_whitespace()).next()?;
+    let branch = parts.find_map(|p| {
+        let p = p.trim_ascii();
+        (p.len() > 7 && p[..7].eq_ignore_ascii_case(b"branch=")).then(|| p[7..].trim_ascii())
+    })?;
+    branch.starts_with(b"z9hG4bK").then_some((branch, sent_by))
 }
 
 /// The caller's user part: P-Asserted-Identity first (the PBX's trusted caller id), else From.
@@ -218,6 +243,9 @@ fn caller_user(msg: &SipMessage) -> &[u8] {
 
 /// Portal by called line (Request-URI user, To user, Diversion users); the only portal otherwise.
 fn find_portal(snap: &Snapshot, msg: &SipMessage) -> Option<Arc<PortalEntry>> {
+    if snap.by_line.is_empty() {
+        return snap.single().cloned(); // no lines configured: nothing to look up
+    }
     let by_number = |user: Option<&[u8]>| {
         let n = normalize_bytes(user?)?;
         snap.by_line.get(&n.as_u64()).and_then(|id| snap.portals.get(id)).cloned()
@@ -233,5 +261,31 @@ fn trusted(snap: &Snapshot, portal: Option<&PortalEntry>, ip: IpAddr) -> bool {
     match portal {
         Some(p) => p.trusts(ip),
         None => snap.portals.values().any(|p| p.trusts(ip)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_and_sent_by_from_raw_via() {
+        let cases: &[(&[u8], Option<(&[u8], &[u8])>)] = &[
+            (b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1-0", Some((b"z9hG4bK-1-0", b"127.0.0.1:5060"))),
+            (b"SIP/2.0/TCP  pbx.example.com ; rport ; Branch=z9hG4bKx , SIP/2.0/UDP b;branch=z9hG4bKy", Some((b"z9hG4bKx", b"pbx.example.com"))),
+            (b"SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKv6;received=10.0.0.1", Some((b"z9hG4bKv6", b"[2001:db8::1]:5060"))),
+            (b"SIP/2.0/UDP 10.0.0.1;branch=1234", None), // RFC 2543 branch: matched otherwise
+            (b"SIP/2.0/UDP 10.0.0.1", None),
+            (b"", None),
+        ];
+        for (via, want) in cases {
+            assert_eq!(branch_and_sent_by(via), *want, "{}", String::from_utf8_lossy(via));
+        }
+    }
+
+    #[test]
+    fn to_tag_is_hex_of_the_key() {
+        assert_eq!(&to_tag(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(to_tag(7), to_tag(7));
     }
 }

@@ -8,6 +8,18 @@ use crate::common::TOKEN;
 
 const BIN: &str = env!("CARGO_BIN_EXE_callgate");
 
+/// Kills the child if the test fails before it could stop it (no orphans after a panic).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn command(data: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
@@ -47,8 +59,8 @@ fn http_address(stderr: impl std::io::Read + Send + 'static) -> (String, std::th
 #[test]
 fn binary_serves_ready_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path()).env("CALLGATE__ADMIN__TOKEN", TOKEN).arg("run").stderr(Stdio::piped()).spawn().unwrap();
-    let (addr, logs) = http_address(child.stderr.take().unwrap());
+    let mut child = KillOnDrop(command(dir.path()).env("CALLGATE__ADMIN__TOKEN", TOKEN).arg("run").stderr(Stdio::piped()).spawn().unwrap());
+    let (addr, logs) = http_address(child.0.stderr.take().unwrap());
     assert!(!addr.ends_with(":0"));
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -67,10 +79,10 @@ fn binary_serves_ready_and_exits_cleanly_on_sigterm() {
     assert_eq!(ready["http"], addr.as_str());
     assert!(ready["sip_udp"].as_str().is_some_and(|a| !a.ends_with(":0")));
 
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "did not exit after SIGTERM");
@@ -86,14 +98,14 @@ fn binary_serves_ready_and_exits_cleanly_on_sigterm() {
 #[test]
 fn generated_admin_token_is_written_private_and_never_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path()).arg("run").stderr(Stdio::piped()).spawn().unwrap();
-    let (_addr, logs) = http_address(child.stderr.take().unwrap());
+    let mut child = KillOnDrop(command(dir.path()).arg("run").stderr(Stdio::piped()).spawn().unwrap());
+    let (_addr, logs) = http_address(child.0.stderr.take().unwrap());
     let path = dir.path().join("admin.token");
     let token = std::fs::read_to_string(&path).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
     let logs = logs.join().unwrap().join("\n");
     assert!(!logs.contains(token.trim()));
     assert!(logs.contains("admin.token"));
