@@ -1,10 +1,10 @@
 //! SIP transports: thin drivers that move bytes between sockets and a [`SipHandler`].
 //!
-//! - `udp`: dedicated OS threads doing blocking `recv_from`/`send_to` on one socket. A stateless
-//!   redirect costs a few microseconds, so per-packet overhead matters more than anything here:
-//!   a blocking thread avoids the epoll round trip and task wake-up of an async driver
-//!   (measured in `benches/`, see the README). Cancellation is observed through a short read
-//!   timeout.
+//! - `udp`: dedicated OS threads doing blocking, batched receives and sends (`recvmmsg` /
+//!   `sendmmsg`, in `batch`) on one socket. A stateless redirect costs a few microseconds, so
+//!   per-packet overhead matters more than anything here: a blocking thread avoids the epoll
+//!   round trip and task wake-up of an async driver (measured in `benches/`, see the README).
+//!   Cancellation is observed through a short read timeout (`SO_RCVTIMEO`).
 //! - `tcp`: tokio tasks, one per connection, with Content-Length framing from `sip::core`; a
 //!   connection with broken framing is answered 400 where possible and closed, since a stream
 //!   cannot resynchronise.
