@@ -36,7 +36,7 @@ impl Gateway {
     /// # Errors
     /// The store cannot be opened or a listener cannot be bound.
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let store = SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
         let store = StoreHandle::new(Arc::new(store));
         let token = admin_token(&cfg)?;
@@ -172,6 +172,12 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")
+}
+
+/// Installs ring as the process's one rustls crypto provider (reqwest is built without one).
+/// Idempotent; call before building any TLS client or server.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Builds, serves, and stops on SIGTERM or SIGINT (what `callgate run` does).

@@ -63,6 +63,7 @@ fn binary_serves_ready_and_exits_cleanly_on_sigterm() {
     let (addr, logs) = http_address(child.0.stderr.take().unwrap());
     assert!(!addr.ends_with(":0"));
 
+    crate::common::init_tracing();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let ready = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -112,8 +112,10 @@ pub async fn json_of(resp: Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-/// Quiet unless TEST_LOG=1.
+/// Quiet unless TEST_LOG=1. Also installs the crypto provider every HTTP client needs, so a
+/// test works whatever ran before it in this process.
 pub fn init_tracing() {
+    callgate::app::install_crypto_provider();
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(&callgate::config::LogConfig { level: "debug".into(), format: callgate::config::LogFormat::Text });
     }
