@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{auth, ApiError, AppState};
 use crate::routing::number::normalize_number;
-use crate::routing::{decide, parse_csv, Decision, DecisionRecord, PortalEntry, Snapshot};
+use crate::routing::{decide, parse_csv, Decision, DecisionRecord};
 
 /// Index uploads are large (a million rows is ~17 MB of CSV).
 const INDEX_BODY_LIMIT: usize = 256 * 1024 * 1024;
@@ -45,16 +45,13 @@ async fn route(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let snap = state.directory.snapshot();
-    let portal = q.line.as_deref().and_then(normalize_number).and_then(|n| snap.by_line.get(&n.as_u64())).and_then(|id| snap.portals.get(id)).or_else(|| snap.single());
-    if !auth::token_ok(&state, &headers) && !trusted(&snap, portal.map(|p| &**p), peer) {
+    let portal = q.line.as_deref().and_then(normalize_number).and_then(|n| snap.by_line_number(n)).or_else(|| snap.single());
+    if !auth::token_ok(&state, &headers) && !snap.trusts(portal.map(|p| &**p), peer.ip()) {
         return Err(ApiError::Forbidden);
     }
     let raw_caller = q.caller.as_deref().map(str::trim).filter(|c| !c.is_empty()).ok_or_else(|| ApiError::field("caller", "is required"))?;
     let caller = normalize_number(raw_caller);
-    let manager = match (portal, caller) {
-        (Some(p), Some(n)) => state.directory.index().lookup(p.portal.id, n.as_u64()),
-        _ => None,
-    };
+    let manager = state.directory.manager_of(portal.map(|p| &**p), caller);
     let decision = decide(portal.map(|p| &**p), caller, raw_caller.as_bytes(), manager);
     let reason = decision.reason();
     let (target, contact, user) = match decision {
@@ -64,30 +61,14 @@ async fn route(
         }
         Decision::NoDecision(_) => (None, None, None),
     };
-    let outcome = if target.is_some() { "redirect" } else { "no_decision" };
+    let record = DecisionRecord::new(b"", portal.map(|p| p.portal.id), caller, manager, target.as_deref().map(std::sync::Arc::from), reason, "http");
+    let outcome = record.outcome;
     metrics::counter!("callgate_routing_decisions_total", "outcome" => outcome, "reason" => reason.as_str()).increment(1);
-    state.decisions.push(DecisionRecord {
-        at_ms: crate::routing::now_ms(),
-        call_id: String::new(),
-        portal_id: portal.map(|p| p.portal.id),
-        caller: caller.map(|n| n.as_u64()),
-        manager,
-        target: target.as_deref().map(std::sync::Arc::from),
-        outcome,
-        reason,
-        source: "http",
-    });
+    state.decisions.push(record);
     Ok(Json(json!({
         "decision": outcome, "target": target, "contact": contact, "user_id": user,
         "portal_id": portal.map(|p| p.portal.id), "caller": caller.map(|n| n.to_string()), "reason": reason,
     })))
-}
-
-fn trusted(snap: &Snapshot, portal: Option<&PortalEntry>, peer: SocketAddr) -> bool {
-    match portal {
-        Some(p) => p.trusts(peer.ip()),
-        None => snap.portals.values().any(|p| p.trusts(peer.ip())),
-    }
 }
 
 #[derive(Deserialize)]

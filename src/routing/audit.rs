@@ -11,8 +11,6 @@ use serde::Serialize;
 use super::decide::Reason;
 use super::number::Number;
 use crate::settings::{PortalId, UserId};
-use crate::sip::core::SipMessage;
-use crate::sip::transport::Peer;
 
 /// One decision.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -39,17 +37,18 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
-    pub(super) fn new(msg: &SipMessage, portal: Option<PortalId>, caller: Option<Number>, manager: Option<UserId>, target: Option<Arc<str>>, reason: Reason, _peer: Peer) -> Self {
+    /// A record stamped now; `call_id` is empty for HTTP decisions, `source` is `sip` or `http`.
+    pub fn new(call_id: &[u8], portal: Option<PortalId>, caller: Option<Number>, manager: Option<UserId>, target: Option<Arc<str>>, reason: Reason, source: &'static str) -> Self {
         Self {
             at_ms: now_ms(),
-            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
+            call_id: String::from_utf8_lossy(call_id).into_owned(),
             portal_id: portal,
             caller: caller.map(Number::as_u64),
             manager,
             outcome: if target.is_some() { "redirect" } else { "no_decision" },
             target,
             reason,
-            source: "sip",
+            source,
         }
     }
 }
@@ -62,7 +61,7 @@ fn digits<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error
 }
 
 /// Milliseconds since the epoch (the audit's clock; the decision itself never reads it).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 

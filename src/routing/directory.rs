@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::index::PmIndex;
-use super::number::normalize_number;
+use super::number::{normalize_number, Number};
 use crate::settings::{parse_cidr, Line, Mapping, Portal, PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};
 
@@ -97,6 +97,20 @@ impl Snapshot {
     pub fn single(&self) -> Option<&Arc<PortalEntry>> {
         (self.portals.len() == 1).then(|| self.portals.values().next()).flatten()
     }
+
+    /// The portal owning the line `number`.
+    pub fn by_line_number(&self, number: Number) -> Option<&Arc<PortalEntry>> {
+        self.by_line.get(&number.as_u64()).and_then(|id| self.portals.get(id))
+    }
+
+    /// Whether `ip` may ask for decisions: trusted by its portal, or, when no portal could be
+    /// found, by any portal (which then gets "unknown portal").
+    pub fn trusts(&self, portal: Option<&PortalEntry>, ip: IpAddr) -> bool {
+        match portal {
+            Some(p) => p.trusts(ip),
+            None => self.portals.values().any(|p| p.trusts(ip)),
+        }
+    }
 }
 
 /// Shared handle to the current snapshot. Readers never block: a reload builds a new snapshot
@@ -111,6 +125,11 @@ impl Directory {
     /// The personal-manager index.
     pub fn index(&self) -> &PmIndex {
         &self.index
+    }
+
+    /// The caller's responsible user in `portal`, if both are known.
+    pub fn manager_of(&self, portal: Option<&PortalEntry>, caller: Option<Number>) -> Option<UserId> {
+        self.index.lookup(portal?.portal.id, caller?.as_u64())
     }
 
     /// Loads the persisted index snapshot (start-up).

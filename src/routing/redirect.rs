@@ -10,7 +10,6 @@
 //! gets 200 when it matches an answered INVITE (nothing left to cancel) and 481 otherwise.
 
 use std::hash::{BuildHasher, RandomState};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,7 +72,7 @@ impl RedirectServer {
         }
         let snap = self.directory.snapshot();
         let portal = find_portal(&snap, msg);
-        if !trusted(&snap, portal.as_deref(), peer.addr.ip()) {
+        if !snap.trusts(portal.as_deref(), peer.addr.ip()) {
             self.metrics.forbidden.increment(1);
             tracing::debug!(addr = %peer.addr, "request from an untrusted source refused");
             return write_response(msg, 403, "Forbidden", Some(&to_tag_for(msg)), &[], reply);
@@ -82,7 +81,7 @@ impl RedirectServer {
             return write_response(msg, 483, "Too Many Hops", Some(&to_tag_for(msg)), &[], reply);
         }
         match method {
-            Method::Invite => self.invite(msg, &snap, portal.as_deref(), peer, now, reply),
+            Method::Invite => self.invite(msg, &snap, portal.as_deref(), now, reply),
             Method::Cancel => {
                 let known = self.answered.contains_key(&tx_key(&self.keys, msg));
                 let (code, text) = if known { (200, "OK") } else { (481, "Call/Transaction Does Not Exist") };
@@ -93,7 +92,7 @@ impl RedirectServer {
         }
     }
 
-    fn invite(&self, msg: &SipMessage, snap: &Snapshot, portal: Option<&PortalEntry>, peer: Peer, now: Instant, reply: &mut BytesMut) {
+    fn invite(&self, msg: &SipMessage, snap: &Snapshot, portal: Option<&PortalEntry>, now: Instant, reply: &mut BytesMut) {
         let key = tx_key(&self.keys, msg);
         let tag = to_tag(key);
         if let Some(prev) = self.answered.get(&key) {
@@ -112,10 +111,7 @@ impl RedirectServer {
         }
         let caller_user = caller_user(msg);
         let caller = normalize_bytes(caller_user);
-        let manager = match (portal, caller) {
-            (Some(p), Some(n)) => self.directory.index().lookup(p.portal.id, n.as_u64()),
-            _ => None,
-        };
+        let manager = self.directory.manager_of(portal, caller);
         let decision = decide(portal, caller, caller_user, manager);
         let reason = decision.reason();
         let target = match decision {
@@ -132,7 +128,7 @@ impl RedirectServer {
         };
         self.metrics.decision(reason);
         self.remember(key, reply, now);
-        self.log.push(DecisionRecord::new(msg, portal.map(|p| p.portal.id), caller, manager, target, reason, peer));
+        self.log.push(DecisionRecord::new(msg.call_id().unwrap_or_default(), portal.map(|p| p.portal.id), caller, manager, target, reason, "sip"));
     }
 
     /// ACK is never answered (RFC 3261 §17.2.1), whoever sends it: it only ends a remembered
@@ -246,22 +242,11 @@ fn find_portal(snap: &Snapshot, msg: &SipMessage) -> Option<Arc<PortalEntry>> {
     if snap.by_line.is_empty() {
         return snap.single().cloned(); // no lines configured: nothing to look up
     }
-    let by_number = |user: Option<&[u8]>| {
-        let n = normalize_bytes(user?)?;
-        snap.by_line.get(&n.as_u64()).and_then(|id| snap.portals.get(id)).cloned()
-    };
+    let by_number = |user: Option<&[u8]>| snap.by_line_number(normalize_bytes(user?)?).cloned();
     by_number(msg.request_uri().and_then(Uri::parse).and_then(|u| u.user))
         .or_else(|| by_number(msg.to().and_then(|t| t.uri.user)))
         .or_else(|| msg.headers(HeaderName::Diversion).filter_map(NameAddr::parse).find_map(|d| by_number(d.uri.user)))
         .or_else(|| snap.single().cloned())
-}
-
-/// A request is trusted when its portal trusts the source; without a portal, when any does.
-fn trusted(snap: &Snapshot, portal: Option<&PortalEntry>, ip: IpAddr) -> bool {
-    match portal {
-        Some(p) => p.trusts(ip),
-        None => snap.portals.values().any(|p| p.trusts(ip)),
-    }
 }
 
 #[cfg(test)]
@@ -270,7 +255,8 @@ mod tests {
 
     #[test]
     fn branch_and_sent_by_from_raw_via() {
-        let cases: &[(&[u8], Option<(&[u8], &[u8])>)] = &[
+        type Case<'a> = (&'a [u8], Option<(&'a [u8], &'a [u8])>);
+        let cases: &[Case<'_>] = &[
             (b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1-0", Some((b"z9hG4bK-1-0", b"127.0.0.1:5060"))),
             (b"SIP/2.0/TCP  pbx.example.com ; rport ; Branch=z9hG4bKx , SIP/2.0/UDP b;branch=z9hG4bKy", Some((b"z9hG4bKx", b"pbx.example.com"))),
             (b"SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKv6;received=10.0.0.1", Some((b"z9hG4bKv6", b"[2001:db8::1]:5060"))),
