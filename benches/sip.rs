@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use callgate::routing::number::normalize_number;
 use callgate::routing::{decide, DecisionLog, RedirectConfig, RedirectServer};
 use callgate::sip::core::{to_tag_for, write_response, SipMessage};
-use callgate::sip::transport::{Peer, SipHandler, Transport};
+use callgate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn invite(caller: &str, branch: u64) -> Bytes {
@@ -76,7 +76,7 @@ fn benches(c: &mut Criterion) {
         })
         .collect();
     let mut i = 0usize;
-    let mut reply = BytesMut::with_capacity(2048);
+    let mut reply = Outbox::new();
     g.bench_function("redirect_handler_invite_and_ack", |b| {
         b.iter(|| {
             let (inv, ack) = &pairs[i % pairs.len()];

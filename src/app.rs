@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{listener_addr, Config, Secret};
 use crate::http::{self, AppState, HttpLimits};
 use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
-use crate::sip::transport::{serve_tcp, SipHandler, TcpLimits, UdpDriver};
+use crate::sip::transport::{serve_tcp, Hub, SipHandler, TcpLimits, UdpDriver};
 use crate::store::{SqliteStore, StoreHandle};
 
 /// A built gateway: everything bound, nothing served yet.
@@ -99,14 +99,16 @@ impl Gateway {
         let sip_cancel = shutdown.child_token();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
         let handler: Arc<dyn SipHandler> = Arc::new(RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)));
+        let tcp_limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
+        let hub = Hub::new(handler, tcp_limits, tasks.clone(), sip_cancel.clone());
         let udp = match sip_udp {
-            Some(sock) => Some(UdpDriver::spawn(sock, cfg.sip.udp_threads, cfg.sip.max_message_bytes, Arc::clone(&handler), sip_cancel.clone()).context("starting sip.udp")?),
+            Some(sock) => Some(UdpDriver::spawn(sock, cfg.sip.udp_threads, cfg.sip.max_message_bytes, &hub).context("starting sip.udp")?),
             None => None,
         };
         if let Some(listener) = sip_tcp {
-            let limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
-            tasks.spawn(serve_tcp(listener, limits, Arc::clone(&handler), sip_cancel.clone(), tasks.clone()));
+            tasks.spawn(serve_tcp(listener, Arc::clone(&hub), tasks.clone()));
         }
+        tasks.spawn(Arc::clone(&hub).tick(std::time::Duration::from_millis(20)));
         let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout };
         let router = http::router(state.clone(), limits);
         let stop = shutdown.clone();

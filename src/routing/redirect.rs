@@ -22,10 +22,12 @@ use super::directory::{Directory, PortalEntry, Snapshot};
 use super::metrics::RoutingMetrics;
 use super::number::normalize_bytes;
 use crate::sip::core::{to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage, Uri};
-use crate::sip::transport::{Peer, SipHandler};
+use crate::sip::transport::{Outbox, Peer, SipHandler};
 
 /// Timer H: how long an unacknowledged final answer is remembered (64·T1).
 const TIMER_H: Duration = Duration::from_secs(32);
+/// How often remembered answers are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Redirect server settings.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +46,8 @@ pub struct RedirectServer {
     keys: RandomState,
     metrics: RoutingMetrics,
     log: Arc<DecisionLog>,
+    /// When `answered` was last swept; the lock only serialises the (rare) sweep decision.
+    last_sweep: parking_lot::Mutex<Option<Instant>>,
 }
 
 struct Answered {
@@ -54,7 +58,7 @@ struct Answered {
 impl RedirectServer {
     /// A server reading `directory`, recording decisions into `log`.
     pub fn new(directory: Directory, cfg: RedirectConfig, log: Arc<DecisionLog>) -> Self {
-        Self { directory, cfg, answered: DashMap::new(), keys: RandomState::new(), metrics: RoutingMetrics::new(), log }
+        Self { directory, cfg, answered: DashMap::new(), keys: RandomState::new(), metrics: RoutingMetrics::new(), log, last_sweep: parking_lot::Mutex::new(None) }
     }
 
     /// Answered transactions currently remembered.
@@ -160,7 +164,8 @@ fn no_decision_text(code: u16) -> &'static str {
 }
 
 impl SipHandler for RedirectServer {
-    fn on_message(&self, data: Bytes, peer: Peer, now: Instant, reply: &mut BytesMut) {
+    fn on_message(&self, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
+        let reply = &mut out.reply;
         // Every look-up is followed by an ACK that is never answered and only needs the top
         // Via: index it without the semantic checks (about half the parse cost).
         if data.starts_with(b"ACK ") {
@@ -187,7 +192,14 @@ impl SipHandler for RedirectServer {
         crate::sip::core::write_bad_request(&head[..end], &crate::sip::core::ParseError::BadContentLength, reply);
     }
 
-    fn on_tick(&self, now: Instant) {
+    fn on_tick(&self, now: Instant, _out: &mut Outbox) {
+        // Sweeping is a full scan: once a second is plenty for a 32 s memory.
+        let mut last = self.last_sweep.lock();
+        if last.is_some_and(|t| now.saturating_duration_since(t) < SWEEP_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        drop(last);
         self.answered.retain(|_, a| a.expires > now);
     }
 }

@@ -9,10 +9,15 @@
 //!   connection with broken framing is answered 400 where possible and closed, since a stream
 //!   cannot resynchronise.
 //!
-//! Handlers receive whole messages (datagrams or frames) and the peer; they write at most one
-//! reply to that peer into the buffer they are given. They never block.
+//! - `hub`: sends to any destination: UDP through the listening socket (so replies come from the
+//!   address peers know), TCP over the connection to that peer, opened on demand. A proxy
+//!   forwards between transports, so both drivers hand what they cannot send themselves to it.
+//!
+//! Handlers receive whole messages (datagrams or frames) and the peer; they put the reply to that
+//! peer and any messages for other destinations into an [`Outbox`]. They never block.
 
 mod batch;
+mod hub;
 mod tcp;
 mod udp;
 
@@ -21,11 +26,12 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+pub use hub::Hub;
 pub use tcp::{serve_tcp, TcpLimits};
 pub use udp::UdpDriver;
 
 /// Transport a message arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// UDP.
     Udp,
@@ -36,7 +42,7 @@ pub enum Transport {
 }
 
 /// Where a message came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Peer {
     /// Source address.
     pub addr: SocketAddr,
@@ -44,16 +50,49 @@ pub struct Peer {
     pub transport: Transport,
 }
 
-/// The business seam between transports and SIP logic (the redirect server, later the proxy).
+/// What a handler wants sent after one message or tick.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// The reply to the peer the message came from (written in place: the redirect hot path).
+    pub reply: BytesMut,
+    /// Messages for any destination, sent in order after `reply`.
+    pub sends: Vec<(Peer, Bytes)>,
+}
+
+impl Outbox {
+    /// An empty outbox with room for a typical reply.
+    pub fn new() -> Self {
+        Self { reply: BytesMut::with_capacity(2048), sends: Vec::new() }
+    }
+
+    /// Queues `data` for `to`.
+    pub fn send(&mut self, to: Peer, data: Bytes) {
+        self.sends.push((to, data));
+    }
+
+    /// Empties both parts.
+    pub fn clear(&mut self) {
+        self.reply.clear();
+        self.sends.clear();
+    }
+
+    /// Nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.reply.is_empty() && self.sends.is_empty()
+    }
+}
+
+/// The business seam between transports and SIP logic (the redirect server and the proxy).
 pub trait SipHandler: Send + Sync + 'static {
-    /// One complete message from `peer` (not yet parsed). Writes the reply to `peer`, if any,
-    /// into `reply` (which arrives empty).
-    fn on_message(&self, data: Bytes, peer: Peer, now: Instant, reply: &mut BytesMut);
+    /// One complete message from `peer` (not yet parsed). The reply to `peer`, if any, goes into
+    /// `out.reply`; messages for other destinations into `out.sends`. `out` arrives empty.
+    fn on_message(&self, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox);
 
     /// A stream message whose framing failed (bad or missing Content-Length): `head` is what was
     /// buffered; write a 400 into `reply` when one can be built. The connection is closed after.
     fn on_bad_frame(&self, head: &[u8], peer: Peer, reply: &mut BytesMut);
 
-    /// Called at least every few hundred milliseconds: expire state.
-    fn on_tick(&self, now: Instant);
+    /// Called at least every few hundred milliseconds: expire state, fire timers (retransmissions
+    /// go into `out.sends`).
+    fn on_tick(&self, now: Instant, out: &mut Outbox);
 }

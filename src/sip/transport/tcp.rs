@@ -1,16 +1,17 @@
-//! TCP driver: one task per connection, Content-Length framing from `sip::core`.
+//! TCP driver: one task per connection, Content-Length framing from `sip::core`. Each task owns
+//! its stream: it reads frames for the handler and writes both the handler's in-place replies
+//! and whatever the [`Hub`] queues for this peer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use super::{Peer, SipHandler, Transport};
+use super::{Hub, Outbox, Peer, Transport};
 use crate::sip::core::{frame_stream, Frame};
 
 /// Limits of the TCP listener.
@@ -24,13 +25,13 @@ pub struct TcpLimits {
     pub idle: Duration,
 }
 
-/// Accepts connections until cancelled; each connection runs in `tasks`.
-pub async fn serve_tcp(listener: TcpListener, limits: TcpLimits, handler: Arc<dyn SipHandler>, cancel: CancellationToken, tasks: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+/// Accepts connections until the hub's token is cancelled; each connection runs in `tasks`.
+pub async fn serve_tcp(listener: TcpListener, hub: Arc<Hub>, tasks: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(hub.limits().max_connections));
     let refused = metrics::counter!("callgate_sip_tcp_refused_total");
     loop {
         let (stream, addr) = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = hub.cancel().cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -44,61 +45,83 @@ pub async fn serve_tcp(listener: TcpListener, limits: TcpLimits, handler: Arc<dy
             refused.increment(1);
             continue; // dropping the stream closes it: overload is visible, memory does not grow
         };
-        let (handler, cancel) = (Arc::clone(&handler), cancel.clone());
+        let hub = Arc::clone(&hub);
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);
-            connection(stream, Peer { addr, transport: Transport::Tcp }, limits, handler.as_ref(), &cancel).await;
+            let (tx, rx) = hub.register(addr);
+            connection(stream, Peer { addr, transport: Transport::Tcp }, rx, &hub).await;
+            hub.unregister(addr, &tx);
             drop(permit);
         });
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: Peer, limits: TcpLimits, handler: &dyn SipHandler, cancel: &CancellationToken) {
+/// Serves one connection until it closes, fails framing, idles out or the hub is cancelled.
+pub(super) async fn connection(mut stream: TcpStream, peer: Peer, mut queued: mpsc::Receiver<Bytes>, hub: &Arc<Hub>) {
+    let limits = hub.limits();
     let mut buf = BytesMut::with_capacity(4096);
-    let mut reply = BytesMut::with_capacity(2048);
+    let mut out = Outbox::new();
     loop {
-        // Drain every complete frame already buffered.
-        loop {
-            match frame_stream(&buf, limits.max_message) {
-                Ok(Frame::Complete(n)) => {
-                    let msg = buf.split_to(n).freeze();
-                    reply.clear();
-                    handler.on_message(msg, peer, tokio::time::Instant::now().into_std(), &mut reply);
-                    if !reply.is_empty() && stream.write_all(&reply).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Frame::KeepAlive(n)) => {
-                    let _ = buf.split_to(n);
-                    // RFC 5626 §4.4.1: a double-CRLF ping gets a single-CRLF pong.
-                    if n >= 4 && stream.write_all(b"\r\n").await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Frame::Incomplete) => break,
-                Err(e) => {
-                    metrics::counter!("callgate_sip_malformed_total", "transport" => "tcp").increment(1);
-                    tracing::debug!(addr = %peer.addr, error = %e, "tcp framing failed; closing");
-                    reply.clear();
-                    handler.on_bad_frame(&buf, peer, &mut reply);
-                    if !reply.is_empty() {
-                        let _ = stream.write_all(&reply).await;
-                    }
-                    let _ = stream.shutdown().await;
-                    return;
-                }
-            }
+        if drain_frames(&mut buf, &mut stream, peer, hub, &mut out).await.is_err() {
+            return;
         }
         if buf.capacity() - buf.len() < 2048 {
             buf.reserve(4096);
         }
-        let read = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = tokio::time::timeout(limits.idle, stream.read_buf(&mut buf)) => r,
-        };
-        match read {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(_)) => {}
+        tokio::select! {
+            () = hub.cancel().cancelled() => return,
+            msg = queued.recv() => match msg {
+                Some(bytes) => if stream.write_all(&bytes).await.is_err() { return },
+                None => return,
+            },
+            r = tokio::time::timeout(limits.idle, stream.read_buf(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// Hands every complete frame in `buf` to the handler and sends what it produced. `Err` means
+/// the connection must close (write failed or framing broke).
+async fn drain_frames(buf: &mut BytesMut, stream: &mut TcpStream, peer: Peer, hub: &Arc<Hub>, out: &mut Outbox) -> Result<(), ()> {
+    let max = hub.limits().max_message;
+    loop {
+        match frame_stream(buf, max) {
+            Ok(Frame::Complete(n)) => {
+                let msg = buf.split_to(n).freeze();
+                out.clear();
+                hub.handler().on_message(msg, peer, tokio::time::Instant::now().into_std(), out);
+                if !out.reply.is_empty() {
+                    stream.write_all(&out.reply).await.map_err(drop)?;
+                }
+                for (to, data) in out.sends.drain(..) {
+                    if to == peer {
+                        stream.write_all(&data).await.map_err(drop)?;
+                    } else {
+                        hub.send(to, data);
+                    }
+                }
+            }
+            Ok(Frame::KeepAlive(n)) => {
+                let _ = buf.split_to(n);
+                // RFC 5626 §4.4.1: a double-CRLF ping gets a single-CRLF pong.
+                if n >= 4 {
+                    stream.write_all(b"\r\n").await.map_err(drop)?;
+                }
+            }
+            Ok(Frame::Incomplete) => return Ok(()),
+            Err(e) => {
+                metrics::counter!("callgate_sip_malformed_total", "transport" => "tcp").increment(1);
+                tracing::debug!(addr = %peer.addr, error = %e, "tcp framing failed; closing");
+                out.clear();
+                hub.handler().on_bad_frame(buf, peer, &mut out.reply);
+                if !out.reply.is_empty() {
+                    let _ = stream.write_all(&out.reply).await;
+                }
+                let _ = stream.shutdown().await;
+                return Err(());
+            }
         }
     }
 }

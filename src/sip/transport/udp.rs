@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio_util::sync::CancellationToken;
+use bytes::Bytes;
 
 use super::batch::{Batch, Outgoing};
-use super::{Peer, SipHandler, Transport};
+use super::{Hub, Outbox, Peer, Transport};
 
-/// How often a blocked receive wakes up to look at the cancellation token and tick the handler.
+/// How often a blocked receive wakes up to look at the cancellation token.
 const POLL: Duration = Duration::from_millis(100);
 
 /// Running UDP receive threads.
@@ -26,13 +25,16 @@ impl UdpDriver {
     ///
     /// # Errors
     /// The socket cannot be configured or cloned, or a thread cannot start.
-    pub fn spawn(socket: UdpSocket, threads: usize, max_message: usize, handler: Arc<dyn SipHandler>, cancel: CancellationToken) -> std::io::Result<Self> {
+    /// The hub sends through this socket too, and takes what these threads cannot send
+    /// themselves (TCP destinations).
+    pub fn spawn(socket: UdpSocket, threads: usize, max_message: usize, hub: &Arc<Hub>) -> std::io::Result<Self> {
         socket.set_read_timeout(Some(POLL))?;
         let socket = Arc::new(socket);
+        hub.set_udp(Arc::clone(&socket));
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
-            let (sock, handler, cancel) = (Arc::clone(&socket), Arc::clone(&handler), cancel.clone());
-            handles.push(std::thread::Builder::new().name(format!("sip-udp-{i}")).spawn(move || run(&sock, max_message, handler.as_ref(), &cancel))?);
+            let (sock, hub) = (Arc::clone(&socket), Arc::clone(hub));
+            handles.push(std::thread::Builder::new().name(format!("sip-udp-{i}")).spawn(move || run(&sock, max_message, &hub))?);
         }
         Ok(Self { threads: handles })
     }
@@ -45,14 +47,14 @@ impl UdpDriver {
     }
 }
 
-fn run(sock: &UdpSocket, max_message: usize, handler: &dyn SipHandler, cancel: &CancellationToken) {
+fn run(sock: &UdpSocket, max_message: usize, hub: &Arc<Hub>) {
+    let handler = Arc::clone(hub.handler());
     let mut batch = Batch::new(max_message);
-    let mut reply = BytesMut::with_capacity(2048);
-    let mut out = Outgoing::new();
+    let mut out = Outbox::new();
+    let mut queue = Outgoing::new();
     let oversized = metrics::counter!("callgate_sip_dropped_total", "reason" => "oversized");
     let send_errors = metrics::counter!("callgate_sip_send_errors_total", "transport" => "udp");
-    let mut last_tick = Instant::now();
-    while !cancel.is_cancelled() {
+    while !hub.cancel().is_cancelled() {
         match batch.recv(sock) {
             Ok(n) => {
                 let now = Instant::now();
@@ -63,14 +65,12 @@ fn run(sock: &UdpSocket, max_message: usize, handler: &dyn SipHandler, cancel: &
                         tracing::debug!(%addr, bytes = len, "oversized datagram dropped");
                         continue;
                     }
-                    reply.clear();
-                    handler.on_message(Bytes::copy_from_slice(data), Peer { addr, transport: Transport::Udp }, now, &mut reply);
-                    if !reply.is_empty() {
-                        out.push(&reply, addr);
+                    out.clear();
+                    handler.on_message(Bytes::copy_from_slice(data), Peer { addr, transport: Transport::Udp }, now, &mut out);
+                    if !out.reply.is_empty() {
+                        queue.push(&out.reply, addr);
                     }
-                }
-                if !out.is_empty() {
-                    send_errors.increment(out.flush(sock) as u64);
+                    route_sends(&mut out, &mut queue, hub);
                 }
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
@@ -81,10 +81,18 @@ fn run(sock: &UdpSocket, max_message: usize, handler: &dyn SipHandler, cancel: &
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let now = Instant::now();
-        if now.duration_since(last_tick) >= POLL {
-            handler.on_tick(now);
-            last_tick = now;
+        if !queue.is_empty() {
+            send_errors.increment(queue.flush(sock) as u64);
+        }
+    }
+}
+
+/// UDP sends join this thread's batch; the rest goes through the hub.
+fn route_sends(out: &mut Outbox, queue: &mut Outgoing, hub: &Arc<Hub>) {
+    for (to, data) in out.sends.drain(..) {
+        match to.transport {
+            Transport::Udp => queue.push(&data, to.addr),
+            _ => hub.send(to, data),
         }
     }
 }
