@@ -13,6 +13,7 @@
 //! SipMessage accessors (message.rs) parse values on demand:
 //!     via.rs Via | name_addr.rs NameAddr | uri.rs Uri | method.rs Method, CSeq
 //! response.rs write_response(req, ...) -> BytesMut; to_tag_for (stateless UAS To-tag)
+//! transaction/ the four RFC 3261 §17 transaction state machines (+ RFC 6026), build_ack
 //! scan.rs     byte helpers (token/LWS classes, cursor, quote-aware splitting)
 //! ```
 //!
@@ -46,6 +47,7 @@ mod parse;
 mod response;
 mod scan;
 mod table;
+pub mod transaction;
 mod uri;
 mod validate;
 mod via;
