@@ -94,7 +94,9 @@ impl ClientInvite {
     /// method INVITE, RFC 3261 §17.1.3). Requests are ignored. Then drain
     /// [`Self::poll_output`].
     pub fn handle_response(&mut self, now: Instant, response: &SipMessage) {
-        let Some(status) = response.status() else { return };
+        let Some(status) = response.status() else {
+            return;
+        };
         match (&self.phase, status) {
             (Phase::Calling { .. } | Phase::Proceeding, 100..=199) => {
                 self.phase = Phase::Proceeding;
@@ -193,7 +195,8 @@ impl ClientInvite {
     }
 
     fn pass_up(&mut self, response: &SipMessage) {
-        self.out.push_back(Output::Response(Box::new(response.clone())));
+        self.out
+            .push_back(Output::Response(Box::new(response.clone())));
     }
 
     fn terminate(&mut self) {

@@ -82,7 +82,9 @@ impl ClientNonInvite {
     /// Feeds a response the caller matched to this transaction (top-Via branch and CSeq
     /// method, RFC 3261 §17.1.3). Requests are ignored. Then drain [`Self::poll_output`].
     pub fn handle_response(&mut self, now: Instant, response: &SipMessage) {
-        let Some(status) = response.status() else { return };
+        let Some(status) = response.status() else {
+            return;
+        };
         let Phase::Waiting { proceeding, .. } = &mut self.phase else {
             // Completed: a retransmitted final response, absorbed. Terminated: ignored.
             return;

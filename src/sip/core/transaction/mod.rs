@@ -20,24 +20,30 @@
 //! `reliable` means a stream transport (TCP, TLS, WS): no retransmission timers run and the
 //! "linger" timers D, I, J and K are zero.
 //!
+//! Allocation: unlike the parser, a transaction allocates (its output queue, one `Box` per
+//! message passed up, the ACK and `100 Trying` it builds); it lives for seconds, not per packet.
+//!
 //! State diagrams (T1 = 500 ms, T2 = 4 s, T4 = 5 s by default; see [`Timers`]):
 //! ```text
-//! ClientInvite (§17.1.1, RFC 6026 §8.4):
-//!   Calling --1xx--> Proceeding --1xx--> Proceeding
-//!   Calling/Proceeding --300-699--> Completed (ACK sent, response up once)  --Timer D--> Terminated
-//!   Calling/Proceeding --2xx--> Accepted (every 2xx up, no ACK)              --Timer M--> Terminated
-//!   Calling --Timer B--> Timeout, Terminated      Timer A: retransmit, T1 doubling, no cap
-//! ClientNonInvite (§17.1.2):
-//!   Trying --1xx--> Proceeding;  Trying/Proceeding --200-699--> Completed --Timer K--> Terminated
-//!   Trying/Proceeding --Timer F--> Timeout, Terminated
-//!   Timer E: retransmit, T1 doubling capped at T2 (every T2 once in Proceeding)
-//! ServerInvite (§17.2.1, RFC 6026 §7.1):
-//!   Proceeding --TU 1xx--> Proceeding (100 Trying sent by the machine after 200 ms of silence)
+//! ClientInvite (§17.1.1, RFC 6026 §8.4)         Timer A: retransmit, T1 doubling, no cap
+//!   Calling --1xx--> Proceeding --1xx--> Proceeding     (1xx go up; Timer B stops, see file)
+//!   Calling --Timer B--> Timeout, Terminated
+//!   Calling|Proceeding --300-699--> Completed --Timer D--> Terminated
+//!       (ACK sent, response up once; a retransmitted final re-sends the ACK)
+//!   Calling|Proceeding --2xx--> Accepted --Timer M--> Terminated  (every 2xx up, no ACK)
+//! ClientNonInvite (§17.1.2)       Timer E: retransmit, T1 doubling capped at T2; T2 in Proceeding
+//!   Trying --1xx--> Proceeding
+//!   Trying|Proceeding --200-699--> Completed --Timer K--> Terminated
+//!   Trying|Proceeding --Timer F--> Timeout, Terminated
+//! ServerInvite (§17.2.1, RFC 6026 §7.1)     Timer G: retransmit the final, T1 doubling to T2
+//!   Proceeding --TU 1xx--> Proceeding    (100 Trying from the machine after 200 ms of silence)
 //!   Proceeding --TU 300-699--> Completed --ACK--> Confirmed --Timer I--> Terminated
-//!   Completed --Timer H--> Timeout, Terminated    Timer G: retransmit final, T1 doubling to T2
-//!   Proceeding --TU 2xx--> Accepted (INVITE retransmissions absorbed, ACK up) --Timer L--> Terminated
-//! ServerNonInvite (§17.2.2):
-//!   Trying --TU 1xx--> Proceeding;  Trying/Proceeding --TU 200-699--> Completed --Timer J--> Terminated
+//!   Completed --Timer H--> Timeout, Terminated
+//!   Proceeding --TU 2xx--> Accepted --Timer L--> Terminated
+//!       (INVITE retransmissions absorbed, ACKs up, further TU 2xx sent)
+//! ServerNonInvite (§17.2.2)
+//!   Trying --TU 1xx--> Proceeding
+//!   Trying|Proceeding --TU 200-699--> Completed --Timer J--> Terminated
 //!   a retransmitted request re-sends the last response (absorbed in Trying)
 //! ```
 //! Timers B, F, H, L, M = 64·T1; D = max(32 s, 64·T1) unreliable, 0 reliable; I, K = T4

@@ -22,9 +22,7 @@ use bytes::{Bytes, BytesMut};
 use super::super::message::SipMessage;
 use super::super::method::Method;
 use super::super::response::write_response;
-use super::{
-    check_status, deadline, earliest, is_due, Backoff, Output, SendError, Timers,
-};
+use super::{check_status, deadline, earliest, is_due, Backoff, Output, SendError, Timers};
 
 /// How long the machine waits for the TU's first response before sending `100 Trying` itself
 /// (RFC 3261 §17.2.1).
@@ -122,7 +120,13 @@ impl ServerInvite {
         }
         check_status(status)?;
         match (&mut self.phase, status) {
-            (Phase::Proceeding { provisional, timer_trying }, 100..=199) => {
+            (
+                Phase::Proceeding {
+                    provisional,
+                    timer_trying,
+                },
+                100..=199,
+            ) => {
                 *provisional = Some(response.clone());
                 *timer_trying = None;
             }
@@ -155,7 +159,13 @@ impl ServerInvite {
     /// is absorbed otherwise.
     pub fn handle_request(&mut self, now: Instant, request: &SipMessage) {
         match (request.method(), &mut self.phase) {
-            (Some(Method::Invite), Phase::Proceeding { provisional, timer_trying }) => {
+            (
+                Some(Method::Invite),
+                Phase::Proceeding {
+                    provisional,
+                    timer_trying,
+                },
+            ) => {
                 *timer_trying = None;
                 let last = provisional.get_or_insert_with(|| self.trying.clone());
                 self.out.push_back(Output::Transmit(last.clone()));
@@ -183,7 +193,10 @@ impl ServerInvite {
     /// calling it early or late is harmless). Then drain [`Self::poll_output`].
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.phase {
-            Phase::Proceeding { provisional, timer_trying } if is_due(*timer_trying, now) => {
+            Phase::Proceeding {
+                provisional,
+                timer_trying,
+            } if is_due(*timer_trying, now) => {
                 *timer_trying = None;
                 *provisional = Some(self.trying.clone());
                 self.out.push_back(Output::Transmit(self.trying.clone()));
@@ -192,7 +205,9 @@ impl ServerInvite {
                 self.out.push_back(Output::Timeout);
                 self.terminate();
             }
-            Phase::Completed { response, timer_g, .. } => {
+            Phase::Completed {
+                response, timer_g, ..
+            } => {
                 // Timer G: retransmit the final response; the gap doubles up to T2.
                 if let Some(g) = timer_g.filter(|g| g.at <= now) {
                     let next = g.interval.saturating_mul(2).min(self.timers.t2);

@@ -33,8 +33,13 @@ pub enum ServerNonInviteState {
 #[derive(Debug)]
 enum Phase {
     Trying,
-    Proceeding { provisional: Bytes },
-    Completed { response: Bytes, timer_j: Option<Instant> },
+    Proceeding {
+        provisional: Bytes,
+    },
+    Completed {
+        response: Bytes,
+        timer_j: Option<Instant>,
+    },
     Terminated,
 }
 

@@ -1,16 +1,16 @@
 //! `ClientInvite`: Timer A/B schedule, Proceeding, ACK for non-2xx (Timer D), Accepted
 //! (Timer M), late drivers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::super::super::{HeaderName, SipMessage};
 use super::super::{ClientInvite, ClientInviteState, Timers};
-use super::util::{events, invite, ms, respond, transmit_times, Ev, Sim};
+use super::util::{events, invite, ms, respond, t0, transmit_times, Ev, Sim};
 
 fn start(reliable: bool) -> (Sim<ClientInvite>, SipMessage) {
-    let t0 = Instant::now();
+    let t0 = t0();
     let inv = invite();
     let tx = ClientInvite::new(&inv, reliable, Timers::default(), t0);
     (Sim::new(t0, tx), inv)
@@ -71,16 +71,25 @@ fn provisional_stops_retransmissions_and_timer_b() {
 /// Asserts the ACK for `INVITE` and a 486 tagged `uas1`, header by header.
 fn assert_ack(bytes: &Bytes) {
     let ack = SipMessage::parse(bytes.clone()).expect("ACK parses");
-    assert_eq!(ack.start_line(), b"ACK sip:74951234567@carrier.example SIP/2.0");
+    assert_eq!(
+        ack.start_line(),
+        b"ACK sip:74951234567@carrier.example SIP/2.0"
+    );
     let vias: Vec<_> = ack.values(HeaderName::Via).collect();
-    assert_eq!(vias, [&b"SIP/2.0/UDP gw.example:5060;branch=z9hG4bKtx1;rport"[..]]);
+    assert_eq!(
+        vias,
+        [&b"SIP/2.0/UDP gw.example:5060;branch=z9hG4bKtx1;rport"[..]]
+    );
     assert_eq!(ack.to().and_then(|t| t.tag), Some(&b"uas1"[..]));
     let cseq = ack.cseq().expect("CSeq");
     assert_eq!((cseq.seq, cseq.method), (314, &b"ACK"[..]));
     let routes: Vec<_> = ack.headers(HeaderName::Route).collect();
     assert_eq!(
         routes,
-        [&b"<sip:edge1.example;lr>"[..], b"<sip:edge2.example;lr>, <sip:edge3.example;lr>"]
+        [
+            &b"<sip:edge1.example;lr>"[..],
+            b"<sip:edge2.example;lr>, <sip:edge3.example;lr>"
+        ]
     );
 }
 
@@ -93,11 +102,16 @@ fn udp_non_2xx_final_is_acked_passed_up_once_and_lingers_for_timer_d() {
     assert_eq!(sim.m.state(), ClientInviteState::Completed);
     let log = sim.take();
     assert_eq!(transmit_times(&log), [0, 500, 40_000].map(ms)); // INVITE, Timer A, ACK
-    let Some((_, Ev::Transmit(ack))) = log.get(3) else { panic!("no ACK: {log:?}") };
+    let Some((_, Ev::Transmit(ack))) = log.get(3) else {
+        panic!("no ACK: {log:?}")
+    };
     assert_ack(ack);
     assert_eq!(
         events(&log),
-        [(ms(1_000), Ev::Response(180)), (ms(40_000), Ev::Response(486))]
+        [
+            (ms(1_000), Ev::Response(180)),
+            (ms(40_000), Ev::Response(486))
+        ]
     );
 
     // The 486 is retransmitted (our ACK was lost): the ACK again, nothing up.
@@ -120,7 +134,9 @@ fn reliable_non_2xx_final_is_acked_and_terminates_at_once() {
     let (mut sim, inv) = start(true);
     respond_at(&mut sim, ms(300), &respond(&inv, 486, Some(b"uas1")));
     let log = sim.take();
-    let Some((_, Ev::Transmit(ack))) = log.get(1) else { panic!("no ACK: {log:?}") };
+    let Some((_, Ev::Transmit(ack))) = log.get(1) else {
+        panic!("no ACK: {log:?}")
+    };
     assert_ack(ack);
     assert_eq!(
         events(&log),
@@ -171,14 +187,16 @@ fn every_2xx_is_passed_up_without_ack_until_timer_m() {
 
 #[test]
 fn a_late_driver_gets_one_timeout_not_a_burst_and_an_early_one_nothing() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let inv = invite();
     let drained = |tx: &mut ClientInvite| std::iter::from_fn(|| tx.poll_output()).count();
 
     let mut tx = ClientInvite::new(&inv, false, Timers::default(), t0);
     assert_eq!(drained(&mut tx), 1);
     tx.handle_timeout(t0 + ms(40_000)); // A and B both overdue
-    let outs: Vec<Ev> = std::iter::from_fn(|| tx.poll_output()).map(Ev::from).collect();
+    let outs: Vec<Ev> = std::iter::from_fn(|| tx.poll_output())
+        .map(Ev::from)
+        .collect();
     assert_eq!(outs, [Ev::Timeout, Ev::Terminated]);
 
     let mut tx = ClientInvite::new(&inv, false, Timers::default(), t0);
@@ -193,7 +211,7 @@ fn a_late_driver_gets_one_timeout_not_a_burst_and_an_early_one_nothing() {
 
 #[test]
 fn custom_t1_scales_every_timer() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let inv = invite();
     let timers = Timers {
         t1: ms(100),

@@ -1,15 +1,15 @@
 //! `ClientNonInvite`: Timer E (capped at T2, every T2 in Proceeding), F, K.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::super::super::SipMessage;
 use super::super::{ClientNonInvite, ClientNonInviteState, Timers};
-use super::util::{bye, events, ms, respond, transmit_times, Ev, Sim, BYE};
+use super::util::{bye, events, ms, respond, t0, transmit_times, Ev, Sim, BYE};
 
 fn start(reliable: bool) -> (Sim<ClientNonInvite>, SipMessage) {
-    let t0 = Instant::now();
+    let t0 = t0();
     let tx = ClientNonInvite::new(Bytes::from_static(BYE), reliable, Timers::default(), t0);
     (Sim::new(t0, tx), bye())
 }

@@ -45,21 +45,6 @@ pub(super) fn bye() -> SipMessage {
     parse(BYE)
 }
 
-/// An ACK matching `INVITE` (same branch), as the peer would send for a non-2xx.
-pub(super) fn ack() -> SipMessage {
-    parse(&build_from_invite(b"ACK", b"314 ACK"))
-}
-
-fn build_from_invite(method: &[u8], cseq: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8(INVITE.to_vec()).expect("ascii fixture");
-    let head = text.split("\r\n\r\n").next().expect("head");
-    let head = head
-        .replacen("INVITE sip:", &format!("{} sip:", String::from_utf8_lossy(method)), 1)
-        .replace("CSeq: 314 INVITE", &format!("CSeq: {}", String::from_utf8_lossy(cseq)))
-        .replace("Content-Length: 4", "Content-Length: 0");
-    format!("{head}\r\n\r\n").into_bytes()
-}
-
 /// A response to `req` with `code`, tagged `to_tag`, parsed back.
 pub(super) fn respond(req: &SipMessage, code: u16, to_tag: Option<&[u8]>) -> SipMessage {
     let mut out = BytesMut::new();
@@ -70,6 +55,12 @@ pub(super) fn respond(req: &SipMessage, code: u16, to_tag: Option<&[u8]>) -> Sip
 /// The bytes of `respond(...)`, for `send_response`.
 pub(super) fn response_bytes(req: &SipMessage, code: u16) -> Bytes {
     Bytes::copy_from_slice(respond(req, code, Some(b"uas1")).as_bytes())
+}
+
+/// The simulated clock's origin: the only clock read in the transaction tests (`Instant` has
+/// no other constructor); every later instant is `t0 + Duration`.
+pub(super) fn t0() -> Instant {
+    Instant::now()
 }
 
 pub(super) fn ms(n: u64) -> Duration {
@@ -151,12 +142,18 @@ impl<M: Machine> Sim<M> {
     /// Fires every timer due up to and including `t0 + until`, exactly at its deadline.
     pub(super) fn run_until(&mut self, until: Duration) {
         for _ in 0..10_000 {
-            let Some(at) = self.m.poll_timeout() else { break };
+            let Some(at) = self.m.poll_timeout() else {
+                break;
+            };
             let offset = at.duration_since(self.t0);
             if offset > until {
                 break;
             }
-            assert!(offset >= self.now, "timer in the past: {offset:?} < {:?}", self.now);
+            assert!(
+                offset >= self.now,
+                "timer in the past: {offset:?} < {:?}",
+                self.now
+            );
             self.now = offset;
             self.m.handle_timeout(at);
             self.drain();
