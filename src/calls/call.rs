@@ -84,7 +84,11 @@ impl Call {
             Some(r) => (r.manager, r.extension, r.line),
             None => (None, None, None),
         };
-        let first_role = if kind == CallKind::Internal { Role::Consultation } else { Role::Customer };
+        let first_role = if kind == CallKind::Internal {
+            Role::Consultation
+        } else {
+            Role::Customer
+        };
         let mut call = Self {
             id,
             portal: offer.portal,
@@ -115,13 +119,15 @@ impl Call {
     fn starting_responsible(&self, agent: Option<UserId>) -> (Option<UserId>, ResponsibleReason) {
         match (self.kind, self.manager, agent) {
             (CallKind::Incoming, Some(m), _) => (Some(m), ResponsibleReason::PersonalManager),
-            (CallKind::Incoming, None, _) => {
-                (self.policy.default_incoming, ResponsibleReason::DefaultIncoming)
-            }
+            (CallKind::Incoming, None, _) => (
+                self.policy.default_incoming,
+                ResponsibleReason::DefaultIncoming,
+            ),
             (CallKind::Outgoing, _, Some(u)) => (Some(u), ResponsibleReason::CallingAgent),
-            (CallKind::Outgoing, _, None) => {
-                (self.policy.default_outgoing, ResponsibleReason::DefaultOutgoing)
-            }
+            (CallKind::Outgoing, _, None) => (
+                self.policy.default_outgoing,
+                ResponsibleReason::DefaultOutgoing,
+            ),
             (CallKind::Internal, _, _) => (None, ResponsibleReason::Internal),
         }
     }
@@ -183,26 +189,50 @@ impl Call {
 
     /// The latest offer or leg end: how recent the call is for number correlation.
     pub(crate) fn last_activity(&self) -> Millis {
-        let times = self.legs.iter().flat_map(|l| [Some(l.rec.offered_at), l.rec.ended_at]);
+        let times = self
+            .legs
+            .iter()
+            .flat_map(|l| [Some(l.rec.offered_at), l.rec.ended_at]);
         times.flatten().max().unwrap_or(self.started_at)
     }
 
     /// Shows the call to the leg's user, once per user.
     pub(crate) fn show(&mut self, idx: usize, fx: &mut Effects) {
-        let Some(user) = self.legs[idx].rec.user else { return };
+        let Some(user) = self.legs[idx].rec.user else {
+            return;
+        };
         if self.is_customer_call() && self.shown.insert(user) {
             let (call, portal) = (self.id, self.portal);
-            self.emit(fx, Effect::Show { call, portal, users: vec![user] });
+            self.emit(
+                fx,
+                Effect::Show {
+                    call,
+                    portal,
+                    users: vec![user],
+                },
+            );
         }
     }
 
     /// Hides the call from the leg's user once none of that user's legs is live.
     pub(crate) fn hide_if_gone(&mut self, idx: usize, fx: &mut Effects) {
-        let Some(user) = self.legs[idx].rec.user else { return };
-        let still = self.legs.iter().any(|l| l.is_live() && l.rec.user == Some(user));
+        let Some(user) = self.legs[idx].rec.user else {
+            return;
+        };
+        let still = self
+            .legs
+            .iter()
+            .any(|l| l.is_live() && l.rec.user == Some(user));
         if !still && self.shown.remove(&user) {
             let (call, portal) = (self.id, self.portal);
-            self.emit(fx, Effect::Hide { call, portal, users: vec![user] });
+            self.emit(
+                fx,
+                Effect::Hide {
+                    call,
+                    portal,
+                    users: vec![user],
+                },
+            );
         }
     }
 
@@ -218,7 +248,11 @@ impl Call {
     /// When an idle call finishes: after `linger`, or `transfer_wait` while a blind transfer
     /// is pending (whichever is longer).
     pub(crate) fn finish_at(&self, linger: Duration, transfer_wait: Duration) -> Option<Millis> {
-        let wait = if self.transfer.is_some() { linger.max(transfer_wait) } else { linger };
+        let wait = if self.transfer.is_some() {
+            linger.max(transfer_wait)
+        } else {
+            linger
+        };
         self.idle_since.map(|t| t.after(wait))
     }
 

@@ -51,7 +51,8 @@ impl Call {
     /// The live leg this leg's INVITE replaced, if any.
     fn replaced_live_leg(&self, idx: usize) -> Option<usize> {
         let target = self.legs[idx].replaces.as_ref()?;
-        self.index_of(target).filter(|&r| r != idx && self.legs[r].is_live())
+        self.index_of(target)
+            .filter(|&r| r != idx && self.legs[r].is_live())
     }
 
     /// Connects the customer to leg `idx`, ending the conversation on any other leg (that leg
@@ -93,7 +94,13 @@ impl Call {
 
     /// The leg `from` that had the customer ended: moves the customer on if a transfer says
     /// where. Returns whether the customer moved (or will, when the target answers).
-    pub(crate) fn hand_over(&mut self, now: Millis, from: usize, by: Side, fx: &mut Effects) -> bool {
+    pub(crate) fn hand_over(
+        &mut self,
+        now: Millis,
+        from: usize,
+        by: Side,
+        fx: &mut Effects,
+    ) -> bool {
         if let Some(h) = self.handoff.filter(|h| h.from == from) {
             self.handoff = None;
             if self.legs[h.to].is_live() {

@@ -10,7 +10,9 @@
 //! 4. a PBX leg to the target extension of a pending blind transfer;
 //! 5. a PBX leg with the customer number of an open customer call of the portal that is recent
 //!    (a live leg, a pending transfer, or activity within `correlation_window`) and whose
-//!    correlation value does not contradict the leg's;
+//!    correlation value does not contradict the leg's. An outgoing call qualifies only while the
+//!    customer is connected or a transfer is pending (a PBX-side transfer of the outgoing call):
+//!    a customer calling in while an agent is still dialling them is a call of its own;
 //! 6. an internal leg pairs with the other half of an agent-to-agent call through the PBX
 //!    (reversed extension pair, opposite direction, offered within `correlation_window`).
 //!
@@ -46,7 +48,9 @@ impl Open<'_> {
     }
 
     fn portal_calls<'b>(&'b self, offer: &'b Offer) -> impl Iterator<Item = &'b Call> + 'b {
-        self.calls.values().filter(move |c| c.portal == offer.portal)
+        self.calls
+            .values()
+            .filter(move |c| c.portal == offer.portal)
     }
 
     fn customer_calls<'b>(&'b self, offer: &'b Offer) -> impl Iterator<Item = &'b Call> + 'b {
@@ -56,7 +60,8 @@ impl Open<'_> {
     fn by_correlation(&self, offer: &Offer) -> Option<CallId> {
         let corr = offer.correlation.as_ref()?;
         let fits = |c: &&Call| {
-            c.correlation.as_ref() == Some(corr) && (c.is_customer_call() || !offer.is_customer_leg())
+            c.correlation.as_ref() == Some(corr)
+                && (c.is_customer_call() || !offer.is_customer_leg())
         };
         self.portal_calls(offer).filter(fits).map(|c| c.id).max()
     }
@@ -74,7 +79,10 @@ impl Open<'_> {
             c.transfer_from(by)
                 || (c.customer == offer.remote && c.legs.iter().any(|l| &*l.rec.extension == by))
         };
-        let best = self.customer_calls(offer).filter(fits).max_by_key(|c| (c.transfer_from(by), c.id));
+        let best = self
+            .customer_calls(offer)
+            .filter(fits)
+            .max_by_key(|c| (c.transfer_from(by), c.id));
         best.map(|c| c.id)
     }
 
@@ -83,18 +91,28 @@ impl Open<'_> {
             return None;
         }
         let target = &*offer.agent_extension;
-        self.customer_calls(offer).filter(|c| c.transfer_to(target)).map(|c| c.id).max()
+        self.customer_calls(offer)
+            .filter(|c| c.transfer_to(target))
+            .map(|c| c.id)
+            .max()
     }
 
     fn by_customer(&self, offer: &Offer) -> Option<CallId> {
         if offer.direction != Direction::FromPbx || !offer.is_customer_leg() {
             return None;
         }
-        let contradicts = |c: &Call| {
-            matches!((&c.correlation, &offer.correlation), (Some(a), Some(b)) if a != b)
+        let contradicts =
+            |c: &Call| matches!((&c.correlation, &offer.correlation), (Some(a), Some(b)) if a != b);
+        let fits = |c: &&Call| {
+            c.customer == offer.remote
+                && !contradicts(c)
+                && self.recent(c)
+                && (c.kind == CallKind::Incoming || c.current.is_some() || c.transfer.is_some())
         };
-        let fits = |c: &&Call| c.customer == offer.remote && !contradicts(c) && self.recent(c);
-        let best = self.customer_calls(offer).filter(fits).max_by_key(|c| (c.transfer.is_some(), c.id));
+        let best = self
+            .customer_calls(offer)
+            .filter(fits)
+            .max_by_key(|c| (c.transfer.is_some(), c.id));
         best.map(|c| c.id)
     }
 
@@ -109,7 +127,9 @@ impl Open<'_> {
             return None;
         }
         let fits = |c: &&Call| {
-            let [half] = c.legs.as_slice() else { return false };
+            let [half] = c.legs.as_slice() else {
+                return false;
+            };
             let h = &half.rec;
             c.kind == CallKind::Internal
                 && half.is_live()

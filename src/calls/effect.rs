@@ -14,10 +14,12 @@ use crate::settings::{PortalId, UserId};
 #[serde(transparent)]
 pub struct CallId(pub u64);
 
-/// One intent for the CRM outbox, drained with [`Tracker::poll_effect`](super::Tracker::poll_effect).
+/// One intent for the CRM outbox, drained with
+/// [`Tracker::poll_effect`](super::Tracker::poll_effect).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// A customer call became known (`telephony.externalcall.register`): emitted at its first offer.
+    /// A customer call became known (`telephony.externalcall.register`): emitted at its first
+    /// offer.
     CallStarted {
         /// The call.
         call: CallId,

@@ -67,7 +67,9 @@ impl EndReason {
             486 | 600 => Self::Busy,
             603 => Self::Rejected,
             408 | 480 => Self::Timeout,
-            487 => Self::Cancel { by: direction.initiator() },
+            487 => Self::Cancel {
+                by: direction.initiator(),
+            },
             _ => Self::Other { status },
         }
     }
@@ -162,7 +164,13 @@ impl Leg {
             ended_at: None,
             holds: Vec::new(),
         };
-        Self { rec, replaces: offer.replaces.clone(), refer: None, replaced: false, handed_off: false }
+        Self {
+            rec,
+            replaces: offer.replaces.clone(),
+            refer: None,
+            replaced: false,
+            handed_off: false,
+        }
     }
 
     /// Not ended.
@@ -217,7 +225,10 @@ impl Leg {
         }
         let open = self.rec.holds.last_mut().filter(|h| h.to.is_none());
         match (open, held) {
-            (None, true) => self.rec.holds.push(HoldPeriod { from: now, to: None }),
+            (None, true) => self.rec.holds.push(HoldPeriod {
+                from: now,
+                to: None,
+            }),
             (Some(h), false) => h.to = Some(now),
             _ => return false,
         }

@@ -22,13 +22,25 @@ impl Call {
     }
 
     /// A final non-2xx: the leg ends unanswered.
-    pub(crate) fn on_failed(&mut self, now: Millis, idx: usize, status: u16, fx: &mut Effects) -> bool {
+    pub(crate) fn on_failed(
+        &mut self,
+        now: Millis,
+        idx: usize,
+        status: u16,
+        fx: &mut Effects,
+    ) -> bool {
         let reason = EndReason::from_status(status, self.legs[idx].rec.direction);
         self.end_unanswered(now, idx, reason, fx)
     }
 
     /// A CANCEL: the leg ends unanswered.
-    pub(crate) fn on_cancelled(&mut self, now: Millis, idx: usize, by: Side, fx: &mut Effects) -> bool {
+    pub(crate) fn on_cancelled(
+        &mut self,
+        now: Millis,
+        idx: usize,
+        by: Side,
+        fx: &mut Effects,
+    ) -> bool {
         self.end_unanswered(now, idx, EndReason::Cancel { by }, fx)
     }
 
@@ -42,7 +54,13 @@ impl Call {
         }
     }
 
-    fn end_unanswered(&mut self, now: Millis, idx: usize, reason: EndReason, fx: &mut Effects) -> bool {
+    fn end_unanswered(
+        &mut self,
+        now: Millis,
+        idx: usize,
+        reason: EndReason,
+        fx: &mut Effects,
+    ) -> bool {
         if !self.legs[idx].is_pending() {
             return false;
         }

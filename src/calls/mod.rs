@@ -38,6 +38,8 @@ mod tests;
 pub use effect::{CallId, Effect};
 pub use event::{Direction, Event, LegId, Offer, Policy, Side};
 pub use leg::{EndReason, HoldPeriod, LegRecord, LegState, Role};
-pub use record::{CallKind, CallRecord, Conversation, FailedReason, Outcome, ResponsibleReason, Talker};
+pub use record::{
+    CallKind, CallRecord, Conversation, FailedReason, Outcome, ResponsibleReason, Talker,
+};
 pub use time::Millis;
 pub use tracker::{Tracker, TrackerConfig};

@@ -13,9 +13,11 @@
 //! - Internal calls: answered when a leg was answered, else the outgoing codes; no responsible.
 
 use super::call::Call;
-use super::leg::{EndReason, Leg};
-use super::record::{CallKind, CallRecord, Conversation, FailedReason, Outcome, ResponsibleReason, Talker};
 use super::event::Side;
+use super::leg::{EndReason, Leg};
+use super::record::{
+    CallKind, CallRecord, Conversation, FailedReason, Outcome, ResponsibleReason, Talker,
+};
 use crate::settings::{AssignTo, UserId};
 
 /// Talkers and duration from the counted, closed conversations.
@@ -27,14 +29,26 @@ struct Talk {
 
 impl Talk {
     fn of(conversations: &[Conversation]) -> Self {
-        let counted = || conversations.iter().filter(|c| c.counted && c.ended_at.is_some());
-        let talker = |c: &Conversation| Talker { extension: c.extension.clone(), user: c.user };
+        let counted = || {
+            conversations
+                .iter()
+                .filter(|c| c.counted && c.ended_at.is_some())
+        };
+        let talker = |c: &Conversation| Talker {
+            extension: c.extension.clone(),
+            user: c.user,
+        };
         let ms: u64 = counted()
-            .map(|c| c.ended_at.unwrap_or(c.started_at).0.saturating_sub(c.started_at.0))
+            .map(|c| {
+                c.ended_at
+                    .unwrap_or(c.started_at)
+                    .0
+                    .saturating_sub(c.started_at.0)
+            })
             .sum();
         Self {
             first: counted().next().map(talker),
-            last: counted().last().map(talker),
+            last: counted().next_back().map(talker),
             seconds: ms.div_ceil(1000),
         }
     }
@@ -134,7 +148,10 @@ impl Call {
 
     /// The leg that ended last (the later one on a tie).
     fn last_ended(&self) -> Option<&Leg> {
-        self.legs.iter().filter(|l| l.rec.ended_at.is_some()).max_by_key(|l| l.rec.ended_at)
+        self.legs
+            .iter()
+            .filter(|l| l.rec.ended_at.is_some())
+            .max_by_key(|l| l.rec.ended_at)
     }
 
     fn final_responsible(&self, talker: Option<&Talker>) -> (Option<UserId>, ResponsibleReason) {

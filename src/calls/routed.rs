@@ -55,13 +55,13 @@ impl RoutedQueue {
     /// for the same caller.
     pub(crate) fn take(&mut self, now: Millis, offer: &Offer) -> Option<RoutedDecision> {
         let live = |d: &RoutedDecision| d.portal == offer.portal && d.expires > now;
-        let same_corr = |d: &RoutedDecision| {
-            d.correlation.is_some() && d.correlation == offer.correlation
-        };
+        let same_corr =
+            |d: &RoutedDecision| d.correlation.is_some() && d.correlation == offer.correlation;
         let by_corr = self.waiting.iter().position(|d| live(d) && same_corr(d));
         let by_caller = || {
-            let conflict = |d: &RoutedDecision| {
-                matches!((&d.correlation, &offer.correlation), (Some(a), Some(b)) if a != b)
+            let conflict = |d: &RoutedDecision| match (&d.correlation, &offer.correlation) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
             };
             let fits = |d: &RoutedDecision| live(d) && d.caller == offer.remote && !conflict(d);
             self.waiting.iter().rposition(fits)

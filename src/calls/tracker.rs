@@ -85,10 +85,24 @@ impl Tracker {
     /// (and repeated offers of a known leg) are ignored and counted in [`ignored`](Self::ignored).
     pub fn handle(&mut self, now: Millis, event: Event) {
         match event {
-            Event::Routed { portal, correlation, caller, line, manager, extension } => {
+            Event::Routed {
+                portal,
+                correlation,
+                caller,
+                line,
+                manager,
+                extension,
+            } => {
                 let expires = now.after(self.cfg.routed_wait);
-                let decision =
-                    RoutedDecision { expires, portal, correlation, caller, line, manager, extension };
+                let decision = RoutedDecision {
+                    expires,
+                    portal,
+                    correlation,
+                    caller,
+                    line,
+                    manager,
+                    extension,
+                };
                 self.routed.push(decision);
             }
             Event::Offered(offer) => self.offer(now, &offer),
@@ -105,7 +119,9 @@ impl Tracker {
                 break;
             }
             self.timers.pop_first();
-            let Some(call) = self.calls.get_mut(&id) else { continue };
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
             call.scheduled = None;
             call.expire_rings(now, self.cfg.ring_timeout, &mut self.effects);
             call.refresh_idle(now);
@@ -167,11 +183,24 @@ impl Tracker {
             self.ignored += 1;
             return;
         }
-        let open = Open { calls: &self.calls, legs: &self.legs, now, window: self.cfg.correlation_window };
+        let open = Open {
+            calls: &self.calls,
+            legs: &self.legs,
+            now,
+            window: self.cfg.correlation_window,
+        };
         let found = open.find(offer);
         let id = found.unwrap_or_else(|| self.create(now, offer));
-        if let Some(other) = offer.replaces.as_ref().and_then(|x| self.legs.get(x).copied()) {
-            if self.calls.get(&other).is_some_and(|c| c.kind == CallKind::Internal) {
+        if let Some(other) = offer
+            .replaces
+            .as_ref()
+            .and_then(|x| self.legs.get(x).copied())
+        {
+            if self
+                .calls
+                .get(&other)
+                .is_some_and(|c| c.kind == CallKind::Internal)
+            {
                 self.absorb(id, other);
             }
         }
@@ -188,7 +217,11 @@ impl Tracker {
         let id = CallId(self.next_id);
         self.next_id += 1;
         let incoming = offer.is_customer_leg() && offer.direction == Direction::FromPbx;
-        let routed = if incoming { self.routed.take(now, offer) } else { None };
+        let routed = if incoming {
+            self.routed.take(now, offer)
+        } else {
+            None
+        };
         let call = Call::new(id, now, offer, routed, &mut self.effects);
         self.calls.insert(id, call);
         id
@@ -204,7 +237,9 @@ impl Tracker {
             self.settle(now, id);
             return;
         }
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let fx = &mut self.effects;
         match event {
             Event::Ringing { .. } => call.on_ringing(now, idx, fx),
@@ -213,7 +248,9 @@ impl Tracker {
             Event::Cancelled { by, .. } => call.on_cancelled(now, idx, by, fx),
             Event::Ended { by, .. } => call.on_ended(now, idx, by, fx),
             Event::Hold { held, .. } => call.on_hold(now, idx, held),
-            Event::Refer { by, target, replaces, .. } => call.on_refer(idx, by, target, replaces),
+            Event::Refer {
+                target, replaces, ..
+            } => call.on_refer(idx, target, replaces),
             Event::Routed { .. } | Event::Offered(_) | Event::ReferAccepted { .. } => false,
         };
         self.settle(now, id);
@@ -227,8 +264,12 @@ impl Tracker {
     /// An accepted REFER: merges the consultation call named by its Replaces, then sets up the
     /// transfer. Returns the call the leg now belongs to.
     fn refer_accepted(&mut self, id: CallId, idx: usize) -> CallId {
-        let Some(call) = self.calls.get_mut(&id) else { return id };
-        let Some(replaces) = call.mark_refer_accepted(idx) else { return id };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return id;
+        };
+        let Some(replaces) = call.mark_refer_accepted(idx) else {
+            return id;
+        };
         let leg = call.legs[idx].rec.leg.clone();
         let other = replaces.as_ref().and_then(|x| self.legs.get(x).copied());
         let into = other.map_or(id, |other| self.merge(id, other));
@@ -242,7 +283,11 @@ impl Tracker {
 
     /// Merges whichever of two calls is internal into the other; returns the survivor.
     fn merge(&mut self, a: CallId, b: CallId) -> CallId {
-        let internal = |id| self.calls.get(&id).is_some_and(|c: &Call| c.kind == CallKind::Internal);
+        let internal = |id| {
+            self.calls
+                .get(&id)
+                .is_some_and(|c: &Call| c.kind == CallKind::Internal)
+        };
         match (internal(a), internal(b)) {
             _ if a == b => a,
             (true, false) => {
@@ -262,7 +307,9 @@ impl Tracker {
         if into == from || !self.calls.contains_key(&into) {
             return;
         }
-        let Some(mut gone) = self.calls.remove(&from) else { return };
+        let Some(mut gone) = self.calls.remove(&from) else {
+            return;
+        };
         if let Some(at) = gone.scheduled {
             self.timers.remove(&(at, from));
         }
@@ -276,10 +323,15 @@ impl Tracker {
 
     /// Re-files the call's deadline after a change.
     fn settle(&mut self, now: Millis, id: CallId) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         call.refresh_idle(now);
         let finish = call.finish_at(self.cfg.linger, self.cfg.transfer_wait);
-        let due = finish.into_iter().chain(call.ring_deadline(self.cfg.ring_timeout)).min();
+        let due = finish
+            .into_iter()
+            .chain(call.ring_deadline(self.cfg.ring_timeout))
+            .min();
         if due == call.scheduled {
             return;
         }
@@ -295,7 +347,9 @@ impl Tracker {
     /// Closes the call: its record goes to the finished list and, for customer calls, out as
     /// `CallFinished`.
     fn finish(&mut self, id: CallId) {
-        let Some(call) = self.calls.remove(&id) else { return };
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
         if let Some(at) = call.scheduled {
             self.timers.remove(&(at, id));
         }

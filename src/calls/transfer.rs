@@ -11,18 +11,28 @@
 //! The leg the REFER was sent on ends as `transferred`; the leg named in Replaces as `replaced`.
 
 use super::call::{Call, Handoff, Transfer};
-use super::event::{LegId, Side};
+use super::event::LegId;
 use super::leg::Refer;
 use std::sync::Arc;
 
 impl Call {
-    /// A REFER on an answered leg (a new REFER supersedes an unaccepted one).
-    pub(crate) fn on_refer(&mut self, idx: usize, _by: Side, target: Arc<str>, replaces: Option<LegId>) -> bool {
+    /// A REFER on an answered leg (a new REFER supersedes an unaccepted one). Who sent it does
+    /// not matter: either way the customer is meant to move.
+    pub(crate) fn on_refer(
+        &mut self,
+        idx: usize,
+        target: Arc<str>,
+        replaces: Option<LegId>,
+    ) -> bool {
         let leg = &mut self.legs[idx];
         if !leg.is_up() || leg.refer_accepted() {
             return false;
         }
-        leg.refer = Some(Refer { target, replaces, accepted: false });
+        leg.refer = Some(Refer {
+            target,
+            replaces,
+            accepted: false,
+        });
         true
     }
 
@@ -37,7 +47,9 @@ impl Call {
     /// Sets up the transfer of an accepted REFER on leg `r` of this call (after the tracker
     /// merged the consultation call in, if any).
     pub(crate) fn start_transfer(&mut self, r: usize) {
-        let Some(refer) = self.legs[r].refer.clone() else { return };
+        let Some(refer) = self.legs[r].refer.clone() else {
+            return;
+        };
         if let Some(p) = refer.replaces.as_ref().and_then(|x| self.index_of(x)) {
             self.legs[p].replaced = true;
             if self.attend(r, p) {
@@ -82,11 +94,15 @@ impl Call {
 
     /// A blind transfer from `extension` is pending.
     pub(crate) fn transfer_from(&self, extension: &str) -> bool {
-        self.transfer.as_ref().is_some_and(|t| &*t.from_extension == extension)
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| &*t.from_extension == extension)
     }
 
     /// A blind transfer to `extension` is pending.
     pub(crate) fn transfer_to(&self, extension: &str) -> bool {
-        self.transfer.as_ref().is_some_and(|t| &*t.target == extension)
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| &*t.target == extension)
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::calls::{
-    CallRecord, Direction, Effect, Event, LegId, Millis, Offer, Policy, Side, Tracker, TrackerConfig,
+    CallRecord, Direction, Effect, Event, LegId, Millis, Offer, Policy, Side, Tracker,
+    TrackerConfig,
 };
 use crate::settings::{AssignTo, PortalId, UserId};
 
@@ -28,7 +29,13 @@ pub(super) fn policy() -> Policy {
     }
 }
 
-fn offer(leg: &str, dir: Direction, agent: (&str, Option<UserId>), remote: &str, ext: bool) -> Offer {
+fn offer(
+    leg: &str,
+    dir: Direction,
+    agent: (&str, Option<UserId>),
+    remote: &str,
+    ext: bool,
+) -> Offer {
     Offer {
         leg: leg.into(),
         portal: PORTAL,
@@ -56,12 +63,20 @@ pub(super) fn outgoing(leg: &str, agent: (&str, Option<UserId>), number: &str) -
 }
 
 /// An internal half: `agent` on this leg, `other` the extension at the far end.
-pub(super) fn internal(leg: &str, dir: Direction, agent: (&str, Option<UserId>), other: &str) -> Offer {
+pub(super) fn internal(
+    leg: &str,
+    dir: Direction,
+    agent: (&str, Option<UserId>),
+    other: &str,
+) -> Offer {
     offer(leg, dir, agent, other, true)
 }
 
 pub(super) fn corr(value: &str, offer: Offer) -> Offer {
-    Offer { correlation: Some(value.into()), ..offer }
+    Offer {
+        correlation: Some(value.into()),
+        ..offer
+    }
 }
 
 pub(super) fn leg(id: &str) -> LegId {
@@ -81,7 +96,11 @@ impl Harness {
     }
 
     pub(super) fn with(cfg: TrackerConfig) -> Self {
-        Self { t: Tracker::new(cfg), now: Millis(0), effects: Vec::new() }
+        Self {
+            t: Tracker::new(cfg),
+            now: Millis(0),
+            effects: Vec::new(),
+        }
     }
 
     /// Advances to `ms`, firing each due timer at its own deadline (a punctual driver).
@@ -118,7 +137,10 @@ impl Harness {
         self.ev(Event::Answered { leg: leg(id) })
     }
     pub(super) fn fail(&mut self, id: &str, status: u16) -> &mut Self {
-        self.ev(Event::Failed { leg: leg(id), status })
+        self.ev(Event::Failed {
+            leg: leg(id),
+            status,
+        })
     }
     pub(super) fn cancel(&mut self, id: &str, by: Side) -> &mut Self {
         self.ev(Event::Cancelled { leg: leg(id), by })
@@ -131,7 +153,12 @@ impl Harness {
     }
     pub(super) fn refer(&mut self, id: &str, target: &str, replaces: Option<&str>) -> &mut Self {
         let (target, replaces) = (target.into(), replaces.map(leg));
-        self.ev(Event::Refer { leg: leg(id), by: Side::Agent, target, replaces })
+        self.ev(Event::Refer {
+            leg: leg(id),
+            by: Side::Agent,
+            target,
+            replaces,
+        })
     }
     pub(super) fn accept(&mut self, id: &str) -> &mut Self {
         self.ev(Event::ReferAccepted { leg: leg(id) })
@@ -151,12 +178,22 @@ impl Harness {
 }
 
 fn snake<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(String::from)).unwrap_or_default()
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 pub(super) fn render(e: &Effect) -> String {
     match e {
-        Effect::CallStarted { call, kind, customer, responsible, reason, .. } => format!(
+        Effect::CallStarted {
+            call,
+            kind,
+            customer,
+            responsible,
+            reason,
+            ..
+        } => format!(
             "started #{} {} {customer} resp={responsible:?} {}",
             call.0,
             snake(kind),
@@ -165,24 +202,49 @@ pub(super) fn render(e: &Effect) -> String {
         Effect::Show { call, users, .. } => format!("show #{} {users:?}", call.0),
         Effect::Hide { call, users, .. } => format!("hide #{} {users:?}", call.0),
         Effect::CallFinished(r) => {
-            format!("finished #{} {}", r.id.0, r.status_code.as_deref().unwrap_or("-"))
+            format!(
+                "finished #{} {}",
+                r.id.0,
+                r.status_code.as_deref().unwrap_or("-")
+            )
         }
     }
 }
 
-/// `(extension, user, started_at, ended_at, counted)` of every conversation.
-pub(super) fn convs(r: &CallRecord) -> Vec<(&str, Option<UserId>, u64, Option<u64>, bool)> {
+/// `(extension, user, started_at, ended_at, counted)` of a conversation.
+pub(super) type Conv<'a> = (&'a str, Option<UserId>, u64, Option<u64>, bool);
+
+/// Every conversation, as [`Conv`].
+pub(super) fn convs(r: &CallRecord) -> Vec<Conv<'_>> {
     let c = r.conversations.iter();
-    c.map(|c| (&*c.extension, c.user, c.started_at.0, c.ended_at.map(|t| t.0), c.counted)).collect()
+    c.map(|c| {
+        (
+            &*c.extension,
+            c.user,
+            c.started_at.0,
+            c.ended_at.map(|t| t.0),
+            c.counted,
+        )
+    })
+    .collect()
 }
 
 /// `(leg, end reason as JSON)` of every leg.
 pub(super) fn ends(r: &CallRecord) -> Vec<(String, String)> {
     let l = r.legs.iter();
-    l.map(|l| (l.leg.0.to_string(), serde_json::to_string(&l.end_reason).unwrap_or_default())).collect()
+    l.map(|l| {
+        (
+            l.leg.0.to_string(),
+            serde_json::to_string(&l.end_reason).unwrap_or_default(),
+        )
+    })
+    .collect()
 }
 
 /// The talkers' extensions.
 pub(super) fn talkers(r: &CallRecord) -> (Option<&str>, Option<&str>) {
-    (r.first_talker.as_ref().map(|t| &*t.extension), r.last_talker.as_ref().map(|t| &*t.extension))
+    (
+        r.first_talker.as_ref().map(|t| &*t.extension),
+        r.last_talker.as_ref().map(|t| &*t.extension),
+    )
 }
