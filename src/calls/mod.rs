@@ -16,6 +16,16 @@
 //! - a call whose legs have all ended finishes after `linger` (or `transfer_wait` while a blind
 //!   transfer is pending) with its [`CallRecord`] (`outcome.rs`).
 //!
+//! Decisions worth knowing when reading a record:
+//! - DURATION (`talk_seconds`) is the sum of the counted conversations in milliseconds, rounded
+//!   **up** once to whole seconds (a counted conversation never shows as 0 s);
+//! - a CANCEL ends its leg at once (`Hide` does not wait for the 487, which is absorbed);
+//! - `Show` goes out when a mapped user's leg rings (or answers without ringing, or receives the
+//!   customer by a transfer); `Hide` when none of that user's legs of the call is live any more;
+//! - a consultation call merged into a customer call by an attended transfer disappears with
+//!   its id: its legs become consultation legs of the customer call;
+//! - the call keeps the [`Policy`] of its first offer.
+//!
 //! Depends only on `settings` (ids and the assign rule).
 
 mod call;

@@ -191,19 +191,7 @@ impl Tracker {
         };
         let found = open.find(offer);
         let id = found.unwrap_or_else(|| self.create(now, offer));
-        if let Some(other) = offer
-            .replaces
-            .as_ref()
-            .and_then(|x| self.legs.get(x).copied())
-        {
-            if self
-                .calls
-                .get(&other)
-                .is_some_and(|c| c.kind == CallKind::Internal)
-            {
-                self.absorb(id, other);
-            }
-        }
+        self.absorb_replaced(id, offer);
         if found.is_some() {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.add_leg(now, offer);
@@ -211,6 +199,22 @@ impl Tracker {
         }
         self.legs.insert(offer.leg.clone(), id);
         self.settle(now, id);
+    }
+
+    /// An INVITE with Replaces naming a leg of an internal call (the consultation of an attended
+    /// transfer) brings that call into the call the new leg joined.
+    fn absorb_replaced(&mut self, id: CallId, offer: &Offer) {
+        let Some(other) = offer
+            .replaces
+            .as_ref()
+            .and_then(|x| self.legs.get(x).copied())
+        else {
+            return;
+        };
+        let consultation = |c: &Call| c.kind == CallKind::Internal && c.portal == offer.portal;
+        if self.calls.get(&other).is_some_and(consultation) {
+            self.absorb(id, other);
+        }
     }
 
     fn create(&mut self, now: Millis, offer: &Offer) -> CallId {
