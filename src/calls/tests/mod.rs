@@ -1,0 +1,10 @@
+//! Story tests of the call tracker: one story per test, exact assertions on the effects sequence
+//! and on the record. Time is simulated (`Harness::at` fires every timer at its own deadline).
+
+mod harness;
+
+mod incoming;
+mod internal;
+mod outgoing;
+mod timers;
+mod transfer;
