@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{listener_addr, Config, Secret};
+use crate::calls::CallsHandle;
 use crate::http::{self, AppState, HttpLimits};
+use crate::proxy::{Front, Local, Proxy};
+use crate::sip::core::transaction::Timers;
 use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
 use crate::sip::transport::{serve_tcp, Hub, SipHandler, TcpLimits, UdpDriver};
 use crate::store::{SqliteStore, StoreHandle};
@@ -60,6 +63,7 @@ impl Gateway {
             metrics: crate::telemetry::metrics(),
             directory,
             decisions: Arc::new(DecisionLog::new(10_000)),
+            calls: CallsHandle::new(cfg.calls.tracker(), std::time::Instant::now(), epoch_millis()),
             shutdown: shutdown.clone(),
         };
         Ok(Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown })
@@ -98,7 +102,10 @@ impl Gateway {
         let tasks = TaskTracker::new();
         let sip_cancel = shutdown.child_token();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
-        let handler: Arc<dyn SipHandler> = Arc::new(RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)));
+        let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
+        let local = Local { udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()), tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()) };
+        let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default());
+        let handler: Arc<dyn SipHandler> = Arc::new(Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy)));
         let tcp_limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
         let hub = Hub::new(handler, tcp_limits, tasks.clone(), sip_cancel.clone());
         let udp = match sip_udp {
@@ -126,6 +133,11 @@ impl Gateway {
         tracing::info!("callgate stopped");
         Ok(())
     }
+}
+
+/// Wall-clock milliseconds since the UNIX epoch (the tracker's clock base, read once).
+fn epoch_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Binds the UDP socket with large kernel buffers (bursts of thousands of INVITEs per second).

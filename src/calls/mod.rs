@@ -33,6 +33,7 @@ mod conversation;
 mod correlate;
 mod effect;
 mod event;
+mod handle;
 mod leg;
 mod lifecycle;
 mod outcome;
@@ -47,6 +48,7 @@ mod tests;
 
 pub use effect::{CallId, Effect};
 pub use event::{Direction, Event, LegId, Offer, Policy, Side};
+pub use handle::CallsHandle;
 pub use leg::{EndReason, HoldPeriod, LegRecord, LegState, Role};
 pub use record::{
     CallKind, CallRecord, Conversation, FailedReason, Outcome, ResponsibleReason, Talker,

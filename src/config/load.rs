@@ -164,7 +164,7 @@ fn from_tree(tree: Value, errs: &mut ConfigErrors) -> Option<Config> {
     let Value::Table(mut table) = tree else { return None };
     let mut cfg = Config::default();
     let before = errs.0.len();
-    let known = ["sip", "http", "store", "admin", "log", "shutdown"];
+    let known = ["sip", "http", "store", "admin", "log", "shutdown", "calls"];
     for key in table.keys().filter(|k| !known.contains(&k.as_str())) {
         errs.push(key.clone(), "unknown section");
     }
@@ -174,6 +174,7 @@ fn from_tree(tree: Value, errs: &mut ConfigErrors) -> Option<Config> {
     section(&mut table, "admin", &mut cfg.admin, errs);
     section(&mut table, "log", &mut cfg.log, errs);
     section(&mut table, "shutdown", &mut cfg.shutdown, errs);
+    section(&mut table, "calls", &mut cfg.calls, errs);
     (errs.0.len() == before).then_some(cfg)
 }
 

@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Shutdown behaviour.
     pub shutdown: ShutdownConfig,
+    /// The call tracker.
+    pub calls: CallsConfig,
 }
 
 /// `[sip]`: listeners are `ip:port` strings; an empty string disables a listener.
@@ -165,6 +167,56 @@ pub struct ShutdownConfig {
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self { grace: Duration::from_secs(10) }
+    }
+}
+
+/// `[calls]`: how the call tracker closes and correlates calls (DESIGN.md §3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CallsConfig {
+    /// A call with no live leg finishes after this long without a new one.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// How long an accepted transfer waits for the new leg.
+    #[serde(with = "humantime_serde")]
+    pub transfer_wait: Duration,
+    /// How long a routing decision waits for the call's first leg.
+    #[serde(with = "humantime_serde")]
+    pub routed_wait: Duration,
+    /// Legs without a correlation header join an open call of the same customer within this.
+    #[serde(with = "humantime_serde")]
+    pub correlation_window: Duration,
+    /// A leg ringing longer than this ends as timed out.
+    #[serde(with = "humantime_serde")]
+    pub ring_timeout: Duration,
+    /// Finished calls kept for `/api/v1/calls`.
+    pub keep_finished: usize,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(2),
+            transfer_wait: Duration::from_secs(30),
+            routed_wait: Duration::from_secs(60),
+            correlation_window: Duration::from_secs(60),
+            ring_timeout: Duration::from_secs(180),
+            keep_finished: 10_000,
+        }
+    }
+}
+
+impl CallsConfig {
+    /// The tracker's configuration.
+    pub fn tracker(&self) -> crate::calls::TrackerConfig {
+        crate::calls::TrackerConfig {
+            linger: self.linger,
+            transfer_wait: self.transfer_wait,
+            routed_wait: self.routed_wait,
+            correlation_window: self.correlation_window,
+            ring_timeout: self.ring_timeout,
+            keep_finished: self.keep_finished,
+        }
     }
 }
 

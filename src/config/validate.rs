@@ -46,6 +46,12 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             errs.push("log.level", format!("`{}` is not a valid tracing filter", self.log.level));
         }
+        if self.calls.keep_finished > 1_000_000 {
+            errs.push("calls.keep_finished", "must be at most 1000000");
+        }
+        if self.calls.ring_timeout.is_zero() || self.calls.transfer_wait.is_zero() {
+            errs.push("calls", "ring_timeout and transfer_wait must be above zero");
+        }
         if self.shutdown.grace.is_zero() || self.shutdown.grace.as_secs() > 3600 {
             errs.push("shutdown.grace", "must be between 1ms and 1h");
         }

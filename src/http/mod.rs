@@ -6,6 +6,7 @@
 //! directory to reload. Errors are [`ApiError`]s, logged once in `error.rs`.
 
 mod auth;
+mod calls;
 mod error;
 mod health;
 mod json;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub directory: crate::routing::Directory,
     /// Recent routing decisions (audit).
     pub decisions: Arc<crate::routing::DecisionLog>,
+    /// The call tracker (`/api/v1/calls`).
+    pub calls: crate::calls::CallsHandle,
     /// Cancelled when shutdown starts (`/ready` turns 503).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -65,6 +68,7 @@ pub struct HttpLimits {
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let api = portals::routes()
         .merge(route::admin_routes())
+        .merge(calls::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .merge(route::public_routes())
         .route("/openapi.json", get(openapi::document));

@@ -1,2 +1,192 @@
-//! The stateful, record-routing edge proxy between the PBX and agents' SIP phones (RFC 3261 §16),
-//! feeding signalling events into `calls`. Filled by the call-tracking issue.
+//! The stateful, record-routing edge proxy between the PBX and the agents' phones (DESIGN.md
+//! §2.2, RFC 3261 §16): INVITE, CANCEL, ACK, BYE, REGISTER (relayed with Path), in-dialog
+//! requests by Route (re-INVITE, UPDATE, INFO, REFER, NOTIFY), INVITE with Replaces.
+//!
+//! Direction: a request from a portal's `pbx_host` is the PBX's (sent to the extension's
+//! registered or static contact); any other is an agent's (sent to the PBX). Every leg's
+//! signalling is turned into [`crate::calls::Event`]s for the call tracker.
+//!
+//! Shape: `handle` holds the RFC 3261 §16 steps, `engine` the transaction table (the sans-IO
+//! machines of `sip::core::transaction`) and timers, `target` next-hop selection, `observe` the
+//! tracker events, `registrar` the bindings learnt from relayed REGISTERs. One lock guards the
+//! engine and the tracker feed, so events reach the tracker in the order messages were handled;
+//! nothing inside it blocks or awaits.
+//!
+//! Depends on: `sip::core`, `sip::transport` (types only), `routing` (the directory),
+//! `calls`. Never on sockets or tokio.
+
+mod engine;
+mod front;
+mod handle;
+mod observe;
+mod registrar;
+mod target;
+
+use std::hash::RandomState;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+
+pub use self::front::Front;
+
+use self::engine::{Engine, Io};
+use crate::calls::CallsHandle;
+use crate::routing::Directory;
+use crate::sip::core::transaction::Timers;
+use crate::sip::core::{SipMessage, Uri, Via};
+use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
+
+/// The proxy's own addresses: what goes into Via, Record-Route and Path, and how a Route value
+/// or a Via is recognised as ours.
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    /// The UDP listener.
+    pub udp: Option<SocketAddr>,
+    /// The TCP listener.
+    pub tcp: Option<SocketAddr>,
+}
+
+impl Local {
+    fn addr(&self, t: Transport) -> Option<SocketAddr> {
+        match t {
+            Transport::Udp => self.udp.or(self.tcp),
+            Transport::Tcp | Transport::Tls => self.tcp.or(self.udp),
+        }
+    }
+
+    fn sent_by(&self, t: Transport) -> String {
+        self.addr(t).map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string())
+    }
+
+    /// `sip:ADDR;lr` (with `transport=tcp` on streams), bracketed.
+    fn route_uri(&self, t: Transport) -> String {
+        match t {
+            Transport::Udp => format!("<sip:{};lr>", self.sent_by(t)),
+            _ => format!("<sip:{};transport=tcp;lr>", self.sent_by(t)),
+        }
+    }
+
+    /// One Record-Route value, or two when the request changes transport (RFC 5658): the
+    /// downstream-facing one first.
+    fn record_route(&self, inbound: Transport, outbound: Transport) -> Vec<String> {
+        if inbound == outbound || self.addr(inbound) == self.addr(outbound) {
+            vec![self.route_uri(outbound)]
+        } else {
+            vec![self.route_uri(outbound), self.route_uri(inbound)]
+        }
+    }
+
+    fn is_ours(&self, uri: &Uri<'_>) -> bool {
+        let Some(addr) = target::sent_by_addr(uri.host, uri.port) else { return false };
+        self.udp == Some(addr) || self.tcp == Some(addr)
+    }
+
+    fn is_our_via(&self, via: &Via<'_>) -> bool {
+        target::sent_by_addr(via.host, via.port).is_some_and(|a| self.udp == Some(a) || self.tcp == Some(a))
+    }
+}
+
+struct ProxyMetrics {
+    forwarded: metrics::Counter,
+    refused: metrics::Counter,
+    retransmissions: metrics::Counter,
+    stray: metrics::Counter,
+    malformed: metrics::Counter,
+}
+
+impl ProxyMetrics {
+    fn new() -> Self {
+        Self {
+            forwarded: metrics::counter!("callgate_proxy_forwarded_total"),
+            refused: metrics::counter!("callgate_proxy_refused_total"),
+            retransmissions: metrics::counter!("callgate_proxy_retransmissions_total"),
+            stray: metrics::counter!("callgate_proxy_stray_responses_total"),
+            malformed: metrics::counter!("callgate_sip_malformed_total", "transport" => "proxy"),
+        }
+    }
+}
+
+/// The edge proxy.
+pub struct Proxy {
+    directory: Directory,
+    local: Local,
+    calls: CallsHandle,
+    /// The transaction table; also serialises the tracker feed (see the module doc).
+    engine: Mutex<Engine>,
+    keys: RandomState,
+    salt: u64,
+    next_branch: AtomicU64,
+    metrics: ProxyMetrics,
+}
+
+impl Proxy {
+    /// A proxy on `local`'s addresses, reading `directory`, reporting to `calls`.
+    pub fn new(directory: Directory, local: Local, calls: CallsHandle, timers: Timers) -> Self {
+        Self {
+            directory,
+            local,
+            calls,
+            engine: Mutex::new(Engine::new(timers)),
+            keys: RandomState::new(),
+            salt: rand::random(),
+            next_branch: AtomicU64::new(1),
+            metrics: ProxyMetrics::new(),
+        }
+    }
+
+    /// Live (server, client) transactions.
+    pub fn transactions(&self) -> (usize, usize) {
+        self.engine.lock().counts()
+    }
+
+    /// A fresh RFC 3261 branch, unique per process run.
+    fn new_branch(&self) -> String {
+        let n = self.next_branch.fetch_add(1, Ordering::Relaxed);
+        format!("z9hG4bK-cg-{:x}-{n:x}", self.salt & 0xffff_ffff)
+    }
+
+    /// Handles a parsed message.
+    pub fn handle(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
+        let snap = self.directory.snapshot();
+        let mut eng = self.engine.lock();
+        let mut io = Io { out, events: Vec::new(), now };
+        if msg.is_request() {
+            self.request(&mut eng, msg, peer, &snap, &mut io);
+        } else {
+            self.response(&mut eng, msg, &mut io);
+        }
+        if !io.events.is_empty() {
+            self.calls.feed(now, io.events.drain(..));
+        }
+    }
+}
+
+impl SipHandler for Proxy {
+    fn on_message(&self, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
+        match SipMessage::parse(data.clone()) {
+            Ok(msg) => self.handle(&msg, peer, now, out),
+            Err(e) => {
+                self.metrics.malformed.increment(1);
+                tracing::debug!(addr = %peer.addr, error = %e, "malformed SIP message");
+                crate::sip::core::write_bad_request(&data, &e, &mut out.reply);
+            }
+        }
+    }
+
+    fn on_bad_frame(&self, head: &[u8], _peer: Peer, reply: &mut BytesMut) {
+        let end = memchr::memmem::find(head, b"\r\n\r\n").map_or(head.len(), |i| i + 4);
+        crate::sip::core::write_bad_request(&head[..end], &crate::sip::core::ParseError::BadContentLength, reply);
+    }
+
+    fn on_tick(&self, now: Instant, out: &mut Outbox) {
+        let mut eng = self.engine.lock();
+        let mut io = Io { out, events: Vec::new(), now };
+        eng.fire_timers(&mut io);
+        eng.registrar.expire(now);
+        self.calls.feed(now, io.events.drain(..));
+        self.calls.tick(now);
+    }
+}

@@ -26,6 +26,9 @@ pub struct PortalEntry {
     pub trusted: Vec<(IpAddr, u8)>,
     /// What a redirect to each mapped user sends, built once per reload.
     pub redirects: HashMap<UserId, Redirect>,
+    /// `pbx_host` as a socket address (resolved at reload), where the proxy sends
+    /// agents' requests and how it recognises the PBX.
+    pub pbx_addr: Option<std::net::SocketAddr>,
 }
 
 /// The target of a redirect to one manager.
@@ -48,6 +51,8 @@ impl PortalEntry {
             .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host) }))
             .collect();
         Self {
+            // Resolved once per reload (reloads run on blocking threads): DNS stays off the SIP path.
+            pbx_addr: std::net::ToSocketAddrs::to_socket_addrs(portal.settings.pbx_host.as_str()).ok().and_then(|mut a| a.next()),
             redirects,
             by_user: mappings.iter().map(|m| (m.user_id, m.clone())).collect(),
             by_extension: mappings.into_iter().map(|m| (m.extension.clone(), m)).collect(),

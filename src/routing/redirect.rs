@@ -21,6 +21,7 @@ use super::decide::{decide, Decision};
 use super::directory::{Directory, PortalEntry, Snapshot};
 use super::metrics::RoutingMetrics;
 use super::number::normalize_bytes;
+use crate::calls::{CallsHandle, Event};
 use crate::sip::core::{to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler};
 
@@ -46,6 +47,8 @@ pub struct RedirectServer {
     keys: RandomState,
     metrics: RoutingMetrics,
     log: Arc<DecisionLog>,
+    /// Where decisions are reported as the start of a customer call.
+    calls: Option<CallsHandle>,
     /// When `answered` was last swept; the lock only serialises the (rare) sweep decision.
     last_sweep: parking_lot::Mutex<Option<Instant>>,
 }
@@ -58,7 +61,14 @@ struct Answered {
 impl RedirectServer {
     /// A server reading `directory`, recording decisions into `log`.
     pub fn new(directory: Directory, cfg: RedirectConfig, log: Arc<DecisionLog>) -> Self {
-        Self { directory, cfg, answered: DashMap::new(), keys: RandomState::new(), metrics: RoutingMetrics::new(), log, last_sweep: parking_lot::Mutex::new(None) }
+        Self { directory, cfg, answered: DashMap::new(), keys: RandomState::new(), metrics: RoutingMetrics::new(), log, calls: None, last_sweep: parking_lot::Mutex::new(None) }
+    }
+
+    /// Reports every decision to the call tracker (a `Routed` event).
+    #[must_use]
+    pub fn with_calls(mut self, calls: CallsHandle) -> Self {
+        self.calls = Some(calls);
+        self
     }
 
     /// Answered transactions currently remembered.
@@ -132,6 +142,9 @@ impl RedirectServer {
         };
         self.metrics.decision(reason);
         self.remember(key, reply, now);
+        if let (Some(calls), Some(p)) = (&self.calls, portal) {
+            calls.feed(now, [routed_event(msg, p, caller_user, manager, target.clone())]);
+        }
         self.log.push(DecisionRecord::new(msg.call_id().unwrap_or_default(), portal.map(|p| p.portal.id), caller, manager, target, reason, "sip"));
     }
 
@@ -238,6 +251,16 @@ fn branch_and_sent_by(via: &[u8]) -> Option<(&[u8], &[u8])> {
         (p.len() > 7 && p[..7].eq_ignore_ascii_case(b"branch=")).then(|| p[7..].trim_ascii())
     })?;
     branch.starts_with(b"z9hG4bK").then_some((branch, sent_by))
+}
+
+/// The decision as the tracker's `Routed` event: the PBX's call id (the portal's correlation
+/// header), the caller, the called line (To user, when it is one of the portal's lines).
+fn routed_event(msg: &SipMessage, portal: &PortalEntry, caller: &[u8], manager: Option<crate::settings::UserId>, extension: Option<Arc<str>>) -> Event {
+    let text = |v: &[u8]| Arc::<str>::from(String::from_utf8_lossy(v).as_ref());
+    let correlation = msg.header_by_name(portal.portal.settings.correlation_header.as_bytes()).map(|v| text(v.trim_ascii()));
+    let line = msg.to().and_then(|t| t.uri.user).filter(|u| normalize_bytes(u).is_some_and(|n| portal.lines.contains_key(&n.as_u64()))).map(text);
+    let caller = normalize_bytes(caller).map_or_else(|| text(caller), |n| Arc::from(n.as_u64().to_string().as_str()));
+    Event::Routed { portal: portal.portal.id, correlation, caller, line, manager, extension }
 }
 
 /// The caller's user part: P-Asserted-Identity first (the PBX's trusted caller id), else From.

@@ -20,6 +20,48 @@ pub struct Sipp {
     rows: Vec<Vec<String>>,
     args: Vec<String>,
     calls: usize,
+    service: String,
+    rate: u32,
+}
+
+/// A SIPp running in the background (an agent phone waiting for its call).
+pub struct SippChild {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl SippChild {
+    /// Waits (bounded by the run's own `-timeout`) for it to finish.
+    pub async fn wait(mut self) -> SippRun {
+        tokio::task::spawn_blocking(move || {
+            let status = self.child.wait().expect("sipp ran");
+            let mut stderr = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut stderr);
+            }
+            read_result(self.dir.path(), status.code(), &stderr)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for SippChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local port for a SIPp instance (SIPp needs its port on the command line, and the
+/// gateway's settings must name it before SIPp starts; the port is released just before use).
+pub fn free_port() -> u16 {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    // Also free for TCP, for the -t t1 runs.
+    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    port
 }
 
 impl Sipp {
@@ -31,7 +73,39 @@ impl Sipp {
             rows: Vec::new(),
             args: Vec::new(),
             calls: 1,
+            service: "pm-route".to_owned(),
+            rate: 200,
         }
+    }
+
+    /// Local port (`-p`).
+    pub fn port(self, port: u16) -> Self {
+        self.args(&["-p", &port.to_string()])
+    }
+
+    /// A `[name]` substitution (`-key name value`).
+    pub fn key(self, name: &str, value: &str) -> Self {
+        self.args(&["-key", name, value])
+    }
+
+    /// The `-s` service (Request-URI user of `[service]`).
+    pub fn service(mut self, s: &str) -> Self {
+        self.service = s.to_owned();
+        self
+    }
+
+    /// Call rate per second (`-r`).
+    pub fn rate(mut self, r: u32) -> Self {
+        self.rate = r;
+        self
+    }
+
+    /// Starts in the background (an agent waiting for its call).
+    pub fn spawn(self) -> SippChild {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = self.command(dir.path());
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        SippChild { child: cmd.spawn().expect("sipp runs (apt-get install sip-tester)"), dir }
     }
 
     /// Injection rows (`field0;field1;…`), used in order (SEQUENTIAL).
@@ -57,23 +131,23 @@ impl Sipp {
         tokio::task::spawn_blocking(move || self.run_blocking()).await.unwrap()
     }
 
-    fn run_blocking(&self) -> SippRun {
-        let dir = tempfile::tempdir().unwrap();
-        let screen = dir.path().join("screen.log");
-        let errors = dir.path().join("errors.log");
+    fn command(&self, dir: &Path) -> Command {
+        let screen = dir.join("screen.log");
+        let errors = dir.join("errors.log");
         let mut cmd = Command::new("sipp");
+        let (calls, rate) = (self.calls.to_string(), self.rate.to_string());
         cmd.arg(&self.target)
             .arg("-sf")
             .arg(&self.scenario)
-            .args(["-s", "pm-route", "-i", "127.0.0.1", "-m", &self.calls.to_string(), "-r", "200", "-l", "200"])
-            .args(["-timeout", "30s", "-timeout_error", "-recv_timeout", "5000", "-nostdin"])
+            .args(["-s", &self.service, "-i", "127.0.0.1", "-m", &calls, "-r", &rate, "-l", "200"])
+            .args(["-timeout", "30s", "-timeout_error", "-recv_timeout", "8000", "-nostdin"])
             .args(["-trace_screen", "-screen_file"])
             .arg(&screen)
             .args(["-trace_err", "-error_file"])
             .arg(&errors)
-            .current_dir(dir.path());
+            .current_dir(dir);
         if !self.rows.is_empty() {
-            let csv = dir.path().join("rows.csv");
+            let csv = dir.join("rows.csv");
             let mut text = String::from("SEQUENTIAL\n");
             for r in &self.rows {
                 text.push_str(&r.join(";"));
@@ -83,15 +157,24 @@ impl Sipp {
             cmd.arg("-inf").arg(&csv);
         }
         cmd.args(&self.args);
-        let out = cmd.output().expect("sipp runs (apt-get install sip-tester)");
-        let screen_text = std::fs::read_to_string(&screen).unwrap_or_default();
-        SippRun {
-            exit: out.status.code(),
-            successful: counter(&screen_text, "Successful call"),
-            failed: counter(&screen_text, "Failed call"),
-            errors: std::fs::read_to_string(&errors).unwrap_or_default() + &String::from_utf8_lossy(&out.stderr),
-            screen: screen_text,
-        }
+        cmd
+    }
+
+    fn run_blocking(&self) -> SippRun {
+        let dir = tempfile::tempdir().unwrap();
+        let out = self.command(dir.path()).output().expect("sipp runs (apt-get install sip-tester)");
+        read_result(dir.path(), out.status.code(), &String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+fn read_result(dir: &Path, exit: Option<i32>, stderr: &str) -> SippRun {
+    let screen_text = std::fs::read_to_string(dir.join("screen.log")).unwrap_or_default();
+    SippRun {
+        exit,
+        successful: counter(&screen_text, "Successful call"),
+        failed: counter(&screen_text, "Failed call"),
+        errors: std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default() + stderr,
+        screen: screen_text,
     }
 }
 

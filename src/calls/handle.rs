@@ -1,0 +1,98 @@
+//! The shared handle to the one [`Tracker`]: the proxy and the redirect listener feed it, the
+//! admin API reads it. The tracker stays pure; this handle adds the lock and the clock mapping.
+//!
+//! Why a lock: the tracker is one state machine fed from the SIP threads and read by HTTP
+//! handlers; every call into it is short and never awaits. Time: the drivers pass monotonic
+//! `Instant`s; records need wall-clock times, so `now` is mapped through a base pair taken once
+//! at start-up (`Instant`, epoch milliseconds) — deterministic for a given `now`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::{CallId, CallRecord, Effect, Event, Millis, Tracker, TrackerConfig};
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct CallsHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tracker: Mutex<Tracker>,
+    base: (Instant, u64),
+    effects: EffectCounters,
+}
+
+struct EffectCounters {
+    started: metrics::Counter,
+    show: metrics::Counter,
+    hide: metrics::Counter,
+    finished: metrics::Counter,
+}
+
+impl CallsHandle {
+    /// A tracker whose clock reads `base_epoch_ms` at `base`.
+    pub fn new(cfg: TrackerConfig, base: Instant, base_epoch_ms: u64) -> Self {
+        let effects = EffectCounters {
+            started: metrics::counter!("callgate_calls_effects_total", "effect" => "started"),
+            show: metrics::counter!("callgate_calls_effects_total", "effect" => "show"),
+            hide: metrics::counter!("callgate_calls_effects_total", "effect" => "hide"),
+            finished: metrics::counter!("callgate_calls_effects_total", "effect" => "finished"),
+        };
+        Self { inner: Arc::new(Inner { tracker: Mutex::new(Tracker::new(cfg)), base: (base, base_epoch_ms), effects }) }
+    }
+
+    fn millis(&self, now: Instant) -> Millis {
+        let (base, epoch) = self.inner.base;
+        let since = now.saturating_duration_since(base).as_millis();
+        Millis(epoch.saturating_add(u64::try_from(since).unwrap_or(u64::MAX)))
+    }
+
+    /// Feeds events observed at `now`, in order.
+    pub fn feed(&self, now: Instant, events: impl IntoIterator<Item = Event>) {
+        let at = self.millis(now);
+        let mut t = self.inner.tracker.lock();
+        for e in events {
+            t.handle(at, e);
+        }
+        self.drain(&mut t);
+    }
+
+    /// Expires what is due at `now` (call from a periodic tick).
+    pub fn tick(&self, now: Instant) {
+        let at = self.millis(now);
+        let mut t = self.inner.tracker.lock();
+        if t.poll_timeout().is_some_and(|d| d <= at) {
+            t.handle_timeout(at);
+        }
+        self.drain(&mut t);
+    }
+
+    /// Effects go to the Bitrix24 outbox once it exists; until then they are counted.
+    fn drain(&self, t: &mut Tracker) {
+        while let Some(e) = t.poll_effect() {
+            let c = &self.inner.effects;
+            match e {
+                Effect::CallStarted { .. } => c.started.increment(1),
+                Effect::Show { .. } => c.show.increment(1),
+                Effect::Hide { .. } => c.hide.increment(1),
+                Effect::CallFinished(_) => c.finished.increment(1),
+            }
+        }
+    }
+
+    /// Open calls first (newest first), then finished ones, `limit` at most.
+    pub fn list(&self, limit: usize) -> Vec<CallRecord> {
+        let t = self.inner.tracker.lock();
+        let mut open: Vec<CallRecord> = t.active().collect();
+        open.sort_by(|a, b| b.id.cmp(&a.id));
+        open.into_iter().chain(t.finished().map(|r| (**r).clone())).take(limit).collect()
+    }
+
+    /// One call, open or finished.
+    pub fn get(&self, id: CallId) -> Option<CallRecord> {
+        self.inner.tracker.lock().get(id).map(|r| (*r).clone())
+    }
+}

@@ -1,0 +1,284 @@
+//! The proxy's transaction table: server and client transactions (the sans-IO machines of
+//! `sip::core::transaction`) paired the way RFC 3261 §16 pairs them, their timers in one heap,
+//! and the draining of their outputs into sends and tracker events.
+//!
+//! One owner: the table lives behind the proxy's single lock, so a response and its request's
+//! retransmission never race. Nothing here blocks or awaits.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::observe;
+use super::registrar::{PendingRegister, Registrar};
+use crate::calls::Event;
+use crate::sip::core::transaction::{ClientInvite, ClientNonInvite, Output, ServerInvite, ServerNonInvite, Timers};
+use crate::sip::core::{to_tag_for, write_forwarded_response, write_response, SipMessage};
+use crate::sip::transport::{Outbox, Peer, Transport};
+
+/// What a server transaction is for, so its responses can be observed.
+#[derive(Debug)]
+pub(crate) enum Purpose {
+    /// An INVITE without To-tag: a new leg.
+    InitialInvite,
+    /// A REFER (its 2xx is "transfer accepted").
+    Refer,
+    /// A REGISTER relayed to the PBX (its 2xx is applied to the registrar).
+    Register(PendingRegister),
+    /// Anything else.
+    Other,
+}
+
+pub(crate) enum ServerTx {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+pub(crate) enum ClientTx {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+pub(crate) struct ServerEntry {
+    pub(crate) tx: ServerTx,
+    pub(crate) peer: Peer,
+    pub(crate) request: SipMessage,
+    pub(crate) client: Option<u64>,
+    pub(crate) purpose: Purpose,
+    pub(crate) final_sent: bool,
+}
+
+pub(crate) struct ClientEntry {
+    pub(crate) tx: ClientTx,
+    pub(crate) target: Peer,
+    pub(crate) server: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TxRef {
+    Server(u64),
+    Client(u64),
+}
+
+/// Sends and tracker events produced while handling one message or tick.
+pub(crate) struct Io<'a> {
+    pub(crate) out: &'a mut Outbox,
+    pub(crate) events: Vec<Event>,
+    pub(crate) now: Instant,
+}
+
+/// All transactions of the proxy.
+pub(crate) struct Engine {
+    pub(crate) servers: HashMap<u64, ServerEntry>,
+    pub(crate) clients: HashMap<u64, ClientEntry>,
+    pub(crate) registrar: Registrar,
+    pub(crate) timers: Timers,
+    heap: BinaryHeap<Reverse<(Instant, TxRef)>>,
+}
+
+impl Engine {
+    pub(crate) fn new(timers: Timers) -> Self {
+        Self { servers: HashMap::new(), clients: HashMap::new(), registrar: Registrar::default(), timers, heap: BinaryHeap::new() }
+    }
+
+    /// Starts a server transaction for `req` from `peer`.
+    pub(crate) fn add_server(&mut self, key: u64, req: &SipMessage, peer: Peer, purpose: Purpose, now: Instant) {
+        let reliable = peer.transport != Transport::Udp;
+        let tx = if req.method() == Some(crate::sip::core::Method::Invite) {
+            ServerTx::Invite(ServerInvite::new(req, reliable, self.timers, now))
+        } else {
+            ServerTx::NonInvite(ServerNonInvite::new(reliable, self.timers))
+        };
+        self.servers.insert(key, ServerEntry { tx, peer, request: req.clone(), client: None, purpose, final_sent: false });
+    }
+
+    /// Starts a client transaction sending `fwd` to `target` on behalf of server `server`.
+    pub(crate) fn add_client(&mut self, key: u64, fwd: &SipMessage, target: Peer, server: Option<u64>, io: &mut Io<'_>) {
+        let reliable = target.transport != Transport::Udp;
+        let tx = if fwd.method() == Some(crate::sip::core::Method::Invite) {
+            ClientTx::Invite(ClientInvite::new(fwd, reliable, self.timers, io.now))
+        } else {
+            ClientTx::NonInvite(ClientNonInvite::new(fwd.buffer().clone(), reliable, self.timers, io.now))
+        };
+        self.clients.insert(key, ClientEntry { tx, target, server });
+        if let Some(s) = server.and_then(|s| self.servers.get_mut(&s)) {
+            s.client = Some(key);
+        }
+        self.drain_client(key, io);
+    }
+
+    /// Sends `response` (already without our Via) upstream through server transaction `key`.
+    pub(crate) fn respond(&mut self, key: u64, response: Bytes, status: u16, io: &mut Io<'_>) {
+        let Some(s) = self.servers.get_mut(&key) else { return };
+        let sent = match &mut s.tx {
+            ServerTx::Invite(t) => t.send_response(io.now, response, status),
+            ServerTx::NonInvite(t) => t.send_response(io.now, response, status),
+        };
+        if sent.is_ok() && status >= 200 {
+            s.final_sent = true;
+        }
+        self.drain_server(key, io);
+    }
+
+    /// A response built by the proxy itself (408, 503 ...) for server transaction `key`.
+    pub(crate) fn respond_local(&mut self, key: u64, status: u16, reason: &str, io: &mut Io<'_>) {
+        let Some(s) = self.servers.get(&key) else { return };
+        let mut buf = BytesMut::new();
+        write_response(&s.request, status, reason, Some(&to_tag_for(&s.request)), &[], &mut buf);
+        self.respond(key, buf.freeze(), status, io);
+    }
+
+    /// A retransmitted request (or an ACK for a non-2xx) for server transaction `key`.
+    pub(crate) fn server_request(&mut self, key: u64, req: &SipMessage, io: &mut Io<'_>) {
+        let Some(s) = self.servers.get_mut(&key) else { return };
+        match &mut s.tx {
+            ServerTx::Invite(t) => t.handle_request(io.now, req),
+            ServerTx::NonInvite(t) => t.handle_request(io.now, req),
+        }
+        self.drain_server(key, io);
+    }
+
+    /// A response whose top Via branch names client transaction `key`.
+    pub(crate) fn client_response(&mut self, key: u64, resp: &SipMessage, io: &mut Io<'_>) {
+        let Some(c) = self.clients.get_mut(&key) else { return };
+        match &mut c.tx {
+            ClientTx::Invite(t) => t.handle_response(io.now, resp),
+            ClientTx::NonInvite(t) => t.handle_response(io.now, resp),
+        }
+        self.drain_client(key, io);
+    }
+
+    /// Fires every timer due at `io.now`.
+    pub(crate) fn fire_timers(&mut self, io: &mut Io<'_>) {
+        while let Some(Reverse((at, which))) = self.heap.peek().copied() {
+            if at > io.now {
+                break;
+            }
+            self.heap.pop();
+            match which {
+                TxRef::Server(k) => {
+                    let Some(s) = self.servers.get_mut(&k) else { continue };
+                    match &mut s.tx {
+                        ServerTx::Invite(t) if t.poll_timeout().is_some_and(|d| d <= io.now) => t.handle_timeout(io.now),
+                        ServerTx::NonInvite(t) if t.poll_timeout().is_some_and(|d| d <= io.now) => t.handle_timeout(io.now),
+                        _ => continue,
+                    }
+                    self.drain_server(k, io);
+                }
+                TxRef::Client(k) => {
+                    let Some(c) = self.clients.get_mut(&k) else { continue };
+                    match &mut c.tx {
+                        ClientTx::Invite(t) if t.poll_timeout().is_some_and(|d| d <= io.now) => t.handle_timeout(io.now),
+                        ClientTx::NonInvite(t) if t.poll_timeout().is_some_and(|d| d <= io.now) => t.handle_timeout(io.now),
+                        _ => continue,
+                    }
+                    self.drain_client(k, io);
+                }
+            }
+        }
+    }
+
+    fn drain_server(&mut self, key: u64, io: &mut Io<'_>) {
+        let Some(s) = self.servers.get_mut(&key) else { return };
+        let mut terminated = false;
+        loop {
+            let output = match &mut s.tx {
+                ServerTx::Invite(t) => t.poll_output(),
+                ServerTx::NonInvite(t) => t.poll_output(),
+            };
+            match output {
+                None => break,
+                Some(Output::Transmit(b)) => io.out.send(s.peer, b),
+                Some(Output::Terminated) => terminated = true,
+                // An ACK matching the INVITE's branch after a 2xx: end to end, nothing to do
+                // here (the 2xx ACK travels by Route, statelessly). Timer H: the UAC never
+                // acknowledged our final response; the transaction just ends.
+                Some(Output::Request(_) | Output::Timeout | Output::Response(_)) => {}
+            }
+        }
+        let next = match &s.tx {
+            ServerTx::Invite(t) => t.poll_timeout(),
+            ServerTx::NonInvite(t) => t.poll_timeout(),
+        };
+        if terminated {
+            self.servers.remove(&key);
+        } else if let Some(at) = next {
+            self.heap.push(Reverse((at, TxRef::Server(key))));
+        }
+    }
+
+    fn drain_client(&mut self, key: u64, io: &mut Io<'_>) {
+        let mut terminated = false;
+        loop {
+            let Some(c) = self.clients.get_mut(&key) else { return };
+            let output = match &mut c.tx {
+                ClientTx::Invite(t) => t.poll_output(),
+                ClientTx::NonInvite(t) => t.poll_output(),
+            };
+            let (target, server) = (c.target, c.server);
+            match output {
+                None => break,
+                Some(Output::Transmit(b)) => io.out.send(target, b),
+                Some(Output::Response(resp)) => self.pass_up(server, &resp, io),
+                Some(Output::Timeout) => self.client_timed_out(server, io),
+                Some(Output::Terminated) => terminated = true,
+                Some(Output::Request(_)) => {}
+            }
+        }
+        let Some(c) = self.clients.get(&key) else { return };
+        let next = match &c.tx {
+            ClientTx::Invite(t) => t.poll_timeout(),
+            ClientTx::NonInvite(t) => t.poll_timeout(),
+        };
+        if terminated {
+            self.clients.remove(&key);
+        } else if let Some(at) = next {
+            self.heap.push(Reverse((at, TxRef::Client(key))));
+        }
+    }
+
+    /// A response from downstream: observe it, then forward it upstream without our Via.
+    fn pass_up(&mut self, server: Option<u64>, resp: &SipMessage, io: &mut Io<'_>) {
+        let Some(skey) = server else { return }; // our own CANCEL's answer: nothing to forward
+        let Some(status) = resp.status() else { return };
+        if let Some(s) = self.servers.get_mut(&skey) {
+            match &s.purpose {
+                Purpose::InitialInvite | Purpose::Refer => io.events.extend(observe::response(resp, matches!(s.purpose, Purpose::InitialInvite))),
+                Purpose::Register(_) if (200..300).contains(&status) => {
+                    if let Purpose::Register(reg) = std::mem::replace(&mut s.purpose, Purpose::Other) {
+                        self.registrar.accepted(reg, io.now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if status == 100 {
+            return; // hop by hop: we sent our own
+        }
+        let mut buf = BytesMut::with_capacity(resp.as_bytes().len());
+        write_forwarded_response(resp, &mut buf);
+        self.respond(skey, buf.freeze(), status, io);
+    }
+
+    /// Timer B or F: no final answer from downstream. Upstream gets 408 (RFC 3261 §16.7 step 6).
+    fn client_timed_out(&mut self, server: Option<u64>, io: &mut Io<'_>) {
+        let Some(skey) = server else { return };
+        let Some(s) = self.servers.get(&skey) else { return };
+        if s.final_sent {
+            return;
+        }
+        if matches!(s.purpose, Purpose::InitialInvite) {
+            if let Some(leg) = observe::leg_of(&s.request) {
+                io.events.push(Event::Failed { leg, status: 408 });
+            }
+        }
+        self.respond_local(skey, 408, "Request Timeout", io);
+    }
+
+    /// Live transactions (server, client).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+}
