@@ -32,7 +32,7 @@ impl Proxy {
         if msg.max_forwards() == Some(0) {
             return reply(msg, 483, "Too Many Hops", peer, io);
         }
-        let pbx = target::pbx_portal(snap, peer, msg);
+        let pbx = target::pbx_portal(snap, peer, msg, &eng.registrar);
         let in_dialog = msg.to().and_then(|t| t.param(b"tag")).is_some();
         let hop = match target::by_route(msg, &self.local, peer.transport) {
             Some(hop) => hop,
@@ -153,7 +153,7 @@ impl Proxy {
         if s.final_sent {
             return;
         }
-        let side = if target::pbx_portal(snap, peer, msg).is_some() { Side::Remote } else { Side::Agent };
+        let side = if target::pbx_portal(snap, peer, msg, &eng.registrar).is_some() { Side::Remote } else { Side::Agent };
         io.events.extend(observe::in_dialog(msg, Method::Cancel, side));
         let Some(ckey) = s.client else { return };
         let Some(c) = eng.clients.get(&ckey) else { return };

@@ -67,6 +67,11 @@ impl Registrar {
         }
     }
 
+    /// Whether `peer` is the flow of a registered phone.
+    pub(crate) fn is_phone(&self, peer: Peer) -> bool {
+        self.bindings.values().any(|b| b.peer == peer)
+    }
+
     /// Drops expired bindings.
     pub(crate) fn expire(&mut self, now: Instant) {
         self.bindings.retain(|_, b| b.expires > now);

@@ -33,12 +33,17 @@ const UNAVAILABLE: Refusal = Refusal { status: 480, reason: "Temporarily Unavail
 const NO_ROUTE: Refusal = Refusal { status: 502, reason: "Bad Gateway" };
 
 /// Whether the request came from a portal's PBX: its source (or, on a stream, its top Via
-/// sent-by, since the PBX connects from an ephemeral port) is the portal's `pbx_host`.
-pub(crate) fn pbx_portal(snap: &Snapshot, peer: Peer, msg: &SipMessage) -> Option<Arc<PortalEntry>> {
+/// sent-by, since the PBX connects from an ephemeral port) is the portal's `pbx_host`; or it
+/// comes from another port of the PBX's IP address that is not a known phone (PBXs send from
+/// several ports: one per trunk, per worker).
+pub(crate) fn pbx_portal(snap: &Snapshot, peer: Peer, msg: &SipMessage, registrar: &Registrar) -> Option<Arc<PortalEntry>> {
     let via = msg.top_via().and_then(|v| sent_by_addr(v.host, v.port));
-    snap.portals
-        .values()
-        .find(|p| p.pbx_addr.is_some_and(|a| a == peer.addr || (peer.transport != Transport::Udp && Some(a) == via)))
+    let exact = |a: SocketAddr| a == peer.addr || (peer.transport != Transport::Udp && Some(a) == via);
+    let same_host = |p: &PortalEntry, a: SocketAddr| a.ip() == peer.addr.ip() && !p.agent_addrs.contains(&peer.addr) && !registrar.is_phone(peer);
+    let portals = || snap.portals.values();
+    portals()
+        .find(|p| p.pbx_addr.is_some_and(exact))
+        .or_else(|| portals().find(|p| p.pbx_addr.is_some_and(|a| same_host(p, a))))
         .cloned()
 }
 

@@ -29,6 +29,9 @@ pub struct PortalEntry {
     /// `pbx_host` as a socket address (resolved at reload), where the proxy sends
     /// agents' requests and how it recognises the PBX.
     pub pbx_addr: Option<std::net::SocketAddr>,
+    /// Addresses of the static contacts in the mappings (phones that do not register): a
+    /// request from one of them is an agent's even when it shares the PBX's IP address.
+    pub agent_addrs: std::collections::HashSet<std::net::SocketAddr>,
 }
 
 /// The target of a redirect to one manager.
@@ -50,7 +53,9 @@ impl PortalEntry {
             .iter()
             .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host) }))
             .collect();
+        let agent_addrs = mappings.iter().filter_map(|m| contact_addr(m.contact.as_deref()?)).collect();
         Self {
+            agent_addrs,
             // Resolved once per reload (reloads run on blocking threads): DNS stays off the SIP path.
             pbx_addr: std::net::ToSocketAddrs::to_socket_addrs(portal.settings.pbx_host.as_str()).ok().and_then(|mut a| a.next()),
             redirects,
@@ -66,6 +71,13 @@ impl PortalEntry {
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|&(net, len)| in_cidr(ip, net, len))
     }
+}
+
+/// `sip:101@10.0.0.5:5062;transport=tcp` -> 10.0.0.5:5062 (IP literals only; port 5060 by default).
+fn contact_addr(contact: &str) -> Option<std::net::SocketAddr> {
+    let uri = crate::sip::core::Uri::parse(contact.trim().trim_start_matches('<').trim_end_matches('>').as_bytes())?;
+    let host = std::str::from_utf8(uri.host).ok()?.trim_start_matches('[').trim_end_matches(']');
+    Some(std::net::SocketAddr::new(host.parse().ok()?, uri.port.unwrap_or(5060)))
 }
 
 fn pbx_ip(host_port: &str) -> Option<IpAddr> {

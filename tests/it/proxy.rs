@@ -84,18 +84,45 @@ impl Office {
         pbx.assert_all_ok(1);
     }
 
+    /// The PBX answering (or refusing) one call an agent places through callgate.
+    fn pbx_answers(&self, scenario: &str) -> SippChild {
+        Sipp::new(scenario, &self.sip).port(self.pbx).key("ring_ms", "200").key("talk_ms", "500").spawn()
+    }
+
+    /// An agent's phone placing one call through callgate, to `dial`.
+    async fn agent_dials(&self, ext: &str, scenario: &str, dial: &str, pbx: SippChild) {
+        let phone = Sipp::new(scenario, &self.sip).port(self.phones[ext]).key("ext", ext).key("dial", dial).key("talk_ms", "300").key("ring_ms", "200").run().await;
+        let pbx = pbx.wait().await;
+        assert!(pbx.successful == 1 && pbx.failed == 0, "PBX side of {scenario}:\n{}\n{}\nphone:\n{}", pbx.screen, pbx.errors, phone.screen);
+        phone.assert_all_ok(1);
+    }
+
     /// The finished call whose correlation is `xcid`, waited for (bounded: 10 s in 50 ms steps).
     async fn finished(&self, xcid: &str) -> Value {
+        self.finished_where(|c| c["correlation"] == xcid).await
+    }
+
+    /// The first finished call matching `pred`, waited for (bounded: 10 s in 50 ms steps).
+    async fn finished_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..200 {
             let (status, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
             assert_eq!(status, 200);
-            if let Some(c) = calls.as_array().unwrap().iter().find(|c| c["correlation"] == xcid && !c["ended_at"].is_null()) {
+            if let Some(c) = calls.as_array().unwrap().iter().find(|c| pred(c) && !c["ended_at"].is_null()) {
                 return c.clone();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (_, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
-        panic!("no finished call {xcid}; calls: {calls:#}");
+        panic!("no such finished call; calls: {calls:#}");
+    }
+
+    async fn assign(&self, to: &str) {
+        let (_, portals) = self.gw.api(Method::GET, "/api/v1/portals", None).await;
+        let id = portals[0]["id"].as_i64().unwrap();
+        let mut settings = self.gw.api(Method::GET, &format!("/api/v1/portals/{id}/settings"), None).await.1;
+        settings["incoming"]["assign_responsible_to"] = json!(to);
+        let (status, body) = self.gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(settings)).await;
+        assert_eq!(status, 200, "{body}");
     }
 }
 
@@ -116,4 +143,131 @@ async fn an_answered_call_has_one_conversation_with_the_agent() {
     assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("101".into(), "101".into()));
     assert_eq!(call["responsible"], 11);
     assert_eq!(call["conversations"].as_array().unwrap().len(), 1);
+}
+
+fn legs(call: &Value) -> Vec<(String, String)> {
+    call["legs"].as_array().unwrap().iter().map(|l| (l["extension"].as_str().unwrap().to_owned(), l["end_reason"]["reason"].as_str().unwrap_or("none").to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_while_ringing_is_missed_and_goes_to_the_default_responsible() {
+    let o = Office::open("udp").await;
+    let phone = o.phone("101", "agent-ring.xml", &[]);
+    o.pbx_calls("101", "pbx-cancel.xml", "x-missed", &[], vec![phone]).await;
+    let call = o.finished("x-missed").await;
+    assert_eq!((call["outcome"].as_str(), call["status_code"].as_str()), (Some("missed"), Some("304")), "{call:#}");
+    assert_eq!(call["failed_reason"], "caller_hung_up");
+    assert_eq!(call["responsible"], 1);
+    assert_eq!(legs(&call), [("101".to_owned(), "cancel".to_owned())]);
+    assert!(call["first_talker"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_and_rejected_agents_make_a_missed_call_with_the_reason() {
+    let o = Office::open("udp").await;
+    for (scenario, xcid, reason, end) in [("agent-busy.xml", "x-busy", "busy", "busy"), ("agent-reject.xml", "x-reject", "rejected", "rejected")] {
+        let phone = o.phone("101", scenario, &[]);
+        o.pbx_calls("101", "pbx-failed.xml", xcid, &[], vec![phone]).await;
+        let call = o.finished(xcid).await;
+        assert_eq!((call["outcome"].as_str(), call["status_code"].as_str()), (Some("missed"), Some("304")), "{call:#}");
+        assert_eq!(call["failed_reason"], reason);
+        assert_eq!(legs(&call), [("101".to_owned(), end.to_owned())]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_transfer_moves_the_customer_to_the_target_agent() {
+    let o = Office::open("udp").await;
+    let a = o.phone("101", "agent-blind-transfer.xml", &[("target", "102")]);
+    o.pbx_calls("101", "pbx-refer-target.xml", "x-blind", &[], vec![a]).await;
+    let b = o.phone("102", "agent-answer.xml", &[]);
+    o.pbx_calls("102", "pbx-transferred-leg.xml", "x-blind", &[("referrer", "101")], vec![b]).await;
+    let call = o.finished("x-blind").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("101".into(), "102".into()));
+    assert_eq!(legs(&call), [("101".to_owned(), "transferred".to_owned()), ("102".to_owned(), "bye".to_owned())]);
+    assert_eq!(call["responsible"], 11, "assign_responsible_to = first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_transfers_ends_with_the_last_talker_responsible_when_so_set() {
+    let o = Office::open("udp").await;
+    o.assign("last").await;
+    let a = o.phone("101", "agent-blind-transfer.xml", &[("target", "102")]);
+    o.pbx_calls("101", "pbx-refer-target.xml", "x-chain", &[], vec![a]).await;
+    let b = o.phone("102", "agent-blind-transfer.xml", &[("target", "103")]);
+    o.pbx_calls("102", "pbx-refer-target.xml", "x-chain", &[], vec![b]).await;
+    let c = o.phone("103", "agent-answer.xml", &[]);
+    o.pbx_calls("103", "pbx-transferred-leg.xml", "x-chain", &[("referrer", "102")], vec![c]).await;
+    let call = o.finished("x-chain").await;
+    assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("101".into(), "103".into()), "{call:#}");
+    assert_eq!(call["conversations"].as_array().unwrap().len(), 3);
+    assert_eq!(call["responsible"], 13);
+    assert_eq!(call["responsible_reason"], "last_talker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_ring_all_group_the_agent_who_answers_talks_and_the_others_are_cancelled() {
+    let o = Office::open("udp").await;
+    let phones = vec![o.phone("101", "agent-ring.xml", &[]), o.phone("102", "agent-answer.xml", &[("ring_ms", "100")]), o.phone("103", "agent-ring.xml", &[])];
+    // The PBX forks from three ports of its address (one SIPp per leg), as a B2BUA does.
+    let legs_done = async {
+        let mut runs = Vec::new();
+        for (ext, scenario) in [("101", "pbx-cancel.xml"), ("102", "pbx-answered.xml"), ("103", "pbx-cancel.xml")] {
+            let s = Sipp::new(scenario, &o.sip).port(free_port()).key("ext", ext).key("caller", CUSTOMER).key("xcid", "x-group").key("hold_ms", "800");
+            runs.push(tokio::spawn(s.run()));
+        }
+        for r in runs {
+            r.await.unwrap().assert_all_ok(1);
+        }
+    };
+    legs_done.await;
+    for p in phones {
+        p.wait().await.assert_all_ok(1);
+    }
+    let call = o.finished("x-group").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("102".into(), "102".into()));
+    let mut l = legs(&call);
+    l.sort();
+    assert_eq!(l, [("101".to_owned(), "cancel".to_owned()), ("102".to_owned(), "bye".to_owned()), ("103".to_owned(), "cancel".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_call_is_recognised_answered_or_busy() {
+    let o = Office::open("udp").await;
+    let pbx = o.pbx_answers("pbx-uas-answer.xml");
+    o.agent_dials("101", "agent-dial.xml", CUSTOMER, pbx).await;
+    let call = o.finished_where(|c| c["kind"] == "outgoing" && c["outcome"] == "answered").await;
+    assert_eq!((call["customer"].as_str(), call["status_code"].as_str()), (Some(CUSTOMER), Some("200")), "{call:#}");
+    assert_eq!(call["responsible"], 11);
+
+    let pbx = o.pbx_answers("pbx-uas-busy.xml");
+    o.agent_dials("102", "agent-dial-busy.xml", "8(916)765-43-21", pbx).await;
+    let call = o.finished_where(|c| c["kind"] == "outgoing" && c["status_code"] == "486").await;
+    assert_eq!(call["customer"], "79167654321", "the dialled number is normalised: {call:#}");
+    assert_eq!(call["responsible"], 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_calling_an_agent_is_an_internal_call() {
+    let o = Office::open("udp").await;
+    let pbx = o.pbx_answers("pbx-uas-answer.xml");
+    o.agent_dials("101", "agent-dial.xml", "102", pbx).await;
+    let call = o.finished_where(|c| c["kind"] == "internal").await;
+    assert!(call["responsible"].is_null(), "{call:#}");
+    let (_, calls) = o.gw.api(Method::GET, "/api/v1/calls", None).await;
+    assert!(calls.as_array().unwrap().iter().all(|c| c["kind"] == "internal"), "no customer call: {calls:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_works_over_tcp_too() {
+    let o = Office::open("tcp").await;
+    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "100").args(&["-t", "t1"]).spawn();
+    let pbx = Sipp::new("pbx-answered.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "x-tcp").key("hold_ms", "300").args(&["-t", "t1"]).run().await;
+    let phone = phone.wait().await;
+    assert!(phone.successful == 1, "phone:\n{}\n{}", phone.screen, phone.errors);
+    pbx.assert_all_ok(1);
+    let call = o.finished("x-tcp").await;
+    assert_eq!((call["outcome"].as_str(), talker(&call, "last_talker")), (Some("answered"), "101".into()), "{call:#}");
 }
