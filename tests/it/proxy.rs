@@ -271,3 +271,75 @@ async fn an_answered_call_works_over_tcp_too() {
     let call = o.finished("x-tcp").await;
     assert_eq!((call["outcome"].as_str(), talker(&call, "last_talker")), (Some("answered"), "101".into()), "{call:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_transfer_hands_the_customer_to_the_consulted_agent() {
+    let o = Office::open("udp").await;
+    let a = o.phone("101", "agent-attended-transfer.xml", &[("target", "102"), ("replaces_callid", "consult-att%40127.0.0.1"), ("consult_ms", "2000")]);
+    let b = o.phone("102", "agent-answer.xml", &[]);
+    // The customer's leg to A: the PBX accepts A's hold and REFER, then hangs up on A.
+    let customer = async {
+        let s = Sipp::new("pbx-refer-target.xml", &o.sip).port(free_port()).key("ext", "101").key("caller", CUSTOMER).key("xcid", "x-attended");
+        s.run().await.assert_all_ok(1);
+        a.wait().await.assert_all_ok(1);
+    };
+    // A's consultation with B, both halves through callgate: A -> PBX (A's second line, here
+    // from phone 103's address with A's extension and a known Call-ID) ...
+    let pbx_side = o.pbx_answers("pbx-uas-answer.xml");
+    let consult_a = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = Sipp::new("agent-dial.xml", &o.sip).port(o.phones["103"]).key("ext", "101").key("dial", "102").key("talk_ms", "4000");
+        s.args(&["-cid_str", "consult-att@127.0.0.1"]).run().await.assert_all_ok(1);
+        pbx_side.wait().await.assert_all_ok(1);
+    };
+    // ... and PBX -> B, which the PBX bridges to the customer once A's REFER replaces A -> PBX.
+    let consult_b = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let s = Sipp::new("pbx-answered.xml", &o.sip).port(free_port()).key("ext", "102").key("caller", "101").key("xcid", "x-consultation").key("hold_ms", "5000");
+        s.run().await.assert_all_ok(1);
+        b.wait().await.assert_all_ok(1);
+    };
+    tokio::join!(customer, consult_a, consult_b);
+    let call = o.finished("x-attended").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("101".into(), "102".into()));
+    let reasons = legs(&call);
+    assert!(reasons.contains(&("101".to_owned(), "transferred".to_owned())), "{reasons:?}");
+    let (_, calls) = o.gw.api(Method::GET, "/api/v1/calls", None).await;
+    assert!(!calls.as_array().unwrap().iter().any(|c| c["kind"] == "internal"), "the consultation was merged into the customer call: {calls:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_with_replaces_from_the_pbx_moves_the_conversation() {
+    let o = Office::open("udp").await;
+    let first_leg = "pickup-a@127.0.0.1";
+    let a = o.phone("101", "agent-answer.xml", &[]);
+    let b = o.phone("102", "agent-answer.xml", &[]);
+    let leg_a = async {
+        let s = Sipp::new("pbx-answered.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "x-pickup").key("hold_ms", "2500");
+        s.args(&["-cid_str", first_leg]).run().await.assert_all_ok(1);
+        a.wait().await.assert_all_ok(1);
+    };
+    let leg_b = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let s = Sipp::new("pbx-replaces.xml", &o.sip).port(free_port()).key("ext", "102").key("caller", CUSTOMER).key("xcid", "x-pickup");
+        s.key("replaces_callid", first_leg).key("hold_ms", "3500").run().await.assert_all_ok(1);
+        b.wait().await.assert_all_ok(1);
+    };
+    tokio::join!(leg_a, leg_b);
+    let call = o.finished("x-pickup").await;
+    assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("101".into(), "102".into()), "{call:#}");
+    assert_eq!(legs(&call), [("101".to_owned(), "replaced".to_owned()), ("102".to_owned(), "bye".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_unhold_keep_one_conversation_and_are_recorded() {
+    let o = Office::open("udp").await;
+    let phone = o.phone("101", "agent-hold.xml", &[("hold_ms", "300")]);
+    o.pbx_calls("101", "pbx-answered-reinvite.xml", "x-hold", &[("reinvites", "2"), ("hold_ms", "500")], vec![phone]).await;
+    let call = o.finished("x-hold").await;
+    assert_eq!(call["conversations"].as_array().unwrap().len(), 1, "{call:#}");
+    let holds = call["legs"][0]["holds"].as_array().unwrap();
+    assert_eq!(holds.len(), 1, "{call:#}");
+    assert!(!holds[0]["from"].is_null() && !holds[0]["to"].is_null());
+}
