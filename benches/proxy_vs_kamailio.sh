@@ -67,7 +67,9 @@ for r in "$rate" "$((rate * 2))"; do
   split[$label]="user $((u1-u0)), system $((s1-s0))"
   stop_agent
 done
-tracked=$(api "http://127.0.0.1:18081/api/v1/calls?limit=1" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c[0]["outcome"] if c else "none")')
+rss_mb=$(( $(awk '/VmHWM/ {print $2}' /proc/$cpid/status) / 1024 ))
+sleep 3  # linger: the last calls finish
+tracked=$(api "http://127.0.0.1:18081/api/v1/calls?limit=10000" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(sum(1 for x in c if x["outcome"] == "answered"), "answered of", len(c))')
 
 per_call() { python3 -c "print(f'{$1*10000/max($2,1):.1f}')"; }
 for who in kamailio "callgate-$rate" "callgate-$((rate * 2))"; do
@@ -78,5 +80,5 @@ done
 ks=$(counter "$d/kamailio.screen" "Successful call"); cs=$(counter "$d/callgate-$rate.screen" "Successful call")
 echo
 python3 -c "print(f'ratio callgate/kamailio CPU per call at {$rate}/s: {(${ticks[callgate-$rate]}/max($cs,1))/max(${ticks[kamailio]}/max($ks,1),1e-9):.2f}')"
-echo "last tracked call's outcome: $tracked"
+echo "tracker (last calls.keep_finished kept): $tracked; callgate peak RSS: $rss_mb MB"
 echo "(files in $d)"

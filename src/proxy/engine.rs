@@ -44,7 +44,9 @@ pub(crate) enum ClientTx {
 pub(crate) struct ServerEntry {
     pub(crate) tx: ServerTx,
     pub(crate) peer: Peer,
-    pub(crate) request: SipMessage,
+    /// The request's bytes (parsed again only to build a local answer: a parsed message is
+    /// about 1.4 KB and tens of thousands of transactions are live at a time).
+    pub(crate) request: Bytes,
     pub(crate) client: Option<u64>,
     pub(crate) purpose: Purpose,
     pub(crate) final_sent: bool,
@@ -91,7 +93,7 @@ impl Engine {
         } else {
             ServerTx::NonInvite(ServerNonInvite::new(reliable, self.timers))
         };
-        self.servers.insert(key, ServerEntry { tx, peer, request: req.clone(), client: None, purpose, final_sent: false });
+        self.servers.insert(key, ServerEntry { tx, peer, request: req.buffer().slice_ref(req.as_bytes()), client: None, purpose, final_sent: false });
     }
 
     /// Starts a client transaction sending `fwd` to `target` on behalf of server `server`.
@@ -125,8 +127,9 @@ impl Engine {
     /// A response built by the proxy itself (408, 503 ...) for server transaction `key`.
     pub(crate) fn respond_local(&mut self, key: u64, status: u16, reason: &str, io: &mut Io<'_>) {
         let Some(s) = self.servers.get(&key) else { return };
+        let Ok(req) = SipMessage::parse(s.request.clone()) else { return };
         let mut buf = BytesMut::new();
-        write_response(&s.request, status, reason, Some(&to_tag_for(&s.request)), &[], &mut buf);
+        write_response(&req, status, reason, Some(&to_tag_for(&req)), &[], &mut buf);
         self.respond(key, buf.freeze(), status, io);
     }
 
@@ -270,7 +273,7 @@ impl Engine {
             return;
         }
         if matches!(s.purpose, Purpose::InitialInvite) {
-            if let Some(leg) = observe::leg_of(&s.request) {
+            if let Some(leg) = SipMessage::parse(s.request.clone()).ok().as_ref().and_then(observe::leg_of) {
                 io.events.push(Event::Failed { leg, status: 408 });
             }
         }

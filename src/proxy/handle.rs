@@ -110,7 +110,10 @@ impl Proxy {
         };
         eng.add_server(key, msg, peer, purpose, io.now);
         if method == Method::Invite {
-            eng.respond_local(key, 100, "Trying", io);
+            // RFC 3261 §16.2: a stateful proxy answers 100 at once (the PBX stops retransmitting).
+            let mut trying = BytesMut::new();
+            write_response(msg, 100, "Trying", None, &[], &mut trying);
+            eng.respond(key, trying.freeze(), 100, io);
         }
         tracing::debug!(?method, from = %peer.addr, to = %hop.peer.addr, transport = ?hop.peer.transport, "forwarding");
         eng.add_client(self.client_key(branch.as_bytes(), false), &fwd, hop.peer, Some(key), io);
@@ -159,7 +162,8 @@ impl Proxy {
         let Some(c) = eng.clients.get(&ckey) else { return };
         let crate::proxy::engine::ClientTx::Invite(inv) = &c.tx else { return };
         let mut buf = BytesMut::new();
-        write_cancel(inv.invite(), &mut buf);
+        let Some(invite) = inv.invite() else { return };
+        write_cancel(&invite, &mut buf);
         let Ok(cancel) = SipMessage::parse(buf.freeze()) else { return };
         let branch = cancel.top_via().and_then(|v| v.branch).unwrap_or_default();
         let cancel_key = self.client_key(branch, true);

@@ -253,7 +253,18 @@ async fn health_metrics_and_openapi() {
     let (status, doc) = gw.call(Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/api/v1/portals", "/api/v1/portals/{id}", "/api/v1/portals/{id}/settings", "/api/v1/portals/{id}/mappings", "/api/v1/portals/{id}/mappings/{mapping_id}", "/api/v1/portals/{id}/lines", "/api/v1/portals/{id}/lines/{number}"] {
+    for path in ["/api/v1/portals", "/api/v1/portals/{id}", "/api/v1/portals/{id}/settings", "/api/v1/portals/{id}/mappings", "/api/v1/portals/{id}/mappings/{mapping_id}", "/api/v1/portals/{id}/lines", "/api/v1/portals/{id}/lines/{number}", "/api/v1/portals/{id}/index", "/api/v1/route", "/api/v1/decisions", "/api/v1/calls", "/api/v1/calls/{id}"] {
         assert!(doc["paths"][path].is_object(), "{path} missing from OpenAPI");
     }
+}
+
+#[tokio::test]
+async fn calls_need_the_token_and_unknown_ids_are_404() {
+    let gw = TestGateway::spawn().await;
+    assert_eq!(gw.call(Method::GET, "/api/v1/calls", None, None).await.0, 401);
+    let (status, calls) = gw.api(Method::GET, "/api/v1/calls", None).await;
+    assert_eq!((status, calls), (200, json!([])));
+    assert_eq!(gw.api(Method::GET, "/api/v1/calls/42", None).await.0, 404);
+    assert_eq!(gw.api(Method::GET, "/api/v1/calls/nope", None).await.0, 404);
+    assert_eq!(gw.api(Method::GET, "/api/v1/calls?limit=-1", None).await.0, 400);
 }

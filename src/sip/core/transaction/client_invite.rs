@@ -59,7 +59,9 @@ enum Phase {
 /// [`Self::poll_output`] after construction and after every `handle_*` call.
 #[derive(Debug)]
 pub struct ClientInvite {
-    invite: SipMessage,
+    /// The INVITE as sent. Only its bytes are kept (a parsed message is about 1.4 KB and a
+    /// busy proxy holds tens of thousands of these); it is parsed again in the rare cases that
+    /// need it: the ACK for a non-2xx, a CANCEL.
     request: Bytes,
     reliable: bool,
     timers: Timers,
@@ -78,7 +80,6 @@ impl ClientInvite {
         let mut out = VecDeque::with_capacity(2);
         out.push_back(Output::Transmit(request.clone()));
         Self {
-            invite: invite.clone(),
             request,
             reliable,
             timers,
@@ -175,15 +176,22 @@ impl ClientInvite {
         matches!(self.phase, Phase::Terminated)
     }
 
-    /// The INVITE this transaction sends (for CANCEL construction, §9.1).
+    /// The INVITE this transaction sends (for CANCEL construction, §9.1), parsed again from
+    /// its bytes; `None` only if they no longer parse (they did when `new` was called).
     #[must_use]
-    pub fn invite(&self) -> &SipMessage {
-        &self.invite
+    pub fn invite(&self) -> Option<SipMessage> {
+        SipMessage::parse(self.request.clone()).ok()
     }
 
     /// A 3xx-6xx in Calling or Proceeding: ACK it, pass it up, linger for Timer D.
     fn complete(&mut self, now: Instant, response: &SipMessage) {
-        let ack = build_ack(&self.invite, response);
+        let Some(invite) = self.invite() else {
+            // Unreachable in practice (the bytes parsed before); without an ACK the peer
+            // retransmits and times out, which is still correct.
+            self.pass_up(response);
+            return self.terminate();
+        };
+        let ack = build_ack(&invite, response);
         self.out.push_back(Output::Transmit(ack.clone()));
         self.pass_up(response);
         if self.reliable {
