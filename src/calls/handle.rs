@@ -87,7 +87,7 @@ impl CallsHandle {
     pub fn list(&self, limit: usize) -> Vec<CallRecord> {
         let t = self.inner.tracker.lock();
         let mut open: Vec<CallRecord> = t.active().collect();
-        open.sort_by(|a, b| b.id.cmp(&a.id));
+        open.sort_by_key(|c| std::cmp::Reverse(c.id));
         open.into_iter().chain(t.finished().map(|r| (**r).clone())).take(limit).collect()
     }
 

@@ -7,15 +7,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::time::Instant;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::observe;
 use super::registrar::{PendingRegister, Registrar};
 use crate::calls::Event;
-use crate::sip::core::transaction::{ClientInvite, ClientNonInvite, Output, ServerInvite, ServerNonInvite, Timers};
-use crate::sip::core::{to_tag_for, write_forwarded_response, write_response, SipMessage};
+use crate::sip::core::transaction::{ClientInvite, ClientInviteState, ClientNonInvite, Output, ServerInvite, ServerNonInvite, Timers};
+use crate::sip::core::{to_tag_for, write_cancel, write_forwarded_response, write_response, SipMessage};
 use crate::sip::transport::{Outbox, Peer, Transport};
 
 /// What a server transaction is for, so its responses can be observed.
@@ -49,19 +50,34 @@ pub(crate) struct ServerEntry {
     pub(crate) request: Bytes,
     pub(crate) client: Option<u64>,
     pub(crate) purpose: Purpose,
-    pub(crate) final_sent: bool,
+    /// The final status sent upstream, once there is one.
+    pub(crate) final_status: Option<u16>,
 }
 
 pub(crate) struct ClientEntry {
     pub(crate) tx: ClientTx,
     pub(crate) target: Peer,
     pub(crate) server: Option<u64>,
+    /// A provisional answer arrived (a CANCEL may be sent only after one, RFC 3261 §9.1).
+    pub(crate) provisional: bool,
+    /// The upstream side cancelled before any provisional answer: CANCEL on the first one.
+    pub(crate) cancel_pending: bool,
+    /// Timer C (RFC 3261 §16.6 item 11, INVITE only): when ringing has lasted too long.
+    pub(crate) timer_c: Option<Instant>,
+    /// Timer C fired once and a CANCEL went out; the next firing gives up with 408.
+    pub(crate) timer_c_fired: bool,
 }
+
+/// Timer C: at least 3 minutes (RFC 3261 §16.6 item 11); restarted by every non-100 provisional.
+const TIMER_C: Duration = Duration::from_secs(180);
+/// After Timer C's CANCEL, how long the phone has to answer 487 before the PBX gets 408.
+const TIMER_C_GRACE: Duration = Duration::from_secs(32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TxRef {
     Server(u64),
     Client(u64),
+    TimerC(u64),
 }
 
 /// Sends and tracker events produced while handling one message or tick.
@@ -78,11 +94,24 @@ pub(crate) struct Engine {
     pub(crate) registrar: Registrar,
     pub(crate) timers: Timers,
     heap: BinaryHeap<Reverse<(Instant, TxRef)>>,
+    /// Per-process random keys: a sender cannot craft colliding transaction keys.
+    keys: RandomState,
 }
 
 impl Engine {
     pub(crate) fn new(timers: Timers) -> Self {
-        Self { servers: HashMap::new(), clients: HashMap::new(), registrar: Registrar::default(), timers, heap: BinaryHeap::new() }
+        Self { servers: HashMap::new(), clients: HashMap::new(), registrar: Registrar::default(), timers, heap: BinaryHeap::new(), keys: RandomState::new() }
+    }
+
+    /// The key of the client transaction with our branch `branch` (the CANCEL for an INVITE
+    /// shares its branch, hence the flag).
+    pub(crate) fn client_key(&self, branch: &[u8], cancel: bool) -> u64 {
+        self.keys.hash_one((branch, cancel))
+    }
+
+    /// The key of a server transaction: `parts` is what RFC 3261 §17.2.3 matches on.
+    pub(crate) fn server_key(&self, parts: impl std::hash::Hash) -> u64 {
+        self.keys.hash_one(parts)
     }
 
     /// Starts a server transaction for `req` from `peer`.
@@ -93,18 +122,23 @@ impl Engine {
         } else {
             ServerTx::NonInvite(ServerNonInvite::new(reliable, self.timers))
         };
-        self.servers.insert(key, ServerEntry { tx, peer, request: req.buffer().slice_ref(req.as_bytes()), client: None, purpose, final_sent: false });
+        self.servers.insert(key, ServerEntry { tx, peer, request: req.buffer().slice_ref(req.as_bytes()), client: None, purpose, final_status: None });
     }
 
     /// Starts a client transaction sending `fwd` to `target` on behalf of server `server`.
     pub(crate) fn add_client(&mut self, key: u64, fwd: &SipMessage, target: Peer, server: Option<u64>, io: &mut Io<'_>) {
         let reliable = target.transport != Transport::Udp;
-        let tx = if fwd.method() == Some(crate::sip::core::Method::Invite) {
+        let invite = fwd.method() == Some(crate::sip::core::Method::Invite);
+        let tx = if invite {
             ClientTx::Invite(ClientInvite::new(fwd, reliable, self.timers, io.now))
         } else {
             ClientTx::NonInvite(ClientNonInvite::new(fwd.buffer().clone(), reliable, self.timers, io.now))
         };
-        self.clients.insert(key, ClientEntry { tx, target, server });
+        let timer_c = invite.then(|| io.now + TIMER_C);
+        if let Some(at) = timer_c {
+            self.heap.push(Reverse((at, TxRef::TimerC(key))));
+        }
+        self.clients.insert(key, ClientEntry { tx, target, server, provisional: false, cancel_pending: false, timer_c, timer_c_fired: false });
         if let Some(s) = server.and_then(|s| self.servers.get_mut(&s)) {
             s.client = Some(key);
         }
@@ -118,8 +152,8 @@ impl Engine {
             ServerTx::Invite(t) => t.send_response(io.now, response, status),
             ServerTx::NonInvite(t) => t.send_response(io.now, response, status),
         };
-        if sent.is_ok() && status >= 200 {
-            s.final_sent = true;
+        if sent.is_ok() && status >= 200 && s.final_status.is_none() {
+            s.final_status = Some(status);
         }
         self.drain_server(key, io);
     }
@@ -150,7 +184,78 @@ impl Engine {
             ClientTx::Invite(t) => t.handle_response(io.now, resp),
             ClientTx::NonInvite(t) => t.handle_response(io.now, resp),
         }
+        let status = resp.status().unwrap_or(0);
+        let mut cancel_now = false;
+        if (100..200).contains(&status) {
+            c.provisional = true;
+            cancel_now = std::mem::take(&mut c.cancel_pending);
+            if status > 100 && c.timer_c.is_some() && !c.timer_c_fired {
+                let at = io.now + TIMER_C;
+                c.timer_c = Some(at);
+                self.heap.push(Reverse((at, TxRef::TimerC(key))));
+            }
+        }
         self.drain_client(key, io);
+        if cancel_now {
+            self.send_cancel(key, io);
+        }
+    }
+
+    /// Cancels the INVITE of client transaction `key` (RFC 3261 §9.1): at once when a
+    /// provisional answer arrived, else as soon as one does. Nothing once a final answer came.
+    pub(crate) fn cancel(&mut self, key: u64, io: &mut Io<'_>) {
+        let Some(c) = self.clients.get_mut(&key) else { return };
+        let ClientTx::Invite(t) = &c.tx else { return };
+        if !matches!(t.state(), ClientInviteState::Calling | ClientInviteState::Proceeding) {
+            return;
+        }
+        if c.provisional {
+            self.send_cancel(key, io);
+        } else {
+            c.cancel_pending = true;
+        }
+    }
+
+    fn send_cancel(&mut self, key: u64, io: &mut Io<'_>) {
+        let Some(c) = self.clients.get(&key) else { return };
+        let ClientTx::Invite(t) = &c.tx else { return };
+        if !matches!(t.state(), ClientInviteState::Calling | ClientInviteState::Proceeding) {
+            return;
+        }
+        let Some(invite) = t.invite() else { return };
+        let mut buf = BytesMut::new();
+        write_cancel(&invite, &mut buf);
+        let Ok(cancel) = SipMessage::parse(buf.freeze()) else { return };
+        let branch = cancel.top_via().and_then(|v| v.branch).unwrap_or_default();
+        let cancel_key = self.client_key(branch, true);
+        let target = c.target;
+        if !self.clients.contains_key(&cancel_key) {
+            self.add_client(cancel_key, &cancel, target, None, io);
+        }
+    }
+
+    /// Timer C fired for client transaction `key`: CANCEL the ringing phone; if it still has
+    /// not answered `TIMER_C_GRACE` later, give the PBX 408 and forget the transaction.
+    fn timer_c(&mut self, key: u64, io: &mut Io<'_>) {
+        let Some(c) = self.clients.get_mut(&key) else { return };
+        if c.timer_c.is_none_or(|at| at > io.now) {
+            return; // restarted by a provisional answer, or not an INVITE
+        }
+        let ClientTx::Invite(t) = &c.tx else { return };
+        if !matches!(t.state(), ClientInviteState::Calling | ClientInviteState::Proceeding) {
+            c.timer_c = None;
+            return;
+        }
+        if c.timer_c_fired {
+            let server = c.server;
+            self.clients.remove(&key);
+            return self.client_timed_out(server, io);
+        }
+        c.timer_c_fired = true;
+        let at = io.now + TIMER_C_GRACE;
+        c.timer_c = Some(at);
+        self.heap.push(Reverse((at, TxRef::TimerC(key))));
+        self.send_cancel(key, io);
     }
 
     /// Fires every timer due at `io.now`.
@@ -170,6 +275,7 @@ impl Engine {
                     }
                     self.drain_server(k, io);
                 }
+                TxRef::TimerC(k) => self.timer_c(k, io),
                 TxRef::Client(k) => {
                     let Some(c) = self.clients.get_mut(&k) else { continue };
                     match &mut c.tx {
@@ -251,7 +357,7 @@ impl Engine {
                 Purpose::InitialInvite | Purpose::Refer => io.events.extend(observe::response(resp, matches!(s.purpose, Purpose::InitialInvite))),
                 Purpose::Register(_) if (200..300).contains(&status) => {
                     if let Purpose::Register(reg) = std::mem::replace(&mut s.purpose, Purpose::Other) {
-                        self.registrar.accepted(reg, io.now);
+                        self.registrar.accepted(reg, resp, io.now);
                     }
                 }
                 _ => {}
@@ -269,7 +375,7 @@ impl Engine {
     fn client_timed_out(&mut self, server: Option<u64>, io: &mut Io<'_>) {
         let Some(skey) = server else { return };
         let Some(s) = self.servers.get(&skey) else { return };
-        if s.final_sent {
+        if s.final_status.is_some() {
             return;
         }
         if matches!(s.purpose, Purpose::InitialInvite) {

@@ -12,7 +12,7 @@ use super::{observe, Proxy};
 use crate::calls::{Direction, Side};
 use crate::routing::{PortalEntry, Snapshot};
 use crate::sip::core::{
-    to_tag_for, write_cancel, write_forwarded_request, write_forwarded_response, write_response, Method, RequestEdit, SipMessage, Uri, Via,
+    to_tag_for, write_forwarded_request, write_forwarded_response, write_response, Method, RequestEdit, SipMessage, Uri, Via,
 };
 use crate::sip::transport::{Peer, Transport};
 
@@ -24,7 +24,7 @@ impl Proxy {
             Method::Cancel => return self.cancel(eng, msg, peer, snap, io),
             _ => {}
         }
-        let key = self.server_key(msg, method);
+        let key = server_key(eng, msg, method);
         if eng.servers.contains_key(&key) {
             self.metrics.retransmissions.increment(1);
             return eng.server_request(key, msg, io);
@@ -32,11 +32,14 @@ impl Proxy {
         if msg.max_forwards() == Some(0) {
             return reply(msg, 483, "Too Many Hops", peer, io);
         }
-        let pbx = target::pbx_portal(snap, peer, msg, &eng.registrar);
+        // A REGISTER is always a phone's (the PBX is the registrar), whatever its address.
+        let pbx = if method == Method::Register { None } else { target::pbx_portal(snap, peer, msg, &eng.registrar) };
         let in_dialog = msg.to().and_then(|t| t.param(b"tag")).is_some();
         let hop = match target::by_route(msg, &self.local, peer.transport) {
             Some(hop) => hop,
-            None if self.is_for_us(msg) => return self.local_request(msg, method, peer, io),
+            // A REGISTER for callgate itself (phones using it as their registrar) goes on to the
+            // PBX like any agent's request; anything else without a user part is for us.
+            None if method != Method::Register && self.is_for_us(msg) => return self.local_request(msg, method, peer, io),
             None if in_dialog => target::by_request_uri(msg, &self.local, peer.transport),
             None => match &pbx {
                 Some(p) => target::to_extension(msg, p, &eng.registrar, peer.transport),
@@ -116,15 +119,19 @@ impl Proxy {
             eng.respond(key, trying.freeze(), 100, io);
         }
         tracing::debug!(?method, from = %peer.addr, to = %hop.peer.addr, transport = ?hop.peer.transport, "forwarding");
-        eng.add_client(self.client_key(branch.as_bytes(), false), &fwd, hop.peer, Some(key), io);
+        let client = eng.client_key(branch.as_bytes(), false);
+        eng.add_client(client, &fwd, hop.peer, Some(key), io);
         self.metrics.forwarded.increment(1);
     }
 
     /// ACK: for a non-2xx it belongs to our server transaction; for a 2xx it is end to end and
     /// follows the Route set statelessly.
     fn ack(&self, eng: &mut Engine, msg: &SipMessage, peer: Peer, io: &mut Io<'_>) {
-        let key = self.server_key(msg, Method::Invite);
-        if eng.servers.get(&key).is_some_and(|s| s.final_sent) {
+        let key = server_key(eng, msg, Method::Invite);
+        // The ACK for our 3xx-6xx ends the server transaction. An ACK for a 2xx goes on even
+        // when it matches the INVITE's transaction (RFC 2543 peers, reused branches; RFC 6026
+        // §7.1 hands it to the proxy core to forward).
+        if eng.servers.get(&key).is_some_and(|s| s.final_status.is_some_and(|st| st >= 300)) {
             return eng.server_request(key, msg, io);
         }
         let hop = match target::by_route(msg, &self.local, peer.transport) {
@@ -146,30 +153,22 @@ impl Proxy {
         io.out.send(hop.peer, buf.freeze());
     }
 
-    /// CANCEL: answered 200 here; sent on to the INVITE's branch while it has no final answer.
+    /// CANCEL: answered 200 here; sent on to the INVITE's branch while it has no final answer
+    /// (after its first provisional answer, RFC 3261 §9.1).
     fn cancel(&self, eng: &mut Engine, msg: &SipMessage, peer: Peer, snap: &Snapshot, io: &mut Io<'_>) {
-        let key = self.server_key(msg, Method::Invite);
+        let key = server_key(eng, msg, Method::Invite);
         let Some(s) = eng.servers.get(&key) else {
             return reply(msg, 481, "Call/Transaction Does Not Exist", peer, io);
         };
         reply(msg, 200, "OK", peer, io);
-        if s.final_sent {
+        if s.final_status.is_some() {
             return;
         }
+        let client = s.client;
         let side = if target::pbx_portal(snap, peer, msg, &eng.registrar).is_some() { Side::Remote } else { Side::Agent };
         io.events.extend(observe::in_dialog(msg, Method::Cancel, side));
-        let Some(ckey) = s.client else { return };
-        let Some(c) = eng.clients.get(&ckey) else { return };
-        let crate::proxy::engine::ClientTx::Invite(inv) = &c.tx else { return };
-        let mut buf = BytesMut::new();
-        let Some(invite) = inv.invite() else { return };
-        write_cancel(&invite, &mut buf);
-        let Ok(cancel) = SipMessage::parse(buf.freeze()) else { return };
-        let branch = cancel.top_via().and_then(|v| v.branch).unwrap_or_default();
-        let cancel_key = self.client_key(branch, true);
-        let target = c.target;
-        if !eng.clients.contains_key(&cancel_key) {
-            eng.add_client(cancel_key, &cancel, target, None, io);
+        if let Some(ckey) = client {
+            eng.cancel(ckey, io);
         }
     }
 
@@ -189,7 +188,7 @@ impl Proxy {
     pub(super) fn response(&self, eng: &mut Engine, msg: &SipMessage, io: &mut Io<'_>) {
         let Some(via) = msg.top_via() else { return };
         let is_cancel = msg.cseq().is_some_and(|c| c.method_kind() == Method::Cancel);
-        let key = self.client_key(via.branch.unwrap_or_default(), is_cancel);
+        let key = eng.client_key(via.branch.unwrap_or_default(), is_cancel);
         if eng.clients.contains_key(&key) {
             return eng.client_response(key, msg, io);
         }
@@ -206,24 +205,23 @@ impl Proxy {
         io.out.send(to, buf.freeze());
     }
 
-    pub(super) fn server_key(&self, msg: &SipMessage, method: Method) -> u64 {
-        let via = msg.top_via();
-        let branch = via.as_ref().and_then(|v| v.branch).unwrap_or_default();
-        let sent_by = via.as_ref().map(|v| (v.host, v.port));
-        let kind: &[u8] = match method {
-            Method::Invite | Method::Ack => b"INVITE",
-            _ => msg.method_raw().unwrap_or_default(),
-        };
-        if branch.starts_with(b"z9hG4bK") {
-            self.keys.hash_one((branch, sent_by, kind))
-        } else {
-            // RFC 2543 peers: Call-ID, From tag, CSeq number (§17.2.3's fallback).
-            self.keys.hash_one((msg.call_id(), msg.from().and_then(|f| f.tag), msg.cseq().map(|c| c.seq), kind))
-        }
-    }
+}
 
-    pub(super) fn client_key(&self, branch: &[u8], cancel: bool) -> u64 {
-        self.keys.hash_one((branch, cancel))
+/// The server transaction key (RFC 3261 §17.2.3): top Via branch, sent-by and method (ACK and
+/// CANCEL match their INVITE); RFC 2543 peers without a magic-cookie branch by Call-ID, From
+/// tag and CSeq number.
+fn server_key(eng: &Engine, msg: &SipMessage, method: Method) -> u64 {
+    let via = msg.top_via();
+    let branch = via.as_ref().and_then(|v| v.branch).unwrap_or_default();
+    let sent_by = via.as_ref().map(|v| (v.host, v.port));
+    let kind: &[u8] = match method {
+        Method::Invite | Method::Ack => b"INVITE",
+        _ => msg.method_raw().unwrap_or_default(),
+    };
+    if branch.starts_with(b"z9hG4bK") {
+        eng.server_key((branch, sent_by, kind))
+    } else {
+        eng.server_key((msg.call_id(), msg.from().and_then(|f| f.tag), msg.cseq().map(|c| c.seq), kind))
     }
 }
 

@@ -21,6 +21,8 @@ mod handle;
 mod observe;
 mod registrar;
 mod target;
+#[cfg(test)]
+mod tests;
 
 use std::hash::RandomState;
 use std::net::SocketAddr;

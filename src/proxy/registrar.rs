@@ -42,6 +42,18 @@ impl PendingRegister {
     }
 }
 
+/// What the registrar's 2xx grants `contact`: its Contact entry's `expires`, else `Expires:`.
+fn granted_expiry(resp: &SipMessage, contact: &str) -> Option<Duration> {
+    let secs = |v: &[u8]| std::str::from_utf8(v.trim_ascii()).ok()?.parse::<u64>().ok();
+    let ours = resp
+        .values(HeaderName::Contact)
+        .flat_map(crate::sip::core::comma_values)
+        .filter_map(|v| crate::sip::core::NameAddr::parse(v.trim_ascii()))
+        .find(|n| n.uri.raw == contact.as_bytes())
+        .and_then(|n| n.param(b"expires").and_then(secs));
+    ours.or_else(|| resp.header(HeaderName::Expires).and_then(secs)).map(Duration::from_secs)
+}
+
 /// Bindings by portal and extension.
 #[derive(Debug, Default)]
 pub(crate) struct Registrar {
@@ -54,12 +66,15 @@ impl Registrar {
         self.bindings.get(&(portal, extension.to_owned()))
     }
 
-    /// The PBX accepted `reg` at `now`: store it, or remove it (expires 0, or `*`).
-    pub(crate) fn accepted(&mut self, reg: PendingRegister, now: Instant) {
+    /// The PBX accepted `reg` with the 2xx `resp` at `now`: store the binding for as long as
+    /// the PBX granted (the `expires` of our contact in its answer, else its Expires header,
+    /// else what was asked, RFC 3261 §10.2.4), or remove it (expires 0, or `*`).
+    pub(crate) fn accepted(&mut self, reg: PendingRegister, resp: &SipMessage, now: Instant) {
         let key = (reg.portal, reg.extension);
+        let granted = reg.contact.as_deref().and_then(|c| granted_expiry(resp, c)).unwrap_or(reg.expires);
         match reg.contact {
-            Some(contact) if !reg.expires.is_zero() && contact != "*" => {
-                self.bindings.insert(key, Binding { contact, peer: reg.peer, expires: now + reg.expires });
+            Some(contact) if !granted.is_zero() && contact != "*" => {
+                self.bindings.insert(key, Binding { contact, peer: reg.peer, expires: now + granted });
             }
             _ => {
                 self.bindings.remove(&key);

@@ -105,7 +105,8 @@ pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &R
 pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry, transport: Transport) -> Result<NextHop, Refusal> {
     let addr = portal.pbx_addr.ok_or(NO_ROUTE)?;
     let user = msg.request_uri().and_then(Uri::parse).and_then(|u| u.user).map(|u| String::from_utf8_lossy(u).into_owned());
-    let request_uri = user.map(|u| format!("sip:{u}@{}", portal.portal.settings.pbx_host));
+    let host = &portal.portal.settings.pbx_host;
+    let request_uri = Some(user.map_or_else(|| format!("sip:{host}"), |u| format!("sip:{u}@{host}")));
     Ok(NextHop { peer: Peer { addr, transport }, request_uri, pop_route: 0 })
 }
 

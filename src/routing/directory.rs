@@ -176,6 +176,21 @@ impl Directory {
         Ok(())
     }
 
+    /// Installs a snapshot of `entries` (indexed as `build_snapshot` does), for tests that
+    /// need portals without a store.
+    #[cfg(test)]
+    pub(crate) fn install_for_test(&self, entries: Vec<PortalEntry>) {
+        let mut snap = Snapshot::default();
+        for entry in entries {
+            let id = entry.portal.id;
+            for number in entry.lines.keys() {
+                snap.by_line.insert(*number, id);
+            }
+            snap.portals.insert(id, Arc::new(entry));
+        }
+        self.snapshot.store(Arc::new(snap));
+    }
+
     /// Synchronous reload for start-up.
     ///
     /// # Errors

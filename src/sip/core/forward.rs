@@ -126,7 +126,7 @@ fn value_after_first(value: &[u8]) -> &[u8] {
     let mut values = comma_values(value);
     let first = values.next().unwrap_or_default();
     // The remainder starts right after the first value and its comma.
-    let offset = first.as_ptr() as usize - value.as_ptr() as usize + first.len();
+    let offset = (first.as_ptr() as usize).saturating_sub(value.as_ptr() as usize).saturating_add(first.len());
     let rest = value.get(offset..).unwrap_or_default();
     let rest = rest.trim_ascii_start();
     rest.strip_prefix(b",").unwrap_or(rest).trim_ascii()
