@@ -19,7 +19,9 @@ trap cleanup EXIT
 
 echo "== building callgate (release)"
 (cd "$here" && cargo build --release --quiet)
-python3 "$anchors/numbers.py" "$d" 1000 >/dev/null
+# One caller per call: legs without X-Call-Id of the same customer join one call (DESIGN.md §2),
+# so a small caller list would merge thousands of legs into a few calls.
+python3 "$anchors/numbers.py" "$d" $((calls * 2)) >/dev/null
 
 start_agent() { # the agent phone on 5090, answering every call
   sipp -sf "$anchors/sipp-agent-uas.xml" -i 127.0.0.1 -p 5090 -bg -nostdin -trace_screen -screen_file "$d/agent-$1.screen" >/dev/null 2>&1 || true
