@@ -31,6 +31,10 @@ pub struct Gateway {
     sip_tcp: Option<TcpListener>,
     addresses: BTreeMap<String, String>,
     shutdown: CancellationToken,
+    /// Call effects on their way to the Bitrix24 outbox recorder.
+    effects: tokio::sync::mpsc::Receiver<crate::calls::Effect>,
+    /// This run's id (start time, ms): keeps outbox call keys unique across restarts.
+    boot: u64,
 }
 
 impl Gateway {
@@ -47,6 +51,12 @@ impl Gateway {
         directory.reload_blocking(&store).context("loading settings")?;
         let rows = directory.load_index_blocking(&store).context("loading the personal-manager index")?;
         tracing::info!(rows, "personal-manager index loaded from the store");
+        let boot = epoch_millis();
+        let reconciled = crate::crm::reconcile(store.inner(), &directory.snapshot(), boot).context("reconciling calls left open")?;
+        if reconciled > 0 {
+            tracing::warn!(calls = reconciled, "calls left open by the previous run will be finished in Bitrix24 (call_state_lost)");
+        }
+        let (effects_tx, effects) = tokio::sync::mpsc::channel(cfg.crm.effects_queue);
 
         let mut addresses = BTreeMap::new();
         let http_addr = listener_addr(&cfg.http.listen).ok().flatten().context("http.listen")?;
@@ -63,10 +73,10 @@ impl Gateway {
             metrics: crate::telemetry::metrics(),
             directory,
             decisions: Arc::new(DecisionLog::new(10_000)),
-            calls: CallsHandle::new(cfg.calls.tracker(), std::time::Instant::now(), epoch_millis()),
+            calls: CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), epoch_millis(), Some(effects_tx)),
             shutdown: shutdown.clone(),
         };
-        Ok(Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown })
+        Ok(Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown, effects, boot })
     }
 
     /// Bound addresses by listener name (`http`, `sip_udp`, `sip_tcp`).
@@ -94,12 +104,17 @@ impl Gateway {
     /// # Errors
     /// A server failed while running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown } = self;
+        let Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown, effects, boot } = self;
         for (name, addr) in &addresses {
             tracing::info!(listener = %name, %addr, "listening");
         }
         *state.addresses.write() = addresses;
         let tasks = TaskTracker::new();
+        // The outbox outlives SIP and HTTP in a shutdown: effects of the last calls are written
+        // before it stops (delivery itself resumes after the restart).
+        let crm_cancel = CancellationToken::new();
+        let crm_tasks = TaskTracker::new();
+        start_crm(&cfg, &state, effects, boot, &crm_tasks, &crm_cancel)?;
         let sip_cancel = shutdown.child_token();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
         let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
@@ -130,9 +145,32 @@ impl Gateway {
         if tokio::time::timeout(cfg.shutdown.grace, tasks.wait()).await.is_err() {
             tracing::warn!(grace = ?cfg.shutdown.grace, "tasks still running after the grace period; stopping anyway");
         }
+        drop(state); // the tracker's sink: the recorder drains what is left, then stops
+        crm_cancel.cancel();
+        crm_tasks.close();
+        if tokio::time::timeout(cfg.shutdown.grace, crm_tasks.wait()).await.is_err() {
+            tracing::warn!("the Bitrix24 outbox did not stop in time; queued intents stay in the store");
+        }
         tracing::info!("callgate stopped");
         Ok(())
     }
+}
+
+/// Starts the Bitrix24 side: the outbox recorder and a delivery worker for every portal with
+/// queued intents (more start when the recorder queues for them).
+fn start_crm(cfg: &Config, state: &AppState, effects: tokio::sync::mpsc::Receiver<crate::calls::Effect>, boot: u64, tasks: &TaskTracker, cancel: &CancellationToken) -> anyhow::Result<()> {
+    use crate::crm::{CrmClient, RestBitrix, Rules, WorkerConfig, Workers};
+    let client = CrmClient::builder().request_timeout(cfg.crm.request_timeout).build().context("building the Bitrix24 HTTP client")?;
+    let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(client));
+    let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff };
+    let workers = Workers::new(state.store.clone(), state.directory.clone(), bitrix, wcfg, tasks.clone(), cancel.clone());
+    let window = u64::try_from(cfg.crm.show_hide_window.as_millis()).unwrap_or(300);
+    let rules = Rules::new(boot, window);
+    tasks.spawn(crate::crm::run_recorder(effects, rules, state.store.clone(), state.directory.clone(), Arc::clone(&workers), cancel.clone()));
+    for portal in state.directory.snapshot().portals.keys() {
+        workers.wake(*portal);
+    }
+    Ok(())
 }
 
 /// Wall-clock milliseconds since the UNIX epoch (the tracker's clock base, read once).

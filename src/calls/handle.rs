@@ -23,6 +23,8 @@ struct Inner {
     tracker: Mutex<Tracker>,
     base: (Instant, u64),
     effects: EffectCounters,
+    /// Where effects go (the Bitrix24 outbox recorder); bounded, never awaited here.
+    sink: Option<tokio::sync::mpsc::Sender<Effect>>,
 }
 
 struct EffectCounters {
@@ -30,18 +32,27 @@ struct EffectCounters {
     show: metrics::Counter,
     hide: metrics::Counter,
     finished: metrics::Counter,
+    overflow: metrics::Counter,
 }
 
 impl CallsHandle {
     /// A tracker whose clock reads `base_epoch_ms` at `base`.
     pub fn new(cfg: TrackerConfig, base: Instant, base_epoch_ms: u64) -> Self {
+        Self::with_sink(cfg, base, base_epoch_ms, None)
+    }
+
+    /// Like [`Self::new`], sending every effect to `sink`. A full sink (the store stuck for
+    /// minutes) sheds effects visibly: counted in `callgate_calls_effects_overflow_total` and
+    /// logged at error level.
+    pub fn with_sink(cfg: TrackerConfig, base: Instant, base_epoch_ms: u64, sink: Option<tokio::sync::mpsc::Sender<Effect>>) -> Self {
         let effects = EffectCounters {
             started: metrics::counter!("callgate_calls_effects_total", "effect" => "started"),
             show: metrics::counter!("callgate_calls_effects_total", "effect" => "show"),
             hide: metrics::counter!("callgate_calls_effects_total", "effect" => "hide"),
             finished: metrics::counter!("callgate_calls_effects_total", "effect" => "finished"),
+            overflow: metrics::counter!("callgate_calls_effects_overflow_total"),
         };
-        Self { inner: Arc::new(Inner { tracker: Mutex::new(Tracker::new(cfg)), base: (base, base_epoch_ms), effects }) }
+        Self { inner: Arc::new(Inner { tracker: Mutex::new(Tracker::new(cfg)), base: (base, base_epoch_ms), effects, sink }) }
     }
 
     fn millis(&self, now: Instant) -> Millis {
@@ -70,7 +81,7 @@ impl CallsHandle {
         self.drain(&mut t);
     }
 
-    /// Effects go to the Bitrix24 outbox once it exists; until then they are counted.
+    /// Counts effects and hands them to the sink (the Bitrix24 outbox recorder).
     fn drain(&self, t: &mut Tracker) {
         while let Some(e) = t.poll_effect() {
             let c = &self.inner.effects;
@@ -79,6 +90,12 @@ impl CallsHandle {
                 Effect::Show { .. } => c.show.increment(1),
                 Effect::Hide { .. } => c.hide.increment(1),
                 Effect::CallFinished(_) => c.finished.increment(1),
+            }
+            if let Some(sink) = &self.inner.sink {
+                if sink.try_send(e).is_err() {
+                    c.overflow.increment(1);
+                    tracing::error!("the Bitrix24 outbox recorder is not keeping up; a call effect was shed");
+                }
             }
         }
     }

@@ -41,6 +41,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The call tracker.
     pub calls: CallsConfig,
+    /// Delivery to Bitrix24.
+    pub crm: CrmConfig,
 }
 
 /// `[sip]`: listeners are `ip:port` strings; an empty string disables a listener.
@@ -216,6 +218,40 @@ impl CallsConfig {
             correlation_window: self.correlation_window,
             ring_timeout: self.ring_timeout,
             keep_finished: self.keep_finished,
+        }
+    }
+}
+
+/// `[crm]`: delivery to Bitrix24 (DESIGN.md §5).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CrmConfig {
+    /// Sustained requests per second per portal (Bitrix24 drains 2/s; Enterprise 5/s).
+    pub rate_per_s: f64,
+    /// Requests in a burst per portal (Bitrix24 refuses above 50; Enterprise 250).
+    pub burst: u32,
+    /// Show/hide of one call within this window travel as one call with a USER_ID array.
+    #[serde(with = "humantime_serde")]
+    pub show_hide_window: Duration,
+    /// Time limit of one HTTP request to Bitrix24.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest wait between delivery attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Call effects waiting to be written to the outbox at most.
+    pub effects_queue: usize,
+}
+
+impl Default for CrmConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_s: 2.0,
+            burst: 40,
+            show_hide_window: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(60),
+            effects_queue: 65_536,
         }
     }
 }

@@ -46,6 +46,15 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             errs.push("log.level", format!("`{}` is not a valid tracing filter", self.log.level));
         }
+        if !(self.crm.rate_per_s > 0.0 && self.crm.rate_per_s <= 50.0) {
+            errs.push("crm.rate_per_s", "must be above 0 and at most 50");
+        }
+        if self.crm.burst == 0 || self.crm.burst > 250 {
+            errs.push("crm.burst", "must be 1-250 (Bitrix24 refuses more than 50 queued requests, 250 on Enterprise)");
+        }
+        if self.crm.effects_queue < 1024 {
+            errs.push("crm.effects_queue", "must be at least 1024");
+        }
         if self.calls.keep_finished > 1_000_000 {
             errs.push("calls.keep_finished", "must be at most 1000000");
         }

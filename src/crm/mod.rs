@@ -1,2 +1,54 @@
 //! Bitrix24: REST client, auth, rate limiter, batcher, durable outbox and inbound events
 //! (DESIGN.md §5). Filled by the Bitrix24 issue.
+//!
+//! REST client layer (bitrix24-rest.md §1-§5), usable without the outbox:
+//! * [`params`]: [`Params`], the ordered parameter tree; JSON body and PHP-bracket query
+//!   (`batch` `cmd` strings, `$result[key][FIELD]` references kept literal).
+//! * [`client`]: [`CrmClient`] (one `reqwest::Client`, no redirects, https or loopback http
+//!   only) and [`Endpoint`] (webhook URL, or OAuth `client_endpoint` + token); `call` and `batch`.
+//! * [`error`]: [`CrmError`], classified by `error` code, then description, then HTTP status;
+//!   `retryable()`, `needs_token_refresh()`, `retry_after_hint()`.
+//! * [`types`]: tolerant decoding of results (ids as int or string, `[]` for empty maps, …).
+//! * [`limiter`]: [`LeakyBucket`], pure, `now` passed in.
+//! * [`oauth`]: [`refresh`](oauth::refresh) at the OAuth server and [`TokenCell`] (one refresh in
+//!   flight per portal).
+//!
+//! `client`, `oauth` do I/O; `params`, `error`, `types`, `limiter` are pure. This layer depends
+//! only on `config::Secret` (and `app::install_crypto_provider`); it never logs secrets.
+
+pub mod client;
+pub mod error;
+pub mod limiter;
+pub mod oauth;
+pub mod params;
+pub mod types;
+#[cfg(test)]
+mod tests;
+
+mod plan;
+mod port;
+mod reconcile;
+mod recorder;
+mod rules;
+mod wake;
+mod worker;
+
+pub use client::{BatchCommand, CrmClient, CrmClientBuilder, Endpoint, Response, Time};
+pub use error::CrmError;
+pub use limiter::LeakyBucket;
+pub use oauth::{TokenCell, TokenSet};
+pub use params::{ParamValue, Params};
+pub use types::{BatchResult, ContactOrLead, FinishResult, Id, ListPage, RegisterResult, SearchEntity, User};
+
+pub use plan::{Cmd, CallRef, MAX_BATCH};
+pub use port::RestBitrix;
+pub use reconcile::reconcile;
+pub use recorder::run as run_recorder;
+pub use rules::{iso8601_utc, utm_fields, Rules};
+pub use wake::Workers;
+pub use worker::{run as run_worker, Bitrix, CmdOutcome, SendFailure, SendFuture, WorkerConfig};
+
+/// Wall-clock milliseconds since the UNIX epoch (the outbox's time base).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

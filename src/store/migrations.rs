@@ -35,4 +35,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
         user_id INTEGER NOT NULL,
         PRIMARY KEY (portal_id, number)
     ) WITHOUT ROWID;",
+    // 2: the Bitrix24 outbox (DESIGN.md §5): calls known to Bitrix24 and the intents to send.
+    "CREATE TABLE crm_calls (
+        portal_id INTEGER NOT NULL,
+        call_key TEXT NOT NULL,
+        external_call_id TEXT NOT NULL,
+        b24_call_id TEXT,
+        finished INTEGER NOT NULL DEFAULT 0,
+        start TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (portal_id, call_key)
+    );
+    CREATE INDEX crm_calls_open ON crm_calls(finished) WHERE finished = 0;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        portal_id INTEGER NOT NULL,
+        call_key TEXT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox(portal_id, next_at);
+    CREATE TABLE outbox_dead (
+        id INTEGER PRIMARY KEY,
+        portal_id INTEGER NOT NULL,
+        call_key TEXT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error TEXT NOT NULL,
+        failed_at INTEGER NOT NULL
+    );",
 ];

@@ -6,12 +6,14 @@
 //! types only.
 
 mod migrations;
+mod outbox;
 mod sqlite;
 
 use std::sync::Arc;
 
 use crate::settings::{Auth, Line, Mapping, MappingInput, Portal, PortalId, PortalSettings};
 
+pub use outbox::{CrmCall, Delivered, Intent, IntentKind, NewIntent, OutboxWrite};
 pub use sqlite::SqliteStore;
 
 /// Store failures.
@@ -146,6 +148,60 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Database failure.
     fn load_index(&self) -> Result<Vec<(PortalId, u64, u64)>, StoreError>;
+
+    /// Records new calls and intents in one transaction (the outbox, DESIGN.md §5).
+    ///
+    /// # Errors
+    /// The database failed; nothing was written.
+    fn outbox_write(&self, w: &OutboxWrite, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Intents of `portal` due at `now_ms`, oldest first, `limit` at most.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn outbox_due(&self, portal: PortalId, now_ms: u64, limit: usize) -> Result<Vec<Intent>, StoreError>;
+
+    /// When the portal's next intent is due (unix ms), if any is queued.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn outbox_next_due(&self, portal: PortalId) -> Result<Option<u64>, StoreError>;
+
+    /// Records one delivery round in one transaction.
+    ///
+    /// # Errors
+    /// The database failed; nothing was recorded (the round is repeated).
+    fn outbox_delivered(&self, d: &Delivered, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Postpones intents after a failed attempt.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn outbox_retry(&self, ids: &[i64], next_at_ms: u64) -> Result<(), StoreError>;
+
+    /// One reported call.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn crm_call(&self, portal: PortalId, call_key: &str) -> Result<Option<CrmCall>, StoreError>;
+
+    /// Calls reported but never finished.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn open_crm_calls(&self) -> Result<Vec<CrmCall>, StoreError>;
+
+    /// Whether a finish for the call is queued.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn finish_queued(&self, portal: PortalId, call_key: &str) -> Result<bool, StoreError>;
+
+    /// Intents queued, all portals.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn outbox_depth(&self) -> Result<usize, StoreError>;
 }
 
 /// A cloneable handle for async code.

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::json;
 
 use super::migrations::MIGRATIONS;
-use super::{NewPortal, Store, StoreError};
+use super::{CrmCall, Delivered, Intent, NewPortal, OutboxWrite, Store, StoreError};
 use crate::config::Secret;
 use crate::settings::{Auth, Line, Mapping, MappingInput, Portal, PortalId, PortalSettings};
 
@@ -274,6 +274,42 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare_cached("SELECT portal_id, number, user_id FROM pm_index")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn outbox_write(&self, w: &OutboxWrite, now_ms: u64) -> Result<(), StoreError> {
+        super::outbox::write(&self.conn.lock(), w, now_ms)
+    }
+
+    fn outbox_due(&self, portal: PortalId, now_ms: u64, limit: usize) -> Result<Vec<Intent>, StoreError> {
+        super::outbox::due(&self.conn.lock(), portal, now_ms, limit)
+    }
+
+    fn outbox_next_due(&self, portal: PortalId) -> Result<Option<u64>, StoreError> {
+        super::outbox::next_due(&self.conn.lock(), portal)
+    }
+
+    fn outbox_delivered(&self, d: &Delivered, now_ms: u64) -> Result<(), StoreError> {
+        super::outbox::delivered(&self.conn.lock(), d, now_ms)
+    }
+
+    fn outbox_retry(&self, ids: &[i64], next_at_ms: u64) -> Result<(), StoreError> {
+        super::outbox::retry(&self.conn.lock(), ids, next_at_ms)
+    }
+
+    fn crm_call(&self, portal: PortalId, call_key: &str) -> Result<Option<CrmCall>, StoreError> {
+        super::outbox::crm_call(&self.conn.lock(), portal, call_key)
+    }
+
+    fn open_crm_calls(&self) -> Result<Vec<CrmCall>, StoreError> {
+        super::outbox::open_calls(&self.conn.lock())
+    }
+
+    fn finish_queued(&self, portal: PortalId, call_key: &str) -> Result<bool, StoreError> {
+        super::outbox::finish_queued(&self.conn.lock(), portal, call_key)
+    }
+
+    fn outbox_depth(&self) -> Result<usize, StoreError> {
+        super::outbox::depth(&self.conn.lock())
     }
 }
 

@@ -4,5 +4,8 @@
 mod api;
 mod binary;
 mod common;
+mod crm;
+mod fake_b24;
+mod fake_b24_selftest;
 mod proxy;
 mod redirect;

@@ -12,32 +12,46 @@ use crate::common::TestGateway;
 
 /// A gateway with one portal whose PBX is a SIPp on `pbx` and whose agents 101..=103 (users
 /// 11..=13) are SIPp phones on their own ports, reached through static contacts.
-struct Office {
-    gw: TestGateway,
-    sip: String,
-    pbx: u16,
-    phones: BTreeMap<&'static str, u16>,
+pub(crate) struct Office {
+    pub(crate) gw: TestGateway,
+    pub(crate) sip: String,
+    pub(crate) pbx: u16,
+    pub(crate) phones: BTreeMap<&'static str, u16>,
+    pub(crate) portal: i64,
 }
 
-const CUSTOMER: &str = "79161234567";
+pub(crate) const CUSTOMER: &str = "79161234567";
 const EXTENSIONS: [(&str, u64); 3] = [("101", 11), ("102", 12), ("103", 13)];
 
 impl Office {
-    async fn open(transport: &str) -> Self {
+    pub(crate) async fn open(transport: &str) -> Self {
+        Self::open_with(transport, None, |_| {}).await
+    }
+
+    /// Like [`Self::open`]; with a `webhook` the portal gets those credentials and is active.
+    pub(crate) async fn open_with(transport: &str, webhook: Option<&str>, tweak: impl FnOnce(&mut callgate::config::Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut gw = TestGateway::spawn_on(dir.path(), |cfg| {
             cfg.calls.linger = Duration::from_millis(300);
+            tweak(cfg);
         })
         .await;
         gw.keep_dir(dir);
         let key = if transport == "tcp" { "sip_tcp" } else { "sip_udp" };
         let sip = gw.addresses[key].clone();
         let pbx = free_port();
-        let id = gw.portal("office.bitrix24.ru").await;
+        let body = match webhook {
+            Some(url) => json!({ "domain": "office.bitrix24.ru", "auth": { "webhook_url": url } }),
+            None => json!({ "domain": "office.bitrix24.ru" }),
+        };
+        let (status, created) = gw.api(Method::POST, "/api/v1/portals", Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_i64().unwrap();
         let mut settings = gw.api(Method::GET, &format!("/api/v1/portals/{id}/settings"), None).await.1;
         settings["pbx_host"] = json!(format!("127.0.0.1:{pbx}"));
         settings["incoming"]["default_responsible"] = json!(1);
         settings["outgoing"]["default_responsible"] = json!(2);
+        settings["active"] = json!(webhook.is_some());
         let (status, body) = gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(settings)).await;
         assert_eq!(status, 200, "{body}");
         let mut phones = BTreeMap::new();
@@ -49,12 +63,21 @@ impl Office {
             assert_eq!(status, 201, "{body}");
             phones.insert(ext, port);
         }
-        Self { gw, sip, pbx, phones }
+        Self { gw, sip, pbx, phones, portal: id }
+    }
+
+    /// Changes the portal's settings with `edit`.
+    pub(crate) async fn settings(&self, edit: impl FnOnce(&mut Value)) {
+        let path = format!("/api/v1/portals/{}/settings", self.portal);
+        let mut settings = self.gw.api(Method::GET, &path, None).await.1;
+        edit(&mut settings);
+        let (status, body) = self.gw.api(Method::PUT, &path, Some(settings)).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     /// An agent phone waiting for one call. Every scenario key gets a default (SIPp refuses
     /// a scenario naming a key it was not given); `keys` override them.
-    fn phone(&self, ext: &str, scenario: &str, keys: &[(&str, &str)]) -> SippChild {
+    pub(crate) fn phone(&self, ext: &str, scenario: &str, keys: &[(&str, &str)]) -> SippChild {
         let mut all: BTreeMap<&str, &str> = [("ext", ext), ("ring_ms", "200"), ("talk_ms", "500"), ("hold_ms", "300"), ("consult_ms", "500"), ("dial", CUSTOMER)].into();
         all.extend(keys.iter().copied());
         let mut s = Sipp::new(scenario, &self.sip).port(self.phones[ext]);
@@ -66,7 +89,7 @@ impl Office {
 
     /// The PBX placing one call leg to `ext` through callgate; the phones it involves must
     /// finish their scenario too.
-    async fn pbx_calls(&self, ext: &str, scenario: &str, xcid: &str, keys: &[(&str, &str)], phones: Vec<SippChild>) {
+    pub(crate) async fn pbx_calls(&self, ext: &str, scenario: &str, xcid: &str, keys: &[(&str, &str)], phones: Vec<SippChild>) {
         let mut all: BTreeMap<&str, &str> = [("ext", ext), ("caller", CUSTOMER), ("xcid", xcid), ("hold_ms", "300")].into();
         all.extend(keys.iter().copied());
         let mut s = Sipp::new(scenario, &self.sip).port(self.pbx);
@@ -85,12 +108,12 @@ impl Office {
     }
 
     /// The PBX answering (or refusing) one call an agent places through callgate.
-    fn pbx_answers(&self, scenario: &str) -> SippChild {
+    pub(crate) fn pbx_answers(&self, scenario: &str) -> SippChild {
         Sipp::new(scenario, &self.sip).port(self.pbx).key("ring_ms", "200").key("talk_ms", "500").spawn()
     }
 
     /// An agent's phone placing one call through callgate, to `dial`.
-    async fn agent_dials(&self, ext: &str, scenario: &str, dial: &str, pbx: SippChild) {
+    pub(crate) async fn agent_dials(&self, ext: &str, scenario: &str, dial: &str, pbx: SippChild) {
         let phone = Sipp::new(scenario, &self.sip).port(self.phones[ext]).key("ext", ext).key("dial", dial).key("talk_ms", "300").key("ring_ms", "200").run().await;
         let pbx = pbx.wait().await;
         assert!(pbx.successful == 1 && pbx.failed == 0, "PBX side of {scenario}:\n{}\n{}\nphone:\n{}", pbx.screen, pbx.errors, phone.screen);
@@ -98,12 +121,12 @@ impl Office {
     }
 
     /// The finished call whose correlation is `xcid`, waited for (bounded: 10 s in 50 ms steps).
-    async fn finished(&self, xcid: &str) -> Value {
+    pub(crate) async fn finished(&self, xcid: &str) -> Value {
         self.finished_where(|c| c["correlation"] == xcid).await
     }
 
     /// The first finished call matching `pred`, waited for (bounded: 10 s in 50 ms steps).
-    async fn finished_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn finished_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..200 {
             let (status, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
             assert_eq!(status, 200);
@@ -116,13 +139,8 @@ impl Office {
         panic!("no such finished call; calls: {calls:#}");
     }
 
-    async fn assign(&self, to: &str) {
-        let (_, portals) = self.gw.api(Method::GET, "/api/v1/portals", None).await;
-        let id = portals[0]["id"].as_i64().unwrap();
-        let mut settings = self.gw.api(Method::GET, &format!("/api/v1/portals/{id}/settings"), None).await.1;
-        settings["incoming"]["assign_responsible_to"] = json!(to);
-        let (status, body) = self.gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(settings)).await;
-        assert_eq!(status, 200, "{body}");
+    pub(crate) async fn assign(&self, to: &str) {
+        self.settings(|s| s["incoming"]["assign_responsible_to"] = json!(to)).await;
     }
 }
 

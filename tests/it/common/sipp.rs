@@ -57,11 +57,15 @@ impl Drop for SippChild {
 /// A free local port for a SIPp instance (SIPp needs its port on the command line, and the
 /// gateway's settings must name it before SIPp starts; the port is released just before use).
 pub fn free_port() -> u16 {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = udp.local_addr().unwrap().port();
-    // Also free for TCP, for the -t t1 runs.
-    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    port
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        // Also free for TCP, for the -t t1 runs.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP in 50 tries");
 }
 
 impl Sipp {

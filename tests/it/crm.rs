@@ -1,0 +1,172 @@
+//! Bitrix24 end to end: SIP in (the redirect listener and the proxy, SIPp as PBX and phones),
+//! REST calls out to the strict fake Bitrix24 (`fake_b24`), asserting what reached it.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::sipp::{free_port, Sipp};
+use crate::fake_b24::{FakeB24, Fault};
+use crate::proxy::{Office, CUSTOMER};
+
+async fn office(fake: &FakeB24) -> Office {
+    // User 2 is the portal's default responsible for outgoing calls (user 1, the admin, for incoming).
+    fake.add_user(crate::fake_b24::User::new(2, "Sales desk", None));
+    Office::open_with("udp", Some(&fake.webhook_url()), |cfg| {
+        cfg.crm.show_hide_window = Duration::from_millis(100);
+        cfg.crm.max_backoff = Duration::from_secs(2);
+        cfg.crm.request_timeout = Duration::from_secs(3);
+    })
+    .await
+}
+
+/// Waits (bounded: 30 s in 100 ms steps) until `n` calls are registered and finished.
+async fn finished_calls(fake: &FakeB24, n: usize) -> Vec<crate::fake_b24::CallState> {
+    for _ in 0..300 {
+        let calls = fake.registered();
+        if calls.len() >= n && calls.iter().all(|c| c.finished.is_some()) {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expected {n} finished calls, have {:#?}", fake.registered());
+}
+
+/// Successful finishes per CALL_ID (a second one would be a duplicate report).
+fn successful_finishes(fake: &FakeB24) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for c in fake.calls_of("telephony.externalcall.finish").into_iter().filter(|c| c.error.is_none()) {
+        *m.entry(c.params["CALL_ID"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_is_registered_shown_and_finished_with_the_talker() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    let phone = o.phone("101", "agent-answer.xml", &[]);
+    o.pbx_calls("101", "pbx-answered.xml", "b-answered", &[], vec![phone]).await;
+    let calls = finished_calls(&fake, 1).await;
+    let c = &calls[0];
+    assert_eq!((c.user_id, c.call_type, c.phone_number.as_str(), c.crm_create), (1, 2, CUSTOMER, true), "{c:#?}");
+    assert!(c.external_call_id.as_deref().is_some_and(|id| id.starts_with("callgate-")));
+    assert_eq!(c.shows, [vec![11]]);
+    let f = c.finished.as_ref().unwrap();
+    assert_eq!((f.user_id, f.status_code.as_deref(), f.add_to_chat.as_deref()), (11, Some("200"), Some("1")), "{f:#?}");
+    // The talker's card is hidden when the talk ends; finish comes last.
+    let order: Vec<String> = fake.calls().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(order, ["telephony.externalcall.register", "telephony.externalcall.show", "telephony.externalcall.hide", "telephony.externalcall.finish"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_call_goes_to_the_default_responsible_with_304() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    let phone = o.phone("101", "agent-ring.xml", &[]);
+    o.pbx_calls("101", "pbx-cancel.xml", "b-missed", &[], vec![phone]).await;
+    let calls = finished_calls(&fake, 1).await;
+    let f = calls[0].finished.as_ref().unwrap();
+    assert_eq!((f.user_id, f.status_code.as_deref(), f.duration), (1, Some("304"), 0), "{f:#?}");
+    assert!(calls[0].missed);
+    assert_eq!(calls[0].hides, [vec![11]], "the ringing card is hidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_or_last_talker_setting_flips_the_finish_user_on_a_transferred_call() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    for (assign, xcid, want) in [("first", "b-first", 11), ("last", "b-last", 12)] {
+        o.assign(assign).await;
+        let a = o.phone("101", "agent-blind-transfer.xml", &[("target", "102")]);
+        o.pbx_calls("101", "pbx-refer-target.xml", xcid, &[], vec![a]).await;
+        let b = o.phone("102", "agent-answer.xml", &[]);
+        o.pbx_calls("102", "pbx-transferred-leg.xml", xcid, &[("referrer", "101")], vec![b]).await;
+        let n = if assign == "first" { 1 } else { 2 };
+        let calls = finished_calls(&fake, n).await;
+        let last = calls.iter().max_by_key(|c| c.start_unix).unwrap();
+        assert_eq!(last.finished.as_ref().unwrap().user_id, want, "{assign}: {last:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_call_from_an_unmapped_extension_goes_to_the_default_outgoing_responsible() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    let pbx = o.pbx_answers("pbx-uas-answer.xml");
+    // Extension 199 has no mapping; its phone sits on another address than the PBX.
+    let phone = Sipp::new("agent-dial.xml", &o.sip).args(&["-i", "127.0.0.2"]).port(free_port()).key("ext", "199").key("dial", CUSTOMER).key("talk_ms", "300").run().await;
+    let pbx = pbx.wait().await;
+    assert_eq!(pbx.successful, 1, "{}", pbx.screen);
+    phone.assert_all_ok(1);
+    let tracked = o.finished_where(|c| c["kind"] == "outgoing").await;
+    assert_eq!(tracked["responsible"], 2, "{tracked:#}");
+    let calls = finished_calls(&fake, 1).await;
+    assert_eq!((calls[0].user_id, calls[0].call_type, calls[0].crm_create), (2, 1, false), "{:#?}", calls[0]);
+    assert_eq!(calls[0].finished.as_ref().unwrap().user_id, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_portal_gets_no_call_at_all() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    o.settings(|s| s["active"] = json!(false)).await;
+    let phone = o.phone("101", "agent-answer.xml", &[]);
+    o.pbx_calls("101", "pbx-answered.xml", "b-inactive", &[], vec![phone]).await;
+    o.finished("b-inactive").await; // tracked all the same
+    tokio::time::sleep(Duration::from_millis(1500)).await; // longer than the show/hide window and a worker round
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_call_is_registered_to_the_manager_and_its_lead_gets_only_the_chosen_utm_tags() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    let line = "74951234567";
+    let body = json!({ "number": line, "utm": { "utm_source": "google", "utm_medium": "cpc", "utm_campaign": "spring", "utm_content": "ad1", "utm_term": "sofa" } });
+    assert_eq!(o.gw.api(Method::POST, &format!("/api/v1/portals/{}/lines", o.portal), Some(body)).await.0, 201);
+    o.settings(|s| {
+        s["other"]["calltracking"] = json!(true);
+        s["other"]["utm_tags"] = json!(["utm_source", "utm_campaign"]);
+    })
+    .await;
+    let csv = format!("{CUSTOMER},12\n");
+    let resp = o.gw.client.post(format!("{}/api/v1/portals/{}/index", o.gw.base, o.portal)).bearer_auth(crate::common::TOKEN).header("content-type", "text/csv").body(csv).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    Sipp::new("pbx-route.xml", &o.sip).port(free_port()).key("caller", CUSTOMER).key("line", line).key("xcid", "b-routed").run().await.assert_all_ok(1);
+    let phone = o.phone("102", "agent-answer.xml", &[]);
+    o.pbx_calls("102", "pbx-answered.xml", "b-routed", &[], vec![phone]).await;
+    let calls = finished_calls(&fake, 1).await;
+    assert_eq!((calls[0].user_id, calls[0].line_number.as_deref()), (12, Some(line)), "registered to the personal manager: {:#?}", calls[0]);
+    let lead = calls[0].created_lead.expect("CRM_CREATE made a lead");
+    for _ in 0..100 {
+        if fake.leads().iter().any(|l| l.id == lead && l.fields.keys().any(|k| k.starts_with("UTM_"))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lead = fake.leads().into_iter().find(|l| l.id == lead).unwrap();
+    let keys: Vec<&str> = lead.fields.keys().map(String::as_str).filter(|k| k.starts_with("UTM_")).collect();
+    assert_eq!(keys, ["UTM_CAMPAIGN", "UTM_SOURCE"], "{lead:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_503s_delays_but_loses_nothing_and_finishes_each_call_once() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    fake.set_fault_mode(Some(Fault::Status503QueryLimit));
+    let n = 200;
+    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
+    let pbx = Sipp::new("pbx-answered-load.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "b-load").key("hold_ms", "10").calls(n).rate(50).run().await;
+    pbx.assert_all_ok(n as u64);
+    assert!(phone.wait().await.successful >= n as u64 - 1);
+    assert!(fake.rejected() > 0, "the outage was seen");
+    assert!(fake.registered().is_empty());
+    fake.set_fault_mode(None);
+    let calls = finished_calls(&fake, n).await;
+    assert_eq!(calls.len(), n);
+    let finishes = successful_finishes(&fake);
+    assert_eq!(finishes.len(), n);
+    assert!(finishes.values().all(|&k| k == 1), "{finishes:?}");
+}
