@@ -9,7 +9,7 @@ use crate::common::TOKEN;
 const BIN: &str = env!("CARGO_BIN_EXE_callgate");
 
 /// Kills the child if the test fails before it could stop it (no orphans after a panic).
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn command(data: &std::path::Path) -> Command {
+pub(crate) fn command(data: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("CALLGATE__SIP__UDP", "127.0.0.1:0")
@@ -34,7 +34,7 @@ fn command(data: &std::path::Path) -> Command {
 }
 
 /// Reads JSON log lines until the `listening` line for `http` and returns its address.
-fn http_address(stderr: impl std::io::Read + Send + 'static) -> (String, std::thread::JoinHandle<Vec<String>>) {
+pub(crate) fn http_address(stderr: impl std::io::Read + Send + 'static) -> (String, std::thread::JoinHandle<Vec<String>>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();

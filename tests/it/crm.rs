@@ -170,3 +170,31 @@ async fn an_outage_of_503s_delays_but_loses_nothing_and_finishes_each_call_once(
     assert_eq!(finishes.len(), n);
     assert!(finishes.values().all(|&k| k == 1), "{finishes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_stalling_for_a_minute_delays_delivery_and_loses_nothing() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    // Every request hangs for a minute (the client gives up after 3 s and retries).
+    fake.set_fault_mode(Some(Fault::Stall(Duration::from_secs(60))));
+    let stall_started = std::time::Instant::now();
+    let n = 200;
+    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
+    let pbx = Sipp::new("pbx-answered-load.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "b-stall").key("hold_ms", "10").calls(n).rate(50).run().await;
+    pbx.assert_all_ok(n as u64);
+    assert!(phone.wait().await.successful >= n as u64 - 1);
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(stall_started.elapsed())).await;
+    fake.set_fault_mode(None);
+    // Stalled requests still complete on the fake after their minute; retries overlap them.
+    let mut calls = Vec::new();
+    for _ in 0..1200 {
+        calls = fake.registered();
+        if calls.len() >= n && calls.iter().all(|c| c.finished.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.iter().filter(|c| c.finished.is_some()).count(), n, "all {n} calls registered and finished: {} registered", calls.len());
+    let finishes = successful_finishes(&fake);
+    assert!(finishes.values().all(|&k| k == 1), "{finishes:?}");
+}

@@ -4,6 +4,7 @@
 mod api;
 mod binary;
 mod common;
+mod crash;
 mod crm;
 mod fake_b24;
 mod fake_b24_selftest;

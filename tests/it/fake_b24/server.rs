@@ -1,4 +1,5 @@
-//! The HTTP side: the axum handler and the request pipeline (fault → bucket → auth → method → envelope → record → deliver events).
+//! The HTTP side: the axum handler and the request pipeline (fault → bucket → auth → method →
+//! envelope → record → deliver events).
 //!
 //! Routes: `/rest/{user}/{code}/{method}[.json]` (webhook), `/rest/{method}[.json]` (OAuth),
 //! `/rest/upload.json?token=..` (attachRecord upload URL), `/oauth/token/` (OAuth server).
