@@ -114,7 +114,10 @@ impl Gateway {
         // before it stops (delivery itself resumes after the restart).
         let crm_cancel = CancellationToken::new();
         let crm_tasks = TaskTracker::new();
-        start_crm(&cfg, &state, effects, boot, &crm_tasks, &crm_cancel)?;
+        let clicks = Arc::new(crate::crm::events::ClickToCalls::default());
+        let (tokens, workers) = start_crm(&cfg, &state, effects, boot, &clicks, &crm_tasks, &crm_cancel)?;
+        let index_sync = crate::crm::IndexSync::start(Arc::clone(&tokens), &state.store, &state.directory, &crm_tasks, &crm_cancel);
+        let events = start_events(&state, tokens, workers, clicks, Arc::clone(&index_sync), &crm_tasks, &crm_cancel);
         let sip_cancel = shutdown.child_token();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
         let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
@@ -132,7 +135,7 @@ impl Gateway {
         }
         tasks.spawn(Arc::clone(&hub).tick(std::time::Duration::from_millis(20)));
         let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout };
-        let router = http::router(state.clone(), limits);
+        let router = http::router(state.clone(), limits).layer(axum::Extension(index_sync)).layer(axum::Extension(events));
         let stop = shutdown.clone();
         let server = axum::serve(http, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.cancelled().await });
         tracing::info!("callgate ready");
@@ -157,20 +160,49 @@ impl Gateway {
 }
 
 /// Starts the Bitrix24 side: the outbox recorder and a delivery worker for every portal with
-/// queued intents (more start when the recorder queues for them).
-fn start_crm(cfg: &Config, state: &AppState, effects: tokio::sync::mpsc::Receiver<crate::calls::Effect>, boot: u64, tasks: &TaskTracker, cancel: &CancellationToken) -> anyhow::Result<()> {
+/// queued intents (more start when the recorder queues for them). Returns the portals' token
+/// registry, which the index sync and the events share, and the workers. Outgoing calls that
+/// match a pending click-to-call in `clicks` take its CALL_ID.
+fn start_crm(
+    cfg: &Config,
+    state: &AppState,
+    effects: tokio::sync::mpsc::Receiver<crate::calls::Effect>,
+    boot: u64,
+    clicks: &Arc<crate::crm::events::ClickToCalls>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Arc<crate::crm::Tokens>, Arc<crate::crm::Workers>)> {
     use crate::crm::{CrmClient, RestBitrix, Rules, WorkerConfig, Workers};
     let client = CrmClient::builder().request_timeout(cfg.crm.request_timeout).build().context("building the Bitrix24 HTTP client")?;
-    let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(client));
-    let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff };
+    let tokens = crate::crm::Tokens::new(client, state.store.clone());
+    let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(Arc::clone(&tokens)));
+    let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff, batch_interval: cfg.crm.batch_interval };
     let workers = Workers::new(state.store.clone(), state.directory.clone(), bitrix, wcfg, tasks.clone(), cancel.clone());
     let window = u64::try_from(cfg.crm.show_hide_window.as_millis()).unwrap_or(300);
-    let rules = Rules::new(boot, window);
+    let rules = Rules::new(boot, window).with_click_to_calls(Arc::clone(clicks));
     tasks.spawn(crate::crm::run_recorder(effects, rules, state.store.clone(), state.directory.clone(), Arc::clone(&workers), cancel.clone()));
     for portal in state.directory.snapshot().portals.keys() {
         workers.wake(*portal);
     }
-    Ok(())
+    Ok((tokens, workers))
+}
+
+/// Starts the processor behind `POST /api/v1/bitrix24/events` (click-to-calls, CRM changes,
+/// binding the app's events after an install); returns what the endpoint needs.
+fn start_events(
+    state: &AppState,
+    tokens: Arc<crate::crm::Tokens>,
+    workers: Arc<crate::crm::Workers>,
+    clicks: Arc<crate::crm::events::ClickToCalls>,
+    index: Arc<crate::crm::IndexSync>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> crate::crm::events::EventsHub {
+    use crate::crm::events::{EventInbox, EventProcessor, EventsHub, QUEUE};
+    let (inbox, rx) = EventInbox::new(QUEUE);
+    let processor = EventProcessor { store: state.store.clone(), directory: state.directory.clone(), tokens: Arc::clone(&tokens), workers, index, clicks, originate: None };
+    tasks.spawn(processor.run(rx, tasks.clone(), cancel.clone()));
+    EventsHub { inbox, tokens }
 }
 
 /// Wall-clock milliseconds since the UNIX epoch (the tracker's clock base, read once).

@@ -241,6 +241,9 @@ pub struct CrmConfig {
     pub max_backoff: Duration,
     /// Call effects waiting to be written to the outbox at most.
     pub effects_queue: usize,
+    /// After a batch that was not full, the next one waits this long (fewer, fuller requests).
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
 }
 
 impl Default for CrmConfig {
@@ -252,6 +255,7 @@ impl Default for CrmConfig {
             request_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(60),
             effects_queue: 65_536,
+            batch_interval: Duration::from_millis(1200),
         }
     }
 }

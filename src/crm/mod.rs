@@ -18,10 +18,12 @@
 
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod limiter;
 pub mod oauth;
 pub mod params;
 pub mod types;
+pub mod tokens;
 #[cfg(test)]
 mod tests;
 
@@ -32,11 +34,14 @@ mod recorder;
 mod rules;
 mod wake;
 mod worker;
+mod sync;
+mod lookup;
 
 pub use client::{BatchCommand, CrmClient, CrmClientBuilder, Endpoint, Response, Time};
 pub use error::CrmError;
 pub use limiter::LeakyBucket;
 pub use oauth::{TokenCell, TokenSet};
+pub use tokens::{AccessError, Tokens};
 pub use params::{ParamValue, Params};
 pub use types::{BatchResult, ContactOrLead, FinishResult, Id, ListPage, RegisterResult, SearchEntity, User};
 
@@ -46,6 +51,8 @@ pub use reconcile::reconcile;
 pub use recorder::run as run_recorder;
 pub use rules::{iso8601_utc, utm_fields, Rules};
 pub use wake::Workers;
+pub use sync::{active_users, full_sync, replace_index, CrmKind, IndexSync, SyncError, SyncReport};
+pub use lookup::LookupConfig;
 pub use worker::{run as run_worker, Bitrix, CmdOutcome, SendFailure, SendFuture, WorkerConfig};
 
 /// Wall-clock milliseconds since the UNIX epoch (the outbox's time base).

@@ -54,6 +54,10 @@ pub(crate) struct Plan {
 /// Plans a round from `due` intents; `known` maps call keys to CALL_IDs Bitrix24 gave.
 pub(crate) fn plan(due: &[Intent], known: &HashMap<String, String>) -> Plan {
     let mut out = Plan::default();
+    // finish hides the card of its USER_ID itself: a hide for that user, due in the same round,
+    // would only cost a command (bitrix24-rest.md §5.3).
+    let finish_user: HashMap<&str, u64> = due.iter().filter(|i| i.kind == IntentKind::Finish).filter_map(|i| Some((i.call_key.as_str(), i.payload["USER_ID"].as_u64()?))).collect();
+    let mut redundant = Vec::new();
     let mut registering: HashMap<&str, String> = HashMap::new();
     let mut merged: HashMap<(String, IntentKind), usize> = HashMap::new();
     for i in due {
@@ -71,6 +75,15 @@ pub(crate) fn plan(due: &[Intent], known: &HashMap<String, String>) -> Plan {
                 }
             },
         };
+        if i.kind == IntentKind::Hide {
+            if let Some(&user) = finish_user.get(i.call_key.as_str()) {
+                let users: Vec<u64> = i.payload["USER_ID"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+                if users.iter().all(|u| *u == user) {
+                    redundant.push(i.id);
+                    continue;
+                }
+            }
+        }
         if matches!(i.kind, IntentKind::Show | IntentKind::Hide) {
             if let Some(&at) = merged.get(&(i.call_key.clone(), i.kind)) {
                 merge_users(&mut out.cmds[at], i);
@@ -87,6 +100,14 @@ pub(crate) fn plan(due: &[Intent], known: &HashMap<String, String>) -> Plan {
             registering.insert(&i.call_key, key.clone());
         }
         out.cmds.push(Cmd { key, method: method(i.kind), params: i.payload.clone(), call_id, intents: vec![i.id], kind: i.kind, call_key: i.call_key.clone() });
+    }
+    // Delivered along with the finish that makes them unnecessary.
+    for id in redundant {
+        let Some(call) = due.iter().find(|i| i.id == id).map(|i| i.call_key.clone()) else { continue };
+        match out.cmds.iter_mut().find(|c| c.kind == IntentKind::Finish && c.call_key == call) {
+            Some(fin) => fin.intents.push(id),
+            None => out.blocked.push(id), // its finish did not fit in this round
+        }
     }
     out
 }
@@ -157,6 +178,19 @@ mod tests {
         let p = plan(&due, &known);
         let users: Vec<_> = p.cmds.iter().map(|c| (c.method, c.params["USER_ID"].clone(), c.intents.clone())).collect();
         assert_eq!(users, [("telephony.externalcall.show", json!([11, 12, 13]), vec![1, 2, 3]), ("telephony.externalcall.hide", json!([11, 13]), vec![4, 5])]);
+    }
+
+    #[test]
+    fn a_hide_for_the_user_the_finish_names_travels_with_the_finish_instead() {
+        let known = HashMap::from([("a".to_owned(), "C".to_owned())]);
+        let due = [
+            intent(1, "a", IntentKind::Hide, json!({"USER_ID": [11]})),
+            intent(2, "a", IntentKind::Hide, json!({"USER_ID": [12]})),
+            intent(3, "a", IntentKind::Finish, json!({"USER_ID": 11})),
+        ];
+        let p = plan(&due, &known);
+        let got: Vec<_> = p.cmds.iter().map(|c| (c.method, c.intents.clone())).collect();
+        assert_eq!(got, [("telephony.externalcall.hide", vec![2]), ("telephony.externalcall.finish", vec![3, 1])]);
     }
 
     #[test]

@@ -1,37 +1,43 @@
 //! The production [`Bitrix`] port: the worker's planned commands as one `batch` through
-//! [`CrmClient`] to the portal's endpoint (its incoming-webhook URL; OAuth portals through their
-//! token cell), answers mapped back to per-command outcomes.
+//! [`CrmClient`] to the portal's endpoint (its incoming-webhook URL; OAuth portals: the installed
+//! `client_endpoint` with the current access token from [`Tokens`], refreshed once on
+//! `expired_token` and the batch sent again), answers mapped back to per-command outcomes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::client::{BatchCommand, CrmClient, Endpoint};
+use super::client::BatchCommand;
 use super::error::CrmError;
 use super::params::{ParamValue, Params};
 use super::plan::{CallRef, Cmd};
+use super::tokens::{AccessError, Tokens};
 use super::worker::{Bitrix, CmdOutcome, SendFailure, SendFuture};
 use crate::routing::PortalEntry;
-use crate::settings::Auth;
 
-/// Sends through one shared HTTP client.
+/// Sends through the shared HTTP client of `tokens`.
 pub struct RestBitrix {
-    client: CrmClient,
+    tokens: Arc<Tokens>,
 }
 
 impl RestBitrix {
-    /// A port over `client`.
-    pub fn new(client: CrmClient) -> Self {
-        Self { client }
+    /// A port calling portals as `tokens` says.
+    pub fn new(tokens: Arc<Tokens>) -> Self {
+        Self { tokens }
     }
 }
 
 impl Bitrix for RestBitrix {
     fn send<'a>(&'a self, portal: &'a PortalEntry, cmds: &'a [Cmd]) -> SendFuture<'a> {
         Box::pin(async move {
-            let ep = endpoint(portal)?;
             let batch: Vec<BatchCommand> = cmds.iter().map(to_batch_command).collect();
-            let answer = self.client.batch(&ep, &batch, false).await.map_err(failure)?;
+            let client = self.tokens.client();
+            let answer = self.tokens.call(portal, |ep| {
+                let batch = &batch;
+                async move { client.batch(&ep, batch, false).await }
+            });
+            let answer = answer.await.map_err(failure)?;
             let mut out = HashMap::new();
             for (key, v) in answer.result {
                 out.insert(key, CmdOutcome::Ok(v));
@@ -41,14 +47,6 @@ impl Bitrix for RestBitrix {
             }
             Ok(out)
         })
-    }
-}
-
-fn endpoint(portal: &PortalEntry) -> Result<Endpoint, SendFailure> {
-    match &portal.portal.auth {
-        Some(Auth::Webhook { url }) => Endpoint::webhook(url).map_err(failure),
-        Some(Auth::OAuth { .. }) => Err(SendFailure { rate_limited: false, message: "OAuth portal without an installed token yet".into() }),
-        None => Err(SendFailure { rate_limited: false, message: "the portal has no Bitrix24 credentials".into() }),
     }
 }
 
@@ -89,8 +87,8 @@ fn json_to_value(v: &Value) -> Option<ParamValue> {
     })
 }
 
-fn failure(e: CrmError) -> SendFailure {
-    SendFailure { rate_limited: matches!(e, CrmError::RateLimited), message: e.to_string() }
+fn failure(e: AccessError) -> SendFailure {
+    SendFailure { rate_limited: e.rate_limited(), message: e.to_string() }
 }
 
 fn outcome_of(e: &CrmError) -> CmdOutcome {

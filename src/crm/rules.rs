@@ -5,12 +5,18 @@
 //! A call is "reported" once its register intent exists; show, hide and finish only follow for
 //! reported calls, so a portal switched on mid-call never gets a finish without a register, and
 //! one switched off mid-call still gets its finish (every registered call is finished once).
+//!
+//! Click-to-call: an agent's outgoing call that matches a pending click (same portal, the
+//! clicking user, the same normalised number, see `events::ClickToCalls`) is not registered:
+//! Bitrix24 already did, and show/hide/finish go to the click's CALL_ID.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::calls::{CallId, CallKind, CallRecord, Effect};
+use super::events::ClickToCalls;
+use crate::calls::{CallId, CallKind, CallRecord, Effect, ResponsibleReason};
 use crate::routing::PortalEntry;
 use crate::settings::{PortalId, UserId, UtmTag};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite};
@@ -27,12 +33,21 @@ pub struct Rules {
     /// Show/hide wait this long so a ring-all group's cards travel in one call.
     window_ms: u64,
     reported: HashSet<(PortalId, CallId)>,
+    /// Pending click-to-calls (shared with the event processor).
+    clicks: Option<Arc<ClickToCalls>>,
 }
 
 impl Rules {
     /// `boot` is a value unique to this process run (start time in ms).
     pub fn new(boot: u64, window_ms: u64) -> Self {
-        Self { boot, window_ms, reported: HashSet::new() }
+        Self { boot, window_ms, reported: HashSet::new(), clicks: None }
+    }
+
+    /// Outgoing calls matching a pending click-to-call take its CALL_ID instead of a register.
+    #[must_use]
+    pub fn with_click_to_calls(mut self, clicks: Arc<ClickToCalls>) -> Self {
+        self.clicks = Some(clicks);
+        self
     }
 
     /// The outbox key of a call of this run.
@@ -43,14 +58,20 @@ impl Rules {
     /// What `effect` means for `portal` (its settings now) at `now_ms`; appended to `out`.
     pub fn apply(&mut self, effect: &Effect, portal: Option<&PortalEntry>, now_ms: u64, out: &mut OutboxWrite) {
         match effect {
-            Effect::CallStarted { call, portal: pid, kind, customer, line, responsible, .. } => {
+            Effect::CallStarted { call, portal: pid, kind, customer, line, responsible, reason } => {
                 let Some(p) = portal.filter(|p| p.portal.settings.active && *kind != CallKind::Internal) else { return };
                 let Some(user) = responsible.or_else(|| default_for(p, *kind)) else { return };
                 let key = self.call_key(*call);
                 let start = json!({ "kind": kind, "customer": customer, "line": line, "responsible": user, "started_at": now_ms });
-                out.calls.push(CrmCall { portal: *pid, call_key: key.clone(), external_call_id: format!("callgate-{key}"), b24_call_id: None, finished: false, start });
-                let payload = register_params(p, *kind, customer, line.as_deref(), user, &format!("callgate-{key}"), now_ms);
-                out.intents.push(intent(*pid, key, IntentKind::Register, payload, now_ms));
+                let click = self.clicks.as_ref().filter(|_| *reason == ResponsibleReason::CallingAgent);
+                let click = click.and_then(|c| c.take(*pid, user, crate::routing::number::normalize_number(customer)?.as_u64(), now_ms));
+                let b24_call_id = click.map(|c| c.call_id);
+                let registered = b24_call_id.is_some();
+                out.calls.push(CrmCall { portal: *pid, call_key: key.clone(), external_call_id: format!("callgate-{key}"), b24_call_id, finished: false, start });
+                if !registered {
+                    let payload = register_params(p, *kind, customer, line.as_deref(), user, &format!("callgate-{key}"), now_ms);
+                    out.intents.push(intent(*pid, key, IntentKind::Register, payload, now_ms));
+                }
                 self.reported.insert((*pid, *call));
             }
             Effect::Show { call, portal: pid, users } | Effect::Hide { call, portal: pid, users } => {

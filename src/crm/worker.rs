@@ -66,6 +66,9 @@ pub struct WorkerConfig {
     pub burst: u32,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// After a batch that was not full, wait this long before the next one, so intents pile
+    /// up into few requests (10 calls/s then cost about one request per second).
+    pub batch_interval: Duration,
 }
 
 /// Blocked intents (waiting for a register that never comes) give up after this many rounds.
@@ -75,17 +78,27 @@ const MAX_BLOCKED_ROUNDS: u32 = 60;
 pub async fn run(portal: PortalId, store: StoreHandle, directory: Directory, bitrix: Arc<dyn Bitrix>, wake: Arc<Notify>, cfg: WorkerConfig, cancel: CancellationToken) {
     let mut w = Worker { portal, store, directory, bitrix, cfg, known: HashMap::new(), bucket: Bucket::new(cfg) };
     loop {
-        let wait = match w.round().await {
-            Ok(true) => Duration::ZERO,
-            Ok(false) => w.idle_wait().await,
+        // (how long to wait, whether a wake-up cuts the wait short)
+        let (wait, wakeable) = match w.round().await {
+            Ok(Round::Full) => (Duration::ZERO, true),
+            // Accumulating after a partial batch: wake-ups do not cut this wait short.
+            Ok(Round::Partial) => (cfg.batch_interval, false),
+            Ok(Round::Idle) => (w.idle_wait().await, true),
             Err(e) => {
                 tracing::warn!(portal, error = %e, "outbox round failed");
-                Duration::from_secs(1)
+                (Duration::from_secs(1), true)
             }
         };
         if wait.is_zero() {
             if cancel.is_cancelled() {
                 return;
+            }
+            continue;
+        }
+        if !wakeable {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
             }
             continue;
         }
@@ -95,6 +108,16 @@ pub async fn run(portal: PortalId, store: StoreHandle, directory: Directory, bit
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// What a round did.
+enum Round {
+    /// Sent a full batch: more may be waiting.
+    Full,
+    /// Sent a batch that was not full.
+    Partial,
+    /// Nothing could be sent.
+    Idle,
 }
 
 struct Worker {
@@ -109,22 +132,23 @@ struct Worker {
 }
 
 impl Worker {
-    /// One delivery round; `Ok(true)` when there may be more to send right away.
-    async fn round(&mut self) -> Result<bool, crate::store::StoreError> {
+    /// One delivery round.
+    async fn round(&mut self) -> Result<Round, crate::store::StoreError> {
         let (portal, now) = (self.portal, super::now_ms());
         let due = self.store.run(move |s| s.outbox_due(portal, now, 200)).await?;
         if due.is_empty() {
-            return Ok(false);
+            return Ok(Round::Idle);
         }
         self.learn_call_ids(&due).await?;
         let Plan { cmds, blocked } = plan(&due, &self.known);
         self.postpone_blocked(&due, &blocked).await?;
         if cmds.is_empty() {
-            return Ok(false);
+            return Ok(Round::Idle);
         }
         let Some(entry) = self.directory.snapshot().portals.get(&portal).cloned() else {
-            return Ok(false); // portal deleted: its queue stays for the audit
+            return Ok(Round::Idle); // portal deleted: its queue stays for the audit
         };
+        let full = cmds.len() >= super::plan::MAX_BATCH;
         if let Err(at) = self.bucket.take(tokio::time::Instant::now()) {
             tokio::time::sleep_until(at).await;
             let _ = self.bucket.take(tokio::time::Instant::now());
@@ -132,7 +156,7 @@ impl Worker {
         let outcome = self.bitrix.send(&entry, &cmds).await;
         metrics::counter!("callgate_crm_requests_total").increment(1);
         match outcome {
-            Ok(results) => self.record(&entry, &due, &cmds, results).await.map(|()| true),
+            Ok(results) => self.record(&entry, &due, &cmds, results).await.map(|()| if full { Round::Full } else { Round::Partial }),
             Err(failure) => {
                 if failure.rate_limited {
                     self.bucket.penalise(tokio::time::Instant::now());
@@ -143,7 +167,7 @@ impl Worker {
                 let ids: Vec<i64> = cmds.iter().flat_map(|c| c.intents.clone()).collect();
                 let next = super::now_ms() + backoff(attempts, self.cfg.max_backoff).as_millis() as u64;
                 self.store.run(move |s| s.outbox_retry(&ids, next)).await?;
-                Ok(false)
+                Ok(Round::Idle)
             }
         }
     }

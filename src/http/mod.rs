@@ -8,11 +8,13 @@
 mod auth;
 mod calls;
 mod error;
+mod events;
 mod health;
 mod json;
 mod openapi;
 mod portals;
 mod route;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,8 +71,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let api = portals::routes()
         .merge(route::admin_routes())
         .merge(calls::routes())
+        .merge(sync::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .merge(route::public_routes())
+        .merge(events::routes())
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/api/v1", api)

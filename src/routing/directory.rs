@@ -136,6 +136,9 @@ impl Snapshot {
 pub struct Directory {
     snapshot: Arc<ArcSwap<Snapshot>>,
     index: Arc<PmIndex>,
+    /// Where index misses of active portals go (`crm::lookup` fills the index for the next
+    /// call); set once at start, absent in tests without a CRM side.
+    misses: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<(PortalId, u64)>>>,
 }
 
 impl Directory {
@@ -144,9 +147,29 @@ impl Directory {
         &self.index
     }
 
-    /// The caller's responsible user in `portal`, if both are known.
+    /// The caller's responsible user in `portal`, if both are known. A miss in a portal that
+    /// could use the answer is handed to the look-up queue (never waited on).
     pub fn manager_of(&self, portal: Option<&PortalEntry>, caller: Option<Number>) -> Option<UserId> {
-        self.index.lookup(portal?.portal.id, caller?.as_u64())
+        let (p, n) = (portal?, caller?);
+        let found = self.index.lookup(p.portal.id, n.as_u64());
+        if found.is_none() {
+            self.missed(p, n);
+        }
+        found
+    }
+
+    /// Sends index misses to `queue` from now on (the first call wins; later ones are ignored).
+    pub fn set_miss_queue(&self, queue: tokio::sync::mpsc::Sender<(PortalId, u64)>) {
+        let _ = self.misses.set(queue);
+    }
+
+    /// Two integers into a bounded queue, only on a miss; a full queue drops (it only fills a cache).
+    fn missed(&self, p: &PortalEntry, n: Number) {
+        let s = &p.portal.settings;
+        let Some(queue) = self.misses.get().filter(|_| s.active && s.incoming.forward_to_personal_manager && p.portal.auth.is_some()) else { return };
+        if queue.try_send((p.portal.id, n.as_u64())).is_err() {
+            metrics::counter!("callgate_pm_lookup_queue_total", "outcome" => "dropped").increment(1);
+        }
     }
 
     /// Loads the persisted index snapshot (start-up).

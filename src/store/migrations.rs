@@ -67,4 +67,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         error TEXT NOT NULL,
         failed_at INTEGER NOT NULL
     );",
+    // 3: OAuth portals' installations (ONAPPINSTALL): tokens, member_id, application_token.
+    "CREATE TABLE portal_tokens (
+        portal_id INTEGER PRIMARY KEY REFERENCES portals(id) ON DELETE CASCADE,
+        member_id TEXT NOT NULL,
+        application_token TEXT NOT NULL,
+        client_endpoint TEXT NOT NULL,
+        access_token TEXT NOT NULL,
+        refresh_token TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX portal_tokens_member ON portal_tokens(member_id);",
 ];

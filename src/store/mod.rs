@@ -8,6 +8,7 @@
 mod migrations;
 mod outbox;
 mod sqlite;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::settings::{Auth, Line, Mapping, MappingInput, Portal, PortalId, Porta
 
 pub use outbox::{CrmCall, Delivered, Intent, IntentKind, NewIntent, OutboxWrite};
 pub use sqlite::SqliteStore;
+pub use tokens::PortalTokens;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +204,30 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The database failed.
     fn outbox_depth(&self) -> Result<usize, StoreError>;
+
+    /// An OAuth portal's installation (ONAPPINSTALL), if it happened.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn portal_tokens(&self, portal: PortalId) -> Result<Option<PortalTokens>, StoreError>;
+
+    /// The installation whose `member_id` this is.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn portal_tokens_by_member(&self, member_id: &str) -> Result<Option<PortalTokens>, StoreError>;
+
+    /// Stores an installation, replacing the portal's previous one.
+    ///
+    /// # Errors
+    /// The database failed (e.g. the portal does not exist).
+    fn put_portal_tokens(&self, t: &PortalTokens, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Replaces the token pair after a refresh, atomically; false when nothing is installed.
+    ///
+    /// # Errors
+    /// The database failed; the stored pair is unchanged.
+    fn rotate_portal_tokens(&self, portal: PortalId, access: &crate::config::Secret, refresh: &crate::config::Secret, expires_at_unix: u64, client_endpoint: &str, now_ms: u64) -> Result<bool, StoreError>;
 }
 
 /// A cloneable handle for async code.

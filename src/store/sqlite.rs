@@ -311,6 +311,22 @@ impl Store for SqliteStore {
     fn outbox_depth(&self) -> Result<usize, StoreError> {
         super::outbox::depth(&self.conn.lock())
     }
+
+    fn portal_tokens(&self, portal: PortalId) -> Result<Option<super::PortalTokens>, StoreError> {
+        super::tokens::get(&self.conn.lock(), portal)
+    }
+
+    fn portal_tokens_by_member(&self, member_id: &str) -> Result<Option<super::PortalTokens>, StoreError> {
+        super::tokens::by_member(&self.conn.lock(), member_id)
+    }
+
+    fn put_portal_tokens(&self, t: &super::PortalTokens, now_ms: u64) -> Result<(), StoreError> {
+        super::tokens::put(&self.conn.lock(), t, now_ms)
+    }
+
+    fn rotate_portal_tokens(&self, portal: PortalId, access: &Secret, refresh: &Secret, expires_at_unix: u64, client_endpoint: &str, now_ms: u64) -> Result<bool, StoreError> {
+        super::tokens::rotate(&self.conn.lock(), portal, access, refresh, expires_at_unix, client_endpoint, now_ms)
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ mod binary;
 mod common;
 mod crash;
 mod crm;
+mod crm_events;
+mod crm_sync;
 mod fake_b24;
 mod fake_b24_selftest;
 mod proxy;

@@ -1,0 +1,198 @@
+//! Where to call each portal, and with which token: [`Tokens`] holds one [`TokenCell`] per OAuth
+//! portal (loaded from the store on first use, filled by `ONAPPINSTALL`) and runs calls through
+//! [`Tokens::call`], which refreshes the access token once on `expired_token`/`invalid_token`
+//! and retries the call once.
+//!
+//! Single flight: all callers of a portal share its cell, so concurrent calls that hit the same
+//! expired token wait for one refresh ([`TokenCell::refreshed_after`]). The rotated pair is
+//! written to the store *inside* that refresh, before any waiter sees it (the cell's
+//! `on_rotated` hook is synchronous, and the store is behind the blocking pool, so the write
+//! happens at the end of the refresh future instead): a restart never comes back with a refresh
+//! token the OAuth server has already replaced.
+//!
+//! A refused refresh (`invalid_grant`: the refresh token expired after 180 days or the app was
+//! reinstalled elsewhere) cannot heal by itself: it is logged as an error telling the admin to
+//! reinstall the app, and callers keep retrying with their own backoff.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::client::{CrmClient, Endpoint};
+use super::error::CrmError;
+use super::oauth::{self, TokenCell, TokenSet};
+use crate::config::Secret;
+use crate::routing::PortalEntry;
+use crate::settings::{Auth, PortalId};
+use crate::store::{PortalTokens, StoreError, StoreHandle};
+
+/// Why a portal could not be called.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The portal has no credentials at all.
+    #[error("the portal has no Bitrix24 credentials")]
+    NoCredentials,
+    /// An OAuth portal whose app was not installed yet (no ONAPPINSTALL received).
+    #[error("the Bitrix24 app is not installed on this portal yet (no ONAPPINSTALL received)")]
+    NotInstalled,
+    /// The OAuth server refused to refresh: the app must be reinstalled.
+    #[error("the token refresh was refused ({0}); reinstall the Bitrix24 app on the portal")]
+    Reinstall(CrmError),
+    /// The call (or a transient refresh failure) failed.
+    #[error(transparent)]
+    Crm(#[from] CrmError),
+    /// The store failed while loading the tokens.
+    #[error("loading the portal's tokens failed: {0}")]
+    Store(String),
+}
+
+impl AccessError {
+    /// QUERY_LIMIT_EXCEEDED: the caller must slow down.
+    pub fn rate_limited(&self) -> bool {
+        matches!(self, Self::Crm(CrmError::RateLimited))
+    }
+}
+
+impl From<StoreError> for AccessError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// Every portal's way in. Cheap to share (`Arc`).
+pub struct Tokens {
+    client: CrmClient,
+    store: StoreHandle,
+    /// Cells of OAuth portals loaded so far. Holds handles only; no guard lives across an await.
+    cells: DashMap<PortalId, Arc<TokenCell>>,
+}
+
+impl Tokens {
+    /// A registry calling through `client`, persisting to `store`.
+    pub fn new(client: CrmClient, store: StoreHandle) -> Arc<Self> {
+        Arc::new(Self { client, store, cells: DashMap::new() })
+    }
+
+    /// The shared HTTP client.
+    pub fn client(&self) -> &CrmClient {
+        &self.client
+    }
+
+    /// Runs `op` against `portal`'s endpoint; for an OAuth portal whose token is stale, refreshes
+    /// once (single flight) and runs `op` once more with the new token.
+    ///
+    /// # Errors
+    /// [`AccessError`]: no credentials, not installed, a refused refresh, or `op`'s error.
+    pub async fn call<T, F, Fut>(&self, portal: &PortalEntry, op: F) -> Result<T, AccessError>
+    where
+        F: Fn(Endpoint) -> Fut,
+        Fut: Future<Output = Result<T, CrmError>>,
+    {
+        let (client_id, client_secret, oauth_server) = match &portal.portal.auth {
+            Some(Auth::Webhook { url }) => return Ok(op(Endpoint::webhook(url)?).await?),
+            Some(Auth::OAuth { client_id, client_secret, oauth_server }) => (client_id, client_secret, oauth_server),
+            None => return Err(AccessError::NoCredentials),
+        };
+        let id = portal.portal.id;
+        let cell = self.cell(id).await?.ok_or(AccessError::NotInstalled)?;
+        let tokens = cell.current().await;
+        match op(Endpoint::oauth(&tokens.client_endpoint, tokens.access_token.clone())?).await {
+            Err(e) if e.needs_token_refresh() => {
+                let refresh = |current: TokenSet| self.refresh_and_persist(id, current, client_id, client_secret, oauth_server);
+                let fresh = cell.refreshed_after(&tokens.access_token, refresh, |_| metrics::counter!("callgate_crm_token_refreshes_total").increment(1)).await.map_err(|e| refused(id, e))?;
+                Ok(op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Stores a new installation and puts its tokens in force at once.
+    ///
+    /// # Errors
+    /// The store failed (the install must then be repeated).
+    pub async fn install(&self, t: PortalTokens) -> Result<(), StoreError> {
+        let (set, portal) = (token_set(&t), t.portal);
+        // In memory first: waits for a refresh in flight, so that refresh cannot overwrite the
+        // new installation afterwards.
+        let cell = self.cells.get(&t.portal).map(|c| Arc::clone(&c));
+        if let Some(cell) = cell {
+            cell.replace(set).await;
+        }
+        let now = super::now_ms();
+        let stored = self.store.run(move |s| s.put_portal_tokens(&t, now)).await;
+        if stored.is_err() {
+            // Not stored: forget the cell so the next call reloads what the store holds.
+            self.cells.remove(&portal);
+        }
+        stored
+    }
+
+    /// Forgets a portal's cell (deleted, or its installation replaced outside this registry).
+    pub fn forget(&self, portal: PortalId) {
+        self.cells.remove(&portal);
+    }
+
+    /// The portal's cell, loaded from the store on first use; `None` when not installed.
+    async fn cell(&self, portal: PortalId) -> Result<Option<Arc<TokenCell>>, StoreError> {
+        if let Some(c) = self.cells.get(&portal) {
+            return Ok(Some(Arc::clone(&c)));
+        }
+        let Some(stored) = self.store.run(move |s| s.portal_tokens(portal)).await? else { return Ok(None) };
+        // Another task may have loaded it meanwhile: the first one in wins, so all share one cell.
+        let cell = self.cells.entry(portal).or_insert_with(|| Arc::new(TokenCell::new(token_set(&stored))));
+        Ok(Some(Arc::clone(&cell)))
+    }
+
+    /// One refresh at the OAuth server, then the rotated pair written to the store (retried a
+    /// few times: the old refresh token is already spent).
+    async fn refresh_and_persist(
+        &self,
+        portal: PortalId,
+        current: TokenSet,
+        client_id: &str,
+        client_secret: &Secret,
+        oauth_server: &str,
+    ) -> Result<TokenSet, CrmError> {
+        let fresh = oauth::refresh(&self.client, oauth_server, client_id, client_secret, &current.refresh_token).await?;
+        let stored = TokenSet { member_id: if fresh.member_id.is_empty() { current.member_id } else { fresh.member_id.clone() }, ..fresh.clone() };
+        for attempt in 1..=5u32 {
+            let t = stored.clone();
+            let now = super::now_ms();
+            match self.store.run(move |s| s.rotate_portal_tokens(portal, &t.access_token, &t.refresh_token, t.expires_at_unix, &t.client_endpoint, now)).await {
+                Ok(_) => break,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(portal, error = %e, attempt, "storing the refreshed Bitrix24 tokens failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+                Err(e) => tracing::error!(portal, error = %e, "storing the refreshed Bitrix24 tokens failed; they are used in memory, a restart needs a reinstall"),
+            }
+        }
+        tracing::info!(portal, "Bitrix24 access token refreshed");
+        Ok(stored)
+    }
+}
+
+/// A refresh failure: `Auth` (`invalid_grant`, `invalid_client`, ...) needs a human.
+fn refused(portal: PortalId, e: CrmError) -> AccessError {
+    match e {
+        CrmError::Auth { .. } => {
+            tracing::error!(portal, error = %e, "Bitrix24 refused to refresh the app's token: reinstall the app on the portal (its ONAPPINSTALL brings new tokens); deliveries keep retrying until then");
+            metrics::counter!("callgate_crm_token_refresh_refused_total").increment(1);
+            AccessError::Reinstall(e)
+        }
+        other => AccessError::Crm(other),
+    }
+}
+
+fn token_set(t: &PortalTokens) -> TokenSet {
+    TokenSet {
+        access_token: t.access_token.clone(),
+        refresh_token: t.refresh_token.clone(),
+        expires_at_unix: t.expires_at_unix,
+        client_endpoint: t.client_endpoint.clone(),
+        member_id: t.member_id.clone(),
+    }
+}

@@ -1,0 +1,303 @@
+//! `POST /api/v1/bitrix24/events`: Bitrix24's event deliveries (bitrix24-rest.md §2.2, §6).
+//! No bearer token (Bitrix24 cannot send one): every delivery proves its origin with
+//! `auth[application_token]`, compared in constant time with the one stored at `ONAPPINSTALL`.
+//!
+//! Body: `application/x-www-form-urlencoded` with PHP bracket keys (`event`, `event_handler_id`,
+//! `data[FIELDS][ID]`, `ts`, `auth[member_id]`, ...), at most [`EVENT_BODY_LIMIT`] bytes;
+//! unknown keys are ignored (the payload shape changes without notice, pitfall 19).
+//!
+//! Answers: 200 as soon as the event is queued (or recognised as a repeat, or not one callgate
+//! processes); 400 naming the malformed field; 403 for an unknown portal or a wrong token; 503
+//! when the processing queue is full (Bitrix24 does not retry: the drop shows in its log, and
+//! here in `callgate_b24_events_total{outcome="shed"}`). `ONAPPINSTALL` for a portal set up as
+//! an OAuth app (found by `auth[domain]`) is verified and stored before the answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use serde_json::json;
+
+use super::AppState;
+use crate::crm::events::{classify, install, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered};
+use crate::routing::PortalEntry;
+use crate::settings::normalize_domain;
+use crate::store::PortalTokens;
+
+/// Event bodies are small; anything bigger is not Bitrix24.
+pub(super) const EVENT_BODY_LIMIT: usize = 64 * 1024;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/bitrix24/events", post(receive).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)))
+}
+
+/// One delivery, parsed.
+#[derive(Debug, Default, PartialEq)]
+struct RawEvent {
+    event: String,
+    data: BTreeMap<String, String>,
+    auth: BTreeMap<String, String>,
+    ts: Option<i64>,
+}
+
+/// A refused delivery.
+#[derive(Debug)]
+enum Refused {
+    Malformed { field: String, message: String },
+    Forbidden(&'static str),
+    TooLarge,
+    Full,
+    Unavailable(String),
+    Internal(String),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let (status, code, message, fields) = match self {
+            Self::Malformed { field, message } => {
+                let text = format!("{field} {message}");
+                (StatusCode::BAD_REQUEST, "bad_request", text, vec![json!({ "field": field, "message": message })])
+            }
+            Self::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", why.to_owned(), Vec::new()),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is too large".to_owned(), Vec::new()),
+            Self::Full => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the event queue is full".to_owned(), Vec::new()),
+            Self::Unavailable(why) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", why, Vec::new()),
+            Self::Internal(why) => {
+                tracing::error!(error = %why, "Bitrix24 event handling failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_owned(), Vec::new())
+            }
+        };
+        let mut resp = (status, Json(json!({ "error": code, "message": message, "fields": fields }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+fn malformed(field: &str, message: &str) -> Refused {
+    Refused::Malformed { field: field.to_owned(), message: message.to_owned() }
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    hub: Option<Extension<EventsHub>>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (label, outcome, resp) = match handle(&state, hub.map(|Extension(h)| h), &headers, uri.path(), body).await {
+        Ok((label, outcome)) => (label, outcome, (StatusCode::OK, Json(json!({ "status": outcome }))).into_response()),
+        Err((label, e)) => {
+            let outcome = match &e {
+                Refused::Malformed { .. } | Refused::TooLarge => "malformed",
+                Refused::Forbidden(_) => "forbidden",
+                Refused::Full => "shed",
+                Refused::Unavailable(_) | Refused::Internal(_) => "failed",
+            };
+            (label, outcome, e.into_response())
+        }
+    };
+    if outcome == "shed" {
+        tracing::warn!(event = label, "Bitrix24 event shed: the processing queue is full (Bitrix24 will not retry)");
+    }
+    metrics::counter!("callgate_b24_events_total", "event" => label, "outcome" => outcome).increment(1);
+    resp
+}
+
+type Handled = Result<(&'static str, &'static str), (&'static str, Refused)>;
+
+async fn handle(state: &AppState, hub: Option<EventsHub>, headers: &HeaderMap, path: &str, body: Result<Bytes, BytesRejection>) -> Handled {
+    let body = body.map_err(|e| ("unknown", if e.status() == StatusCode::PAYLOAD_TOO_LARGE { Refused::TooLarge } else { malformed("body", &e.body_text()) }))?;
+    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Err(("unknown", malformed("content-type", "must be application/x-www-form-urlencoded")));
+    }
+    let ev = parse_form(&body).map_err(|e| ("unknown", e))?;
+    let kind = classify(&ev.event);
+    let label = event_label(&ev.event, kind);
+    let Some(hub) = hub else { return Err((label, Refused::Unavailable("Bitrix24 events are not being processed".into()))) };
+    if kind == EventKind::Install {
+        return install_event(state, &hub, headers, path, ev).await.map(|o| (label, o)).map_err(|e| (label, e));
+    }
+    let token = ev.auth.get("application_token").filter(|t| !t.is_empty()).ok_or_else(|| (label, malformed("auth[application_token]", "is required")))?;
+    let (portal, stored) = resolve(state, &ev.auth).await.map_err(|e| (label, e))?;
+    if !stored.is_some_and(|t| t.application_token.ct_eq(token.as_bytes())) {
+        return Err((label, Refused::Forbidden("unknown portal or wrong application_token")));
+    }
+    if kind == EventKind::Other {
+        return Ok((label, "ignored"));
+    }
+    let inbound = InboundEvent { portal: portal.portal.id, name: ev.event, data: ev.data, ts: ev.ts, handler_url: None };
+    match hub.inbox.offer(inbound, tokio::time::Instant::now().into_std()) {
+        Offered::Queued => Ok((label, "queued")),
+        Offered::Duplicate => Ok((label, "duplicate")),
+        Offered::Full => Err((label, Refused::Full)),
+    }
+}
+
+/// `ONAPPINSTALL`: the portal (by `auth[domain]`) must be set up as an OAuth app.
+async fn install_event(state: &AppState, hub: &EventsHub, headers: &HeaderMap, path: &str, ev: RawEvent) -> Result<&'static str, Refused> {
+    let domain = ev.auth.get("domain").filter(|d| !d.is_empty()).ok_or_else(|| malformed("auth[domain]", "is required"))?;
+    let domain = normalize_domain(domain).map_err(|e| malformed("auth[domain]", &e.to_string()))?;
+    let snap = state.directory.snapshot();
+    let portal = snap.portals.values().find(|p| p.portal.domain == domain && is_oauth(p)).cloned();
+    let portal = portal.ok_or(Refused::Forbidden("no portal with this domain is set up as an OAuth app"))?;
+    match install(&hub.tokens, &portal, &ev.auth).await {
+        Ok(()) => {}
+        Err(InstallError::Missing(f)) => return Err(malformed(&format!("auth[{f}]"), "is required")),
+        Err(InstallError::Mismatch(why)) => {
+            tracing::warn!(portal = portal.portal.id, why, "an ONAPPINSTALL was refused");
+            return Err(Refused::Forbidden(why));
+        }
+        Err(InstallError::Unverified(e)) => return Err(Refused::Unavailable(format!("the portal could not verify the installation: {e}"))),
+        Err(e) => return Err(Refused::Internal(e.to_string())),
+    }
+    // Binding the app's events is a few REST calls: the processor does it after the answer.
+    let bind = InboundEvent { portal: portal.portal.id, name: ev.event, data: ev.data, ts: ev.ts, handler_url: Some(handler_url(headers, path)) };
+    if hub.inbox.offer(bind, tokio::time::Instant::now().into_std()) == Offered::Full {
+        tracing::warn!(portal = portal.portal.id, "installed, but the event queue is full: the app's events were not bound");
+    }
+    Ok("installed")
+}
+
+/// The portal by `auth[member_id]` (OAuth installations), else by `auth[domain]`; with its
+/// installation, if any.
+async fn resolve(state: &AppState, auth: &BTreeMap<String, String>) -> Result<(Arc<PortalEntry>, Option<PortalTokens>), Refused> {
+    let snap = state.directory.snapshot();
+    if let Some(member) = auth.get("member_id").filter(|m| !m.is_empty()).cloned() {
+        let found = state.store.run(move |s| s.portal_tokens_by_member(&member)).await.map_err(|e| Refused::Internal(e.to_string()))?;
+        if let Some(t) = found {
+            if let Some(p) = snap.portals.get(&t.portal) {
+                return Ok((Arc::clone(p), Some(t)));
+            }
+        }
+    }
+    let domain = auth.get("domain").and_then(|d| normalize_domain(d).ok()).ok_or(Refused::Forbidden("unknown portal"))?;
+    let portal = snap.portals.values().find(|p| p.portal.domain == domain).cloned().ok_or(Refused::Forbidden("unknown portal"))?;
+    let pid = portal.portal.id;
+    let tokens = state.store.run(move |s| s.portal_tokens(pid)).await.map_err(|e| Refused::Internal(e.to_string()))?;
+    Ok((portal, tokens))
+}
+
+/// Where Bitrix24 reached us: `X-Forwarded-Proto`/`X-Forwarded-Host` behind a proxy, else the
+/// `Host` header (plain http only for loopback hosts).
+fn handler_url(headers: &HeaderMap, path: &str) -> String {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim).filter(|v| !v.is_empty());
+    let host = get("x-forwarded-host").or_else(|| get("host")).unwrap_or("localhost");
+    let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let scheme = get("x-forwarded-proto").unwrap_or(if loopback { "http" } else { "https" });
+    format!("{scheme}://{host}{path}")
+}
+
+/// A bounded metrics label: the events callgate knows, else `other`.
+fn event_label(name: &str, kind: EventKind) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "ONAPPINSTALL", "ONEXTERNALCALLSTART", "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE", "ONCRMCOMPANYADD",
+        "ONCRMCOMPANYUPDATE", "ONCRMCOMPANYDELETE", "ONCRMLEADADD", "ONCRMLEADUPDATE", "ONCRMLEADDELETE",
+    ];
+    match kind {
+        EventKind::Other => "other",
+        _ => KNOWN.iter().find(|k| **k == name).copied().unwrap_or("other"),
+    }
+}
+
+/// Parses the form body. Keys: `event`, `ts`, `data[...]`, `auth[...]` (bracket paths kept as
+/// `A[B]` below the top level); others are ignored.
+///
+/// # Errors
+/// The first malformed field: `event` missing, `ts` not an integer, `data`/`auth` without
+/// brackets, unbalanced brackets.
+fn parse_form(body: &[u8]) -> Result<RawEvent, Refused> {
+    let mut ev = RawEvent::default();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        let (top, path) = split_key(&k).ok_or_else(|| malformed(&k, "has unbalanced brackets"))?;
+        match (top, path) {
+            ("event", None) => ev.event = v.trim().to_ascii_uppercase(),
+            ("ts", None) => ev.ts = Some(v.trim().parse().map_err(|_| malformed("ts", "must be a unix time"))?),
+            ("data" | "auth", None) => return Err(malformed(top, "must be a map (data[KEY]=...)")),
+            ("data", Some(p)) => drop(ev.data.insert(p, v.into_owned())),
+            ("auth", Some(p)) => drop(ev.auth.insert(p, v.into_owned())),
+            _ => {}
+        }
+    }
+    if ev.event.is_empty() {
+        return Err(malformed("event", "is required"));
+    }
+    Ok(ev)
+}
+
+/// `data[FIELDS][ID]` -> (`data`, `FIELDS[ID]`); `event` -> (`event`, None); `None` when the
+/// brackets do not balance.
+fn split_key(key: &str) -> Option<(&str, Option<String>)> {
+    let Some(open) = key.find('[') else { return (!key.contains(']')).then_some((key, None)) };
+    let (top, rest) = key.split_at(open);
+    let inner = rest.strip_prefix('[')?.strip_suffix(']')?;
+    let segs: Vec<&str> = inner.split("][").collect();
+    if segs.iter().any(|s| s.contains('[') || s.contains(']')) {
+        return None;
+    }
+    let mut path = segs[0].to_owned();
+    for s in &segs[1..] {
+        path.push('[');
+        path.push_str(s);
+        path.push(']');
+    }
+    Some((top, Some(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: Refused) -> String {
+        match e {
+            Refused::Malformed { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn php_bracket_keys_become_event_data_and_auth() {
+        let body = b"event=onCrmContactUpdate&event_handler_id=7&data%5BFIELDS%5D%5BID%5D=1001&ts=1773236988&auth%5Bmember_id%5D=m1&auth[application_token]=t%2B1&extra=1";
+        let ev = parse_form(body).unwrap();
+        assert_eq!(ev.event, "ONCRMCONTACTUPDATE");
+        assert_eq!(ev.data.get("FIELDS[ID]").map(String::as_str), Some("1001"));
+        assert_eq!(ev.auth.get("member_id").map(String::as_str), Some("m1"));
+        assert_eq!(ev.auth.get("application_token").map(String::as_str), Some("t+1"));
+        assert_eq!(ev.ts, Some(1_773_236_988));
+    }
+
+    #[test]
+    fn malformed_bodies_name_the_field() {
+        assert_eq!(field_of(parse_form(b"data[X]=1").unwrap_err()), "event");
+        assert_eq!(field_of(parse_form(b"event=X&ts=yesterday").unwrap_err()), "ts");
+        assert_eq!(field_of(parse_form(b"event=X&data=1").unwrap_err()), "data");
+        assert_eq!(field_of(parse_form(b"event=X&data[A=1").unwrap_err()), "data[A");
+        assert_eq!(field_of(parse_form(b"event=X&auth[a]]=1").unwrap_err()), "auth[a]]");
+    }
+
+    #[test]
+    fn split_keeps_nested_and_empty_segments() {
+        assert_eq!(split_key("data[X][]"), Some(("data", Some("X[]".to_owned()))));
+        assert_eq!(split_key("data[A][B][C]"), Some(("data", Some("A[B][C]".to_owned()))));
+        assert_eq!(split_key("x]"), None);
+    }
+
+    #[test]
+    fn handler_url_follows_the_proxy_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(handler_url(&h, "/api/v1/bitrix24/events"), "http://127.0.0.1:8080/api/v1/bitrix24/events");
+        h.insert("x-forwarded-host", "gw.example.com".parse().unwrap());
+        assert_eq!(handler_url(&h, "/e"), "https://gw.example.com/e");
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        assert_eq!(handler_url(&h, "/e"), "http://gw.example.com/e");
+    }
+}
