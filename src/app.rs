@@ -200,7 +200,8 @@ fn start_events(
 ) -> crate::crm::events::EventsHub {
     use crate::crm::events::{EventInbox, EventProcessor, EventsHub, QUEUE};
     let (inbox, rx) = EventInbox::new(QUEUE);
-    let processor = EventProcessor { store: state.store.clone(), directory: state.directory.clone(), tokens: Arc::clone(&tokens), workers, index, clicks, originate: None };
+    let originate: Arc<dyn crate::crm::events::Originate> = Arc::new(crate::crm::originate::SipOriginator::default());
+    let processor = EventProcessor { store: state.store.clone(), directory: state.directory.clone(), tokens: Arc::clone(&tokens), workers, index, clicks, originate: Some(originate) };
     tasks.spawn(processor.run(rx, tasks.clone(), cancel.clone()));
     EventsHub { inbox, tokens }
 }

@@ -18,7 +18,10 @@
 
 pub mod client;
 pub mod error;
+pub mod clicks;
 pub mod events;
+pub mod originate;
+mod processor;
 pub mod limiter;
 pub mod oauth;
 pub mod params;

@@ -73,7 +73,11 @@ pub struct Tokens {
 impl Tokens {
     /// A registry calling through `client`, persisting to `store`.
     pub fn new(client: CrmClient, store: StoreHandle) -> Arc<Self> {
-        Arc::new(Self { client, store, cells: DashMap::new() })
+        Arc::new(Self {
+            client,
+            store,
+            cells: DashMap::new(),
+        })
     }
 
     /// The shared HTTP client.
@@ -93,16 +97,32 @@ impl Tokens {
     {
         let (client_id, client_secret, oauth_server) = match &portal.portal.auth {
             Some(Auth::Webhook { url }) => return Ok(op(Endpoint::webhook(url)?).await?),
-            Some(Auth::OAuth { client_id, client_secret, oauth_server }) => (client_id, client_secret, oauth_server),
+            Some(Auth::OAuth {
+                client_id,
+                client_secret,
+                oauth_server,
+            }) => (client_id, client_secret, oauth_server),
             None => return Err(AccessError::NoCredentials),
         };
         let id = portal.portal.id;
         let cell = self.cell(id).await?.ok_or(AccessError::NotInstalled)?;
         let tokens = cell.current().await;
-        match op(Endpoint::oauth(&tokens.client_endpoint, tokens.access_token.clone())?).await {
+        match op(Endpoint::oauth(
+            &tokens.client_endpoint,
+            tokens.access_token.clone(),
+        )?)
+        .await
+        {
             Err(e) if e.needs_token_refresh() => {
-                let refresh = |current: TokenSet| self.refresh_and_persist(id, current, client_id, client_secret, oauth_server);
-                let fresh = cell.refreshed_after(&tokens.access_token, refresh, |_| metrics::counter!("callgate_crm_token_refreshes_total").increment(1)).await.map_err(|e| refused(id, e))?;
+                let refresh = |current: TokenSet| {
+                    self.refresh_and_persist(id, current, client_id, client_secret, oauth_server)
+                };
+                let fresh = cell
+                    .refreshed_after(&tokens.access_token, refresh, |_| {
+                        metrics::counter!("callgate_crm_token_refreshes_total").increment(1)
+                    })
+                    .await
+                    .map_err(|e| refused(id, e))?;
                 Ok(op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await?)
             }
             other => Ok(other?),
@@ -140,9 +160,14 @@ impl Tokens {
         if let Some(c) = self.cells.get(&portal) {
             return Ok(Some(Arc::clone(&c)));
         }
-        let Some(stored) = self.store.run(move |s| s.portal_tokens(portal)).await? else { return Ok(None) };
+        let Some(stored) = self.store.run(move |s| s.portal_tokens(portal)).await? else {
+            return Ok(None);
+        };
         // Another task may have loaded it meanwhile: the first one in wins, so all share one cell.
-        let cell = self.cells.entry(portal).or_insert_with(|| Arc::new(TokenCell::new(token_set(&stored))));
+        let cell = self
+            .cells
+            .entry(portal)
+            .or_insert_with(|| Arc::new(TokenCell::new(token_set(&stored))));
         Ok(Some(Arc::clone(&cell)))
     }
 
@@ -156,18 +181,47 @@ impl Tokens {
         client_secret: &Secret,
         oauth_server: &str,
     ) -> Result<TokenSet, CrmError> {
-        let fresh = oauth::refresh(&self.client, oauth_server, client_id, client_secret, &current.refresh_token).await?;
-        let stored = TokenSet { member_id: if fresh.member_id.is_empty() { current.member_id } else { fresh.member_id.clone() }, ..fresh.clone() };
+        let fresh = oauth::refresh(
+            &self.client,
+            oauth_server,
+            client_id,
+            client_secret,
+            &current.refresh_token,
+        )
+        .await?;
+        let stored = TokenSet {
+            member_id: if fresh.member_id.is_empty() {
+                current.member_id
+            } else {
+                fresh.member_id.clone()
+            },
+            ..fresh.clone()
+        };
         for attempt in 1..=5u32 {
             let t = stored.clone();
             let now = super::now_ms();
-            match self.store.run(move |s| s.rotate_portal_tokens(portal, &t.access_token, &t.refresh_token, t.expires_at_unix, &t.client_endpoint, now)).await {
+            match self
+                .store
+                .run(move |s| {
+                    s.rotate_portal_tokens(
+                        portal,
+                        &t.access_token,
+                        &t.refresh_token,
+                        t.expires_at_unix,
+                        &t.client_endpoint,
+                        now,
+                    )
+                })
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if attempt < 5 => {
                     tracing::warn!(portal, error = %e, attempt, "storing the refreshed Bitrix24 tokens failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100) * attempt).await;
                 }
-                Err(e) => tracing::error!(portal, error = %e, "storing the refreshed Bitrix24 tokens failed; they are used in memory, a restart needs a reinstall"),
+                Err(e) => {
+                    tracing::error!(portal, error = %e, "storing the refreshed Bitrix24 tokens failed; they are used in memory, a restart needs a reinstall")
+                }
             }
         }
         tracing::info!(portal, "Bitrix24 access token refreshed");

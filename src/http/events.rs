@@ -25,7 +25,9 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::crm::events::{classify, install, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered};
+use crate::crm::events::{
+    classify, install, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered,
+};
 use crate::routing::PortalEntry;
 use crate::settings::normalize_domain;
 use crate::store::PortalTokens;
@@ -34,7 +36,10 @@ use crate::store::PortalTokens;
 pub(super) const EVENT_BODY_LIMIT: usize = 64 * 1024;
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/bitrix24/events", post(receive).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)))
+    Router::new().route(
+        "/bitrix24/events",
+        post(receive).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)),
+    )
 }
 
 /// One delivery, parsed.
@@ -62,27 +67,65 @@ impl IntoResponse for Refused {
         let (status, code, message, fields) = match self {
             Self::Malformed { field, message } => {
                 let text = format!("{field} {message}");
-                (StatusCode::BAD_REQUEST, "bad_request", text, vec![json!({ "field": field, "message": message })])
+                (
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    text,
+                    vec![json!({ "field": field, "message": message })],
+                )
             }
-            Self::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", why.to_owned(), Vec::new()),
-            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is too large".to_owned(), Vec::new()),
-            Self::Full => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the event queue is full".to_owned(), Vec::new()),
-            Self::Unavailable(why) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", why, Vec::new()),
+            Self::Forbidden(why) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                why.to_owned(),
+                Vec::new(),
+            ),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is too large".to_owned(),
+                Vec::new(),
+            ),
+            Self::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the event queue is full".to_owned(),
+                Vec::new(),
+            ),
+            Self::Unavailable(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                why,
+                Vec::new(),
+            ),
             Self::Internal(why) => {
                 tracing::error!(error = %why, "Bitrix24 event handling failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_owned(), Vec::new())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_owned(),
+                    Vec::new(),
+                )
             }
         };
-        let mut resp = (status, Json(json!({ "error": code, "message": message, "fields": fields }))).into_response();
+        let mut resp = (
+            status,
+            Json(json!({ "error": code, "message": message, "fields": fields })),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         resp
     }
 }
 
 fn malformed(field: &str, message: &str) -> Refused {
-    Refused::Malformed { field: field.to_owned(), message: message.to_owned() }
+    Refused::Malformed {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
 }
 
 async fn receive(
@@ -92,8 +135,20 @@ async fn receive(
     OriginalUri(uri): OriginalUri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (label, outcome, resp) = match handle(&state, hub.map(|Extension(h)| h), &headers, uri.path(), body).await {
-        Ok((label, outcome)) => (label, outcome, (StatusCode::OK, Json(json!({ "status": outcome }))).into_response()),
+    let (label, outcome, resp) = match handle(
+        &state,
+        hub.map(|Extension(h)| h),
+        &headers,
+        uri.path(),
+        body,
+    )
+    .await
+    {
+        Ok((label, outcome)) => (
+            label,
+            outcome,
+            (StatusCode::OK, Json(json!({ "status": outcome }))).into_response(),
+        ),
         Err((label, e)) => {
             let outcome = match &e {
                 Refused::Malformed { .. } | Refused::TooLarge => "malformed",
@@ -105,37 +160,90 @@ async fn receive(
         }
     };
     if outcome == "shed" {
-        tracing::warn!(event = label, "Bitrix24 event shed: the processing queue is full (Bitrix24 will not retry)");
+        tracing::warn!(
+            event = label,
+            "Bitrix24 event shed: the processing queue is full (Bitrix24 will not retry)"
+        );
     }
-    metrics::counter!("callgate_b24_events_total", "event" => label, "outcome" => outcome).increment(1);
+    metrics::counter!("callgate_b24_events_total", "event" => label, "outcome" => outcome)
+        .increment(1);
     resp
 }
 
 type Handled = Result<(&'static str, &'static str), (&'static str, Refused)>;
 
-async fn handle(state: &AppState, hub: Option<EventsHub>, headers: &HeaderMap, path: &str, body: Result<Bytes, BytesRejection>) -> Handled {
-    let body = body.map_err(|e| ("unknown", if e.status() == StatusCode::PAYLOAD_TOO_LARGE { Refused::TooLarge } else { malformed("body", &e.body_text()) }))?;
-    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+async fn handle(
+    state: &AppState,
+    hub: Option<EventsHub>,
+    headers: &HeaderMap,
+    path: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Handled {
+    let body = body.map_err(|e| {
+        (
+            "unknown",
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Refused::TooLarge
+            } else {
+                malformed("body", &e.body_text())
+            },
+        )
+    })?;
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     if !form {
-        return Err(("unknown", malformed("content-type", "must be application/x-www-form-urlencoded")));
+        return Err((
+            "unknown",
+            malformed("content-type", "must be application/x-www-form-urlencoded"),
+        ));
     }
     let ev = parse_form(&body).map_err(|e| ("unknown", e))?;
     let kind = classify(&ev.event);
     let label = event_label(&ev.event, kind);
-    let Some(hub) = hub else { return Err((label, Refused::Unavailable("Bitrix24 events are not being processed".into()))) };
+    let Some(hub) = hub else {
+        return Err((
+            label,
+            Refused::Unavailable("Bitrix24 events are not being processed".into()),
+        ));
+    };
     if kind == EventKind::Install {
-        return install_event(state, &hub, headers, path, ev).await.map(|o| (label, o)).map_err(|e| (label, e));
+        return install_event(state, &hub, headers, path, ev)
+            .await
+            .map(|o| (label, o))
+            .map_err(|e| (label, e));
     }
-    let token = ev.auth.get("application_token").filter(|t| !t.is_empty()).ok_or_else(|| (label, malformed("auth[application_token]", "is required")))?;
+    let token = ev
+        .auth
+        .get("application_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| (label, malformed("auth[application_token]", "is required")))?;
     let (portal, stored) = resolve(state, &ev.auth).await.map_err(|e| (label, e))?;
     if !stored.is_some_and(|t| t.application_token.ct_eq(token.as_bytes())) {
-        return Err((label, Refused::Forbidden("unknown portal or wrong application_token")));
+        return Err((
+            label,
+            Refused::Forbidden("unknown portal or wrong application_token"),
+        ));
     }
     if kind == EventKind::Other {
         return Ok((label, "ignored"));
     }
-    let inbound = InboundEvent { portal: portal.portal.id, name: ev.event, data: ev.data, ts: ev.ts, handler_url: None };
-    match hub.inbox.offer(inbound, tokio::time::Instant::now().into_std()) {
+    let inbound = InboundEvent {
+        portal: portal.portal.id,
+        name: ev.event,
+        data: ev.data,
+        ts: ev.ts,
+        handler_url: None,
+    };
+    match hub
+        .inbox
+        .offer(inbound, tokio::time::Instant::now().into_std())
+    {
         Offered::Queued => Ok((label, "queued")),
         Offered::Duplicate => Ok((label, "duplicate")),
         Offered::Full => Err((label, Refused::Full)),
@@ -143,55 +251,123 @@ async fn handle(state: &AppState, hub: Option<EventsHub>, headers: &HeaderMap, p
 }
 
 /// `ONAPPINSTALL`: the portal (by `auth[domain]`) must be set up as an OAuth app.
-async fn install_event(state: &AppState, hub: &EventsHub, headers: &HeaderMap, path: &str, ev: RawEvent) -> Result<&'static str, Refused> {
-    let domain = ev.auth.get("domain").filter(|d| !d.is_empty()).ok_or_else(|| malformed("auth[domain]", "is required"))?;
+async fn install_event(
+    state: &AppState,
+    hub: &EventsHub,
+    headers: &HeaderMap,
+    path: &str,
+    ev: RawEvent,
+) -> Result<&'static str, Refused> {
+    let domain = ev
+        .auth
+        .get("domain")
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| malformed("auth[domain]", "is required"))?;
     let domain = normalize_domain(domain).map_err(|e| malformed("auth[domain]", &e.to_string()))?;
     let snap = state.directory.snapshot();
-    let portal = snap.portals.values().find(|p| p.portal.domain == domain && is_oauth(p)).cloned();
-    let portal = portal.ok_or(Refused::Forbidden("no portal with this domain is set up as an OAuth app"))?;
+    let portal = snap
+        .portals
+        .values()
+        .find(|p| p.portal.domain == domain && is_oauth(p))
+        .cloned();
+    let portal = portal.ok_or(Refused::Forbidden(
+        "no portal with this domain is set up as an OAuth app",
+    ))?;
     match install(&hub.tokens, &portal, &ev.auth).await {
         Ok(()) => {}
-        Err(InstallError::Missing(f)) => return Err(malformed(&format!("auth[{f}]"), "is required")),
+        Err(InstallError::Missing(f)) => {
+            return Err(malformed(&format!("auth[{f}]"), "is required"))
+        }
         Err(InstallError::Mismatch(why)) => {
-            tracing::warn!(portal = portal.portal.id, why, "an ONAPPINSTALL was refused");
+            tracing::warn!(
+                portal = portal.portal.id,
+                why,
+                "an ONAPPINSTALL was refused"
+            );
             return Err(Refused::Forbidden(why));
         }
-        Err(InstallError::Unverified(e)) => return Err(Refused::Unavailable(format!("the portal could not verify the installation: {e}"))),
+        Err(InstallError::Unverified(e)) => {
+            return Err(Refused::Unavailable(format!(
+                "the portal could not verify the installation: {e}"
+            )))
+        }
         Err(e) => return Err(Refused::Internal(e.to_string())),
     }
     // Binding the app's events is a few REST calls: the processor does it after the answer.
-    let bind = InboundEvent { portal: portal.portal.id, name: ev.event, data: ev.data, ts: ev.ts, handler_url: Some(handler_url(headers, path)) };
-    if hub.inbox.offer(bind, tokio::time::Instant::now().into_std()) == Offered::Full {
-        tracing::warn!(portal = portal.portal.id, "installed, but the event queue is full: the app's events were not bound");
+    let bind = InboundEvent {
+        portal: portal.portal.id,
+        name: ev.event,
+        data: ev.data,
+        ts: ev.ts,
+        handler_url: Some(handler_url(headers, path)),
+    };
+    if hub
+        .inbox
+        .offer(bind, tokio::time::Instant::now().into_std())
+        == Offered::Full
+    {
+        tracing::warn!(
+            portal = portal.portal.id,
+            "installed, but the event queue is full: the app's events were not bound"
+        );
     }
     Ok("installed")
 }
 
 /// The portal by `auth[member_id]` (OAuth installations), else by `auth[domain]`; with its
 /// installation, if any.
-async fn resolve(state: &AppState, auth: &BTreeMap<String, String>) -> Result<(Arc<PortalEntry>, Option<PortalTokens>), Refused> {
+async fn resolve(
+    state: &AppState,
+    auth: &BTreeMap<String, String>,
+) -> Result<(Arc<PortalEntry>, Option<PortalTokens>), Refused> {
     let snap = state.directory.snapshot();
     if let Some(member) = auth.get("member_id").filter(|m| !m.is_empty()).cloned() {
-        let found = state.store.run(move |s| s.portal_tokens_by_member(&member)).await.map_err(|e| Refused::Internal(e.to_string()))?;
+        let found = state
+            .store
+            .run(move |s| s.portal_tokens_by_member(&member))
+            .await
+            .map_err(|e| Refused::Internal(e.to_string()))?;
         if let Some(t) = found {
             if let Some(p) = snap.portals.get(&t.portal) {
                 return Ok((Arc::clone(p), Some(t)));
             }
         }
     }
-    let domain = auth.get("domain").and_then(|d| normalize_domain(d).ok()).ok_or(Refused::Forbidden("unknown portal"))?;
-    let portal = snap.portals.values().find(|p| p.portal.domain == domain).cloned().ok_or(Refused::Forbidden("unknown portal"))?;
+    let domain = auth
+        .get("domain")
+        .and_then(|d| normalize_domain(d).ok())
+        .ok_or(Refused::Forbidden("unknown portal"))?;
+    let portal = snap
+        .portals
+        .values()
+        .find(|p| p.portal.domain == domain)
+        .cloned()
+        .ok_or(Refused::Forbidden("unknown portal"))?;
     let pid = portal.portal.id;
-    let tokens = state.store.run(move |s| s.portal_tokens(pid)).await.map_err(|e| Refused::Internal(e.to_string()))?;
+    let tokens = state
+        .store
+        .run(move |s| s.portal_tokens(pid))
+        .await
+        .map_err(|e| Refused::Internal(e.to_string()))?;
     Ok((portal, tokens))
 }
 
 /// Where Bitrix24 reached us: `X-Forwarded-Proto`/`X-Forwarded-Host` behind a proxy, else the
 /// `Host` header (plain http only for loopback hosts).
 fn handler_url(headers: &HeaderMap, path: &str) -> String {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim).filter(|v| !v.is_empty());
-    let host = get("x-forwarded-host").or_else(|| get("host")).unwrap_or("localhost");
-    let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host = get("x-forwarded-host")
+        .or_else(|| get("host"))
+        .unwrap_or("localhost");
+    let loopback =
+        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
     let scheme = get("x-forwarded-proto").unwrap_or(if loopback { "http" } else { "https" });
     format!("{scheme}://{host}{path}")
 }
@@ -199,12 +375,25 @@ fn handler_url(headers: &HeaderMap, path: &str) -> String {
 /// A bounded metrics label: the events callgate knows, else `other`.
 fn event_label(name: &str, kind: EventKind) -> &'static str {
     const KNOWN: &[&str] = &[
-        "ONAPPINSTALL", "ONEXTERNALCALLSTART", "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE", "ONCRMCOMPANYADD",
-        "ONCRMCOMPANYUPDATE", "ONCRMCOMPANYDELETE", "ONCRMLEADADD", "ONCRMLEADUPDATE", "ONCRMLEADDELETE",
+        "ONAPPINSTALL",
+        "ONEXTERNALCALLSTART",
+        "ONCRMCONTACTADD",
+        "ONCRMCONTACTUPDATE",
+        "ONCRMCONTACTDELETE",
+        "ONCRMCOMPANYADD",
+        "ONCRMCOMPANYUPDATE",
+        "ONCRMCOMPANYDELETE",
+        "ONCRMLEADADD",
+        "ONCRMLEADUPDATE",
+        "ONCRMLEADDELETE",
     ];
     match kind {
         EventKind::Other => "other",
-        _ => KNOWN.iter().find(|k| **k == name).copied().unwrap_or("other"),
+        _ => KNOWN
+            .iter()
+            .find(|k| **k == name)
+            .copied()
+            .unwrap_or("other"),
     }
 }
 
@@ -220,7 +409,13 @@ fn parse_form(body: &[u8]) -> Result<RawEvent, Refused> {
         let (top, path) = split_key(&k).ok_or_else(|| malformed(&k, "has unbalanced brackets"))?;
         match (top, path) {
             ("event", None) => ev.event = v.trim().to_ascii_uppercase(),
-            ("ts", None) => ev.ts = Some(v.trim().parse().map_err(|_| malformed("ts", "must be a unix time"))?),
+            ("ts", None) => {
+                ev.ts = Some(
+                    v.trim()
+                        .parse()
+                        .map_err(|_| malformed("ts", "must be a unix time"))?,
+                )
+            }
             ("data" | "auth", None) => return Err(malformed(top, "must be a map (data[KEY]=...)")),
             ("data", Some(p)) => drop(ev.data.insert(p, v.into_owned())),
             ("auth", Some(p)) => drop(ev.auth.insert(p, v.into_owned())),
@@ -236,7 +431,9 @@ fn parse_form(body: &[u8]) -> Result<RawEvent, Refused> {
 /// `data[FIELDS][ID]` -> (`data`, `FIELDS[ID]`); `event` -> (`event`, None); `None` when the
 /// brackets do not balance.
 fn split_key(key: &str) -> Option<(&str, Option<String>)> {
-    let Some(open) = key.find('[') else { return (!key.contains(']')).then_some((key, None)) };
+    let Some(open) = key.find('[') else {
+        return (!key.contains(']')).then_some((key, None));
+    };
     let (top, rest) = key.split_at(open);
     let inner = rest.strip_prefix('[')?.strip_suffix(']')?;
     let segs: Vec<&str> = inner.split("][").collect();
@@ -270,23 +467,41 @@ mod tests {
         assert_eq!(ev.event, "ONCRMCONTACTUPDATE");
         assert_eq!(ev.data.get("FIELDS[ID]").map(String::as_str), Some("1001"));
         assert_eq!(ev.auth.get("member_id").map(String::as_str), Some("m1"));
-        assert_eq!(ev.auth.get("application_token").map(String::as_str), Some("t+1"));
+        assert_eq!(
+            ev.auth.get("application_token").map(String::as_str),
+            Some("t+1")
+        );
         assert_eq!(ev.ts, Some(1_773_236_988));
     }
 
     #[test]
     fn malformed_bodies_name_the_field() {
         assert_eq!(field_of(parse_form(b"data[X]=1").unwrap_err()), "event");
-        assert_eq!(field_of(parse_form(b"event=X&ts=yesterday").unwrap_err()), "ts");
+        assert_eq!(
+            field_of(parse_form(b"event=X&ts=yesterday").unwrap_err()),
+            "ts"
+        );
         assert_eq!(field_of(parse_form(b"event=X&data=1").unwrap_err()), "data");
-        assert_eq!(field_of(parse_form(b"event=X&data[A=1").unwrap_err()), "data[A");
-        assert_eq!(field_of(parse_form(b"event=X&auth[a]]=1").unwrap_err()), "auth[a]]");
+        assert_eq!(
+            field_of(parse_form(b"event=X&data[A=1").unwrap_err()),
+            "data[A"
+        );
+        assert_eq!(
+            field_of(parse_form(b"event=X&auth[a]]=1").unwrap_err()),
+            "auth[a]]"
+        );
     }
 
     #[test]
     fn split_keeps_nested_and_empty_segments() {
-        assert_eq!(split_key("data[X][]"), Some(("data", Some("X[]".to_owned()))));
-        assert_eq!(split_key("data[A][B][C]"), Some(("data", Some("A[B][C]".to_owned()))));
+        assert_eq!(
+            split_key("data[X][]"),
+            Some(("data", Some("X[]".to_owned())))
+        );
+        assert_eq!(
+            split_key("data[A][B][C]"),
+            Some(("data", Some("A[B][C]".to_owned())))
+        );
         assert_eq!(split_key("x]"), None);
     }
 
@@ -294,7 +509,10 @@ mod tests {
     fn handler_url_follows_the_proxy_headers() {
         let mut h = HeaderMap::new();
         h.insert("host", "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(handler_url(&h, "/api/v1/bitrix24/events"), "http://127.0.0.1:8080/api/v1/bitrix24/events");
+        assert_eq!(
+            handler_url(&h, "/api/v1/bitrix24/events"),
+            "http://127.0.0.1:8080/api/v1/bitrix24/events"
+        );
         h.insert("x-forwarded-host", "gw.example.com".parse().unwrap());
         assert_eq!(handler_url(&h, "/e"), "https://gw.example.com/e");
         h.insert("x-forwarded-proto", "http".parse().unwrap());

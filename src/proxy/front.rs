@@ -32,8 +32,9 @@ impl Front {
         if data.starts_with(b"SIP/") {
             return false;
         }
-        let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
-        let Some(user) = line.split(|&b| b == b' ').nth(1).and_then(Uri::parse).and_then(|u| u.user) else { return false };
+        // The Request-URI is the second token of the request line; only its user part matters.
+        let line = data.get(..memchr::memchr(b'\n', data).unwrap_or(data.len())).unwrap_or_default();
+        let Some(user) = line.split(|&b| b == b' ').nth(1).and_then(Uri::user_of) else { return false };
         let snap = self.directory.snapshot();
         snap.portals.is_empty() || snap.portals.values().any(|p| p.portal.settings.routing_user.as_bytes() == user)
     }

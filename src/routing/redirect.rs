@@ -114,7 +114,7 @@ impl RedirectServer {
             reply.extend_from_slice(&prev.response);
             return;
         }
-        let ruri_user = msg.request_uri().and_then(Uri::parse).and_then(|u| u.user).unwrap_or_default();
+        let ruri_user = msg.request_uri().and_then(Uri::user_of).unwrap_or_default();
         let is_routing = match portal {
             Some(p) => p.portal.settings.routing_user.as_bytes() == ruri_user,
             None => snap.portals.values().any(|p| p.portal.settings.routing_user.as_bytes() == ruri_user),
@@ -278,7 +278,7 @@ fn find_portal(snap: &Snapshot, msg: &SipMessage) -> Option<Arc<PortalEntry>> {
         return snap.single().cloned(); // no lines configured: nothing to look up
     }
     let by_number = |user: Option<&[u8]>| snap.by_line_number(normalize_bytes(user?)?).cloned();
-    by_number(msg.request_uri().and_then(Uri::parse).and_then(|u| u.user))
+    by_number(msg.request_uri().and_then(Uri::user_of))
         .or_else(|| by_number(msg.to().and_then(|t| t.uri.user)))
         .or_else(|| msg.headers(HeaderName::Diversion).filter_map(NameAddr::parse).find_map(|d| by_number(d.uri.user)))
         .or_else(|| snap.single().cloned())

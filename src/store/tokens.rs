@@ -68,7 +68,14 @@ pub(super) fn rotate(
         "UPDATE portal_tokens SET access_token = ?2, refresh_token = ?3, expires_at = ?4,
              client_endpoint = CASE WHEN ?5 = '' THEN client_endpoint ELSE ?5 END, updated_at = ?6
          WHERE portal_id = ?1",
-        params![portal, access.expose(), refresh.expose(), expires_at_unix as i64, client_endpoint, now_ms as i64],
+        params![
+            portal,
+            access.expose(),
+            refresh.expose(),
+            expires_at_unix as i64,
+            client_endpoint,
+            now_ms as i64
+        ],
     )?;
     Ok(n == 1)
 }
@@ -77,12 +84,23 @@ const COLS: &str = "SELECT portal_id, member_id, application_token, client_endpo
 
 /// The portal's row.
 pub(super) fn get(conn: &Connection, portal: PortalId) -> Result<Option<PortalTokens>, StoreError> {
-    Ok(conn.query_row(&format!("{COLS} WHERE portal_id = ?1"), [portal], row).optional()?)
+    Ok(conn
+        .query_row(&format!("{COLS} WHERE portal_id = ?1"), [portal], row)
+        .optional()?)
 }
 
 /// The row installed with `member_id` (the newest, should two portals claim it).
-pub(super) fn by_member(conn: &Connection, member_id: &str) -> Result<Option<PortalTokens>, StoreError> {
-    Ok(conn.query_row(&format!("{COLS} WHERE member_id = ?1 ORDER BY updated_at DESC LIMIT 1"), [member_id], row).optional()?)
+pub(super) fn by_member(
+    conn: &Connection,
+    member_id: &str,
+) -> Result<Option<PortalTokens>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("{COLS} WHERE member_id = ?1 ORDER BY updated_at DESC LIMIT 1"),
+            [member_id],
+            row,
+        )
+        .optional()?)
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PortalTokens> {
@@ -118,17 +136,37 @@ mod tests {
     fn install_rotate_and_cascade() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        let p = s.insert_portal(&NewPortal { name: None, domain: "https://a.bitrix24.ru/".into(), auth: None }).unwrap();
+        let p = s
+            .insert_portal(&NewPortal {
+                name: None,
+                domain: "https://a.bitrix24.ru/".into(),
+                auth: None,
+            })
+            .unwrap();
         assert_eq!(s.portal_tokens(p.id).unwrap(), None);
         s.put_portal_tokens(&tokens(p.id, "a1"), 1).unwrap();
         s.put_portal_tokens(&tokens(p.id, "a2"), 2).unwrap();
         assert_eq!(s.portal_tokens(p.id).unwrap(), Some(tokens(p.id, "a2")));
-        assert!(s.rotate_portal_tokens(p.id, &Secret::new("a3"), &Secret::new("r3"), 200, "", 3).unwrap());
+        assert!(s
+            .rotate_portal_tokens(p.id, &Secret::new("a3"), &Secret::new("r3"), 200, "", 3)
+            .unwrap());
         let t = s.portal_tokens_by_member("m1").unwrap().unwrap();
-        assert_eq!((t.access_token.expose(), t.refresh_token.expose(), t.expires_at_unix), ("a3", "r3", 200));
-        assert_eq!(t.client_endpoint, "https://a.bitrix24.ru/rest/", "an empty endpoint keeps the stored one");
+        assert_eq!(
+            (
+                t.access_token.expose(),
+                t.refresh_token.expose(),
+                t.expires_at_unix
+            ),
+            ("a3", "r3", 200)
+        );
+        assert_eq!(
+            t.client_endpoint, "https://a.bitrix24.ru/rest/",
+            "an empty endpoint keeps the stored one"
+        );
         assert!(s.delete_portal(p.id).unwrap());
         assert_eq!(s.portal_tokens_by_member("m1").unwrap(), None);
-        assert!(!s.rotate_portal_tokens(p.id, &Secret::new("a4"), &Secret::new("r4"), 300, "", 4).unwrap());
+        assert!(!s
+            .rotate_portal_tokens(p.id, &Secret::new("a4"), &Secret::new("r4"), 300, "", 4)
+            .unwrap());
     }
 }

@@ -26,7 +26,13 @@ async fn oauth_office(fake: &FakeB24) -> (Office, AppInstall, String) {
     .await;
     let app = fake.install_app(CLIENT_ID, SECRET);
     let body = json!({ "domain": fake.domain(), "auth": { "oauth": { "client_id": CLIENT_ID, "client_secret": SECRET, "oauth_server": fake.oauth_server() } } });
-    let (status, answer) = o.gw.api(Method::PUT, &format!("/api/v1/portals/{}", o.portal), Some(body)).await;
+    let (status, answer) =
+        o.gw.api(
+            Method::PUT,
+            &format!("/api/v1/portals/{}", o.portal),
+            Some(body),
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     o.settings(|s| s["active"] = json!(true)).await;
     let url = format!("{}/api/v1/bitrix24/events", o.gw.base);
@@ -37,7 +43,12 @@ async fn oauth_office(fake: &FakeB24) -> (Office, AppInstall, String) {
 async fn installed(fake: &FakeB24) -> (Office, AppInstall, String) {
     let (o, app, url) = oauth_office(fake).await;
     assert_eq!(fake.emit_install(&url, &app).await, 200);
-    wait_for("the app's events bound to callgate", || fake.bindings().iter().any(|b| b.event == "ONEXTERNALCALLSTART" && b.handler == url)).await;
+    wait_for("the app's events bound to callgate", || {
+        fake.bindings()
+            .iter()
+            .any(|b| b.event == "ONEXTERNALCALLSTART" && b.handler == url)
+    })
+    .await;
     (o, app, url)
 }
 
@@ -54,15 +65,35 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Waits until the fake delivered `event` to `url` and callgate answered 200.
 async fn delivered(fake: &FakeB24, event: &str, url: &str) {
-    wait_for(&format!("{event} delivered"), || fake.deliveries().iter().any(|d| d.event == event && d.url == url && d.status.is_some())).await;
-    let d = fake.deliveries().into_iter().find(|d| d.event == event && d.url == url).unwrap();
+    wait_for(&format!("{event} delivered"), || {
+        fake.deliveries()
+            .iter()
+            .any(|d| d.event == event && d.url == url && d.status.is_some())
+    })
+    .await;
+    let d = fake
+        .deliveries()
+        .into_iter()
+        .find(|d| d.event == event && d.url == url)
+        .unwrap();
     assert_eq!(d.status, Some(200), "{d:#?}");
 }
 
 /// The form pairs of an event delivery (as Bitrix24's queue server sends them).
-fn event_form(event: &str, data: &[(&str, &str)], ts: i64, auth: &[(String, String)]) -> Vec<(String, String)> {
-    let mut pairs = vec![("event".to_owned(), event.to_owned()), ("event_handler_id".to_owned(), "7".to_owned())];
-    pairs.extend(data.iter().map(|(k, v)| (bracket("data", k), (*v).to_owned())));
+fn event_form(
+    event: &str,
+    data: &[(&str, &str)],
+    ts: i64,
+    auth: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut pairs = vec![
+        ("event".to_owned(), event.to_owned()),
+        ("event_handler_id".to_owned(), "7".to_owned()),
+    ];
+    pairs.extend(
+        data.iter()
+            .map(|(k, v)| (bracket("data", k), (*v).to_owned())),
+    );
     pairs.push(("ts".to_owned(), ts.to_string()));
     pairs.extend(auth.iter().map(|(k, v)| (format!("auth[{k}]"), v.clone())));
     pairs
@@ -101,7 +132,13 @@ async fn finished_calls(fake: &FakeB24, n: usize) -> Vec<crate::fake_b24::CallSt
 }
 
 async fn route_user(o: &Office) -> Value {
-    let (status, d) = o.gw.api(Method::GET, &format!("/api/v1/route?caller={CUSTOMER}"), None).await;
+    let (status, d) =
+        o.gw.api(
+            Method::GET,
+            &format!("/api/v1/route?caller={CUSTOMER}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{d}");
     d["user_id"].clone()
 }
@@ -110,16 +147,39 @@ async fn route_user(o: &Office) -> Value {
 async fn an_installed_app_delivers_an_answered_call_through_its_client_endpoint() {
     let fake = FakeB24::spawn().await;
     let (o, _app, url) = installed(&fake).await;
-    let bound: Vec<String> = fake.bindings().iter().filter(|b| b.handler == url).map(|b| b.event.clone()).collect();
-    assert!(bound.contains(&"ONCRMCONTACTUPDATE".to_owned()), "{bound:?}");
+    let bound: Vec<String> = fake
+        .bindings()
+        .iter()
+        .filter(|b| b.handler == url)
+        .map(|b| b.event.clone())
+        .collect();
+    assert!(
+        bound.contains(&"ONCRMCONTACTUPDATE".to_owned()),
+        "{bound:?}"
+    );
     let phone = o.phone("101", "agent-answer.xml", &[]);
-    o.pbx_calls("101", "pbx-answered.xml", "e-oauth", &[], vec![phone]).await;
+    o.pbx_calls("101", "pbx-answered.xml", "e-oauth", &[], vec![phone])
+        .await;
     let calls = finished_calls(&fake, 1).await;
-    assert_eq!((calls[0].user_id, calls[0].call_type), (1, 2), "{:#?}", calls[0]);
+    assert_eq!(
+        (calls[0].user_id, calls[0].call_type),
+        (1, 2),
+        "{:#?}",
+        calls[0]
+    );
     assert_eq!(calls[0].finished.as_ref().unwrap().user_id, 11);
-    let batches: Vec<_> = fake.requests().into_iter().filter(|r| r.method == "batch").collect();
+    let batches: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "batch")
+        .collect();
     assert!(!batches.is_empty());
-    assert!(batches.iter().all(|r| matches!(&r.via, Via::OAuth { token } if !token.is_empty())), "every delivery used the app's token: {batches:#?}");
+    assert!(
+        batches
+            .iter()
+            .all(|r| matches!(&r.via, Via::OAuth { token } if !token.is_empty())),
+        "every delivery used the app's token: {batches:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,26 +189,107 @@ async fn events_with_a_wrong_token_or_from_an_unknown_portal_are_refused_and_cha
     let contact = fake.add_contact(CUSTOMER, 12).to_string();
     let wrong = with_token(&app, &fake, "not-the-token");
     let ts = fake.now_unix();
-    let (status, body) = post(&o, &url, &event_form("ONCRMCONTACTUPDATE", &[("FIELDS[ID]", &contact)], ts, &wrong)).await;
+    let (status, body) = post(
+        &o,
+        &url,
+        &event_form(
+            "ONCRMCONTACTUPDATE",
+            &[("FIELDS[ID]", &contact)],
+            ts,
+            &wrong,
+        ),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
-    let click = [("CALL_ID", "externalCall.0123456789"), ("USER_ID", "11"), ("PHONE_NUMBER", CUSTOMER)];
-    assert_eq!(post(&o, &url, &event_form("ONEXTERNALCALLSTART", &click, ts, &wrong)).await.0, 403);
-    let stranger = vec![("member_id".to_owned(), "0000".to_owned()), ("domain".to_owned(), "other.bitrix24.ru".to_owned()), ("application_token".to_owned(), app.application_token.clone())];
-    assert_eq!(post(&o, &url, &event_form("ONCRMCONTACTUPDATE", &[("FIELDS[ID]", &contact)], ts, &stranger)).await.0, 403);
+    let click = [
+        ("CALL_ID", "externalCall.0123456789"),
+        ("USER_ID", "11"),
+        ("PHONE_NUMBER", CUSTOMER),
+    ];
+    assert_eq!(
+        post(
+            &o,
+            &url,
+            &event_form("ONEXTERNALCALLSTART", &click, ts, &wrong)
+        )
+        .await
+        .0,
+        403
+    );
+    let stranger = vec![
+        ("member_id".to_owned(), "0000".to_owned()),
+        ("domain".to_owned(), "other.bitrix24.ru".to_owned()),
+        (
+            "application_token".to_owned(),
+            app.application_token.clone(),
+        ),
+    ];
+    assert_eq!(
+        post(
+            &o,
+            &url,
+            &event_form(
+                "ONCRMCONTACTUPDATE",
+                &[("FIELDS[ID]", &contact)],
+                ts,
+                &stranger
+            )
+        )
+        .await
+        .0,
+        403
+    );
     // An install for a domain no OAuth portal has is refused too.
     let mut foreign = app.clone();
     foreign.domain = "other.bitrix24.ru".into();
     assert_eq!(fake.emit_install(&url, &foreign).await, 403);
     // Malformed deliveries: 400 naming the field.
-    let (status, body) = post(&o, &url, &[("data[FIELDS][ID]".to_owned(), contact.clone())]).await;
-    assert_eq!((status, body["fields"][0]["field"].as_str()), (400, Some("event")), "{body}");
-    let (status, body) = post(&o, &url, &[("event".to_owned(), "ONCRMCONTACTUPDATE".to_owned()), ("ts".to_owned(), "soon".to_owned())]).await;
-    assert_eq!((status, body["fields"][0]["field"].as_str()), (400, Some("ts")), "{body}");
+    let (status, body) = post(
+        &o,
+        &url,
+        &[("data[FIELDS][ID]".to_owned(), contact.clone())],
+    )
+    .await;
+    assert_eq!(
+        (status, body["fields"][0]["field"].as_str()),
+        (400, Some("event")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &o,
+        &url,
+        &[
+            ("event".to_owned(), "ONCRMCONTACTUPDATE".to_owned()),
+            ("ts".to_owned(), "soon".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["fields"][0]["field"].as_str()),
+        (400, Some("ts")),
+        "{body}"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(fake.attempts_of("crm.contact.get").is_empty(), "nothing was processed");
+    assert!(
+        fake.attempts_of("crm.contact.get").is_empty(),
+        "nothing was processed"
+    );
     assert_eq!(route_user(&o).await, Value::Null, "the index did not move");
-    let metrics = o.gw.client.get(format!("{}/metrics", o.gw.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"callgate_b24_events_total{event="ONCRMCONTACTUPDATE",outcome="forbidden"}"#), "{metrics}");
+    let metrics =
+        o.gw.client
+            .get(format!("{}/metrics", o.gw.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(
+        metrics.contains(
+            r#"callgate_b24_events_total{event="ONCRMCONTACTUPDATE",outcome="forbidden"}"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,17 +298,35 @@ async fn a_duplicate_delivery_is_processed_once() {
     let (o, app, url) = installed(&fake).await;
     let contact = fake.add_contact(CUSTOMER, 12).to_string();
     let auth = fake.app_event_auth(&app);
-    let form = event_form("ONCRMCONTACTUPDATE", &[("FIELDS[ID]", &contact)], fake.now_unix(), &auth);
-    assert_eq!(post(&o, &url, &form).await, (200, json!({ "status": "queued" })));
-    assert_eq!(post(&o, &url, &form).await, (200, json!({ "status": "duplicate" })));
-    wait_for("the contact re-read", || !fake.attempts_of("crm.contact.get").is_empty()).await;
+    let form = event_form(
+        "ONCRMCONTACTUPDATE",
+        &[("FIELDS[ID]", &contact)],
+        fake.now_unix(),
+        &auth,
+    );
+    assert_eq!(
+        post(&o, &url, &form).await,
+        (200, json!({ "status": "queued" }))
+    );
+    assert_eq!(
+        post(&o, &url, &form).await,
+        (200, json!({ "status": "duplicate" }))
+    );
+    wait_for("the contact re-read", || {
+        !fake.attempts_of("crm.contact.get").is_empty()
+    })
+    .await;
     wait_for("the index to follow the contact", || {
         let snapshot = fake.calls_of("telephony.externalcall.searchcrmentities");
         !snapshot.is_empty()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(fake.attempts_of("crm.contact.get").len(), 1, "processed once");
+    assert_eq!(
+        fake.attempts_of("crm.contact.get").len(),
+        1,
+        "processed once"
+    );
     assert_eq!(route_user(&o).await, 12);
 }
 
@@ -179,8 +338,22 @@ async fn an_expired_token_is_refreshed_once_while_twenty_intents_wait() {
     // The refresh takes 2 s: every call of the load piles up behind it.
     fake.fail_next_oauth(1, Fault::Stall(Duration::from_secs(2)));
     let n = 20;
-    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
-    let pbx = Sipp::new("pbx-answered-load.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "e-refresh").key("hold_ms", "10").calls(n).rate(20).run().await;
+    let phone = Sipp::new("agent-answer.xml", &o.sip)
+        .port(o.phones["101"])
+        .key("ext", "101")
+        .key("ring_ms", "10")
+        .calls(n)
+        .spawn();
+    let pbx = Sipp::new("pbx-answered-load.xml", &o.sip)
+        .port(o.pbx)
+        .key("ext", "101")
+        .key("caller", CUSTOMER)
+        .key("xcid", "e-refresh")
+        .key("hold_ms", "10")
+        .calls(n)
+        .rate(20)
+        .run()
+        .await;
     pbx.assert_all_ok(n as u64);
     assert!(phone.wait().await.successful >= n as u64 - 1);
     let calls = finished_calls(&fake, n).await;
@@ -191,23 +364,105 @@ async fn an_expired_token_is_refreshed_once_while_twenty_intents_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_click_to_call_is_not_registered_again_and_is_finished_with_the_events_call_id() {
+async fn a_refused_refresh_keeps_the_intents_until_the_app_is_reinstalled() {
+    let fake = FakeB24::spawn().await;
+    let (o, app, url) = installed(&fake).await;
+    // Someone else spends the refresh token (strict rotation): callgate's copy is now invalid.
+    let spent =
+        o.gw.client
+            .get(fake.oauth_token_url())
+            .query(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", SECRET),
+                ("refresh_token", app.refresh_token.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(spent.status(), 200);
+    fake.expire_access_tokens();
+    let phone = o.phone("101", "agent-answer.xml", &[]);
+    o.pbx_calls("101", "pbx-answered.xml", "e-reinstall", &[], vec![phone])
+        .await;
+    wait_for("a refused refresh", || fake.oauth_requests().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        fake.registered().is_empty(),
+        "nothing delivered without a token"
+    );
+    // The admin reinstalls the app: new tokens, and the queued intents go out.
+    let again = fake.issue_tokens(CLIENT_ID);
+    assert_eq!(fake.emit_install(&url, &again).await, 200);
+    let calls = finished_calls(&fake, 1).await;
+    assert_eq!(
+        calls[0].finished.as_ref().unwrap().user_id,
+        11,
+        "{:#?}",
+        calls[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_to_call_rings_the_agent_is_not_registered_again_and_finishes_with_the_events_call_id(
+) {
     let fake = FakeB24::spawn().await;
     let (o, _app, url) = installed(&fake).await;
+    // The agent's phone: answers callgate's INVITE and accepts its REFER.
+    let phone = o.phone("101", "agent-refer.xml", &[]);
     // Bitrix24 registers the call and fires ONEXTERNALCALLSTART to the bound handler.
     let call_id = fake.click_to_call(CLIENT_ID, 11, &format!("+{CUSTOMER}"), None);
     delivered(&fake, "ONEXTERNALCALLSTART", &url).await;
-    // Origination is not implemented: the agent dials the number themselves.
+    let rang = phone.wait().await;
+    assert!(
+        rang.successful == 1 && rang.failed == 0,
+        "{}\n{}",
+        rang.screen,
+        rang.errors
+    );
+    // The phone follows the REFER: it calls the number through callgate to the PBX.
     let pbx = o.pbx_answers("pbx-uas-answer.xml");
     o.agent_dials("101", "agent-dial.xml", CUSTOMER, pbx).await;
-    wait_for("the click's call finished", || fake.call_state(&call_id).is_some_and(|c| c.finished.is_some())).await;
-    assert!(fake.calls_of("telephony.externalcall.register").is_empty(), "no second register: {:#?}", fake.calls());
+    wait_for("the click's call finished", || {
+        fake.call_state(&call_id)
+            .is_some_and(|c| c.finished.is_some())
+    })
+    .await;
+    assert!(
+        fake.calls_of("telephony.externalcall.register").is_empty(),
+        "no second register: {:#?}",
+        fake.calls()
+    );
     let finishes = fake.calls_of("telephony.externalcall.finish");
     assert_eq!(finishes.len(), 1, "{finishes:#?}");
     assert_eq!(finishes[0].params["CALL_ID"], json!(call_id));
     let f = fake.call_state(&call_id).unwrap().finished.unwrap();
-    assert_eq!((f.user_id, f.status_code.as_deref()), (11, Some("200")), "{f:#?}");
+    assert_eq!(
+        (f.user_id, f.status_code.as_deref()),
+        (11, Some("200")),
+        "{f:#?}"
+    );
     assert_eq!(fake.registered().len(), 1, "only the click's call exists");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_by_a_user_without_an_extension_is_finished_at_once() {
+    let fake = FakeB24::spawn().await;
+    let (_o, _app, url) = installed(&fake).await;
+    // User 2 has no mapping: nothing can ring, and an open call would capture the next one.
+    let call_id = fake.click_to_call(CLIENT_ID, 2, CUSTOMER, None);
+    delivered(&fake, "ONEXTERNALCALLSTART", &url).await;
+    wait_for("the click's call finished", || {
+        fake.call_state(&call_id)
+            .is_some_and(|c| c.finished.is_some())
+    })
+    .await;
+    let f = fake.call_state(&call_id).unwrap().finished.unwrap();
+    assert_eq!(
+        (f.user_id, f.duration, f.status_code.as_deref()),
+        (2, 0, Some("603-S")),
+        "{f:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +471,15 @@ async fn a_crm_update_event_moves_the_personal_manager_for_the_next_call() {
     let (o, _app, url) = installed(&fake).await;
     let contact = fake.add_contact(CUSTOMER, 11);
     let csv = format!("{CUSTOMER},11\n");
-    let resp = o.gw.client.post(format!("{}/api/v1/portals/{}/index", o.gw.base, o.portal)).bearer_auth(crate::common::TOKEN).header("content-type", "text/csv").body(csv).send().await.unwrap();
+    let resp =
+        o.gw.client
+            .post(format!("{}/api/v1/portals/{}/index", o.gw.base, o.portal))
+            .bearer_auth(crate::common::TOKEN)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(route_user(&o).await, 11);
     // The responsible changes in the CRM; Bitrix24 tells the bound handler.
@@ -229,6 +492,16 @@ async fn a_crm_update_event_moves_the_personal_manager_for_the_next_call() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, d) = o.gw.api(Method::GET, &format!("/api/v1/route?caller={CUSTOMER}"), None).await;
-    assert_eq!((d["user_id"].clone(), d["target"].clone()), (json!(12), json!("102")), "{d}");
+    let (_, d) =
+        o.gw.api(
+            Method::GET,
+            &format!("/api/v1/route?caller={CUSTOMER}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (d["user_id"].clone(), d["target"].clone()),
+        (json!(12), json!("102")),
+        "{d}"
+    );
 }
