@@ -228,3 +228,55 @@ async fn crm_load_benchmark() {
     );
     assert_eq!(fake.rejected(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_all_group_shows_the_card_to_all_and_hides_it_for_those_who_did_not_answer() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    let phones = vec![o.phone("101", "agent-ring.xml", &[]), o.phone("102", "agent-answer.xml", &[("ring_ms", "300")]), o.phone("103", "agent-ring.xml", &[])];
+    let mut legs = Vec::new();
+    for (ext, scenario) in [("101", "pbx-cancel.xml"), ("102", "pbx-answered.xml"), ("103", "pbx-cancel.xml")] {
+        let s = Sipp::new(scenario, &o.sip).port(free_port()).key("ext", ext).key("caller", CUSTOMER).key("xcid", "b-group").key("hold_ms", "800");
+        legs.push(tokio::spawn(s.run()));
+    }
+    for l in legs {
+        l.await.unwrap().assert_all_ok(1);
+    }
+    for p in phones {
+        p.wait().await.assert_all_ok(1);
+    }
+    let calls = finished_calls(&fake, 1).await;
+    assert_eq!(calls.len(), 1, "one Bitrix24 call for the three legs: {calls:#?}");
+    let shown: std::collections::BTreeSet<u64> = calls[0].shows.iter().flatten().copied().collect();
+    let hidden: std::collections::BTreeSet<u64> = calls[0].hides.iter().flatten().copied().collect();
+    assert_eq!(shown, [11, 12, 13].into());
+    assert!(hidden.contains(&11) && hidden.contains(&13) && !calls[0].hides.iter().any(|h| h == &vec![12]), "{calls:#?}");
+    assert!(calls[0].shows.iter().any(|s| s.len() > 1), "shows of one call travel together: {:?}", calls[0].shows);
+    assert_eq!(calls[0].finished.as_ref().unwrap().user_id, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_rejected_outgoing_busy_and_internal_calls_are_reported_as_such() {
+    let fake = FakeB24::spawn().await;
+    let o = office(&fake).await;
+    for (scenario, xcid) in [("agent-busy.xml", "b-busy"), ("agent-reject.xml", "b-reject")] {
+        let phone = o.phone("101", scenario, &[]);
+        o.pbx_calls("101", "pbx-failed.xml", xcid, &[], vec![phone]).await;
+    }
+    let pbx = o.pbx_answers("pbx-uas-busy.xml");
+    o.agent_dials("102", "agent-dial-busy.xml", "79160000001", pbx).await;
+    let pbx = o.pbx_answers("pbx-uas-answer.xml");
+    o.agent_dials("101", "agent-dial.xml", "103", pbx).await; // internal: nothing goes to Bitrix24
+    let calls = finished_calls(&fake, 3).await;
+    let mut got: Vec<(u8, String, u64, Option<String>)> = calls.iter().map(|c| {
+        let f = c.finished.as_ref().unwrap();
+        (c.call_type, c.phone_number.clone(), f.user_id, f.status_code.clone())
+    }).collect();
+    got.sort();
+    assert_eq!(got, [
+        (1, "79160000001".to_owned(), 12, Some("486".to_owned())),
+        (2, CUSTOMER.to_owned(), 1, Some("304".to_owned())),
+        (2, CUSTOMER.to_owned(), 1, Some("304".to_owned())),
+    ]);
+    assert!(calls.iter().all(|c| c.phone_number != "103"), "no internal call reported");
+}
