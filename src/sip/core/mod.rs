@@ -2,7 +2,8 @@
 //!
 //! No tokio, no clock, no I/O, no logging: bytes in, typed views or bytes out. The transport
 //! drivers (`sip/transport`) feed it; transactions and the redirect/proxy logic build on it.
-//! Depends only on `bytes` and `memchr`; UTF-8 is never required anywhere.
+//! Depends only on `bytes`, `memchr` and `md-5` (digest authentication, `digest.rs`); UTF-8 is
+//! never required anywhere.
 //!
 //! Data path and module map:
 //! ```text
@@ -14,6 +15,7 @@
 //!     via.rs Via | name_addr.rs NameAddr | uri.rs Uri | method.rs Method, CSeq
 //! response.rs write_response(req, ...) -> BytesMut; to_tag_for (stateless UAS To-tag)
 //! transaction/ the four RFC 3261 §17 transaction state machines (+ RFC 6026), build_ack
+//! digest.rs   Digest auth (RFC 2617 MD5): Authorization/WWW-Authenticate, stateless nonces
 //! scan.rs     byte helpers (token/LWS classes, cursor, quote-aware splitting)
 //! ```
 //!
@@ -36,6 +38,7 @@
     )
 )]
 
+pub mod digest;
 mod error;
 mod forward;
 mod framing;
@@ -64,7 +67,7 @@ pub use self::message::{SipMessage, MAX_MESSAGE};
 pub use self::method::{CSeq, Method};
 pub use self::name_addr::NameAddr;
 pub use self::response::{to_tag_for, write_bad_request, write_response};
-pub use self::scan::{comma_values, CommaValues};
+pub use self::scan::{comma_values, raw_top_via, CommaValues};
 pub use self::table::MAX_HEADERS;
 pub use self::uri::Uri;
 pub use self::via::Via;

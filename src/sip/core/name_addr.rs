@@ -57,6 +57,25 @@ impl<'a> NameAddr<'a> {
         Self::finish(display, uri, after)
     }
 
+    /// The URI's user part alone: equals `NameAddr::parse(raw)?.uri.user` for a value that
+    /// parses (as a validated message's From does), without validating the display name, the
+    /// host part or the parameters. The redirect hot path needs only the caller's user.
+    #[must_use]
+    pub fn user_of(raw: &'a [u8]) -> Option<&'a [u8]> {
+        let raw = trim_lws(raw);
+        let uri_raw = if raw.first() == Some(&b'"') {
+            let mut c = Cursor::new(raw);
+            c.quoted()?;
+            c.skip_lws();
+            split_once(c.rest().strip_prefix(b"<")?, b'>')?.0
+        } else if let Some(lt) = memchr(b'<', raw) {
+            split_once(raw.get(lt.checked_add(1)?..)?, b'>')?.0
+        } else {
+            trim_lws(raw.get(..memchr(b';', raw).unwrap_or(raw.len()))?)
+        };
+        Uri::user_of(uri_raw)
+    }
+
     /// Validates the header parameters that follow the URI (`after` starts with `;` or is
     /// blank) and assembles the value.
     fn finish(display: Option<&'a [u8]>, uri: Uri<'a>, after: &'a [u8]) -> Option<Self> {
@@ -99,6 +118,21 @@ mod tests {
 
     fn parse(raw: &[u8]) -> NameAddr<'_> {
         NameAddr::parse(raw).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(raw)))
+    }
+
+    #[test]
+    fn the_user_part_alone_equals_the_full_parse() {
+        let cases: &[&[u8]] = &[
+            b"<sip:79161234567@pbx>;tag=1",
+            b"\"Ivanov <sales>\" <sip:+7916@pbx;user=phone>;tag=x",
+            b"Bob <sips:bob:pw@[::1]:5061>",
+            b"sip:alice@example.com;tag=2",
+            b" tel:+79161234567 ",
+            b"<sip:pbx.example.com>",
+        ];
+        for raw in cases {
+            assert_eq!(NameAddr::user_of(raw), NameAddr::parse(raw).and_then(|n| n.uri.user), "{}", String::from_utf8_lossy(raw));
+        }
     }
 
     #[test]
