@@ -5,7 +5,8 @@
 //!
 //! Shape (quinn-proto): [`Tracker::handle`] / [`Tracker::handle_timeout`] in, with `now` as a
 //! [`Millis`] parameter; [`Tracker::poll_effect`] / [`Tracker::poll_timeout`] out. No I/O, no
-//! clock, no logging, no tokio: the driver in `proxy/` owns the tracker and the timer.
+//! clock, no logging, no tokio: `handle.rs` ([`CallsHandle`]) wraps it in one lock, maps driver
+//! `Instant`s to wall-clock [`Millis`], and hands effects to the Bitrix24 outbox recorder.
 //!
 //! Model:
 //! - a **leg** is one INVITE dialog between the PBX side and one agent ([`LegRecord`]);

@@ -1,5 +1,13 @@
 //! Bitrix24: REST client, auth, rate limiter, batcher, durable outbox and inbound events
-//! (DESIGN.md §5). Filled by the Bitrix24 issue.
+//! (DESIGN.md §5).
+//!
+//! Delivery path: tracker effects -> `recorder` (group commits into the store's outbox, applying
+//! `rules`: DESIGN.md §5 with the portal's settings) -> one `worker` per portal (`wake`:
+//! started and woken on demand) that `plan`s `batch` requests and sends them through the
+//! [`Bitrix`] port (`port`: the REST client with the portal's webhook or OAuth token, `tokens`).
+//! `reconcile` finishes calls a crash left open. Inbound: `events` (the endpoint's checks and
+//! de-duplication), `processor` (click-to-call through `clicks` and `originate`, CRM changes),
+//! `sync` and `lookup` (the personal-manager index from Bitrix24).
 //!
 //! REST client layer (bitrix24-rest.md §1-§5), usable without the outbox:
 //! * [`params`]: [`Params`], the ordered parameter tree; JSON body and PHP-bracket query
