@@ -19,7 +19,7 @@ use crate::http::{self, AppState, HttpLimits};
 use crate::proxy::{Front, Local, Proxy};
 use crate::sip::core::transaction::Timers;
 use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
-use crate::sip::transport::{serve_tcp, Hub, SipHandler, TcpLimits, UdpDriver};
+use crate::sip::transport::{serve_tcp, Hub, SipHandler, TcpLimits, UdpDriver, WsEndpoint, WsLimits};
 use crate::store::{SqliteStore, StoreHandle};
 
 /// A built gateway: everything bound, nothing served yet.
@@ -122,8 +122,10 @@ impl Gateway {
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
         let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
         let local = Local { udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()), tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()) };
-        let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default());
-        let handler: Arc<dyn SipHandler> = Arc::new(Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy)));
+        let agents = start_registrar(&state).await?;
+        let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default()).with_flows(Arc::clone(&agents) as Arc<dyn crate::proxy::FlowLocator>);
+        let front = Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy)).with_websocket(Arc::clone(&agents));
+        let handler: Arc<dyn SipHandler> = Arc::new(front);
         let tcp_limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
         let hub = Hub::new(handler, tcp_limits, tasks.clone(), sip_cancel.clone());
         let udp = match sip_udp {
@@ -135,7 +137,13 @@ impl Gateway {
         }
         tasks.spawn(Arc::clone(&hub).tick(std::time::Duration::from_millis(20)));
         let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout };
-        let router = http::router(state.clone(), limits).layer(axum::Extension(index_sync)).layer(axum::Extension(events));
+        let ws_limits = WsLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, ..WsLimits::default() };
+        let websocket = WsEndpoint::new(Arc::clone(&hub), ws_limits, tasks.clone());
+        let router = http::router(state.clone(), limits)
+            .layer(axum::Extension(index_sync))
+            .layer(axum::Extension(events))
+            .layer(axum::Extension(agents))
+            .layer(axum::Extension(websocket));
         let stop = shutdown.clone();
         let server = axum::serve(http, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.cancelled().await });
         tracing::info!("callgate ready");
@@ -204,6 +212,15 @@ fn start_events(
     let processor = EventProcessor { store: state.store.clone(), directory: state.directory.clone(), tokens: Arc::clone(&tokens), workers, index, clicks, originate: Some(originate) };
     tasks.spawn(processor.run(rx, tasks.clone(), cancel.clone()));
     EventsHub { inbox, tokens }
+}
+
+/// The browser agents' registrar (WebRTC widget) with the stored credentials and a fresh nonce
+/// key for this run.
+async fn start_registrar(state: &AppState) -> anyhow::Result<Arc<crate::webrtc::Registrar>> {
+    use crate::webrtc::{Credentials, Registrar, RegistrarConfig};
+    let rows = state.store.run(|s| s.list_agent_credentials()).await.context("loading browser agents' credentials")?;
+    let credentials = Arc::new(Credentials::new(rows));
+    Ok(Arc::new(Registrar::new(state.directory.clone(), credentials, RegistrarConfig::default(), &rand::random(), std::time::Instant::now())))
 }
 
 /// Wall-clock milliseconds since the UNIX epoch (the tracker's clock base, read once).

@@ -1,10 +1,12 @@
 //! The HTTP listener (axum): admin API under `/api/v1`, `/live`, `/ready`, `/metrics`.
-//! Later: the settings page, Bitrix24 event endpoints and SIP over WebSocket.
+//! SIP over WebSocket for browser agents at `GET /sip` (RFC 7118, `agents.rs`). Later: the
+//! settings page.
 //!
 //! [`router`] is a pure function of [`AppState`], so tests can drive it in memory or over a real
 //! socket. Handlers are thin: validate (`settings`), persist (`store`), then tell the routing
 //! directory to reload. Errors are [`ApiError`]s, logged once in `error.rs`.
 
+mod agents;
 mod auth;
 mod calls;
 mod error;
@@ -72,6 +74,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .merge(route::admin_routes())
         .merge(calls::routes())
         .merge(sync::routes())
+        .merge(agents::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .merge(route::public_routes())
         .merge(events::routes())
@@ -81,6 +84,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/live", get(health::live))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/sip", get(agents::sip_websocket))
         .layer(middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.timeout))

@@ -3,6 +3,11 @@
 //! and the PBX's calls, every response) goes through the edge proxy.
 //!
 //! The choice reads only the request line, so the redirect hot path keeps its single parse.
+//!
+//! Messages over a WebSocket flow (browser agents, WebRTC widget) never reach the redirect
+//! listener: the browser agents' registrar answers their REGISTERs and admits their other
+//! requests ([`crate::webrtc::Registrar::on_websocket`]); what it lets through goes to the
+//! proxy. A closed flow ends its registrations.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::Proxy;
 use crate::routing::{Directory, RedirectServer};
-use crate::sip::core::Uri;
+use crate::sip::core::{write_bad_request, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler};
 
 /// Redirect listener + proxy behind one [`SipHandler`].
@@ -19,12 +24,37 @@ pub struct Front {
     directory: Directory,
     redirect: Arc<RedirectServer>,
     proxy: Arc<Proxy>,
+    websocket: Option<Arc<crate::webrtc::Registrar>>,
 }
 
 impl Front {
     /// Both roles on one listener.
     pub fn new(directory: Directory, redirect: Arc<RedirectServer>, proxy: Arc<Proxy>) -> Self {
-        Self { directory, redirect, proxy }
+        Self { directory, redirect, proxy, websocket: None }
+    }
+
+    /// Browser agents over WebSocket are registered by `registrar` (without it, WebSocket
+    /// messages go to the proxy like any other).
+    #[must_use]
+    pub fn with_websocket(mut self, registrar: Arc<crate::webrtc::Registrar>) -> Self {
+        self.websocket = Some(registrar);
+        self
+    }
+
+    /// A message over a WebSocket flow: parsed once, then the registrar, then the proxy.
+    fn on_websocket(&self, registrar: &crate::webrtc::Registrar, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
+        match SipMessage::parse(data.clone()) {
+            Ok(msg) => {
+                if !registrar.on_websocket(&msg, peer, now, out) {
+                    self.proxy.handle(&msg, peer, now, out);
+                }
+            }
+            Err(e) => {
+                metrics::counter!("callgate_sip_malformed_total", "transport" => "ws").increment(1);
+                tracing::debug!(addr = %peer.addr, error = %e, "malformed SIP message over websocket");
+                write_bad_request(&data, &e, &mut out.reply);
+            }
+        }
     }
 
     /// Whether `data` is a request to a routing user (or has no portal at all to proxy for).
@@ -42,6 +72,9 @@ impl Front {
 
 impl SipHandler for Front {
     fn on_message(&self, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
+        if let (true, Some(registrar)) = (peer.transport.is_websocket(), &self.websocket) {
+            return self.on_websocket(registrar, data, peer, now, out);
+        }
         if self.for_redirect(&data) {
             self.redirect.on_message(data, peer, now, out);
         } else {
@@ -56,5 +89,17 @@ impl SipHandler for Front {
     fn on_tick(&self, now: Instant, out: &mut Outbox) {
         self.redirect.on_tick(now, out);
         self.proxy.on_tick(now, out);
+        if let Some(registrar) = &self.websocket {
+            registrar.expire(now);
+        }
+    }
+
+    fn on_closed(&self, peer: Peer, _now: Instant, _out: &mut Outbox) {
+        if let Some(registrar) = &self.websocket {
+            let gone = registrar.flow_closed(peer);
+            if !gone.is_empty() {
+                tracing::debug!(addr = %peer.addr, registrations = gone.len(), "websocket closed; its registrations end");
+            }
+        }
     }
 }

@@ -42,7 +42,7 @@ impl Proxy {
             None if method != Method::Register && self.is_for_us(msg) => return self.local_request(msg, method, peer, io),
             None if in_dialog => target::by_request_uri(msg, &self.local, peer.transport),
             None => match &pbx {
-                Some(p) => target::to_extension(msg, p, &eng.registrar, peer.transport),
+                Some(p) => target::to_extension(msg, p, &eng.registrar, self.flows.as_deref(), peer.transport),
                 None => match target::agent_portal(snap, msg) {
                     Some(p) => target::to_pbx(msg, &p, peer.transport),
                     None => Err(Refusal { status: 404, reason: "Not Found" }),
@@ -251,5 +251,7 @@ pub(super) fn transport_name(t: Transport) -> &'static str {
         Transport::Udp => "UDP",
         Transport::Tcp => "TCP",
         Transport::Tls => "TLS",
+        Transport::Ws => "WS",
+        Transport::Wss => "WSS",
     }
 }

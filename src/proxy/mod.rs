@@ -33,6 +33,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
 pub use self::front::Front;
+pub use self::target::FlowLocator;
 
 use self::engine::{Engine, Io};
 use crate::calls::CallsHandle;
@@ -55,7 +56,8 @@ impl Local {
     fn addr(&self, t: Transport) -> Option<SocketAddr> {
         match t {
             Transport::Udp => self.udp.or(self.tcp),
-            Transport::Tcp | Transport::Tls => self.tcp.or(self.udp),
+            // WebSocket flows have no SIP listener of their own: they name the TCP one.
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => self.tcp.or(self.udp),
         }
     }
 
@@ -67,6 +69,7 @@ impl Local {
     fn route_uri(&self, t: Transport) -> String {
         match t {
             Transport::Udp => format!("<sip:{};lr>", self.sent_by(t)),
+            Transport::Ws | Transport::Wss => format!("<sip:{};transport=ws;lr>", self.sent_by(t)),
             _ => format!("<sip:{};transport=tcp;lr>", self.sent_by(t)),
         }
     }
@@ -74,7 +77,9 @@ impl Local {
     /// One Record-Route value, or two when the request changes transport (RFC 5658): the
     /// downstream-facing one first.
     fn record_route(&self, inbound: Transport, outbound: Transport) -> Vec<String> {
-        if inbound == outbound || self.addr(inbound) == self.addr(outbound) {
+        // A WebSocket side shares the TCP address but not its `transport=`: always two values.
+        let same_kind = inbound.is_websocket() == outbound.is_websocket();
+        if inbound == outbound || (same_kind && self.addr(inbound) == self.addr(outbound)) {
             vec![self.route_uri(outbound)]
         } else {
             vec![self.route_uri(outbound), self.route_uri(inbound)]
@@ -122,6 +127,8 @@ pub struct Proxy {
     salt: u64,
     next_branch: AtomicU64,
     metrics: ProxyMetrics,
+    /// Browser agents' WebSocket flows (WebRTC widget), consulted before the registrar.
+    flows: Option<std::sync::Arc<dyn FlowLocator>>,
 }
 
 impl Proxy {
@@ -136,7 +143,16 @@ impl Proxy {
             salt: rand::random(),
             next_branch: AtomicU64::new(1),
             metrics: ProxyMetrics::new(),
+            flows: None,
         }
+    }
+
+    /// Routes requests for extensions registered over WebSocket to their flow (see
+    /// [`FlowLocator`]).
+    #[must_use]
+    pub fn with_flows(mut self, flows: std::sync::Arc<dyn FlowLocator>) -> Self {
+        self.flows = Some(flows);
+        self
     }
 
     /// Live (server, client) transactions.

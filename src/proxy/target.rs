@@ -37,6 +37,9 @@ const NO_ROUTE: Refusal = Refusal { status: 502, reason: "Bad Gateway" };
 /// comes from another port of the PBX's IP address that is not a known phone (PBXs send from
 /// several ports: one per trunk, per worker).
 pub(crate) fn pbx_portal(snap: &Snapshot, peer: Peer, msg: &SipMessage, registrar: &Registrar) -> Option<Arc<PortalEntry>> {
+    if peer.transport.is_websocket() {
+        return None; // a browser agent's flow, never the PBX (whatever its address)
+    }
     let via = msg.top_via().and_then(|v| sent_by_addr(v.host, v.port));
     let exact = |a: SocketAddr| a == peer.addr || (peer.transport != Transport::Udp && Some(a) == via);
     let same_host = |p: &PortalEntry, a: SocketAddr| a.ip() == peer.addr.ip() && !p.agent_addrs.contains(&peer.addr) && !registrar.is_phone(peer);
@@ -85,11 +88,21 @@ pub(crate) fn by_request_uri(msg: &SipMessage, local: &Local, transport: Transpo
     Ok(NextHop { peer, request_uri: None, pop_route: 0 })
 }
 
-/// Next hop of an out-of-dialog request from the PBX: the extension's registered contact, else
-/// its static contact from the mapping.
-pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &Registrar, transport: Transport) -> Result<NextHop, Refusal> {
+/// Browser agents' registrations over WebSocket (WebRTC widget), kept by
+/// `webrtc::Registrar`: the proxy only asks where an extension's flow is.
+pub trait FlowLocator: Send + Sync + 'static {
+    /// The flow (WebSocket peer) and Contact URI of `extension`'s live registration, if any.
+    fn locate(&self, portal: crate::settings::PortalId, extension: &str) -> Option<(Peer, String)>;
+}
+
+/// Next hop of an out-of-dialog request from the PBX: the extension's browser flow, else its
+/// registered contact, else its static contact from the mapping.
+pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &Registrar, flows: Option<&dyn FlowLocator>, transport: Transport) -> Result<NextHop, Refusal> {
     let ruri = msg.request_uri().and_then(Uri::parse).ok_or(NOT_FOUND)?;
     let ext = ruri.user.and_then(|u| std::str::from_utf8(u).ok()).ok_or(NOT_FOUND)?;
+    if let Some((peer, contact)) = flows.and_then(|f| f.locate(portal.portal.id, ext)) {
+        return Ok(NextHop { peer, request_uri: Some(contact), pop_route: 0 });
+    }
     if let Some(b) = registrar.lookup(portal.portal.id, ext) {
         return Ok(NextHop { peer: b.peer, request_uri: Some(b.contact.clone()), pop_route: 0 });
     }
@@ -104,6 +117,7 @@ pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &R
 /// rewritten to it.
 pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry, transport: Transport) -> Result<NextHop, Refusal> {
     let addr = portal.pbx_addr.ok_or(NO_ROUTE)?;
+    let transport = not_websocket(transport);
     let user = msg.request_uri().and_then(Uri::parse).and_then(|u| u.user).map(|u| String::from_utf8_lossy(u).into_owned());
     let host = &portal.portal.settings.pbx_host;
     let request_uri = Some(user.map_or_else(|| format!("sip:{host}"), |u| format!("sip:{u}@{host}")));
@@ -114,6 +128,7 @@ pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry, transport: Transpor
 /// 5060 by default, `transport=` parameter else the given one.
 pub(crate) fn uri_peer(uri: &Uri<'_>, default: Transport) -> Option<Peer> {
     let addr = sent_by_addr(uri.host, uri.port)?;
+    let default = not_websocket(default);
     let transport = match uri.param(b"transport") {
         Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
         Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
@@ -121,6 +136,16 @@ pub(crate) fn uri_peer(uri: &Uri<'_>, default: Transport) -> Option<Peer> {
         _ => default,
     };
     Some(Peer { addr, transport })
+}
+
+/// The transport to reach a SIP address with when a request came in on `inbound`: WebSocket
+/// flows cannot be dialled, so what arrives over one goes on over UDP.
+fn not_websocket(inbound: Transport) -> Transport {
+    if inbound.is_websocket() {
+        Transport::Udp
+    } else {
+        inbound
+    }
 }
 
 /// `host` (IP literal, IPv6 in brackets or not) and port as a socket address.

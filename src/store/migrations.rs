@@ -79,4 +79,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX portal_tokens_member ON portal_tokens(member_id);",
+    // 4: browser agents' SIP credentials (WebRTC widget): only HA1 = MD5(extension:realm:password),
+    // never the password. Tied to the mapping row: deleting the mapping (or its portal) revokes.
+    "CREATE TABLE agent_credentials (
+        mapping_id INTEGER PRIMARY KEY REFERENCES mappings(id) ON DELETE CASCADE,
+        portal_id INTEGER NOT NULL REFERENCES portals(id) ON DELETE CASCADE,
+        extension TEXT NOT NULL,
+        realm TEXT NOT NULL,
+        ha1 TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];

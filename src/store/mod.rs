@@ -5,6 +5,7 @@
 //! implementation can follow the same trait (DESIGN.md §7). Depends on `settings` for the data
 //! types only.
 
+mod agents;
 mod migrations;
 mod outbox;
 mod sqlite;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use crate::settings::{Auth, Line, Mapping, MappingInput, Portal, PortalId, PortalSettings};
 
+pub use agents::AgentCredential;
 pub use outbox::{CrmCall, Delivered, Intent, IntentKind, NewIntent, OutboxWrite};
 pub use sqlite::SqliteStore;
 pub use tokens::PortalTokens;
@@ -228,6 +230,24 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The database failed; the stored pair is unchanged.
     fn rotate_portal_tokens(&self, portal: PortalId, access: &crate::config::Secret, refresh: &crate::config::Secret, expires_at_unix: u64, client_endpoint: &str, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// Stores a browser agent's credentials (HA1 only), replacing the mapping's previous ones.
+    ///
+    /// # Errors
+    /// The database failed (e.g. the mapping does not exist).
+    fn put_agent_credential(&self, c: &AgentCredential, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Revokes the credentials of mapping `mapping_id` of `portal`; false when there were none.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn delete_agent_credential(&self, portal: PortalId, mapping_id: i64) -> Result<bool, StoreError>;
+
+    /// Every browser agent's credentials.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn list_agent_credentials(&self) -> Result<Vec<AgentCredential>, StoreError>;
 }
 
 /// A cloneable handle for async code.

@@ -327,6 +327,18 @@ impl Store for SqliteStore {
     fn rotate_portal_tokens(&self, portal: PortalId, access: &Secret, refresh: &Secret, expires_at_unix: u64, client_endpoint: &str, now_ms: u64) -> Result<bool, StoreError> {
         super::tokens::rotate(&self.conn.lock(), portal, access, refresh, expires_at_unix, client_endpoint, now_ms)
     }
+
+    fn put_agent_credential(&self, c: &super::AgentCredential, now_ms: u64) -> Result<(), StoreError> {
+        super::agents::put(&self.conn.lock(), c, now_ms)
+    }
+
+    fn delete_agent_credential(&self, portal: PortalId, mapping_id: i64) -> Result<bool, StoreError> {
+        super::agents::delete(&self.conn.lock(), portal, mapping_id)
+    }
+
+    fn list_agent_credentials(&self) -> Result<Vec<super::AgentCredential>, StoreError> {
+        super::agents::list(&self.conn.lock())
+    }
 }
 
 #[cfg(test)]

@@ -1,2 +1,20 @@
 //! The browser agent leg (WebRTC widget mode) behind our own trait; the `webrtc` crate is imported
 //! only here. Filled by the WebRTC issue.
+//!
+//! Part 1 (signalling, no media yet):
+//! - `credentials`: per-agent SIP passwords callgate issues (only HA1 kept) and their
+//!   in-memory cache.
+//! - `registrar`: callgate as the registrar for browser agents over SIP-over-WebSocket
+//!   (RFC 7118, `sip::transport::ws`): digest auth, bindings to the WebSocket flow, and
+//!   [`crate::proxy::FlowLocator`] so the PBX's INVITE for a registered extension goes over
+//!   that flow.
+//!
+//! Depends on `sip::core` (digest, messages), `sip::transport` (types), `routing` (the portal
+//! directory), `store` (credential rows) and the proxy's `FlowLocator` trait. Later: the B2BUA
+//! and media anchoring.
+
+pub mod credentials;
+pub mod registrar;
+
+pub use credentials::{Credentials, Issued};
+pub use registrar::{RegisteredAgent, Registrar, RegistrarConfig};

@@ -12,3 +12,4 @@ mod fake_b24;
 mod fake_b24_selftest;
 mod proxy;
 mod redirect;
+mod ws;

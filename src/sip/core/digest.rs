@@ -5,9 +5,10 @@
 //! Only `algorithm=MD5` with `qop=auth` (or no qop, RFC 2069) is supported: it is what JsSIP and
 //! SIP.js send and what PBXs ask for. SHA-256 (RFC 8760) can follow behind the same types.
 //!
-//! Nonces are `hex(issued_at) || hex(HMAC-MD5(key, issued_at || realm))`: whoever holds the
-//! per-process key can tell a nonce it minted from a forged one and how old it is, with no table
-//! of outstanding nonces. Time is a parameter (`now_secs`, seconds on any clock the caller keeps
+//! Nonces are `hex(issued_at) || hex(salt) || hex(HMAC-MD5(key, issued_at || salt || realm))`:
+//! whoever holds the per-process key can tell a nonce it minted from a forged one and how old it
+//! is, with no table of outstanding nonces. The caller's salt (random) keeps two challenges in
+//! the same second apart, so per-nonce `nc` counting works. Time is a parameter (`now_secs`, seconds on any clock the caller keeps
 //! steady), never read here. Replay protection (one `nc` per nonce) needs state and belongs to
 //! the caller (the registrar).
 //!
@@ -99,7 +100,7 @@ pub fn response(ha1: &HexDigest, nonce: &[u8], method: &[u8], uri: &[u8], qop: O
 
 /// A parsed `Authorization` (or `Proxy-Authorization`) value with the Digest scheme. Values
 /// borrow from the header; quoted strings lose their quotes, escapes are kept as sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Credentials<'a> {
     /// `username`.
     pub username: &'a [u8],
@@ -139,24 +140,9 @@ impl<'a> Credentials<'a> {
     /// `username`, `realm`, `nonce`, `uri` or `response` is missing.
     #[must_use]
     pub fn parse(value: &'a [u8]) -> Option<Self> {
-        let mut c = Self::default();
-        let (mut username, mut realm, mut nonce, mut uri, mut response) = (None, None, None, None, None);
-        for (name, v) in params(value)? {
-            match name.to_ascii_lowercase().as_slice() {
-                b"username" => username = Some(v),
-                b"realm" => realm = Some(v),
-                b"nonce" => nonce = Some(v),
-                b"uri" => uri = Some(v),
-                b"response" => response = Some(v),
-                b"algorithm" => c.algorithm = Some(v),
-                b"qop" => c.qop = Some(v),
-                b"nc" => c.nc = Some(v),
-                b"cnonce" => c.cnonce = Some(v),
-                b"opaque" => c.opaque = Some(v),
-                _ => {}
-            }
-        }
-        Some(Self { username: username?, realm: realm?, nonce: nonce?, uri: uri?, response: response?, ..c })
+        const NAMES: [&[u8]; 10] = [b"username", b"realm", b"nonce", b"uri", b"response", b"algorithm", b"qop", b"nc", b"cnonce", b"opaque"];
+        let [username, realm, nonce, uri, response, algorithm, qop, nc, cnonce, opaque] = named(value, NAMES)?;
+        Some(Self { username: username?, realm: realm?, nonce: nonce?, uri: uri?, response: response?, algorithm, qop, nc, cnonce, opaque })
     }
 
     /// The nonce count as a number (`qop=auth` only).
@@ -202,8 +188,10 @@ impl<'a> Credentials<'a> {
 pub fn authorization(username: &str, realm: &str, nonce: &str, uri: &str, method: &str, password: &str, qop: Option<(u32, &str)>) -> String {
     let ha1 = ha1(username.as_bytes(), realm.as_bytes(), password.as_bytes());
     let nc = qop.map(|(n, cnonce)| (format!("{n:08x}"), cnonce));
-    let resp = response(&ha1, nonce.as_bytes(), method.as_bytes(), uri.as_bytes(), nc.as_ref().map(|(nc, c)| QopAuth { nc: nc.as_bytes(), cnonce: c.as_bytes() }));
-    let mut out = format!("Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm={ALGORITHM}", resp.as_str());
+    let resp =
+        response(&ha1, nonce.as_bytes(), method.as_bytes(), uri.as_bytes(), nc.as_ref().map(|(nc, c)| QopAuth { nc: nc.as_bytes(), cnonce: c.as_bytes() }));
+    let mut out =
+        format!("Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm={ALGORITHM}", resp.as_str());
     if let Some((nc, cnonce)) = nc {
         out.push_str(&format!(", cnonce=\"{cnonce}\", qop=auth, nc={nc}"));
     }
@@ -211,7 +199,7 @@ pub fn authorization(username: &str, realm: &str, nonce: &str, uri: &str, method
 }
 
 /// A parsed `WWW-Authenticate` (or `Proxy-Authenticate`) value with the Digest scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Challenge<'a> {
     /// `realm`.
     pub realm: &'a [u8],
@@ -232,20 +220,10 @@ impl<'a> Challenge<'a> {
     /// `realm` and `nonce`.
     #[must_use]
     pub fn parse(value: &'a [u8]) -> Option<Self> {
-        let mut c = Self::default();
-        let (mut realm, mut nonce) = (None, None);
-        for (name, v) in params(value)? {
-            match name.to_ascii_lowercase().as_slice() {
-                b"realm" => realm = Some(v),
-                b"nonce" => nonce = Some(v),
-                b"opaque" => c.opaque = Some(v),
-                b"algorithm" => c.algorithm = Some(v),
-                b"qop" => c.qop = Some(v),
-                b"stale" => c.stale = v.eq_ignore_ascii_case(b"true"),
-                _ => {}
-            }
-        }
-        Some(Self { realm: realm?, nonce: nonce?, ..c })
+        const NAMES: [&[u8]; 6] = [b"realm", b"nonce", b"opaque", b"algorithm", b"qop", b"stale"];
+        let [realm, nonce, opaque, algorithm, qop, stale] = named(value, NAMES)?;
+        let stale = stale.is_some_and(|v| v.eq_ignore_ascii_case(b"true"));
+        Some(Self { realm: realm?, nonce: nonce?, opaque, algorithm, qop, stale })
     }
 
     /// Whether `qop=auth` is among the options.
@@ -264,24 +242,25 @@ pub fn challenge(realm: &str, nonce: &str, stale: bool) -> String {
     format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={ALGORITHM}, qop=\"auth\"{stale}")
 }
 
-/// The `name=value` pairs of a Digest credentials or challenge value (RFC 2617 §1.2
-/// `auth-param`, comma separated, values quoted or tokens). `None` when the scheme is not Digest
-/// or the syntax breaks.
-fn params(value: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+/// The values of the parameters `names` in a Digest credentials or challenge value (RFC 2617
+/// §1.2 `auth-param`, comma separated, values quoted or tokens; names case-insensitive; a
+/// repeated one keeps its last value; others ignored). `None` when the scheme is not Digest or
+/// the syntax breaks. No allocation.
+fn named<'a, const N: usize>(value: &'a [u8], names: [&[u8]; N]) -> Option<[Option<&'a [u8]>; N]> {
+    let mut found = [None; N];
     let value = value.trim_ascii();
     let scheme_end = value.iter().position(|&b| b == b' ' || b == b'\t')?;
     let (scheme, mut rest) = value.split_at_checked(scheme_end)?;
     if !scheme.eq_ignore_ascii_case(b"Digest") {
         return None;
     }
-    let mut out = Vec::new();
     loop {
         rest = rest.trim_ascii_start();
         while let Some(r) = rest.strip_prefix(b",") {
             rest = r.trim_ascii_start();
         }
         if rest.is_empty() {
-            return Some(out);
+            return Some(found);
         }
         let eq = rest.iter().position(|&b| b == b'=')?;
         let (name, after) = rest.split_at_checked(eq)?;
@@ -291,7 +270,9 @@ fn params(value: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         }
         let after = after.get(1..)?.trim_ascii_start();
         let (v, tail) = if after.first() == Some(&b'"') { quoted(after)? } else { token(after) };
-        out.push((name, v));
+        if let Some(slot) = names.iter().position(|n| n.eq_ignore_ascii_case(name)).and_then(|i| found.get_mut(i)) {
+            *slot = Some(v);
+        }
         let tail = tail.trim_ascii_start();
         if !(tail.is_empty() || tail.first() == Some(&b',')) {
             return None;
@@ -352,8 +333,10 @@ impl std::fmt::Debug for NonceKey {
 
 /// Hex digits of the timestamp in a nonce.
 const TS_HEX: usize = 16;
-/// Length of a nonce: timestamp + MAC, in hex.
-const NONCE_LEN: usize = TS_HEX + 32;
+/// Where the salt's hex digits end.
+const SALT_END: usize = TS_HEX * 2;
+/// Length of a nonce: timestamp + salt + MAC, in hex.
+const NONCE_LEN: usize = SALT_END + 32;
 
 impl NonceKey {
     /// A key from 32 secret random bytes.
@@ -363,17 +346,19 @@ impl NonceKey {
         Self { ipad: pad(0x36), opad: pad(0x5c) }
     }
 
-    fn mac(&self, issued_at: u64, realm: &[u8]) -> [u8; 16] {
-        let inner = Md5::new().chain_update(self.ipad).chain_update(issued_at.to_be_bytes()).chain_update(realm).finalize();
+    fn mac(&self, issued_at: u64, salt: u64, realm: &[u8]) -> [u8; 16] {
+        let inner = Md5::new().chain_update(self.ipad).chain_update(issued_at.to_be_bytes()).chain_update(salt.to_be_bytes()).chain_update(realm).finalize();
         Md5::new().chain_update(self.opad).chain_update(inner).finalize().into()
     }
 
-    /// A nonce for `realm` minted at `now_secs` (48 hex digits).
+    /// A nonce for `realm` minted at `now_secs` (64 hex digits); `salt` should be random, so
+    /// that nonces minted in the same second differ.
     #[must_use]
-    pub fn mint(&self, realm: &[u8], now_secs: u64) -> String {
+    pub fn mint(&self, realm: &[u8], now_secs: u64, salt: u64) -> String {
         let mut out = String::with_capacity(NONCE_LEN);
         out.push_str(std::str::from_utf8(&hex16(now_secs)).unwrap_or_default());
-        out.push_str(std::str::from_utf8(&hex32(&self.mac(now_secs, realm))).unwrap_or_default());
+        out.push_str(std::str::from_utf8(&hex16(salt)).unwrap_or_default());
+        out.push_str(std::str::from_utf8(&hex32(&self.mac(now_secs, salt, realm))).unwrap_or_default());
         out
     }
 
@@ -381,12 +366,13 @@ impl NonceKey {
     /// `max_age_secs` old at `now_secs`. A nonce from the future is invalid.
     #[must_use]
     pub fn check(&self, realm: &[u8], nonce: &[u8], now_secs: u64, max_age_secs: u64) -> NonceCheck {
-        let (Some(ts), Some(mac)) = (nonce.get(..TS_HEX), nonce.get(TS_HEX..)) else { return NonceCheck::Invalid };
+        let (Some(ts), Some(salt), Some(mac)) = (nonce.get(..TS_HEX), nonce.get(TS_HEX..SALT_END), nonce.get(SALT_END..)) else { return NonceCheck::Invalid };
         if nonce.len() != NONCE_LEN {
             return NonceCheck::Invalid;
         }
-        let Some(issued_at) = std::str::from_utf8(ts).ok().and_then(|t| u64::from_str_radix(t, 16).ok()) else { return NonceCheck::Invalid };
-        if !ct_eq(&hex32(&self.mac(issued_at, realm)), &mac.to_ascii_lowercase()) || issued_at > now_secs {
+        let hex = |t: &[u8]| std::str::from_utf8(t).ok().and_then(|t| u64::from_str_radix(t, 16).ok());
+        let (Some(issued_at), Some(salt)) = (hex(ts), hex(salt)) else { return NonceCheck::Invalid };
+        if !ct_eq(&hex32(&self.mac(issued_at, salt, realm)), &mac.to_ascii_lowercase()) || issued_at > now_secs {
             return NonceCheck::Invalid;
         }
         if now_secs.saturating_sub(issued_at) > max_age_secs {
@@ -520,8 +506,9 @@ mod tests {
     #[test]
     fn nonces_verify_statelessly_until_they_age() {
         let key = NonceKey::new(&[7; 32]);
-        let nonce = key.mint(b"office.example", 1_000);
+        let nonce = key.mint(b"office.example", 1_000, 42);
         assert_eq!(nonce.len(), NONCE_LEN);
+        assert_ne!(nonce, key.mint(b"office.example", 1_000, 43), "the salt tells same-second nonces apart");
         let n = nonce.as_bytes();
         assert_eq!(key.check(b"office.example", n, 1_000, 300), NonceCheck::Fresh { issued_at: 1_000 });
         assert_eq!(key.check(b"office.example", n, 1_300, 300), NonceCheck::Fresh { issued_at: 1_000 });
@@ -533,7 +520,7 @@ mod tests {
     #[test]
     fn forged_or_foreign_nonces_are_invalid() {
         let key = NonceKey::new(&[7; 32]);
-        let nonce = key.mint(b"office.example", 1_000);
+        let nonce = key.mint(b"office.example", 1_000, 42);
         // Another realm, another process's key, a changed timestamp, the future, garbage.
         assert_eq!(key.check(b"other.example", nonce.as_bytes(), 1_000, 300), NonceCheck::Invalid);
         assert_eq!(NonceKey::new(&[8; 32]).check(b"office.example", nonce.as_bytes(), 1_000, 300), NonceCheck::Invalid);
@@ -541,7 +528,10 @@ mod tests {
         moved[15] = if moved[15] == b'9' { b'8' } else { b'9' };
         assert_eq!(key.check(b"office.example", &moved, 1_000, 300), NonceCheck::Invalid);
         assert_eq!(key.check(b"office.example", nonce.as_bytes(), 999, 300), NonceCheck::Invalid);
-        for junk in [&b""[..], b"00", b"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", &nonce.as_bytes()[..40]] {
+        let mut salted = nonce.clone().into_bytes();
+        salted[20] = if salted[20] == b'1' { b'2' } else { b'1' };
+        assert_eq!(key.check(b"office.example", &salted, 1_000, 300), NonceCheck::Invalid);
+        for junk in [&b""[..], b"00", &[b'z'; NONCE_LEN][..], &nonce.as_bytes()[..40]] {
             assert_eq!(key.check(b"office.example", junk, 1_000, 300), NonceCheck::Invalid);
         }
         let mut longer = nonce.into_bytes();

@@ -6,6 +6,9 @@
 //! use (RFC 3261 §18: a response travels back over the connection its request came on). Each
 //! connection task owns its stream and drains a bounded queue; a full queue drops the message and
 //! counts it (SIP transactions retransmit or time out; memory does not grow).
+//!
+//! WebSocket flows (RFC 7118) are kept apart from TCP: they are reachable only while the peer's
+//! connection lasts, so a send to a WebSocket peer with no connection is dropped, never dialled.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, OnceLock};
@@ -28,6 +31,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Hub {
     udp: OnceLock<Arc<UdpSocket>>,
     streams: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    websockets: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
     handler: Arc<dyn SipHandler>,
     limits: TcpLimits,
     rt: tokio::runtime::Handle,
@@ -40,7 +44,7 @@ impl Hub {
     /// inside a tokio runtime (connections are spawned on it, also from the UDP threads).
     pub fn new(handler: Arc<dyn SipHandler>, limits: TcpLimits, tasks: TaskTracker, cancel: CancellationToken) -> Arc<Self> {
         let rt = tokio::runtime::Handle::current();
-        Arc::new(Self { udp: OnceLock::new(), streams: DashMap::new(), handler, limits, rt, tasks, cancel })
+        Arc::new(Self { udp: OnceLock::new(), streams: DashMap::new(), websockets: DashMap::new(), handler, limits, rt, tasks, cancel })
     }
 
     /// The socket UDP messages leave from (the UDP listener's).
@@ -66,7 +70,32 @@ impl Hub {
                 None => metrics::counter!("callgate_sip_send_errors_total", "transport" => "udp").increment(1),
             },
             Transport::Tcp | Transport::Tls => self.send_stream(to.addr, data),
+            Transport::Ws | Transport::Wss => self.send_websocket(to.addr, data),
         }
+    }
+
+    fn send_websocket(&self, addr: SocketAddr, data: Bytes) {
+        let sent = self.websockets.get(&addr).map(|tx| tx.clone()).is_some_and(|tx| tx.try_send(data).is_ok());
+        if !sent {
+            metrics::counter!("callgate_sip_send_errors_total", "transport" => "ws").increment(1);
+        }
+    }
+
+    /// Registers an accepted WebSocket flow: messages for `addr` over WS now go to the queue.
+    pub(super) fn register_websocket(&self, addr: SocketAddr) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        self.websockets.insert(addr, tx.clone());
+        (tx, rx)
+    }
+
+    /// Forgets a closed WebSocket flow (unless another one to `addr` replaced it).
+    pub(super) fn unregister_websocket(&self, addr: SocketAddr, tx: &mpsc::Sender<Bytes>) {
+        self.websockets.remove_if(&addr, |_, t| t.same_channel(tx));
+    }
+
+    /// Open WebSocket flows.
+    pub fn websocket_count(&self) -> usize {
+        self.websockets.len()
     }
 
     fn send_stream(self: &Arc<Self>, addr: SocketAddr, data: Bytes) {

@@ -9,6 +9,10 @@
 //!   connection with broken framing is answered 400 where possible and closed, since a stream
 //!   cannot resynchronise.
 //!
+//! - `ws`: SIP over WebSocket (RFC 7118) on the HTTP listener: one SIP message per WebSocket
+//!   message, a task per connection like `tcp`, pings for liveness, and
+//!   [`SipHandler::on_closed`] when the socket goes (a browser agent's flow ends with it).
+//!
 //! - `hub`: sends to any destination: UDP through the listening socket (so replies come from the
 //!   address peers know), TCP over the connection to that peer, opened on demand. A proxy
 //!   forwards between transports, so both drivers hand what they cannot send themselves to it.
@@ -20,6 +24,7 @@ mod batch;
 mod hub;
 mod tcp;
 mod udp;
+mod ws;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -29,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 pub use hub::Hub;
 pub use tcp::{serve_tcp, TcpLimits};
 pub use udp::UdpDriver;
+pub use ws::{serve_ws, WsEndpoint, WsLimits};
 
 /// Transport a message arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +45,17 @@ pub enum Transport {
     Tcp,
     /// TLS over TCP.
     Tls,
+    /// SIP over WebSocket (RFC 7118), on the HTTP listener.
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118).
+    Wss,
+}
+
+impl Transport {
+    /// WebSocket flows: reachable only over the connection the peer opened (never dialled).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
+    }
 }
 
 /// Where a message came from.
@@ -95,4 +112,11 @@ pub trait SipHandler: Send + Sync + 'static {
     /// Called at least every few hundred milliseconds: expire state, fire timers (retransmissions
     /// go into `out.sends`).
     fn on_tick(&self, now: Instant, out: &mut Outbox);
+
+    /// A connection-oriented flow (a WebSocket today) closed: forget what was bound to it
+    /// (registrations) and end what depended on it (later: the agent's call legs). Messages for
+    /// other destinations go into `out`. The default does nothing.
+    fn on_closed(&self, peer: Peer, now: Instant, out: &mut Outbox) {
+        let _ = (peer, now, out);
+    }
 }
