@@ -7,11 +7,19 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+# Browser tests (tests/it/browser.rs): Debian's Chromium, driven by playwright-core (never a
+# downloaded browser). They fail, not skip, when these are missing.
+[ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ] || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing: ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+  echo "installing: tests/browser node modules (npm ci)"
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
 
 # The SIP core stays sans-IO (STYLE.md): no tokio, no clock reads, no sockets in src/sip/core

@@ -17,6 +17,7 @@ mod openapi;
 mod portals;
 mod route;
 mod sync;
+mod widget;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,6 +86,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/sip", get(agents::sip_websocket))
+        .merge(widget::routes())
         .layer(middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.timeout))

@@ -3,6 +3,7 @@
 
 mod api;
 mod binary;
+mod browser;
 mod common;
 mod crash;
 mod crm;

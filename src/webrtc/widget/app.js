@@ -1,0 +1,170 @@
+// callgate softphone: JsSIP over SIP-over-WebSocket (RFC 7118) to callgate's `GET /sip`.
+// callgate is the registrar (per-agent digest credentials it issued); the PBX never sees this page.
+// Stable `data-testid`s for the browser tests (tests/browser/). No media code beyond JsSIP's own,
+// except attaching the remote stream to an <audio> element.
+(function () {
+  'use strict';
+
+  var TEXT = {
+    en: {
+      title: 'Softphone', extension: 'Extension', password: 'Password', domain: 'SIP domain (portal)',
+      wsUrl: 'WebSocket URL', login: 'Log in', logout: 'Log out', incoming: 'Incoming call',
+      answer: 'Answer', hangup: 'Hang up', hold: 'Hold', unhold: 'Resume', transferTo: 'Transfer to extension',
+      transfer: 'Transfer', unknown: 'unknown',
+      registered: 'Registered', unregistered: 'Not registered', connecting: 'Connecting…', error: 'Error',
+      ringing: 'Ringing', answering: 'Answering…', talking: 'In call', held: 'On hold', ended: 'Call ended',
+      transferred: 'Transferred', failed: 'Call failed'
+    },
+    ru: {
+      title: 'Софтфон', extension: 'Внутренний номер', password: 'Пароль', domain: 'SIP-домен (портал)',
+      wsUrl: 'Адрес WebSocket', login: 'Войти', logout: 'Выйти', incoming: 'Входящий звонок',
+      answer: 'Ответить', hangup: 'Положить трубку', hold: 'Удержание', unhold: 'Снять с удержания',
+      transferTo: 'Перевести на номер', transfer: 'Перевести', unknown: 'неизвестен',
+      registered: 'Зарегистрирован', unregistered: 'Не зарегистрирован', connecting: 'Подключение…', error: 'Ошибка',
+      ringing: 'Звонит', answering: 'Соединение…', talking: 'Разговор', held: 'На удержании', ended: 'Звонок завершён',
+      transferred: 'Переведён', failed: 'Звонок не состоялся'
+    }
+  };
+  var lang = /^ru\b/i.test(navigator.language || '') ? 'ru' : 'en';
+  var t = TEXT[lang];
+  document.documentElement.lang = lang;
+
+  function $(id) { return document.getElementById(id); }
+  Array.prototype.forEach.call(document.querySelectorAll('[data-i18n]'), function (el) {
+    el.textContent = t[el.getAttribute('data-i18n')];
+  });
+
+  // Defaults: the page's own origin for the WebSocket, query parameters for the rest (never a password).
+  var params = new URLSearchParams(location.search);
+  $('extension').value = params.get('ext') || '';
+  $('domain').value = params.get('domain') || location.hostname;
+  $('ws-url').value = params.get('ws') || ((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/sip');
+
+  var ua = null;
+  var session = null;
+  var held = false;
+
+  function setStatus(state, detail) {
+    var el = $('status');
+    el.setAttribute('data-state', state);
+    el.textContent = t[state] + (detail ? ': ' + detail : '');
+    var on = state === 'registered' || state === 'connecting';
+    $('login-button').disabled = on;
+    $('logout-button').disabled = !ua;
+  }
+
+  function setCall(state) {
+    var panel = $('call');
+    panel.setAttribute('data-state', state);
+    $('call-state').textContent = t[state] || '';
+    panel.hidden = state === 'idle';
+    var live = state === 'ringing' || state === 'talking' || state === 'held' || state === 'answering';
+    $('answer').disabled = state !== 'ringing';
+    $('hangup').disabled = !live;
+    $('hold').disabled = !(state === 'talking' || state === 'held');
+    $('hold').textContent = state === 'held' ? t.unhold : t.hold;
+    $('transfer').disabled = !(state === 'talking' || state === 'held');
+  }
+
+  function stop() {
+    if (ua) { ua.stop(); }
+    ua = null;
+    session = null;
+    setCall('idle');
+  }
+
+  $('login').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    stop();
+    var ext = $('extension').value.trim();
+    var domain = $('domain').value.trim();
+    try {
+      var socket = new JsSIP.WebSocketInterface($('ws-url').value.trim());
+      ua = new JsSIP.UA({
+        sockets: [socket],
+        uri: 'sip:' + ext + '@' + domain,
+        authorization_user: ext,
+        password: $('password').value,
+        realm: domain,
+        register: true,
+        session_timers: false
+      });
+    } catch (e) {
+      ua = null;
+      setStatus('error', e.message || String(e));
+      return;
+    }
+    ua.on('connecting', function () { setStatus('connecting'); });
+    ua.on('disconnected', function () { setStatus('error', 'WebSocket'); });
+    ua.on('registered', function () { setStatus('registered'); });
+    ua.on('unregistered', function () { setStatus('unregistered'); });
+    ua.on('registrationFailed', function (e) { setStatus('error', e.cause || ''); });
+    ua.on('newRTCSession', function (e) {
+      if (e.originator !== 'remote') { return; }
+      if (session) { e.session.terminate({ status_code: 486 }); return; }
+      onIncoming(e.session, e.request);
+    });
+    setStatus('connecting');
+    ua.start();
+  });
+
+  $('logout-button').addEventListener('click', function () {
+    if (ua) { ua.unregister({ all: false }); }
+    var old = ua;
+    ua = null;
+    setTimeout(function () { if (old) { old.stop(); } }, 500);
+    session = null;
+    setCall('idle');
+    setStatus('unregistered');
+  });
+
+  function onIncoming(s, request) {
+    session = s;
+    held = false;
+    var who = s.remote_identity;
+    var number = (who && who.uri && who.uri.user) || t.unknown;
+    var name = who && who.display_name;
+    $('caller').textContent = name && name !== number ? name + ' (' + number + ')' : number;
+    $('caller').setAttribute('data-number', number);
+    setCall('ringing');
+    s.on('peerconnection', function (ev) {
+      ev.peerconnection.addEventListener('track', function (te) {
+        if (te.streams && te.streams[0]) { $('remote-audio').srcObject = te.streams[0]; }
+      });
+    });
+    s.on('accepted', function () { if (session === s) { setCall('talking'); } });
+    s.on('confirmed', function () { if (session === s) { setCall(held ? 'held' : 'talking'); } });
+    s.on('hold', function () { held = true; if (session === s) { setCall('held'); } });
+    s.on('unhold', function () { held = false; if (session === s) { setCall('talking'); } });
+    s.on('ended', function () { if (session === s) { session = null; setCall('ended'); } });
+    s.on('failed', function (e) {
+      if (session === s) { session = null; setCall(e.cause === JsSIP.C.causes.CANCELED ? 'ended' : 'failed'); }
+    });
+  }
+
+  $('answer').addEventListener('click', function () {
+    if (!session) { return; }
+    setCall('answering');
+    session.answer({ mediaConstraints: { audio: true, video: false } });
+  });
+  $('hangup').addEventListener('click', function () { if (session) { session.terminate(); } });
+  $('hold').addEventListener('click', function () {
+    if (!session) { return; }
+    if (session.isOnHold().local) { session.unhold(); } else { session.hold(); }
+  });
+  $('transfer').addEventListener('click', function () {
+    var target = $('transfer-target').value.trim();
+    if (!session || !target) { return; }
+    var s = session;
+    s.refer('sip:' + target + '@' + $('domain').value.trim(), {
+      eventHandlers: {
+        accepted: function () { setCall('transferred'); s.terminate(); },
+        failed: function () { setCall('failed'); }
+      }
+    });
+  });
+
+  setStatus('unregistered');
+  setCall('idle');
+  window.callgateWidget = { lang: lang }; // for tests
+})();
