@@ -58,6 +58,10 @@ fn granted_expiry(resp: &SipMessage, contact: &str) -> Option<Duration> {
 #[derive(Debug, Default)]
 pub(crate) struct Registrar {
     bindings: HashMap<(PortalId, String), Binding>,
+    /// Bindings per flow: every request asks "is this source a phone?" (answered without a scan).
+    flows: HashMap<Peer, usize>,
+    /// The earliest expiry: the periodic sweep does nothing before it.
+    next_expiry: Option<Instant>,
 }
 
 impl Registrar {
@@ -72,23 +76,50 @@ impl Registrar {
     pub(crate) fn accepted(&mut self, reg: PendingRegister, resp: &SipMessage, now: Instant) {
         let key = (reg.portal, reg.extension);
         let granted = reg.contact.as_deref().and_then(|c| granted_expiry(resp, c)).unwrap_or(reg.expires);
-        match reg.contact {
+        let old = match reg.contact {
             Some(contact) if !granted.is_zero() && contact != "*" => {
-                self.bindings.insert(key, Binding { contact, peer: reg.peer, expires: now + granted });
+                let expires = now + granted;
+                self.next_expiry = Some(self.next_expiry.map_or(expires, |e| e.min(expires)));
+                *self.flows.entry(reg.peer).or_insert(0) += 1;
+                self.bindings.insert(key, Binding { contact, peer: reg.peer, expires })
             }
-            _ => {
-                self.bindings.remove(&key);
-            }
+            _ => self.bindings.remove(&key),
+        };
+        if let Some(old) = old {
+            self.forget_flow(old.peer);
         }
     }
 
     /// Whether `peer` is the flow of a registered phone.
     pub(crate) fn is_phone(&self, peer: Peer) -> bool {
-        self.bindings.values().any(|b| b.peer == peer)
+        self.flows.contains_key(&peer)
     }
 
-    /// Drops expired bindings.
+    /// Drops expired bindings (a full pass only once the earliest expiry has come).
     pub(crate) fn expire(&mut self, now: Instant) {
-        self.bindings.retain(|_, b| b.expires > now);
+        if self.next_expiry.is_none_or(|e| e > now) {
+            return;
+        }
+        let mut gone = Vec::new();
+        self.bindings.retain(|_, b| {
+            let live = b.expires > now;
+            if !live {
+                gone.push(b.peer);
+            }
+            live
+        });
+        for peer in gone {
+            self.forget_flow(peer);
+        }
+        self.next_expiry = self.bindings.values().map(|b| b.expires).min();
+    }
+
+    fn forget_flow(&mut self, peer: Peer) {
+        if let Some(n) = self.flows.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.flows.remove(&peer);
+            }
+        }
     }
 }
