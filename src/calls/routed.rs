@@ -6,7 +6,7 @@
 //! do not contradict each other). Unclaimed decisions expire silently. Decisions arrive in time
 //! order, so the queue is ordered by expiry.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::event::Offer;
@@ -26,47 +26,137 @@ pub(crate) struct RoutedDecision {
 }
 
 /// The waiting decisions, oldest first.
+/// Waiting decisions, indexed so that a new leg finds its decision without a scan: the redirect
+/// listener may leave tens of thousands waiting (one per look-up for `routed_wait`).
 #[derive(Debug, Default)]
 pub(crate) struct RoutedQueue {
-    waiting: VecDeque<RoutedDecision>,
+    next_id: u64,
+    entries: HashMap<u64, RoutedDecision>,
+    /// Push order = expiry order; ids of decisions already taken are skipped when they expire.
+    order: VecDeque<(Millis, u64)>,
+    /// By portal and correlation value, oldest first.
+    by_corr: HashMap<(PortalId, Arc<str>), VecDeque<u64>>,
+    /// By portal and caller, oldest first (the newest is taken).
+    by_caller: HashMap<(PortalId, Arc<str>), Vec<u64>>,
 }
 
 impl RoutedQueue {
     pub(crate) fn push(&mut self, decision: RoutedDecision) {
-        self.waiting.push_back(decision);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.order.push_back((decision.expires, id));
+        if let Some(c) = &decision.correlation {
+            self.by_corr.entry((decision.portal, Arc::clone(c))).or_default().push_back(id);
+        }
+        self.by_caller.entry((decision.portal, Arc::clone(&decision.caller))).or_default().push(id);
+        self.entries.insert(id, decision);
     }
 
-    /// Drops decisions whose time is up.
     pub(crate) fn expire(&mut self, now: Millis) {
-        while self.waiting.front().is_some_and(|d| d.expires <= now) {
-            self.waiting.pop_front();
+        while self.order.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, id)) = self.order.pop_front() else { break };
+            self.remove(id);
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
-        self.waiting.front().map(|d| d.expires)
+        self.order.front().map(|(at, _)| *at)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.waiting.len()
+        self.entries.len()
     }
 
-    /// Takes the decision for a new incoming call: by correlation first, then the newest one
-    /// for the same caller.
     pub(crate) fn take(&mut self, now: Millis, offer: &Offer) -> Option<RoutedDecision> {
-        let live = |d: &RoutedDecision| d.portal == offer.portal && d.expires > now;
-        let same_corr =
-            |d: &RoutedDecision| d.correlation.is_some() && d.correlation == offer.correlation;
-        let by_corr = self.waiting.iter().position(|d| live(d) && same_corr(d));
+        let live = |d: &RoutedDecision| d.expires > now;
+        let by_corr = offer.correlation.as_ref().and_then(|c| {
+            let ids = self.by_corr.get(&(offer.portal, Arc::clone(c)))?;
+            ids.iter().copied().find(|id| self.entries.get(id).is_some_and(live))
+        });
         let by_caller = || {
-            let conflict = |d: &RoutedDecision| match (&d.correlation, &offer.correlation) {
-                (Some(a), Some(b)) => a != b,
-                _ => false,
-            };
-            let fits = |d: &RoutedDecision| live(d) && d.caller == offer.remote && !conflict(d);
-            self.waiting.iter().rposition(fits)
+            let ids = self.by_caller.get(&(offer.portal, Arc::clone(&offer.remote)))?;
+            let conflict = |d: &RoutedDecision| matches!((&d.correlation, &offer.correlation), (Some(a), Some(b)) if a != b);
+            ids.iter().rev().copied().find(|id| self.entries.get(id).is_some_and(|d| live(d) && !conflict(d)))
         };
-        let at = by_corr.or_else(by_caller)?;
-        self.waiting.remove(at)
+        let id = by_corr.or_else(by_caller)?;
+        self.remove(id)
+    }
+
+    /// Removes decision `id` from the entries and both indexes.
+    fn remove(&mut self, id: u64) -> Option<RoutedDecision> {
+        let d = self.entries.remove(&id)?;
+        if let Some(c) = &d.correlation {
+            let key = (d.portal, Arc::clone(c));
+            if let Some(ids) = self.by_corr.get_mut(&key) {
+                ids.retain(|x| *x != id);
+                if ids.is_empty() {
+                    self.by_corr.remove(&key);
+                }
+            }
+        }
+        let key = (d.portal, Arc::clone(&d.caller));
+        if let Some(ids) = self.by_caller.get_mut(&key) {
+            ids.retain(|x| *x != id);
+            if ids.is_empty() {
+                self.by_caller.remove(&key);
+            }
+        }
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::{Direction, LegId, Policy};
+
+    fn decision(expires: u64, corr: Option<&str>, caller: &str, manager: u64) -> RoutedDecision {
+        RoutedDecision { expires: Millis(expires), portal: 1, correlation: corr.map(Arc::from), caller: Arc::from(caller), line: None, manager: Some(manager), extension: None }
+    }
+
+    fn offer(corr: Option<&str>, remote: &str) -> Offer {
+        Offer {
+            leg: LegId::from("leg"),
+            portal: 1,
+            policy: Policy::default(),
+            direction: Direction::FromPbx,
+            agent_extension: Arc::from("101"),
+            agent_user: Some(11),
+            remote: Arc::from(remote),
+            remote_is_extension: false,
+            correlation: corr.map(Arc::from),
+            replaces: None,
+            referred_by: None,
+            line: None,
+        }
+    }
+
+    #[test]
+    fn correlation_wins_then_the_newest_decision_for_the_caller_without_a_contradicting_id() {
+        let mut q = RoutedQueue::default();
+        q.push(decision(100, Some("a"), "7916", 1));
+        q.push(decision(100, None, "7916", 2));
+        q.push(decision(100, Some("b"), "7916", 3));
+        q.push(decision(100, None, "7916", 4));
+        assert_eq!(q.take(Millis(10), &offer(Some("a"), "7999")).and_then(|d| d.manager), Some(1), "by correlation, whatever the caller");
+        assert_eq!(q.take(Millis(10), &offer(Some("c"), "7916")).and_then(|d| d.manager), Some(4), "newest without a contradicting id");
+        assert_eq!(q.take(Millis(10), &offer(None, "7916")).and_then(|d| d.manager), Some(3));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.take(Millis(200), &offer(None, "7916")).map(|d| d.manager), None, "expired decisions are never taken");
+    }
+
+    #[test]
+    fn expiry_drops_decisions_in_order_and_skips_taken_ones() {
+        let mut q = RoutedQueue::default();
+        for i in 0..10_000u64 {
+            q.push(decision(1_000 + i, Some(&format!("c{i}")), &format!("7{i}"), i));
+        }
+        assert!(q.take(Millis(0), &offer(Some("c5"), "x")).is_some());
+        q.expire(Millis(1_000 + 4_999));
+        assert_eq!(q.len(), 5_000, "10,000 - 1 taken - 4,999 expired");
+        assert_eq!(q.next_deadline(), Some(Millis(6_000)));
+        assert!(q.take(Millis(0), &offer(Some("c9999"), "x")).is_some());
+        q.expire(Millis(u64::MAX));
+        assert_eq!(q.len(), 0);
     }
 }

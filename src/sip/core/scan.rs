@@ -351,6 +351,32 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The value of the first `Via` header (full or compact name) of a raw message, found by a line
+/// scan without indexing the other headers: enough to match an ACK to its INVITE's transaction
+/// (RFC 3261 §17.2.3). `None` when there is none before the empty line, or when that header line
+/// is folded (the caller then parses the whole message).
+#[must_use]
+pub fn raw_top_via(msg: &[u8]) -> Option<&[u8]> {
+    let mut rest = msg.get(memchr(b'\n', msg)?.checked_add(1)?..)?;
+    loop {
+        let end = memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = rest.get(..end)?;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        rest = rest.get(end.checked_add(1)?..).unwrap_or_default();
+        let Some(colon) = memchr(b':', line) else { continue };
+        let name = trim_lws(line.get(..colon)?);
+        if name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v") {
+            if matches!(rest.first(), Some(b' ' | b'\t')) {
+                return None; // folded: let the full parser handle it
+            }
+            return Some(trim_lws(line.get(colon.checked_add(1)?..)?));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,28 +487,3 @@ mod tests {
     }
 }
 
-/// The value of the first `Via` header (full or compact name) of a raw message, found by a line
-/// scan without indexing the other headers: enough to match an ACK to its INVITE's transaction
-/// (RFC 3261 §17.2.3). `None` when there is none before the empty line, or when that header line
-/// is folded (the caller then parses the whole message).
-#[must_use]
-pub fn raw_top_via(msg: &[u8]) -> Option<&[u8]> {
-    let mut rest = msg.get(memchr(b'\n', msg)?.checked_add(1)?..)?;
-    loop {
-        let end = memchr(b'\n', rest).unwrap_or(rest.len());
-        let line = rest.get(..end)?;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return None;
-        }
-        rest = rest.get(end.checked_add(1)?..).unwrap_or_default();
-        let Some(colon) = memchr(b':', line) else { continue };
-        let name = trim_lws(line.get(..colon)?);
-        if name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v") {
-            if matches!(rest.first(), Some(b' ' | b'\t')) {
-                return None; // folded: let the full parser handle it
-            }
-            return Some(trim_lws(line.get(colon.checked_add(1)?..)?));
-        }
-    }
-}

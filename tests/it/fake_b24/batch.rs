@@ -67,7 +67,7 @@ impl Acc {
         Some(v)
     }
 
-    fn to_json(self) -> Value {
+    fn into_json(self) -> Value {
         json!({
             "result": php_map(self.result),
             "result_error": php_map(self.result_error),
@@ -112,7 +112,7 @@ pub async fn run(
             break;
         }
     }
-    (Output::of(acc.to_json()), subs)
+    (Output::of(acc.into_json()), subs)
 }
 
 type Outcome = Result<(Output, Operating), ApiError>;

@@ -16,8 +16,8 @@ pub enum Param {
     Bool(bool),
     Num(Number),
     Str(String),
-    List(Vec<Param>),
-    Map(Vec<(String, Param)>),
+    List(Vec<Self>),
+    Map(Vec<(String, Self)>),
 }
 
 impl Param {
