@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{plan, Cmd, Plan};
+use super::limiter::LeakyBucket;
 use super::rules::utm_fields;
 use crate::routing::{Directory, PortalEntry};
 use crate::settings::PortalId;
@@ -76,7 +77,7 @@ const MAX_BLOCKED_ROUNDS: u32 = 60;
 
 /// Runs the worker of `portal` until cancelled.
 pub async fn run(portal: PortalId, store: StoreHandle, directory: Directory, bitrix: Arc<dyn Bitrix>, wake: Arc<Notify>, cfg: WorkerConfig, cancel: CancellationToken) {
-    let mut w = Worker { portal, store, directory, bitrix, cfg, known: HashMap::new(), bucket: Bucket::new(cfg) };
+    let mut w = Worker { portal, store, directory, bitrix, cfg, known: HashMap::new(), bucket: LeakyBucket::new(cfg.rate_per_s, cfg.burst) };
     loop {
         // (how long to wait, whether a wake-up cuts the wait short)
         let (wait, wakeable) = match w.round().await {
@@ -128,7 +129,7 @@ struct Worker {
     cfg: WorkerConfig,
     /// CALL_IDs by call key (cache of `crm_calls`).
     known: HashMap<String, String>,
-    bucket: Bucket,
+    bucket: LeakyBucket,
 }
 
 impl Worker {
@@ -149,23 +150,25 @@ impl Worker {
             return Ok(Round::Idle); // portal deleted: its queue stays for the audit
         };
         let full = cmds.len() >= super::plan::MAX_BATCH;
-        if let Err(at) = self.bucket.take(tokio::time::Instant::now()) {
-            tokio::time::sleep_until(at).await;
-            let _ = self.bucket.take(tokio::time::Instant::now());
+        if let Err(at) = self.bucket.acquire(tokio::time::Instant::now().into_std()) {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            let _ = self.bucket.acquire(tokio::time::Instant::now().into_std());
         }
         let outcome = self.bitrix.send(&entry, &cmds).await;
         metrics::counter!("callgate_crm_requests_total").increment(1);
         match outcome {
-            Ok(results) => self.record(&entry, &due, &cmds, results).await.map(|()| if full { Round::Full } else { Round::Partial }),
+            Ok(results) => {
+                self.bucket.note_success();
+                self.record(&entry, &due, &cmds, results).await.map(|()| if full { Round::Full } else { Round::Partial })
+            }
             Err(failure) => {
                 if failure.rate_limited {
-                    self.bucket.penalise(tokio::time::Instant::now());
+                    self.bucket.penalise(tokio::time::Instant::now().into_std());
                     metrics::counter!("callgate_crm_rate_limited_total").increment(1);
                 }
                 tracing::warn!(portal, error = %failure.message, "Bitrix24 request failed; will retry");
-                let attempts = cmds.iter().flat_map(|c| &c.intents).filter_map(|id| due.iter().find(|i| i.id == *id)).map(|i| i.attempts).max().unwrap_or(0);
                 let ids: Vec<i64> = cmds.iter().flat_map(|c| c.intents.clone()).collect();
-                let next = super::now_ms() + backoff(attempts, self.cfg.max_backoff).as_millis() as u64;
+                let next = retry_at(due.as_slice(), &ids, self.cfg.max_backoff);
                 self.store.run(move |s| s.outbox_retry(&ids, next)).await?;
                 Ok(Round::Idle)
             }
@@ -182,17 +185,31 @@ impl Worker {
     }
 
     async fn learn_call_ids(&mut self, due: &[Intent]) -> Result<(), crate::store::StoreError> {
-        for i in due {
-            if matches!(i.kind, IntentKind::Register | IntentKind::LeadUtm) || self.known.contains_key(&i.call_key) {
-                continue;
-            }
-            let (portal, key) = (self.portal, i.call_key.clone());
-            if let Some(call) = self.store.run(move |s| s.crm_call(portal, &key)).await? {
-                if let Some(id) = call.b24_call_id {
-                    self.known.insert(i.call_key.clone(), id);
-                }
-            }
+        let mut missing: Vec<String> = due
+            .iter()
+            .filter(|i| !matches!(i.kind, IntentKind::Register | IntentKind::LeadUtm) && !self.known.contains_key(&i.call_key))
+            .map(|i| i.call_key.clone())
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
         }
+        // One trip to the blocking pool for all of them.
+        let portal = self.portal;
+        let found = self
+            .store
+            .run(move |s| {
+                let mut found = Vec::new();
+                for key in missing {
+                    if let Some(id) = s.crm_call(portal, &key)?.and_then(|c| c.b24_call_id) {
+                        found.push((key, id));
+                    }
+                }
+                Ok(found)
+            })
+            .await?;
+        self.known.extend(found);
         Ok(())
     }
 
@@ -231,8 +248,7 @@ impl Worker {
                 _ => retry.extend(&cmd.intents),
             }
         }
-        let attempts = due.iter().filter(|i| retry.contains(&i.id)).map(|i| i.attempts).max().unwrap_or(0);
-        let next = super::now_ms() + backoff(attempts, self.cfg.max_backoff).as_millis() as u64;
+        let next = retry_at(due, &retry, self.cfg.max_backoff);
         let now = super::now_ms();
         self.store.run(move |s| s.outbox_delivered(&d, now).and_then(|()| s.outbox_retry(&retry, next))).await
     }
@@ -260,45 +276,14 @@ impl Worker {
     }
 }
 
+/// When intents `ids` of `due` are tried again (unix ms): after the backoff of the most-tried one.
+fn retry_at(due: &[Intent], ids: &[i64], max: Duration) -> u64 {
+    let attempts = due.iter().filter(|i| ids.contains(&i.id)).map(|i| i.attempts).max().unwrap_or(0);
+    super::now_ms() + backoff(attempts, max).as_millis() as u64
+}
+
 /// 1 s, 2 s, 4 s ... up to `max`, with up to 20 % jitter so portals do not retry in step.
 fn backoff(attempts: u32, max: Duration) -> Duration {
     let base = Duration::from_secs(1).saturating_mul(1u32 << attempts.min(10)).min(max);
     base + base.mul_f64(rand::random::<f64>() * 0.2)
-}
-
-/// The portal's request budget: a token bucket refilled at `rate_per_s` up to `burst`.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: tokio::time::Instant,
-}
-
-impl Bucket {
-    fn new(cfg: WorkerConfig) -> Self {
-        let burst = f64::from(cfg.burst.max(1));
-        Self { tokens: burst, rate: cfg.rate_per_s.max(0.01), burst, last: tokio::time::Instant::now() }
-    }
-
-    fn refill(&mut self, now: tokio::time::Instant) {
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-    }
-
-    /// Takes one token, or says when one will be there.
-    fn take(&mut self, now: tokio::time::Instant) -> Result<(), tokio::time::Instant> {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
-
-    /// Bitrix24 said QUERY_LIMIT_EXCEEDED: empty the bucket, so the next request waits.
-    fn penalise(&mut self, now: tokio::time::Instant) {
-        self.refill(now);
-        self.tokens = (self.tokens.min(0.0)) - self.rate; // at least a second and a half of silence
-    }
 }
