@@ -51,7 +51,7 @@ impl Gateway {
         directory.reload_blocking(&store).context("loading settings")?;
         let rows = directory.load_index_blocking(&store).context("loading the personal-manager index")?;
         tracing::info!(rows, "personal-manager index loaded from the store");
-        let boot = epoch_millis();
+        let boot = crate::telemetry::unix_ms();
         let reconciled = crate::crm::reconcile(store.inner(), &directory.snapshot(), boot).context("reconciling calls left open")?;
         if reconciled > 0 {
             tracing::warn!(calls = reconciled, "calls left open by the previous run will be finished in Bitrix24 (call_state_lost)");
@@ -73,7 +73,7 @@ impl Gateway {
             metrics: crate::telemetry::metrics(),
             directory,
             decisions: Arc::new(DecisionLog::new(10_000)),
-            calls: CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), epoch_millis(), Some(effects_tx)),
+            calls: CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx)),
             shutdown: shutdown.clone(),
         };
         Ok(Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown, effects, boot })
@@ -221,11 +221,6 @@ async fn start_registrar(state: &AppState) -> anyhow::Result<Arc<crate::webrtc::
     let rows = state.store.run(|s| s.list_agent_credentials()).await.context("loading browser agents' credentials")?;
     let credentials = Arc::new(Credentials::new(rows));
     Ok(Arc::new(Registrar::new(state.directory.clone(), credentials, RegistrarConfig::default(), &rand::random(), std::time::Instant::now())))
-}
-
-/// Wall-clock milliseconds since the UNIX epoch (the tracker's clock base, read once).
-fn epoch_millis() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Binds the UDP socket with large kernel buffers (bursts of thousands of INVITEs per second).

@@ -10,6 +10,12 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Wall-clock milliseconds since the UNIX epoch: the one place callgate reads the calendar clock
+/// (audit times, the outbox and token expiry, the tracker's clock base). 0 before 1970.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Installs the global subscriber. Safe to call twice (the second call does nothing).
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));

@@ -67,6 +67,4 @@ pub use lookup::LookupConfig;
 pub use worker::{run as run_worker, Bitrix, CmdOutcome, SendFailure, SendFuture, WorkerConfig};
 
 /// Wall-clock milliseconds since the UNIX epoch (the outbox's time base).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::telemetry::unix_ms as now_ms;

@@ -170,9 +170,7 @@ fn error_field(raw: &RawAnswer, key: &str) -> String {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::telemetry::unix_ms() / 1000
 }
 
 /// One portal's [`TokenSet`], refreshed at most once at a time.

@@ -104,7 +104,7 @@ async fn issue(
     let _one_at_a_time = ISSUING.lock().await;
     let rotated = registrar.credentials().has_mapping(portal.id, mapping.id);
     let stored = row.clone();
-    state.store.run(move |s| s.put_agent_credential(&stored, epoch_millis())).await?;
+    state.store.run(move |s| s.put_agent_credential(&stored, crate::telemetry::unix_ms())).await?;
     registrar.credentials().insert(&row);
     registrar.unbind(portal.id, &mapping.extension);
     tracing::info!(portal = portal.id, mapping = mapping.id, rotated, "browser agent credentials issued");
@@ -161,6 +161,4 @@ fn answer(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn epoch_millis() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+

@@ -235,7 +235,7 @@ fn reply(msg: &SipMessage, status: u16, reason: &str, peer: Peer, io: &mut Io<'_
 fn via_peer(via: &Via<'_>) -> Option<Peer> {
     let host = via.received.unwrap_or(via.host);
     let port = via.rport.flatten().or(via.port);
-    let addr = target::sent_by_addr(host, port)?;
+    let addr = crate::sip::core::socket_addr(host, port)?;
     let transport = if via.transport.eq_ignore_ascii_case(b"TCP") {
         Transport::Tcp
     } else if via.transport.eq_ignore_ascii_case(b"TLS") {

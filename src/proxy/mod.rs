@@ -87,12 +87,12 @@ impl Local {
     }
 
     fn is_ours(&self, uri: &Uri<'_>) -> bool {
-        let Some(addr) = target::sent_by_addr(uri.host, uri.port) else { return false };
+        let Some(addr) = crate::sip::core::socket_addr(uri.host, uri.port) else { return false };
         self.udp == Some(addr) || self.tcp == Some(addr)
     }
 
     fn is_our_via(&self, via: &Via<'_>) -> bool {
-        target::sent_by_addr(via.host, via.port).is_some_and(|a| self.udp == Some(a) || self.tcp == Some(a))
+        crate::sip::core::socket_addr(via.host, via.port).is_some_and(|a| self.udp == Some(a) || self.tcp == Some(a))
     }
 }
 
@@ -195,8 +195,7 @@ impl SipHandler for Proxy {
     }
 
     fn on_bad_frame(&self, head: &[u8], _peer: Peer, reply: &mut BytesMut) {
-        let end = memchr::memmem::find(head, b"\r\n\r\n").map_or(head.len(), |i| i + 4);
-        crate::sip::core::write_bad_request(&head[..end], &crate::sip::core::ParseError::BadContentLength, reply);
+        crate::sip::core::write_bad_frame(head, reply);
     }
 
     fn on_tick(&self, now: Instant, out: &mut Outbox) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::calls::{Direction, Event, LegId, Offer, Policy, Side};
+use crate::routing::number::customer_text;
 use crate::routing::PortalEntry;
 use crate::sip::core::{HeaderName, Method, NameAddr, SipMessage, Uri};
 
@@ -34,10 +35,10 @@ pub(crate) fn offered(msg: &SipMessage, portal: &PortalEntry, direction: Directi
         Direction::FromPbx => (ruri_user.or_else(|| user_of(msg.to()))?, caller(msg)?),
         Direction::FromAgent => (user_of(msg.from())?, ruri_user.or_else(|| user_of(msg.to()))?),
     };
-    let remote = if portal.by_extension.contains_key(remote.as_ref()) { remote } else { number_text(&remote) };
+    let remote = if portal.by_extension.contains_key(remote.as_ref()) { remote } else { customer_text(remote.as_bytes()) };
     let agent_user = portal.by_extension.get(agent.as_ref()).map(|m| m.user_id);
     let remote_is_extension = portal.by_extension.contains_key(remote.as_ref());
-    let correlation = msg.header_by_name(portal.portal.settings.correlation_header.as_bytes()).map(|v| text(v.trim_ascii()));
+    let correlation = portal.correlation(msg);
     let replaces = msg.header(HeaderName::Replaces).map(|v| LegId(text(call_id_part(v))));
     let referred_by = msg.header(HeaderName::ReferredBy).and_then(NameAddr::parse).and_then(|n| n.uri.user).map(text);
     let line = msg.header(HeaderName::Diversion).and_then(NameAddr::parse).and_then(|n| n.uri.user).map(text);
@@ -136,15 +137,6 @@ fn percent_decode(v: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-/// A customer number as the tracker compares it: E.164 digits when it normalises (so the
-/// redirect listener's caller and the proxy's match), else as written.
-pub(crate) fn number_text(v: &str) -> Arc<str> {
-    match crate::routing::number::normalize_number(v) {
-        Some(n) => Arc::from(n.as_u64().to_string().as_str()),
-        None => Arc::from(v),
-    }
 }
 
 fn text(v: &[u8]) -> Arc<str> {

@@ -2,7 +2,7 @@
 //! portal and side it belongs to. Pure: the directory snapshot and registrar are read, not
 //! changed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::registrar::Registrar;
@@ -40,7 +40,7 @@ pub(crate) fn pbx_portal(snap: &Snapshot, peer: Peer, msg: &SipMessage, registra
     if peer.transport.is_websocket() {
         return None; // a browser agent's flow, never the PBX (whatever its address)
     }
-    let via = msg.top_via().and_then(|v| sent_by_addr(v.host, v.port));
+    let via = msg.top_via().and_then(|v| crate::sip::core::socket_addr(v.host, v.port));
     let exact = |a: SocketAddr| a == peer.addr || (peer.transport != Transport::Udp && Some(a) == via);
     let same_host = |p: &PortalEntry, a: SocketAddr| a.ip() == peer.addr.ip() && !p.agent_addrs.contains(&peer.addr) && !registrar.is_phone(peer);
     let portals = || snap.portals.values();
@@ -127,7 +127,7 @@ pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry, transport: Transpor
 /// Where a SIP URI points: an IP literal host (names are not resolved on the SIP path), port
 /// 5060 by default, `transport=` parameter else the given one.
 pub(crate) fn uri_peer(uri: &Uri<'_>, default: Transport) -> Option<Peer> {
-    let addr = sent_by_addr(uri.host, uri.port)?;
+    let addr = crate::sip::core::socket_addr(uri.host, uri.port)?;
     let default = not_websocket(default);
     let transport = match uri.param(b"transport") {
         Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
@@ -148,9 +148,3 @@ fn not_websocket(inbound: Transport) -> Transport {
     }
 }
 
-/// `host` (IP literal, IPv6 in brackets or not) and port as a socket address.
-pub(crate) fn sent_by_addr(host: &[u8], port: Option<u16>) -> Option<SocketAddr> {
-    let host = std::str::from_utf8(host).ok()?;
-    let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-    Some(SocketAddr::new(ip, port.unwrap_or(5060)))
-}

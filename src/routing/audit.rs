@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -60,10 +59,8 @@ fn digits<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error
     }
 }
 
-/// Milliseconds since the epoch (the audit's clock; the decision itself never reads it).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+// Milliseconds since the epoch (the audit's clock; the decision itself never reads it).
+use crate::telemetry::unix_ms as now_ms;
 
 /// The most recent decisions, newest last; bounded.
 pub struct DecisionLog {

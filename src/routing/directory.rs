@@ -67,6 +67,12 @@ impl PortalEntry {
         }
     }
 
+    /// The PBX's call id in `msg`: the value of this portal's `correlation_header`, if present.
+    pub fn correlation(&self, msg: &crate::sip::core::SipMessage) -> Option<Arc<str>> {
+        let v = msg.header_by_name(self.portal.settings.correlation_header.as_bytes())?;
+        Some(Arc::from(String::from_utf8_lossy(v.trim_ascii()).as_ref()))
+    }
+
     /// Whether `ip` may act as this portal's PBX.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|&(net, len)| in_cidr(ip, net, len))
@@ -76,8 +82,7 @@ impl PortalEntry {
 /// `sip:101@10.0.0.5:5062;transport=tcp` -> 10.0.0.5:5062 (IP literals only; port 5060 by default).
 fn contact_addr(contact: &str) -> Option<std::net::SocketAddr> {
     let uri = crate::sip::core::Uri::parse(contact.trim().trim_start_matches('<').trim_end_matches('>').as_bytes())?;
-    let host = std::str::from_utf8(uri.host).ok()?.trim_start_matches('[').trim_end_matches(']');
-    Some(std::net::SocketAddr::new(host.parse().ok()?, uri.port.unwrap_or(5060)))
+    crate::sip::core::socket_addr(uri.host, uri.port)
 }
 
 fn pbx_ip(host_port: &str) -> Option<IpAddr> {

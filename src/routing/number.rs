@@ -32,6 +32,16 @@ impl fmt::Display for Number {
     }
 }
 
+/// A customer number as the call tracker compares it: E.164 digits when `raw` normalises, else
+/// as written. Every signalling source (redirect listener, proxy) reports numbers through this,
+/// so a routing decision and the call's legs match.
+pub fn customer_text(raw: &[u8]) -> std::sync::Arc<str> {
+    match normalize_bytes(raw) {
+        Some(n) => std::sync::Arc::from(n.to_string().as_str()),
+        None => std::sync::Arc::from(String::from_utf8_lossy(raw).as_ref()),
+    }
+}
+
 /// Normalises text (or raw bytes from a SIP header) to a [`Number`].
 pub fn normalize_number(input: &str) -> Option<Number> {
     normalize_bytes(input.as_bytes())

@@ -20,7 +20,7 @@ use super::audit::{DecisionLog, DecisionRecord};
 use super::decide::{decide, Decision};
 use super::directory::{Directory, PortalEntry, Snapshot};
 use super::metrics::RoutingMetrics;
-use super::number::normalize_bytes;
+use super::number::{customer_text, normalize_bytes};
 use crate::calls::{CallsHandle, Event};
 use crate::sip::core::{to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler};
@@ -205,9 +205,7 @@ impl SipHandler for RedirectServer {
     }
 
     fn on_bad_frame(&self, head: &[u8], _peer: Peer, reply: &mut BytesMut) {
-        // Only the header section: the body length is exactly what is in doubt.
-        let end = memchr::memmem::find(head, b"\r\n\r\n").map_or(head.len(), |i| i + 4);
-        crate::sip::core::write_bad_request(&head[..end], &crate::sip::core::ParseError::BadContentLength, reply);
+        crate::sip::core::write_bad_frame(head, reply);
     }
 
     fn on_tick(&self, now: Instant, _out: &mut Outbox) {
@@ -261,11 +259,9 @@ fn branch_and_sent_by(via: &[u8]) -> Option<(&[u8], &[u8])> {
 /// The decision as the tracker's `Routed` event: the PBX's call id (the portal's correlation
 /// header), the caller, the called line (To user, when it is one of the portal's lines).
 fn routed_event(msg: &SipMessage, portal: &PortalEntry, caller: &[u8], manager: Option<crate::settings::UserId>, extension: Option<Arc<str>>) -> Event {
-    let text = |v: &[u8]| Arc::<str>::from(String::from_utf8_lossy(v).as_ref());
-    let correlation = msg.header_by_name(portal.portal.settings.correlation_header.as_bytes()).map(|v| text(v.trim_ascii()));
-    let line = msg.to().and_then(|t| t.uri.user).filter(|u| normalize_bytes(u).is_some_and(|n| portal.lines.contains_key(&n.as_u64()))).map(text);
-    let caller = normalize_bytes(caller).map_or_else(|| text(caller), |n| Arc::from(n.as_u64().to_string().as_str()));
-    Event::Routed { portal: portal.portal.id, correlation, caller, line, manager, extension }
+    let line = msg.to().and_then(|t| t.uri.user).filter(|u| normalize_bytes(u).is_some_and(|n| portal.lines.contains_key(&n.as_u64())));
+    let line = line.map(|u| Arc::<str>::from(String::from_utf8_lossy(u).as_ref()));
+    Event::Routed { portal: portal.portal.id, correlation: portal.correlation(msg), caller: customer_text(caller), line, manager, extension }
 }
 
 /// The caller's user part: P-Asserted-Identity first (the PBX's trusted caller id), else From.

@@ -162,3 +162,11 @@ pub fn write_bad_request(raw: &[u8], err: &ParseError, out: &mut BytesMut) {
         write_response(&msg, err.status_code(), &err.to_string(), Some(&tag), &[], out);
     }
 }
+
+/// The answer to a stream message whose framing failed (bad or missing Content-Length): 400
+/// built from its header section only, since the body length is exactly what is in doubt. The
+/// connection is closed after it.
+pub fn write_bad_frame(head: &[u8], out: &mut BytesMut) {
+    let end = memchr::memmem::find(head, b"\r\n\r\n").map_or(head.len(), |i| i.saturating_add(4));
+    write_bad_request(head.get(..end).unwrap_or(head), &ParseError::BadContentLength, out);
+}

@@ -150,6 +150,15 @@ fn parse_tel<'a>(mut uri: Uri<'a>, rest: &'a [u8]) -> Uri<'a> {
     uri
 }
 
+/// A host that is an IP literal (IPv6 with or without brackets) and a port (5060 when absent)
+/// as a socket address; `None` for a host name (never resolved here). For URIs and Via sent-by.
+#[must_use]
+pub fn socket_addr(host: &[u8], port: Option<u16>) -> Option<std::net::SocketAddr> {
+    let host = std::str::from_utf8(host).ok()?;
+    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, port.unwrap_or(5060)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::Uri;
