@@ -28,12 +28,15 @@ pub(crate) struct RoutedDecision {
 /// The waiting decisions, oldest first.
 /// Waiting decisions, indexed so that a new leg finds its decision without a scan: the redirect
 /// listener may leave tens of thousands waiting (one per look-up for `routed_wait`).
+///
+/// Decisions arrive in expiry order, so they live in a queue addressed by id (`id - base`): the
+/// front expires first, a taken one leaves an empty slot behind.
 #[derive(Debug, Default)]
 pub(crate) struct RoutedQueue {
-    next_id: u64,
-    entries: HashMap<u64, RoutedDecision>,
-    /// Push order = expiry order; ids of decisions already taken are skipped when they expire.
-    order: VecDeque<(Millis, u64)>,
+    /// Id of `slots[0]`.
+    base: u64,
+    slots: VecDeque<Option<RoutedDecision>>,
+    live: usize,
     /// By portal and correlation value, oldest first.
     by_corr: HashMap<(PortalId, Arc<str>), VecDeque<u64>>,
     /// By portal and caller, oldest first (the newest is taken).
@@ -42,49 +45,61 @@ pub(crate) struct RoutedQueue {
 
 impl RoutedQueue {
     pub(crate) fn push(&mut self, decision: RoutedDecision) {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.order.push_back((decision.expires, id));
+        let id = self.base + self.slots.len() as u64;
         if let Some(c) = &decision.correlation {
             self.by_corr.entry((decision.portal, Arc::clone(c))).or_default().push_back(id);
         }
         self.by_caller.entry((decision.portal, Arc::clone(&decision.caller))).or_default().push(id);
-        self.entries.insert(id, decision);
+        self.slots.push_back(Some(decision));
+        self.live += 1;
     }
 
     pub(crate) fn expire(&mut self, now: Millis) {
-        while self.order.front().is_some_and(|(at, _)| *at <= now) {
-            let Some((_, id)) = self.order.pop_front() else { break };
-            self.remove(id);
+        while let Some(Some(d)) = self.slots.front() {
+            if d.expires > now {
+                break;
+            }
+            self.remove(self.base);
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
-        self.order.front().map(|(at, _)| *at)
+        self.slots.front().and_then(Option::as_ref).map(|d| d.expires)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.live
+    }
+
+    fn get(&self, id: u64) -> Option<&RoutedDecision> {
+        let at = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.slots.get(at)?.as_ref()
     }
 
     pub(crate) fn take(&mut self, now: Millis, offer: &Offer) -> Option<RoutedDecision> {
         let live = |d: &RoutedDecision| d.expires > now;
         let by_corr = offer.correlation.as_ref().and_then(|c| {
             let ids = self.by_corr.get(&(offer.portal, Arc::clone(c)))?;
-            ids.iter().copied().find(|id| self.entries.get(id).is_some_and(live))
+            ids.iter().copied().find(|id| self.get(*id).is_some_and(live))
         });
         let by_caller = || {
             let ids = self.by_caller.get(&(offer.portal, Arc::clone(&offer.remote)))?;
             let conflict = |d: &RoutedDecision| matches!((&d.correlation, &offer.correlation), (Some(a), Some(b)) if a != b);
-            ids.iter().rev().copied().find(|id| self.entries.get(id).is_some_and(|d| live(d) && !conflict(d)))
+            ids.iter().rev().copied().find(|id| self.get(*id).is_some_and(|d| live(d) && !conflict(d)))
         };
         let id = by_corr.or_else(by_caller)?;
         self.remove(id)
     }
 
-    /// Removes decision `id` from the entries and both indexes.
+    /// Removes decision `id` from its slot and both indexes; drops empty slots at the front.
     fn remove(&mut self, id: u64) -> Option<RoutedDecision> {
-        let d = self.entries.remove(&id)?;
+        let at = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        let d = self.slots.get_mut(at)?.take()?;
+        self.live -= 1;
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
         if let Some(c) = &d.correlation {
             let key = (d.portal, Arc::clone(c));
             if let Some(ids) = self.by_corr.get_mut(&key) {

@@ -36,8 +36,14 @@ impl fmt::Display for Number {
 /// as written. Every signalling source (redirect listener, proxy) reports numbers through this,
 /// so a routing decision and the call's legs match.
 pub fn customer_text(raw: &[u8]) -> std::sync::Arc<str> {
-    match normalize_bytes(raw) {
-        Some(n) => std::sync::Arc::from(n.to_string().as_str()),
+    number_text(normalize_bytes(raw), raw)
+}
+
+/// [`customer_text`] for a caller already normalised to `number` (`None`: it did not normalise).
+pub fn number_text(number: Option<Number>, raw: &[u8]) -> std::sync::Arc<str> {
+    match number {
+        // u64's own ToString, not Display through the formatter: this runs per routing decision.
+        Some(n) => std::sync::Arc::from(n.as_u64().to_string().as_str()),
         None => std::sync::Arc::from(String::from_utf8_lossy(raw).as_ref()),
     }
 }

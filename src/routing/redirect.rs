@@ -20,7 +20,7 @@ use super::audit::{DecisionLog, DecisionRecord};
 use super::decide::{decide, Decision};
 use super::directory::{Directory, PortalEntry, Snapshot};
 use super::metrics::RoutingMetrics;
-use super::number::{customer_text, normalize_bytes};
+use super::number::{normalize_bytes, number_text};
 use crate::calls::{CallsHandle, Event};
 use crate::sip::core::{to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler};
@@ -143,7 +143,7 @@ impl RedirectServer {
         self.metrics.decision(reason);
         self.remember(key, reply, now);
         if let (Some(calls), Some(p)) = (&self.calls, portal) {
-            calls.feed(now, [routed_event(msg, p, caller_user, manager, target.clone())]);
+            calls.feed(now, [routed_event(msg, p, number_text(caller, caller_user), manager, target.clone())]);
         }
         self.log.push(DecisionRecord::new(msg.call_id().unwrap_or_default(), portal.map(|p| p.portal.id), caller, manager, target, reason, "sip"));
     }
@@ -258,10 +258,10 @@ fn branch_and_sent_by(via: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The decision as the tracker's `Routed` event: the PBX's call id (the portal's correlation
 /// header), the caller, the called line (To user, when it is one of the portal's lines).
-fn routed_event(msg: &SipMessage, portal: &PortalEntry, caller: &[u8], manager: Option<crate::settings::UserId>, extension: Option<Arc<str>>) -> Event {
+fn routed_event(msg: &SipMessage, portal: &PortalEntry, caller: Arc<str>, manager: Option<crate::settings::UserId>, extension: Option<Arc<str>>) -> Event {
     let line = msg.to().and_then(|t| t.uri.user).filter(|u| normalize_bytes(u).is_some_and(|n| portal.lines.contains_key(&n.as_u64())));
     let line = line.map(|u| Arc::<str>::from(String::from_utf8_lossy(u).as_ref()));
-    Event::Routed { portal: portal.portal.id, correlation: portal.correlation(msg), caller: customer_text(caller), line, manager, extension }
+    Event::Routed { portal: portal.portal.id, correlation: portal.correlation(msg), caller, line, manager, extension }
 }
 
 /// The caller's user part: P-Asserted-Identity first (the PBX's trusted caller id), else From.
