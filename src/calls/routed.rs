@@ -6,7 +6,7 @@
 //! do not contradict each other). Unclaimed decisions expire silently. Decisions arrive in time
 //! order, so the queue is ordered by expiry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::event::Offer;
@@ -26,97 +26,48 @@ pub(crate) struct RoutedDecision {
 }
 
 /// The waiting decisions, oldest first.
-/// Waiting decisions, indexed so that a new leg finds its decision without a scan: the redirect
-/// listener may leave tens of thousands waiting (one per look-up for `routed_wait`).
-///
-/// Decisions arrive in expiry order, so they live in a queue addressed by id (`id - base`): the
-/// front expires first, a taken one leaves an empty slot behind.
 #[derive(Debug, Default)]
 pub(crate) struct RoutedQueue {
-    /// Id of `slots[0]`.
-    base: u64,
-    slots: VecDeque<Option<RoutedDecision>>,
-    live: usize,
-    /// By portal and correlation value, oldest first.
-    by_corr: HashMap<(PortalId, Arc<str>), VecDeque<u64>>,
-    /// By portal and caller, oldest first (the newest is taken).
-    by_caller: HashMap<(PortalId, Arc<str>), Vec<u64>>,
+    waiting: VecDeque<RoutedDecision>,
 }
 
 impl RoutedQueue {
     pub(crate) fn push(&mut self, decision: RoutedDecision) {
-        let id = self.base + self.slots.len() as u64;
-        if let Some(c) = &decision.correlation {
-            self.by_corr.entry((decision.portal, Arc::clone(c))).or_default().push_back(id);
-        }
-        self.by_caller.entry((decision.portal, Arc::clone(&decision.caller))).or_default().push(id);
-        self.slots.push_back(Some(decision));
-        self.live += 1;
+        self.waiting.push_back(decision);
     }
 
+    /// Drops decisions whose time is up.
     pub(crate) fn expire(&mut self, now: Millis) {
-        while let Some(Some(d)) = self.slots.front() {
-            if d.expires > now {
-                break;
-            }
-            self.remove(self.base);
+        while self.waiting.front().is_some_and(|d| d.expires <= now) {
+            self.waiting.pop_front();
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
-        self.slots.front().and_then(Option::as_ref).map(|d| d.expires)
+        self.waiting.front().map(|d| d.expires)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.waiting.len()
     }
 
-    fn get(&self, id: u64) -> Option<&RoutedDecision> {
-        let at = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        self.slots.get(at)?.as_ref()
-    }
-
+    /// Takes the decision for a new incoming call: by correlation first, then the newest one
+    /// for the same caller.
     pub(crate) fn take(&mut self, now: Millis, offer: &Offer) -> Option<RoutedDecision> {
-        let live = |d: &RoutedDecision| d.expires > now;
-        let by_corr = offer.correlation.as_ref().and_then(|c| {
-            let ids = self.by_corr.get(&(offer.portal, Arc::clone(c)))?;
-            ids.iter().copied().find(|id| self.get(*id).is_some_and(live))
-        });
+        let live = |d: &RoutedDecision| d.portal == offer.portal && d.expires > now;
+        let same_corr =
+            |d: &RoutedDecision| d.correlation.is_some() && d.correlation == offer.correlation;
+        let by_corr = self.waiting.iter().position(|d| live(d) && same_corr(d));
         let by_caller = || {
-            let ids = self.by_caller.get(&(offer.portal, Arc::clone(&offer.remote)))?;
-            let conflict = |d: &RoutedDecision| matches!((&d.correlation, &offer.correlation), (Some(a), Some(b)) if a != b);
-            ids.iter().rev().copied().find(|id| self.get(*id).is_some_and(|d| live(d) && !conflict(d)))
+            let conflict = |d: &RoutedDecision| match (&d.correlation, &offer.correlation) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            };
+            let fits = |d: &RoutedDecision| live(d) && d.caller == offer.remote && !conflict(d);
+            self.waiting.iter().rposition(fits)
         };
-        let id = by_corr.or_else(by_caller)?;
-        self.remove(id)
-    }
-
-    /// Removes decision `id` from its slot and both indexes; drops empty slots at the front.
-    fn remove(&mut self, id: u64) -> Option<RoutedDecision> {
-        let at = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        let d = self.slots.get_mut(at)?.take()?;
-        self.live -= 1;
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.base += 1;
-        }
-        if let Some(c) = &d.correlation {
-            let key = (d.portal, Arc::clone(c));
-            if let Some(ids) = self.by_corr.get_mut(&key) {
-                ids.retain(|x| *x != id);
-                if ids.is_empty() {
-                    self.by_corr.remove(&key);
-                }
-            }
-        }
-        let key = (d.portal, Arc::clone(&d.caller));
-        if let Some(ids) = self.by_caller.get_mut(&key) {
-            ids.retain(|x| *x != id);
-            if ids.is_empty() {
-                self.by_caller.remove(&key);
-            }
-        }
-        Some(d)
+        let at = by_corr.or_else(by_caller)?;
+        self.waiting.remove(at)
     }
 }
 
