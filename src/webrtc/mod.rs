@@ -14,6 +14,7 @@
 //! and media anchoring.
 
 pub mod credentials;
+pub mod media;
 pub mod registrar;
 
 pub use credentials::{Credentials, Issued};
