@@ -1,6 +1,6 @@
 //! The HTTP listener (axum): admin API under `/api/v1`, `/live`, `/ready`, `/metrics`.
-//! SIP over WebSocket for browser agents at `GET /sip` (RFC 7118, `agents.rs`). Later: the
-//! settings page.
+//! SIP over WebSocket for browser agents at `GET /sip` (RFC 7118, `agents.rs`). The settings
+//! page at `/settings/` (`ui.rs`).
 //!
 //! [`router`] is a pure function of [`AppState`], so tests can drive it in memory or over a real
 //! socket. Handlers are thin: validate (`settings`), persist (`store`), then tell the routing
@@ -17,6 +17,7 @@ mod openapi;
 mod portals;
 mod route;
 mod sync;
+mod ui;
 mod widget;
 
 use std::collections::BTreeMap;
@@ -87,6 +88,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/sip", get(agents::sip_websocket))
         .merge(widget::routes())
+        .merge(ui::routes())
         .layer(middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.timeout))

@@ -13,4 +13,5 @@ mod fake_b24;
 mod fake_b24_selftest;
 mod proxy;
 mod redirect;
+mod settings_page;
 mod ws;
