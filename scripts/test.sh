@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
-# Browser tests (tests/it/browser.rs): Debian's Chromium, driven by playwright-core (never a
+# Browser tests (tests/it/browser.rs, settings_page.rs): Debian's Chromium, driven by playwright-core (never a
 # downloaded browser). They fail, not skip, when these are missing.
 [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ] || need+=(chromium)
+# ... and node/npm to run them (tests/browser/*.mjs: the widget and the settings page).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing: ${need[*]}"

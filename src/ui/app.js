@@ -71,6 +71,7 @@
   }
 
   const fmtTime = (ms) => (ms == null ? t('nobody') : new Date(ms).toLocaleString(locale, { dateStyle: 'short', timeStyle: 'medium' }));
+  const fmtClock = (ms) => (ms == null ? t('nobody') : new Date(ms).toLocaleTimeString(locale, { timeStyle: 'medium' }));
 
   // ---- the admin API -------------------------------------------------------------------------
   const TOKEN_KEY = 'callgate.adminToken';
@@ -122,6 +123,7 @@
     $('logout').hidden = !inside;
     $('nav-settings').classList.toggle('current', view === 'settings-view');
     $('nav-calls').classList.toggle('current', view === 'calls-view');
+    document.querySelector('main').classList.toggle('wide', view === 'calls-view');
   }
 
   function showLogin(message) {
@@ -591,7 +593,7 @@
     st.calls = calls;
     const rows = calls.map((c) => el('tr', { 'data-testid': `call-row-${c.id}`, tabindex: 0, class: c.id === id ? 'selected' : '',
       onclick: () => go(`#/calls/${c.id}`), onkeydown: (ev) => { if (ev.key === 'Enter') { go(`#/calls/${c.id}`); } } },
-    el('td', {}, fmtTime(c.started_at)),
+    el('td', { class: 'nowrap' }, fmtTime(c.started_at)),
     el('td', {}, t(`kind_${c.kind}`)),
     el('td', {}, el('div', { class: 'mono' }, c.customer), c.line ? el('div', { class: 'small muted mono' }, `→ ${c.line}`) : null),
     el('td', { 'data-col': 'legs' }, el('div', { class: 'chips' }, c.legs.map((l) => el('span', { class: `chip ${l.state}`, title: endText(l.end_reason) }, l.extension)))),
@@ -623,17 +625,17 @@
       ['colFirst', who(c.first_talker)], ['colLast', who(c.last_talker)],
       ['colResponsible', `${c.responsible != null ? t('userN', { user: c.responsible }) : t('nobody')} — ${t(`reason_${c.responsible_reason}`)}`],
     ];
-    const legs = el('table', { class: 'grid compact', 'data-testid': 'call-legs' },
+    const legs = el('div', { class: 'table-wrap' }, el('table', { class: 'grid compact', 'data-testid': 'call-legs' },
       el('thead', {}, el('tr', {}, ['colLeg', 'colExt', 'colDirection', 'colRole', 'colState', 'colEnd', 'colStarted', 'colAnswered', 'ended'].map((k) => el('th', {}, t(k))))),
       el('tbody', {}, c.legs.map((l) => el('tr', { 'data-testid': 'call-leg' },
         el('td', { class: 'mono small' }, l.leg), el('td', {}, l.user != null ? `${l.extension} · ${t('userN', { user: l.user })}` : l.extension),
         el('td', {}, t(`dir_${l.direction}`)), el('td', {}, t(`role_${l.role}`)), el('td', {}, t(`state_${l.state}`)),
-        el('td', {}, endText(l.end_reason) || t('nobody')), el('td', {}, fmtTime(l.offered_at)), el('td', {}, fmtTime(l.answered_at)), el('td', {}, fmtTime(l.ended_at))))));
+        el('td', {}, endText(l.end_reason) || t('nobody')), el('td', { class: 'nowrap' }, fmtClock(l.offered_at)), el('td', { class: 'nowrap' }, fmtClock(l.answered_at)), el('td', { class: 'nowrap' }, fmtClock(l.ended_at)))))));
     const convs = c.conversations.length
       ? el('table', { class: 'grid compact', 'data-testid': 'call-conversations' },
         el('thead', {}, el('tr', {}, ['colExt', 'colFrom', 'colTo', 'colCounted'].map((k) => el('th', {}, t(k))))),
         el('tbody', {}, c.conversations.map((v) => el('tr', { 'data-testid': 'call-conversation' },
-          el('td', {}, who(v)), el('td', {}, fmtTime(v.started_at)), el('td', {}, fmtTime(v.ended_at)), el('td', {}, t(v.counted ? 'yes' : 'no'))))))
+          el('td', {}, who(v)), el('td', { class: 'nowrap' }, fmtClock(v.started_at)), el('td', { class: 'nowrap' }, fmtClock(v.ended_at)), el('td', {}, t(v.counted ? 'yes' : 'no'))))))
       : el('p', { class: 'muted', 'data-testid': 'call-conversations' }, t('noConversations'));
     box.replaceChildren(
       el('div', { class: 'card-head' }, el('h2', { 'data-testid': 'call-title' }, t('callTitle', { id: c.id })),

@@ -68,6 +68,7 @@ export async function withPage(name, body) {
   const watchdog = setTimeout(() => { console.error(`${name}: overall timeout`); process.exit(3); }, cfg.waitMs * 8);
   if (!existsSync(cfg.chromium)) { console.error(`${name}: no Chromium at ${cfg.chromium} (apt-get install chromium)`); process.exit(2); }
   mkdirSync(cfg.artifacts, { recursive: true });
+  rmSync(join(cfg.artifacts, `${name}-failure.png`), { force: true });
   const profile = mkdtempSync(join(tmpdir(), 'callgate-chromium-'));
   const log = [];
   const errors = [];
