@@ -19,7 +19,7 @@ use crate::http::{self, AppState, HttpLimits};
 use crate::proxy::{Front, Local, Proxy};
 use crate::sip::core::transaction::Timers;
 use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
-use crate::sip::transport::{serve_tcp, Hub, SipHandler, TcpLimits, UdpDriver, WsEndpoint, WsLimits};
+use crate::sip::transport::{serve_tcp, serve_tls, Hub, SipHandler, TcpLimits, UdpDriver, WsEndpoint, WsLimits};
 use crate::store::{SqliteStore, StoreHandle};
 
 /// A built gateway: everything bound, nothing served yet.
@@ -29,6 +29,10 @@ pub struct Gateway {
     http: TcpListener,
     sip_udp: Option<std::net::UdpSocket>,
     sip_tcp: Option<TcpListener>,
+    /// SIP over TLS: the listener and its certificate.
+    sip_tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    /// HTTPS (and WSS) on the HTTP listener.
+    http_tls: Option<Arc<rustls::ServerConfig>>,
     addresses: BTreeMap<String, String>,
     shutdown: CancellationToken,
     /// Call effects on their way to the Bitrix24 outbox recorder.
@@ -64,6 +68,12 @@ impl Gateway {
         addresses.insert("http".to_owned(), http.local_addr()?.to_string());
         let sip_udp = bind_udp(&cfg.sip.udp, &mut addresses)?;
         let sip_tcp = bind_tcp(&cfg.sip.tcp, "sip_tcp", &mut addresses).await?;
+        let http_tls = tls_config(&cfg.http.tls_cert, &cfg.http.tls_key, &[b"http/1.1"]).context("http.tls_cert / http.tls_key")?;
+        addresses.insert("http_scheme".to_owned(), if http_tls.is_some() { "https" } else { "http" }.to_owned());
+        let sip_tls = match tls_config(&cfg.sip.tls_cert, &cfg.sip.tls_key, &[]).context("sip.tls_cert / sip.tls_key")? {
+            Some(config) => bind_tcp(&cfg.sip.tls, "sip_tls", &mut addresses).await?.map(|l| (l, config)),
+            None => None,
+        };
 
         let shutdown = CancellationToken::new();
         let state = AppState {
@@ -76,10 +86,11 @@ impl Gateway {
             calls: CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx)),
             shutdown: shutdown.clone(),
         };
-        Ok(Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown, effects, boot })
+        Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot })
     }
 
-    /// Bound addresses by listener name (`http`, `sip_udp`, `sip_tcp`).
+    /// Bound addresses by listener name (`http`, `sip_udp`, `sip_tcp`, `sip_tls`), and
+    /// `http_scheme` (`http` or `https`).
     pub fn addresses(&self) -> &BTreeMap<String, String> {
         &self.addresses
     }
@@ -104,7 +115,7 @@ impl Gateway {
     /// # Errors
     /// A server failed while running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { cfg, state, http, sip_udp, sip_tcp, addresses, shutdown, effects, boot } = self;
+        let Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot } = self;
         for (name, addr) in &addresses {
             tracing::info!(listener = %name, %addr, "listening");
         }
@@ -124,7 +135,11 @@ impl Gateway {
         let local = Local { udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()), tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()) };
         let agents = start_registrar(&state).await?;
         let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default()).with_flows(Arc::clone(&agents) as Arc<dyn crate::proxy::FlowLocator>);
-        let front = Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy)).with_websocket(Arc::clone(&agents));
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let front = Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy))
+            .with_websocket(Arc::clone(&agents))
+            .with_limiter(Arc::new(sip_limiter(&cfg)))
+            .with_draining(Arc::clone(&draining));
         let handler: Arc<dyn SipHandler> = Arc::new(front);
         let tcp_limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
         let hub = Hub::new(handler, tcp_limits, tasks.clone(), sip_cancel.clone());
@@ -135,19 +150,36 @@ impl Gateway {
         if let Some(listener) = sip_tcp {
             tasks.spawn(serve_tcp(listener, Arc::clone(&hub), tasks.clone()));
         }
+        if let Some((listener, config)) = sip_tls {
+            tasks.spawn(serve_tls(listener, config, Arc::clone(&hub), tasks.clone()));
+        }
         tasks.spawn(Arc::clone(&hub).tick(std::time::Duration::from_millis(20)));
-        let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout };
+        let per_source = crate::limit::Rate::new(cfg.http.rate_per_source, cfg.http.burst_per_source);
+        let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source };
         let ws_limits = WsLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, ..WsLimits::default() };
-        let websocket = WsEndpoint::new(Arc::clone(&hub), ws_limits, tasks.clone());
+        let websocket = WsEndpoint::with_tls(Arc::clone(&hub), ws_limits, tasks.clone(), http_tls.is_some());
         let router = http::router(state.clone(), limits)
             .layer(axum::Extension(index_sync))
             .layer(axum::Extension(events))
             .layer(axum::Extension(agents))
             .layer(axum::Extension(websocket));
-        let stop = shutdown.clone();
-        let server = axum::serve(http, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.cancelled().await });
+        // HTTP stays up while calls drain (in-flight admin requests, the events endpoint); /ready
+        // answers 503 from the first moment of the shutdown.
+        let http_stop = CancellationToken::new();
+        let mut server = std::pin::pin!(serve_http(http, http_tls, router, &tasks, http_stop.clone()));
         tracing::info!("callgate ready");
-        server.await.context("http server")?;
+        let failed = tokio::select! {
+            r = &mut server => Some(r),
+            () = shutdown.cancelled() => None,
+        };
+        if failed.is_none() {
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            drain_calls(&state.calls, cfg.shutdown.grace).await;
+            http_stop.cancel();
+            if tokio::time::timeout(cfg.shutdown.grace, &mut server).await.is_err() {
+                tracing::warn!("http requests still running after the grace period; stopping anyway");
+            }
+        }
         sip_cancel.cancel();
         if let Some(udp) = udp {
             let _ = tokio::task::spawn_blocking(move || udp.join()).await;
@@ -163,8 +195,64 @@ impl Gateway {
             tracing::warn!("the Bitrix24 outbox did not stop in time; queued intents stay in the store");
         }
         tracing::info!("callgate stopped");
-        Ok(())
+        match failed {
+            Some(r) => r,
+            None => Ok(()),
+        }
     }
+}
+
+/// Serves HTTP (or HTTPS and WSS with `tls`) until `stop` fires and the open requests finish.
+async fn serve_http(http: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, router: axum::Router, tasks: &TaskTracker, stop: CancellationToken) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let signal = {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    };
+    match tls {
+        None => axum::serve(http, service).with_graceful_shutdown(signal).await.context("http server"),
+        Some(config) => {
+            let listener = crate::tls::TlsListener::spawn(http, config, tasks, stop).context("https listener")?;
+            axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(signal).await.context("https server")
+        }
+    }
+}
+
+/// New calls are refused by now; waits until the tracker has no open call or `grace` passed.
+/// Calls still open after it are finished at the next start (`call_state_lost`).
+async fn drain_calls(calls: &CallsHandle, grace: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let open = calls.open_count();
+    tracing::info!(open_calls = open, ?grace, "shutting down: new calls get 503, open calls drain");
+    loop {
+        let open = calls.open_count();
+        if open == 0 {
+            tracing::info!("every call has ended");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(open_calls = open, "grace period over with calls still open; they are finished as call_state_lost at the next start");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The SIP per-source limiter from `[sip]`.
+fn sip_limiter(cfg: &Config) -> crate::limit::SourceLimiter {
+    use crate::limit::{Rate, SourceLimiter};
+    let normal = Rate::new(cfg.sip.rate_per_source, cfg.sip.burst_per_source);
+    let trusted = Rate::new(cfg.sip.trusted_rate, cfg.sip.trusted_burst);
+    SourceLimiter::new(normal, trusted, 65_536, std::time::Instant::now())
+}
+
+/// The rustls config for a listener, or `None` when no certificate is configured.
+fn tls_config(cert: &str, key: &str, alpn: &[&[u8]]) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    if cert.is_empty() || key.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crate::tls::server_config(Path::new(cert), Path::new(key), alpn)?))
 }
 
 /// Starts the Bitrix24 side: the outbox recorder and a delivery worker for every portal with
@@ -181,7 +269,11 @@ fn start_crm(
     cancel: &CancellationToken,
 ) -> anyhow::Result<(Arc<crate::crm::Tokens>, Arc<crate::crm::Workers>)> {
     use crate::crm::{CrmClient, RestBitrix, Rules, WorkerConfig, Workers};
-    let client = CrmClient::builder().request_timeout(cfg.crm.request_timeout).build().context("building the Bitrix24 HTTP client")?;
+    let mut builder = CrmClient::builder().request_timeout(cfg.crm.request_timeout);
+    if !cfg.crm.ca_file.is_empty() {
+        builder = builder.with_root_ca(std::fs::read(&cfg.crm.ca_file).with_context(|| format!("reading crm.ca_file {}", cfg.crm.ca_file))?);
+    }
+    let client = builder.build().context("building the Bitrix24 HTTP client")?;
     let tokens = crate::crm::Tokens::new(client, state.store.clone());
     let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(Arc::clone(&tokens)));
     let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff, batch_interval: cfg.crm.batch_interval };
@@ -320,3 +412,4 @@ pub fn import_index(cfg: &Config, portal: i64, file: &Path, replace: bool) -> an
     store.upsert_index(portal, &rows)?;
     Ok(rows.len())
 }
+

@@ -12,12 +12,14 @@ pub mod calls;
 pub mod config;
 pub mod crm;
 pub mod http;
+pub mod limit;
 pub mod proxy;
 pub mod routing;
 pub mod settings;
 pub mod sip;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod webrtc;
 
 pub use app::Gateway;

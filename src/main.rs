@@ -39,6 +39,16 @@ enum Command {
         /// The CSV file.
         file: PathBuf,
     },
+    /// Make a development certificate: a throw-away CA (`ca.pem`) and a server certificate
+    /// signed by it (`cert.pem`, `key.pem`) for `sip.tls_cert`/`http.tls_cert` (see certs/README.md).
+    GenCert {
+        /// Folder to write into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Names and addresses the certificate is for.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+        names: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -68,6 +78,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(code) => code,
+        },
+        Command::GenCert { out, names } => match callgate::tls::write_dev_pki(&out, &names) {
+            Ok(()) => {
+                println!("wrote {0}/ca.pem, {0}/cert.pem, {0}/key.pem for {1}", out.display(), names.join(", "));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gen-cert failed: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::ImportIndex { config, portal, replace, file } => {
             let cfg = match load(&config) {

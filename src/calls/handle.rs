@@ -108,6 +108,12 @@ impl CallsHandle {
         open.into_iter().chain(t.finished().map(|r| (**r).clone())).take(limit).collect()
     }
 
+    /// Calls still open (including those lingering after their last leg): graceful shutdown
+    /// waits for none.
+    pub fn open_count(&self) -> usize {
+        self.inner.tracker.lock().active().count()
+    }
+
     /// One call, open or finished.
     pub fn get(&self, id: CallId) -> Option<CallRecord> {
         self.inner.tracker.lock().get(id).map(|r| (*r).clone())

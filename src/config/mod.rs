@@ -67,6 +67,16 @@ pub struct SipConfig {
     pub max_tcp_connections: usize,
     /// Threads receiving on the UDP socket.
     pub udp_threads: usize,
+    /// SIP messages per second per source IP address (token bucket) for sources no portal
+    /// trusts; above it requests get 503 + Retry-After, and beyond one more burst they are
+    /// dropped silently. 0 turns SIP rate limiting off.
+    pub rate_per_source: f64,
+    /// Messages a source may send in a burst.
+    pub burst_per_source: u32,
+    /// Messages per second per trusted PBX address (`trusted_pbx`, `pbx_host`).
+    pub trusted_rate: f64,
+    /// Burst per trusted PBX address.
+    pub trusted_burst: u32,
 }
 
 impl Default for SipConfig {
@@ -81,6 +91,10 @@ impl Default for SipConfig {
             no_decision_code: 404,
             max_tcp_connections: 4096,
             udp_threads: 1,
+            rate_per_source: 100.0,
+            burst_per_source: 200,
+            trusted_rate: 50_000.0,
+            trusted_burst: 100_000,
         }
     }
 }
@@ -96,6 +110,15 @@ pub struct HttpConfig {
     /// Time limit for one request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// PEM certificate chain: with `tls_key`, the listener serves HTTPS (and WSS at `/sip`).
+    pub tls_cert: String,
+    /// PEM private key for HTTPS.
+    pub tls_key: String,
+    /// Requests per second per source IP address on the admin API and the Bitrix24 events
+    /// endpoint (token bucket; 429 + Retry-After above it). 0 turns it off.
+    pub rate_per_source: f64,
+    /// Requests a source may send in a burst.
+    pub burst_per_source: u32,
 }
 
 impl Default for HttpConfig {
@@ -104,6 +127,10 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            rate_per_source: 50.0,
+            burst_per_source: 200,
         }
     }
 }
@@ -244,6 +271,9 @@ pub struct CrmConfig {
     /// After a batch that was not full, the next one waits this long (fewer, fuller requests).
     #[serde(with = "humantime_serde")]
     pub batch_interval: Duration,
+    /// PEM file of extra root CAs trusted for HTTPS to Bitrix24 (tests, private portals); the
+    /// system's roots stay trusted. Empty: system roots only.
+    pub ca_file: String,
 }
 
 impl Default for CrmConfig {
@@ -256,6 +286,7 @@ impl Default for CrmConfig {
             max_backoff: Duration::from_secs(60),
             effects_queue: 65_536,
             batch_interval: Duration::from_millis(1200),
+            ca_file: String::new(),
         }
     }
 }

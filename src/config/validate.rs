@@ -18,6 +18,25 @@ impl Config {
         if self.sip.tls_cert.is_empty() != self.sip.tls_key.is_empty() {
             errs.push("sip.tls_key", "sip.tls_cert and sip.tls_key go together");
         }
+        if self.http.tls_cert.is_empty() != self.http.tls_key.is_empty() {
+            errs.push("http.tls_key", "http.tls_cert and http.tls_key go together");
+        }
+        for (key, path) in [("sip.tls_cert", &self.sip.tls_cert), ("sip.tls_key", &self.sip.tls_key), ("http.tls_cert", &self.http.tls_cert), ("http.tls_key", &self.http.tls_key), ("crm.ca_file", &self.crm.ca_file)] {
+            if !path.is_empty() && !std::path::Path::new(path).is_file() {
+                errs.push(key, format!("`{path}` is not a readable file"));
+            }
+        }
+        for (key, rate, burst) in [
+            ("sip.rate_per_source", self.sip.rate_per_source, self.sip.burst_per_source),
+            ("sip.trusted_rate", self.sip.trusted_rate, self.sip.trusted_burst),
+            ("http.rate_per_source", self.http.rate_per_source, self.http.burst_per_source),
+        ] {
+            if !(rate.is_finite() && (0.0..=10_000_000.0).contains(&rate)) {
+                errs.push(key, "must be between 0 (off) and 10000000");
+            } else if rate > 0.0 && burst == 0 {
+                errs.push(key, "needs a burst of at least 1");
+            }
+        }
         if !(1024..=65_535).contains(&self.sip.max_message_bytes) {
             errs.push("sip.max_message_bytes", "must be between 1024 and 65535");
         }

@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod health;
 mod json;
+mod limit;
 mod openapi;
 mod portals;
 mod route;
@@ -68,6 +69,8 @@ pub struct HttpLimits {
     pub body_limit: usize,
     /// Per-request time limit.
     pub timeout: Duration,
+    /// Requests per source address under `/api/v1` (unknown sources without the admin token).
+    pub per_source: crate::limit::Rate,
 }
 
 /// Builds the router.
@@ -81,6 +84,13 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .merge(route::public_routes())
         .merge(events::routes())
         .route("/openapi.json", get(openapi::document));
+    let limiter = crate::limit::SourceLimiter::new(limits.per_source, crate::limit::Rate::unlimited(), 65_536, std::time::Instant::now());
+    let api = if limiter.is_off() {
+        api
+    } else {
+        let gate = limit::HttpGate { state: state.clone(), limiter: Arc::new(limiter) };
+        api.route_layer(middleware::from_fn_with_state(gate, limit::rate_limit))
+    };
     Router::new()
         .nest("/api/v1", api)
         .route("/live", get(health::live))

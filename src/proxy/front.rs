@@ -8,16 +8,30 @@
 //! listener: the browser agents' registrar answers their REGISTERs and admits their other
 //! requests ([`crate::webrtc::Registrar::on_websocket`]); what it lets through goes to the
 //! proxy. A closed flow ends its registrations.
+//!
+//! Two gates come before both roles, each costing nothing on the hot path beyond a hash look-up
+//! and a flag read:
+//! - **per-source rate limit** ([`crate::limit::SourceLimiter`], trusted PBX addresses with
+//!   their own higher rate): over the limit a request gets `503` + `Retry-After`, far over it
+//!   (a flood) nothing; responses and ACKs over the limit are dropped;
+//! - **draining** (graceful shutdown): a new call (an INVITE without a To tag) gets `503` +
+//!   `Retry-After`; in-dialog requests (ACK, BYE, re-INVITE) and responses still flow, so open
+//!   calls can end normally.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::Proxy;
-use crate::routing::{Directory, RedirectServer};
-use crate::sip::core::{write_bad_request, SipMessage, Uri};
+use crate::limit::{SourceLimiter, Verdict};
+use crate::routing::{Directory, RedirectServer, Snapshot};
+use crate::sip::core::{to_tag_for, write_bad_request, write_response, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler};
+
+/// Retry-After of the 503 to new calls while draining: the PBX should try another node.
+const DRAINING_RETRY_AFTER: &[u8] = b"30";
 
 /// Redirect listener + proxy behind one [`SipHandler`].
 pub struct Front {
@@ -25,12 +39,47 @@ pub struct Front {
     redirect: Arc<RedirectServer>,
     proxy: Arc<Proxy>,
     websocket: Option<Arc<crate::webrtc::Registrar>>,
+    limiter: Option<Arc<SourceLimiter>>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Front {
     /// Both roles on one listener.
     pub fn new(directory: Directory, redirect: Arc<RedirectServer>, proxy: Arc<Proxy>) -> Self {
-        Self { directory, redirect, proxy, websocket: None }
+        Self { directory, redirect, proxy, websocket: None, limiter: None, draining: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Per-source rate limits on every message (none without this).
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Arc<SourceLimiter>) -> Self {
+        self.limiter = (!limiter.is_off()).then_some(limiter);
+        self
+    }
+
+    /// New calls are refused with 503 once `draining` is set (graceful shutdown).
+    #[must_use]
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
+        self.draining = draining;
+        self
+    }
+
+    /// The rate limit: `false` when the message must go no further (a 503 may be in `out`).
+    fn admit(&self, limiter: &SourceLimiter, snap: &Arc<Snapshot>, data: &Bytes, peer: Peer, now: Instant, out: &mut Outbox) -> bool {
+        let ip = peer.addr.ip();
+        let epoch = Arc::as_ptr(snap) as usize;
+        match limiter.check(ip, now, epoch, || snap.portals.values().any(|p| p.trusts(ip))) {
+            Verdict::Allow => true,
+            Verdict::Refuse { retry_after_s } => {
+                metrics::counter!("callgate_sip_rate_limited_total", "action" => "503").increment(1);
+                // The refusal path only (at most about a burst per second per source).
+                refuse_request(data, retry_after_s.to_string().as_bytes(), out);
+                false
+            }
+            Verdict::Drop => {
+                metrics::counter!("callgate_sip_rate_limited_total", "action" => "drop").increment(1);
+                false
+            }
+        }
     }
 
     /// Browser agents over WebSocket are registered by `registrar` (without it, WebSocket
@@ -58,24 +107,32 @@ impl Front {
     }
 
     /// Whether `data` is a request to a routing user (or has no portal at all to proxy for).
-    fn for_redirect(&self, data: &[u8]) -> bool {
+    fn for_redirect(snap: &Snapshot, data: &[u8]) -> bool {
         if data.starts_with(b"SIP/") {
             return false;
         }
         // The Request-URI is the second token of the request line; only its user part matters.
         let line = data.get(..memchr::memchr(b'\n', data).unwrap_or(data.len())).unwrap_or_default();
         let Some(user) = line.split(|&b| b == b' ').nth(1).and_then(Uri::user_of) else { return false };
-        let snap = self.directory.snapshot();
         snap.portals.is_empty() || snap.portals.values().any(|p| p.portal.settings.routing_user.as_bytes() == user)
     }
 }
 
 impl SipHandler for Front {
     fn on_message(&self, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
+        let snap = self.directory.snapshot();
+        if let Some(limiter) = &self.limiter {
+            if !self.admit(limiter, &snap, &data, peer, now, out) {
+                return;
+            }
+        }
+        if self.draining.load(Ordering::Relaxed) && refuse_new_call(&data, out) {
+            return;
+        }
         if let (true, Some(registrar)) = (peer.transport.is_websocket(), &self.websocket) {
             return self.on_websocket(registrar, data, peer, now, out);
         }
-        if self.for_redirect(&data) {
+        if Self::for_redirect(&snap, &data) {
             self.redirect.on_message(data, peer, now, out);
         } else {
             self.proxy.on_message(data, peer, now, out);
@@ -87,6 +144,9 @@ impl SipHandler for Front {
     }
 
     fn on_tick(&self, now: Instant, out: &mut Outbox) {
+        if let Some(limiter) = &self.limiter {
+            limiter.sweep(now);
+        }
         self.redirect.on_tick(now, out);
         self.proxy.on_tick(now, out);
         if let Some(registrar) = &self.websocket {
@@ -102,4 +162,30 @@ impl SipHandler for Front {
             }
         }
     }
+}
+
+/// Answers a request (not an ACK) `503 Service Unavailable` with `Retry-After: secs`; drops
+/// anything else. Parses only on this refusal path.
+fn refuse_request(data: &Bytes, retry_after: &[u8], out: &mut Outbox) {
+    if data.starts_with(b"SIP/") || data.starts_with(b"ACK ") {
+        return;
+    }
+    if let Ok(msg) = SipMessage::parse(data.clone()) {
+        write_response(&msg, 503, "Service Unavailable", Some(&to_tag_for(&msg)), &[("Retry-After", retry_after)], &mut out.reply);
+    }
+}
+
+/// While draining: a new call (INVITE without a To tag) is answered 503 and goes no further.
+/// Returns whether it was one.
+fn refuse_new_call(data: &Bytes, out: &mut Outbox) -> bool {
+    if !data.starts_with(b"INVITE ") {
+        return false;
+    }
+    let Ok(msg) = SipMessage::parse(data.clone()) else { return false };
+    if msg.to().is_some_and(|to| to.tag.is_some()) {
+        return false; // a re-INVITE inside an open call
+    }
+    metrics::counter!("callgate_sip_refused_draining_total").increment(1);
+    write_response(&msg, 503, "Service Unavailable", Some(&to_tag_for(&msg)), &[("Retry-After", DRAINING_RETRY_AFTER)], &mut out.reply);
+    true
 }

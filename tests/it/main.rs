@@ -13,5 +13,6 @@ mod fake_b24;
 mod fake_b24_selftest;
 mod proxy;
 mod redirect;
+mod tls;
 mod settings_page;
 mod ws;

@@ -7,6 +7,9 @@
 //! connection task owns its stream and drains a bounded queue; a full queue drops the message and
 //! counts it (SIP transactions retransmit or time out; memory does not grow).
 //!
+//! TLS connections share the TCP map (the peer's address names the connection) but are never
+//! dialled: a send to a TLS peer without a connection is dropped and counted.
+//!
 //! WebSocket flows (RFC 7118) are kept apart from TCP: they are reachable only while the peer's
 //! connection lasts, so a send to a WebSocket peer with no connection is dropped, never dialled.
 
@@ -69,7 +72,8 @@ impl Hub {
                 }
                 None => metrics::counter!("callgate_sip_send_errors_total", "transport" => "udp").increment(1),
             },
-            Transport::Tcp | Transport::Tls => self.send_stream(to.addr, data),
+            Transport::Tcp => self.send_stream(to.addr, data),
+            Transport::Tls => self.send_tls(to.addr, data),
             Transport::Ws | Transport::Wss => self.send_websocket(to.addr, data),
         }
     }
@@ -105,6 +109,14 @@ impl Hub {
         };
         if tx.try_send(data).is_err() {
             metrics::counter!("callgate_sip_send_errors_total", "transport" => "tcp").increment(1);
+        }
+    }
+
+    /// Over an open TLS connection only: callgate has no client certificate setup to dial one.
+    fn send_tls(&self, addr: SocketAddr, data: Bytes) {
+        let sent = self.streams.get(&addr).map(|tx| tx.clone()).is_some_and(|tx| tx.try_send(data).is_ok());
+        if !sent {
+            metrics::counter!("callgate_sip_send_errors_total", "transport" => "tls").increment(1);
         }
     }
 

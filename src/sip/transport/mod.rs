@@ -9,6 +9,9 @@
 //!   connection with broken framing is answered 400 where possible and closed, since a stream
 //!   cannot resynchronise.
 //!
+//! - `tls`: SIP over TLS, the `tcp` driver over a rustls stream (handshake in the connection's
+//!   task, within a time limit).
+//!
 //! - `ws`: SIP over WebSocket (RFC 7118) on the HTTP listener: one SIP message per WebSocket
 //!   message, a task per connection like `tcp`, pings for liveness, and
 //!   [`SipHandler::on_closed`] when the socket goes (a browser agent's flow ends with it).
@@ -23,6 +26,7 @@
 mod batch;
 mod hub;
 mod tcp;
+mod tls;
 mod udp;
 mod ws;
 
@@ -33,6 +37,7 @@ use bytes::{Bytes, BytesMut};
 
 pub use hub::Hub;
 pub use tcp::{serve_tcp, TcpLimits};
+pub use tls::serve_tls;
 pub use udp::UdpDriver;
 pub use ws::{serve_ws, WsEndpoint, WsLimits};
 

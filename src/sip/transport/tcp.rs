@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 
@@ -57,7 +57,8 @@ pub async fn serve_tcp(listener: TcpListener, hub: Arc<Hub>, tasks: TaskTracker)
 }
 
 /// Serves one connection until it closes, fails framing, idles out or the hub is cancelled.
-pub(super) async fn connection(mut stream: TcpStream, peer: Peer, mut queued: mpsc::Receiver<Bytes>, hub: &Arc<Hub>) {
+/// `stream` is a TCP stream or a TLS stream over one (the same framing runs over both).
+pub(super) async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, peer: Peer, mut queued: mpsc::Receiver<Bytes>, hub: &Arc<Hub>) {
     let limits = hub.limits();
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = Outbox::new();
@@ -84,7 +85,7 @@ pub(super) async fn connection(mut stream: TcpStream, peer: Peer, mut queued: mp
 
 /// Hands every complete frame in `buf` to the handler and sends what it produced. `Err` means
 /// the connection must close (write failed or framing broke).
-async fn drain_frames(buf: &mut BytesMut, stream: &mut TcpStream, peer: Peer, hub: &Arc<Hub>, out: &mut Outbox) -> Result<(), ()> {
+async fn drain_frames<S: AsyncWrite + Unpin>(buf: &mut BytesMut, stream: &mut S, peer: Peer, hub: &Arc<Hub>, out: &mut Outbox) -> Result<(), ()> {
     let max = hub.limits().max_message;
     loop {
         match frame_stream(buf, max) {

@@ -55,6 +55,8 @@ pub struct WsEndpoint {
     limits: WsLimits,
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
+    /// The HTTP listener serves TLS: every flow is `wss`.
+    secure: bool,
 }
 
 impl std::fmt::Debug for WsEndpoint {
@@ -66,7 +68,12 @@ impl std::fmt::Debug for WsEndpoint {
 impl WsEndpoint {
     /// An endpoint feeding `hub`'s handler; connections run in `tasks`.
     pub fn new(hub: Arc<Hub>, limits: WsLimits, tasks: TaskTracker) -> Arc<Self> {
-        Arc::new(Self { hub, slots: Arc::new(Semaphore::new(limits.max_connections)), limits, tasks })
+        Self::with_tls(hub, limits, tasks, false)
+    }
+
+    /// Like [`Self::new`]; `secure` when the HTTP listener serves TLS (flows are then `wss`).
+    pub fn with_tls(hub: Arc<Hub>, limits: WsLimits, tasks: TaskTracker, secure: bool) -> Arc<Self> {
+        Arc::new(Self { hub, slots: Arc::new(Semaphore::new(limits.max_connections)), limits, tasks, secure })
     }
 
     /// The limits in force (the upgrade applies `max_message`).
@@ -84,9 +91,11 @@ impl WsEndpoint {
     }
 
     /// Serves an upgraded socket from `addr` in the endpoint's tracker until it closes, idles out
-    /// or the hub is cancelled. `secure` marks a `wss://` connection.
+    /// or the hub is cancelled. `secure` (or an endpoint built [`Self::with_tls`]) marks a
+    /// `wss://` connection.
     pub fn serve(self: &Arc<Self>, socket: WebSocket, addr: SocketAddr, secure: bool, permit: OwnedSemaphorePermit) {
         let me = Arc::clone(self);
+        let secure = secure || self.secure;
         self.tasks.spawn(async move {
             serve_ws(socket, addr, secure, &me.hub, me.limits).await;
             drop(permit);
