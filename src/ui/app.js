@@ -138,6 +138,9 @@
     sessionStorage.removeItem(TOKEN_KEY);
     st.portals = []; st.settings = null; st.mappings = []; st.portalId = null; st.calls = [];
     $('mappings-body').replaceChildren(); $('calls-body').replaceChildren(); $('call-details').replaceChildren();
+    form.reset(); form.hidden = true; $('cred-summary').hidden = true; $('block-mappings').hidden = true;
+    ['sum-name', 'sum-domain', 'sum-auth', 'picker-label'].forEach((x) => { $(x).textContent = ''; });
+    $('portal-list').replaceChildren(); $('users-list').replaceChildren();
     showLogin(message);
   }
 
@@ -588,6 +591,7 @@
   async function showCalls(id) {
     const seq = ++st.seq;
     showOnly('calls-view');
+    if (!st.portals.length) { st.portals = await api('GET', '/portals'); }
     const calls = await api('GET', '/calls?limit=100');
     if (seq !== st.seq) { return; }
     st.calls = calls;

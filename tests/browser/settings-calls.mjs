@@ -1,6 +1,7 @@
 // The settings page in Russian (locale ru-RU) and its calls view: the blocks and hints carry
 // Russian labels; the call CALL_ID (made by the harness through the edge proxy) is listed with its
 // legs, first and last talker and the responsible with its reason; a click shows its details.
+// The API's activation error shows in Russian next to its field, and Cancel undoes the edits.
 // Steps: prints `call: {...}` (what the page shows), waits `call-checked`.
 import { cfg, say, hear, check, same, shot, withPage, signIn } from './settings-lib.mjs';
 
@@ -29,6 +30,20 @@ await withPage('settings-calls', async (page) => {
   await hint.locator('.tip').waitFor({ state: 'visible' });
   check((await hint.locator('.tip').textContent()).startsWith('При сценарном звонке'), 'a Russian hint on hover');
   await shot(page, 'ru');
+
+  // The API's validation message, in Russian, next to the field it names; Cancel undoes it all.
+  await id('field-active').check();
+  await id('field-incoming.default_responsible').fill('');
+  await id('settings-save').click();
+  await page.locator('[data-testid="error-incoming.default_responsible"]:not(:empty)').waitFor();
+  same(await id('error-incoming.default_responsible').textContent(), 'Обязательно для включения интеграции', 'the API error in Russian');
+  same(await page.locator('[data-error-for]:not(:empty)').count(), 1, 'only the missing responsible is named');
+  same(await id('save-status').textContent(), 'Некоторые поля нужно исправить; см. сообщения рядом с ними.', 'the save bar says so');
+  await id('block-incoming').screenshot({ path: `${cfg.artifacts}/settings-ru-errors.png` });
+  await id('settings-cancel').click();
+  same(await id('field-incoming.default_responsible').inputValue(), '1', 'cancel restores the responsible');
+  same(await id('field-active').isChecked(), false, 'cancel restores the toggle');
+  same(await page.locator('[data-error-for]:not(:empty)').count(), 0, 'cancel clears the errors');
   await id('block-incoming').screenshot({ path: `${cfg.artifacts}/settings-ru-incoming.png` });
 
   // The calls view.

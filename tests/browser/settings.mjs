@@ -32,6 +32,7 @@ await withPage('settings', async (page) => {
   await id('login-submit').click();
   await id('portal-empty').waitFor();
   same(await id('login-token').inputValue(), '', 'the token field is emptied');
+  await shot(page, 'empty');
   check(!(await page.content()).includes(cfg.token), 'the token is nowhere in the page');
 
   // ---- add credentials: domain required, then a webhook portal ---------------------------------
@@ -276,6 +277,7 @@ await withPage('settings', async (page) => {
   await id('nav-calls').click();
   await id('calls-empty').waitFor();
   same(await id('calls-empty').textContent(), 'No calls yet.', 'empty calls view');
+  await shot(page, 'calls-empty');
 
   // ---- a token that stops working returns to the login form; log out forgets the token ---------------
   await page.evaluate(() => sessionStorage.setItem('callgate.adminToken', 'revoked-token-0000000000'));
@@ -289,5 +291,7 @@ await withPage('settings', async (page) => {
   await id('logout').click();
   await id('login-view').waitFor();
   same(await page.evaluate(() => sessionStorage.length), 0, 'log out clears the session');
-  same(await page.locator('#mappings-body tr').count(), 0, 'no data left in the page');
+  same(await page.locator('#mappings-body tr').count(), 0, 'no mappings left in the page');
+  same(await field('pbx_host').inputValue(), '', 'no settings left in the page');
+  check(!(await page.content()).includes('office.bitrix24.ru'), 'no portal left in the page');
 });

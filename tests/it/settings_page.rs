@@ -405,7 +405,17 @@ async fn the_calls_view_shows_a_tracked_call_in_russian() {
     );
     page.say("call-checked").await;
     page.finish().await;
-    for shot in ["ru", "calls", "call-details"] {
+    // The refused activation and the cancelled edits left the settings as they were.
+    let settings = get(&o.gw, &format!("/api/v1/portals/{}/settings", o.portal)).await;
+    assert_eq!(
+        (
+            settings["active"].as_bool(),
+            settings["incoming"]["default_responsible"].as_u64()
+        ),
+        (Some(false), Some(1)),
+        "{settings}"
+    );
+    for shot in ["ru", "ru-errors", "calls", "call-details"] {
         let png = artifacts().join(format!("settings-{shot}.png"));
         assert!(
             png.metadata().map_or(0, |m| m.len()) > 1000,
