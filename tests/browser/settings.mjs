@@ -252,7 +252,8 @@ await withPage('settings', async (page) => {
   await id('cred-client-secret').fill('oauth-secret-value-42');
   await id('cred-save').click();
   await id('cred-dialog').waitFor({ state: 'hidden' });
-  await page.locator('[data-testid="picker-label"]:has-text("https://branch.bitrix24.ru/")').waitFor();
+  await page.locator(`[data-testid="settings-form"]:not([data-portal="${portal}"])`).waitFor();
+  same(await id('picker-label').textContent(), 'https://branch.bitrix24.ru/', 'the picker shows the new portal by its domain');
   same(await id('sum-name').textContent(), '(no name)', 'the name is optional');
   check(!(await page.content()).includes('oauth-secret-value-42'), 'the client secret is nowhere in the page');
   same(await field('active').isChecked(), false, 'the new portal starts inactive');
