@@ -96,6 +96,7 @@ mod tests {
             "nav-settings",
             "nav-calls",
             "portal-picker",
+            "portal-edit",
             "portal-add",
             "portal-empty",
             "cred-dialog",
@@ -208,11 +209,14 @@ mod tests {
             Vec::<&String>::new(),
             "keys in one language only"
         );
-        let used = INDEX
-            .split("data-i18n=\"")
-            .skip(1)
-            .chain(INDEX.split("data-hint=\"").skip(1))
-            .chain(INDEX.split("data-i18n-placeholder=\"").skip(1));
+        let used = [
+            "data-i18n=\"",
+            "data-i18n-title=\"",
+            "data-hint=\"",
+            "data-i18n-placeholder=\"",
+        ]
+        .into_iter()
+        .flat_map(|attr| INDEX.split(attr).skip(1));
         for key in used.map(|s| s.split('"').next().unwrap_or_default()) {
             assert!(
                 en.contains(key),

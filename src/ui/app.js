@@ -25,6 +25,7 @@
   function applyI18n(root) {
     root.querySelectorAll('[data-i18n]').forEach((e) => { e.textContent = t(e.dataset.i18n); });
     root.querySelectorAll('[data-i18n-placeholder]').forEach((e) => { e.placeholder = t(e.dataset.i18nPlaceholder); });
+    root.querySelectorAll('[data-i18n-title]').forEach((e) => { e.title = t(e.dataset.i18nTitle); e.setAttribute('aria-label', e.title); });
     // Hints: an "!" icon with a tooltip shown on hover and on keyboard focus (style.css).
     root.querySelectorAll('[data-hint]').forEach((e) => {
       const id = `tip-${++hintSeq}`;
@@ -375,6 +376,7 @@
   });
   $('portal-add').addEventListener('click', () => { closeMenu(); openCred(null); });
   $('portal-add-first').addEventListener('click', () => openCred(null));
+  $('portal-edit').addEventListener('click', () => { const p = currentPortal(); if (p) { openCred(p); } });
 
   // ---- credentials dialog ----------------------------------------------------------------------
   const credForm = $('cred-form');

@@ -243,6 +243,12 @@ await withPage('settings', async (page) => {
   await id('cred-save').click();
   await id('cred-dialog').waitFor({ state: 'hidden' });
   await page.locator('[data-testid="picker-label"]:has-text("Head office")').waitFor();
+  // The gear beside the picker edits the current portal too; Escape closes without saving.
+  await id('portal-edit').click();
+  await id('cred-dialog').waitFor();
+  same(await id('cred-name').inputValue(), 'Head office', 'the current portal in the dialog');
+  await page.keyboard.press('Escape');
+  await id('cred-dialog').waitFor({ state: 'hidden' });
 
   await id('portal-picker').click();
   await id('portal-add').click();
