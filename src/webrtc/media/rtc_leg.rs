@@ -119,13 +119,14 @@ pub(crate) async fn open(p: LegParams) -> Result<Arc<dyn BrowserLeg>, MediaError
         .map_err(engine)?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-    let first = p.codecs.first().copied().ok_or(MediaError::NoCommonCodec)?;
+    // No codec on the encoding: one there would become the transceiver's only codec preference
+    // (rtc `codec_preferences_from_encodings`) and drop telephone-event from our SDP. The media
+    // engine already holds nothing but what this call may use.
     let encoding = RTCRtpEncodingParameters {
         rtp_coding_parameters: RTCRtpCodingParameters {
             ssrc: Some(p.ssrc),
             ..Default::default()
         },
-        codec: codec(first),
         ..Default::default()
     };
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(

@@ -53,6 +53,21 @@ impl Direction {
         }
     }
 
+    /// This answer's direction made consistent with the offer's (RFC 3264 §6.1): the answerer
+    /// sends only if the offerer receives, and receives only if the offerer sends. Not every
+    /// engine gets this right (webrtc-rs answers `sendrecv` to `sendonly`).
+    pub fn answering(self, offer: Self) -> Self {
+        match (
+            self.sends() && offer.receives(),
+            self.receives() && offer.sends(),
+        ) {
+            (true, true) => Self::SendRecv,
+            (true, false) => Self::SendOnly,
+            (false, true) => Self::RecvOnly,
+            (false, false) => Self::Inactive,
+        }
+    }
+
     /// Whether the author receives media.
     pub fn receives(self) -> bool {
         matches!(self, Self::SendRecv | Self::RecvOnly)

@@ -72,6 +72,8 @@ impl Phase {
 /// Negotiated state, changed only by SDP operations.
 struct Negotiation {
     phase: Phase,
+    /// The direction of the offer in flight, as we passed it on (answers are clamped to it).
+    offered: Direction,
     /// `o=` version of our SDPs toward the PBX.
     version: u64,
     codec: Option<G711>,
@@ -194,6 +196,7 @@ impl Session {
         let (codec, pbx_pt) = offer.first_g711().ok_or(MediaError::NoCommonCodec)?;
         let neg = Negotiation {
             phase: Phase::BrowserAnswer,
+            offered: offer.direction,
             version: 1,
             codec: Some(codec),
             pbx_pt,
@@ -235,6 +238,7 @@ impl Session {
         };
         let neg = Negotiation {
             phase,
+            offered: direction,
             version: 1,
             codec: None,
             pbx_pt: 0,
@@ -326,7 +330,8 @@ impl Session {
         neg.version += 1;
         neg.phase = Phase::Active;
         let dtmf = neg.pbx_dtmf.filter(|_| answer.dtmf_pt().is_some());
-        Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, answer.direction))
+        let direction = answer.direction.answering(neg.offered);
+        Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, direction))
     }
 
     /// The PBX answered our offer (made from the browser's).
@@ -360,7 +365,10 @@ impl Session {
             .set_from_sdp(answer.addr, answer.port, answer.rtcp_port);
         self.set_maps(&neg, browser_pt, ours.dtmf_pt());
         neg.phase = Phase::Active;
-        Ok(with_direction(engine_answer, answer.direction))
+        Ok(with_direction(
+            engine_answer,
+            answer.direction.answering(neg.offered),
+        ))
     }
 
     /// A re-INVITE from the PBX (hold/unhold): the offer for the browser.
@@ -378,6 +386,7 @@ impl Session {
             .pbx
             .set_from_sdp(offer.addr, offer.port, offer.rtcp_port);
         neg.phase = Phase::BrowserReanswer;
+        neg.offered = offer.direction;
         Ok(with_direction(text, offer.direction))
     }
 
@@ -394,7 +403,8 @@ impl Session {
         neg.version += 1;
         neg.phase = Phase::Active;
         let dtmf = neg.pbx_dtmf.filter(|_| answer.dtmf_pt().is_some());
-        Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, answer.direction))
+        let direction = answer.direction.answering(neg.offered);
+        Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, direction))
     }
 
     /// A re-INVITE from the browser (hold/unhold): the offer for the PBX.
@@ -417,6 +427,7 @@ impl Session {
         );
         neg.version += 1;
         neg.phase = Phase::PbxReanswer { answer };
+        neg.offered = offer.direction;
         let dtmf = neg.pbx_dtmf.or(offer.dtmf_pt().map(|_| PBX_DTMF_PT));
         Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, offer.direction))
     }
@@ -432,7 +443,7 @@ impl Session {
         let pbx = sdp::parse_plain(raw)?;
         let codec = neg.codec.ok_or(MediaError::NoCommonCodec)?;
         let pbx_pt = pbx.pt_of(codec).ok_or(MediaError::NoCommonCodec)?;
-        let out = with_direction(answer.clone(), pbx.direction);
+        let out = with_direction(answer.clone(), pbx.direction.answering(neg.offered));
         neg.pbx_pt = pbx_pt;
         if pbx.dtmf_pt().is_some() {
             neg.pbx_dtmf = pbx.dtmf_pt();

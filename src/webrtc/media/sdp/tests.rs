@@ -200,3 +200,21 @@ fn direction_is_replaced_in_the_audio_section() {
         );
     }
 }
+
+#[test]
+fn answers_are_clamped_to_the_offer() {
+    use Direction::*;
+    // (answer as given, offer, answer we pass on)
+    let table = [
+        (SendRecv, SendRecv, SendRecv),
+        (SendRecv, SendOnly, RecvOnly),
+        (SendRecv, RecvOnly, SendOnly),
+        (SendRecv, Inactive, Inactive),
+        (RecvOnly, SendOnly, RecvOnly),
+        (SendOnly, SendOnly, Inactive),
+        (Inactive, SendRecv, Inactive),
+    ];
+    for (answer, offer, want) in table {
+        assert_eq!(answer.answering(offer), want, "{answer:?} to {offer:?}");
+    }
+}
