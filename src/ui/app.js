@@ -139,7 +139,7 @@
     sessionStorage.removeItem(TOKEN_KEY);
     st.portals = []; st.settings = null; st.mappings = []; st.portalId = null; st.calls = [];
     $('mappings-body').replaceChildren(); $('calls-body').replaceChildren(); $('call-details').replaceChildren();
-    form.reset(); form.hidden = true; $('cred-summary').hidden = true; $('block-mappings').hidden = true;
+    form.reset(); form.hidden = true; setDirty(false); $('cred-summary').hidden = true; $('block-mappings').hidden = true;
     ['sum-name', 'sum-domain', 'sum-auth', 'picker-label'].forEach((x) => { $(x).textContent = ''; });
     $('portal-list').replaceChildren(); $('users-list').replaceChildren();
     showLogin(message);
@@ -169,8 +169,20 @@
   // ---- state and routing ---------------------------------------------------------------------
   const st = { portals: [], portalId: null, settings: null, mappings: [], editingMapping: null, credPortal: null, calls: [], seq: 0 };
 
+  // Unsaved settings: leaving them (another portal, the calls view, a reload) asks first.
+  let dirty = false;
+  let shownHash = location.hash;
+  function setDirty(on) { dirty = on; form.dataset.dirty = on ? '1' : ''; }
+  window.addEventListener('beforeunload', (ev) => { if (dirty && token()) { ev.preventDefault(); ev.returnValue = ''; } });
+
   function route() {
     if (!token()) { showLogin(); return; }
+    if (dirty && !confirm(t('discardChanges'))) {
+      if (location.hash !== shownHash) { history.replaceState(null, '', shownHash); }
+      return;
+    }
+    shownHash = location.hash;
+    setDirty(false);
     const m = /^#\/(settings|calls)(?:\/(\d+))?/.exec(location.hash);
     const id = m && m[2] ? Number(m[2]) : null;
     if (m && m[1] === 'calls') { showCalls(id).catch((e) => failed(e)); } else { showSettings(id).catch((e) => failed(e)); }
@@ -238,6 +250,7 @@
 
   function fillForm(s) {
     clearErrors(form);
+    setDirty(false);
     form.querySelectorAll('[data-field]').forEach((e) => {
       const v = getPath(s, e.dataset.field);
       if (e.type === 'checkbox') { e.checked = !!v; } else if (Array.isArray(v)) { e.value = v.join('\n'); } else { e.value = v == null ? '' : String(v); }
@@ -314,7 +327,7 @@
     e.dataset.kind = kind || '';
   }
 
-  form.addEventListener('input', () => setStatus('save-status', t('unsaved'), 'dirty'));
+  form.addEventListener('input', () => { setDirty(true); setStatus('save-status', t('unsaved'), 'dirty'); });
   form.addEventListener('change', syncDependent);
   $('settings-cancel').addEventListener('click', () => {
     if (!st.settings) { return; }

@@ -59,7 +59,7 @@ window.CALLGATE_STRINGS = {
 
     save: 'Save', cancel: 'Cancel', saving: 'Saving…', saved: 'Saved.', reverted: 'Changes discarded.',
     fixFields: 'Some fields need attention; see the messages next to them.',
-    unsaved: 'Unsaved changes', notInteger: 'Enter a whole number.', requestFailed: 'The request failed: {msg}',
+    unsaved: 'Unsaved changes', discardChanges: 'The settings have unsaved changes. Leave and discard them?', notInteger: 'Enter a whole number.', requestFailed: 'The request failed: {msg}',
 
     blockMappings: 'Employee mappings', importB24: 'Import from Bitrix24', addMapping: '+ Add mapping',
     mappingsText: 'Links a Bitrix24 user to a PBX employee (extension). Changes here are saved at once.',
@@ -155,7 +155,7 @@ window.CALLGATE_STRINGS = {
 
     save: 'Сохранить', cancel: 'Отменить', saving: 'Сохранение…', saved: 'Сохранено.', reverted: 'Изменения отменены.',
     fixFields: 'Некоторые поля нужно исправить; см. сообщения рядом с ними.',
-    unsaved: 'Есть несохранённые изменения', notInteger: 'Введите целое число.', requestFailed: 'Запрос не удался: {msg}',
+    unsaved: 'Есть несохранённые изменения', discardChanges: 'В настройках есть несохранённые изменения. Уйти и отбросить их?', notInteger: 'Введите целое число.', requestFailed: 'Запрос не удался: {msg}',
 
     blockMappings: 'Сопоставления сотрудников', importB24: 'Импорт из Bitrix24', addMapping: '+ Добавить сопоставление',
     mappingsText: 'Связывает пользователя Bitrix24 с сотрудником АТС (внутренним номером). Изменения здесь сохраняются сразу.',

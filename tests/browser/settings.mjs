@@ -152,6 +152,29 @@ await withPage('settings', async (page) => {
   same(await field('pbx_host').inputValue(), '127.0.0.1:5090', 'cancel restores the saved text');
   same(await field('other.chat_message').isChecked(), false, 'cancel restores the saved toggle');
 
+  // ---- leaving unsaved edits asks first: dismissed, the edits stay; accepted, they are dropped --------
+  const asked = [];
+  const answer = (accept) => new Promise((resolve) => page.once('dialog', async (d) => {
+    asked.push(d.message());
+    await (accept ? d.accept() : d.dismiss());
+    resolve();
+  }));
+  await field('routing_user').fill('not-saved');
+  let answered = answer(false);
+  await id('nav-calls').click();
+  await answered;
+  await page.waitForFunction((p) => location.hash === `#/settings/${p}`, portal);
+  check(await id('settings-form').isVisible(), 'still on the settings');
+  same(await field('routing_user').inputValue(), 'not-saved', 'the edit is kept');
+  answered = answer(true);
+  await id('nav-calls').click();
+  await answered;
+  await id('calls-view').waitFor();
+  same(asked, Array(2).fill('The settings have unsaved changes. Leave and discard them?'), 'asked both times');
+  await id('nav-settings').click();
+  await page.locator(`[data-testid="settings-form"][data-portal="${portal}"]`).waitFor();
+  same(await field('routing_user').inputValue(), 'route-me', 'the discarded edit is gone');
+
   // ---- a hint appears on hover -------------------------------------------------------------------------
   const hint = id('hint-active');
   const tip = hint.locator('.tip');
