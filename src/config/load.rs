@@ -164,7 +164,7 @@ fn from_tree(tree: Value, errs: &mut ConfigErrors) -> Option<Config> {
     let Value::Table(mut table) = tree else { return None };
     let mut cfg = Config::default();
     let before = errs.0.len();
-    let known = ["sip", "http", "store", "admin", "log", "shutdown", "calls", "crm"];
+    let known = ["sip", "http", "store", "admin", "log", "shutdown", "calls", "crm", "media"];
     for key in table.keys().filter(|k| !known.contains(&k.as_str())) {
         errs.push(key.clone(), "unknown section");
     }
@@ -176,6 +176,7 @@ fn from_tree(tree: Value, errs: &mut ConfigErrors) -> Option<Config> {
     section(&mut table, "shutdown", &mut cfg.shutdown, errs);
     section(&mut table, "calls", &mut cfg.calls, errs);
     section(&mut table, "crm", &mut cfg.crm, errs);
+    section(&mut table, "media", &mut cfg.media, errs);
     (errs.0.len() == before).then_some(cfg)
 }
 

@@ -11,6 +11,7 @@
 //! never show the value. This module depends on nothing else in the crate.
 
 mod load;
+mod media;
 mod secret;
 mod validate;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, ConfigErrors, ConfigSource};
+pub use media::MediaSection;
 pub use secret::Secret;
 
 /// The whole configuration.
@@ -43,6 +45,8 @@ pub struct Config {
     pub calls: CallsConfig,
     /// Delivery to Bitrix24.
     pub crm: CrmConfig,
+    /// The media anchor for browser agents.
+    pub media: MediaSection,
 }
 
 /// `[sip]`: listeners are `ip:port` strings; an empty string disables a listener.

@@ -83,6 +83,7 @@ impl Config {
         if self.shutdown.grace.is_zero() || self.shutdown.grace.as_secs() > 3600 {
             errs.push("shutdown.grace", "must be between 1ms and 1h");
         }
+        self.media.check(errs);
     }
 }
 
