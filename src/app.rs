@@ -129,7 +129,8 @@ impl Gateway {
         let (tokens, workers) = start_crm(&cfg, &state, effects, boot, &clicks, &crm_tasks, &crm_cancel)?;
         let index_sync = crate::crm::IndexSync::start(Arc::clone(&tokens), &state.store, &state.directory, &crm_tasks, &crm_cancel);
         let events = start_events(&state, tokens, workers, clicks, Arc::clone(&index_sync), &crm_tasks, &crm_cancel);
-        let sip_cancel = shutdown.child_token();
+        // Not a child of `shutdown`: SIP keeps serving open dialogs while calls drain.
+        let sip_cancel = CancellationToken::new();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
         let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
         let local = Local { udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()), tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()) };

@@ -1,6 +1,7 @@
 #![allow(unreachable_pub, dead_code)]
 //! The integration test binary (one binary, so the crate links once). Modules by capability.
 
+mod abuse;
 mod api;
 mod binary;
 mod browser;
@@ -16,4 +17,5 @@ mod proxy;
 mod redirect;
 mod tls;
 mod settings_page;
+mod shutdown;
 mod ws;

@@ -131,7 +131,9 @@ impl TlsBinary {
 }
 
 /// Collects the child's log lines in the background; returns the HTTP address once logged.
-fn read_logs(stderr: std::process::ChildStderr) -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
+pub(crate) fn read_logs(
+    stderr: std::process::ChildStderr,
+) -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
     let lines = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = Arc::clone(&lines);
