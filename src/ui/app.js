@@ -202,6 +202,10 @@
 
   async function showSettings(wanted) {
     const seq = ++st.seq;
+    // Nothing of the previous portal shows while this one loads.
+    form.hidden = true;
+    delete form.dataset.portal;
+    $('block-mappings').hidden = true;
     showOnly('settings-view');
     const portals = await api('GET', '/portals');
     if (seq !== st.seq) { return; }
@@ -212,12 +216,11 @@
     const none = !portals.length;
     $('portal-empty').hidden = !none;
     $('picker').closest('.row').hidden = none;
-    form.hidden = true;
-    $('block-mappings').hidden = true;
     $('cred-summary').hidden = true;
     if (none) { st.portalId = null; renderPicker(); return; }
     st.portalId = id;
     localStorage.setItem(PORTAL_KEY, String(id));
+    if (wanted !== id) { shownHash = `#/settings/${id}`; history.replaceState(null, '', shownHash); }
     renderPicker();
     const [settings, mappings] = await Promise.all([api('GET', `/portals/${id}/settings`), api('GET', `/portals/${id}/mappings`)]);
     if (seq !== st.seq) { return; }
@@ -605,6 +608,7 @@
 
   async function showCalls(id) {
     const seq = ++st.seq;
+    if ($('call-details').dataset.call !== String(id)) { $('call-details').hidden = true; }
     showOnly('calls-view');
     if (!st.portals.length) { st.portals = await api('GET', '/portals'); }
     const calls = await api('GET', '/calls?limit=100');
@@ -632,6 +636,7 @@
   function renderCall(c) {
     const box = $('call-details');
     box.hidden = !c;
+    box.dataset.call = c ? String(c.id) : '';
     if (!c) { box.replaceChildren(); return; }
     const portal = st.portals.find((p) => p.id === c.portal);
     const facts = [
