@@ -137,11 +137,15 @@ impl Gateway {
         let agents = start_registrar(&state).await?;
         let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default()).with_flows(Arc::clone(&agents) as Arc<dyn crate::proxy::FlowLocator>);
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_config(&cfg)?).await.context("starting the media anchor ([media])")?;
+        let bridge = Arc::new(crate::webrtc::Bridge::new(anchor, Arc::clone(&agents), state.directory.clone()));
         let front = Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy))
             .with_websocket(Arc::clone(&agents))
+            .with_bridge(Arc::clone(&bridge))
             .with_limiter(Arc::new(sip_limiter(&cfg)))
             .with_draining(Arc::clone(&draining));
-        let handler: Arc<dyn SipHandler> = Arc::new(front);
+        let front = Arc::new(front);
+        let handler: Arc<dyn SipHandler> = Arc::clone(&front) as Arc<dyn SipHandler>;
         let tcp_limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
         let hub = Hub::new(handler, tcp_limits, tasks.clone(), sip_cancel.clone());
         let udp = match sip_udp {
@@ -155,6 +159,7 @@ impl Gateway {
             tasks.spawn(serve_tls(listener, config, Arc::clone(&hub), tasks.clone()));
         }
         tasks.spawn(Arc::clone(&hub).tick(std::time::Duration::from_millis(20)));
+        tasks.spawn(media_gone(media_events, Arc::clone(&front), Arc::clone(&hub), sip_cancel.clone()));
         let per_source = crate::limit::Rate::new(cfg.http.rate_per_source, cfg.http.burst_per_source);
         let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source };
         let ws_limits = WsLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, ..WsLimits::default() };
@@ -414,3 +419,30 @@ pub fn import_index(cfg: &Config, portal: i64, file: &Path, replace: bool) -> an
     Ok(rows.len())
 }
 
+/// The media anchor's settings from `[media]` (validated with the rest of the config; a bad
+/// section stops the start with every bad key named).
+fn media_config(cfg: &Config) -> anyhow::Result<crate::webrtc::media::MediaConfig> {
+    cfg.media.anchor_config().map_err(|errs| {
+        let list: Vec<String> = errs.into_iter().map(|(k, m)| format!("{k}: {m}")).collect();
+        anyhow::anyhow!("bad [media] settings: {}", list.join("; "))
+    })
+}
+
+/// Browsers the media anchor lost (ICE consent, DTLS closed): their calls are hung up through
+/// the proxy as if the browser had sent BYE. Ends when the anchor does.
+/// Also ends with SIP (`cancel`): it holds the front, which holds the anchor's sender.
+async fn media_gone(mut events: tokio::sync::mpsc::Receiver<crate::webrtc::media::MediaEvent>, front: Arc<Front>, hub: Arc<Hub>, cancel: CancellationToken) {
+    while let Some(event) = tokio::select! {
+        () = cancel.cancelled() => None,
+        e = events.recv() => e,
+    } {
+        if let crate::webrtc::media::MediaEvent::BrowserGone { id, reason } = event {
+            tracing::info!(session = id.0, reason, "browser media gone");
+            let mut out = crate::sip::transport::Outbox::new();
+            front.media_gone(id, tokio::time::Instant::now().into_std(), &mut out);
+            for (to, data) in out.sends.drain(..) {
+                hub.send(to, data);
+            }
+        }
+    }
+}

@@ -373,6 +373,12 @@ impl Engine {
 
     /// Timer B or F: no final answer from downstream. Upstream gets 408 (RFC 3261 §16.7 step 6).
     fn client_timed_out(&mut self, server: Option<u64>, io: &mut Io<'_>) {
+        self.give_up(server, 408, "Request Timeout", io);
+    }
+
+    /// Upstream gets `status` for server transaction `server` (if it has no final answer yet),
+    /// and the tracker a failed leg when it was a new leg.
+    fn give_up(&mut self, server: Option<u64>, status: u16, reason: &str, io: &mut Io<'_>) {
         let Some(skey) = server else { return };
         let Some(s) = self.servers.get(&skey) else { return };
         if s.final_status.is_some() {
@@ -380,10 +386,20 @@ impl Engine {
         }
         if matches!(s.purpose, Purpose::InitialInvite) {
             if let Some(leg) = SipMessage::parse(s.request.clone()).ok().as_ref().and_then(observe::leg_of) {
-                io.events.push(Event::Failed { leg, status: 408 });
+                io.events.push(Event::Failed { leg, status });
             }
         }
-        self.respond_local(skey, 408, "Request Timeout", io);
+        self.respond_local(skey, status, reason, io);
+    }
+
+    /// The connection to `target` is gone for good (a browser agent's WebSocket closed): its
+    /// transactions end, and an INVITE still ringing there gets 480 upstream.
+    pub(crate) fn target_gone(&mut self, target: Peer, io: &mut Io<'_>) {
+        let gone: Vec<(u64, Option<u64>)> = self.clients.iter().filter(|(_, c)| c.target == target).map(|(k, c)| (*k, c.server)).collect();
+        for (key, server) in gone {
+            self.clients.remove(&key);
+            self.give_up(server, 480, "Temporarily Unavailable", io);
+        }
     }
 
     /// Live transactions (server, client).

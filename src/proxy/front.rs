@@ -41,12 +41,14 @@ pub struct Front {
     websocket: Option<Arc<crate::webrtc::Registrar>>,
     limiter: Option<Arc<SourceLimiter>>,
     draining: Arc<AtomicBool>,
+    /// Media anchoring for browser agents' calls (WebRTC widget mode).
+    bridge: Option<Arc<crate::webrtc::Bridge>>,
 }
 
 impl Front {
     /// Both roles on one listener.
     pub fn new(directory: Directory, redirect: Arc<RedirectServer>, proxy: Arc<Proxy>) -> Self {
-        Self { directory, redirect, proxy, websocket: None, limiter: None, draining: Arc::new(AtomicBool::new(false)) }
+        Self { directory, redirect, proxy, websocket: None, limiter: None, draining: Arc::new(AtomicBool::new(false)), bridge: None }
     }
 
     /// Per-source rate limits on every message (none without this).
@@ -90,12 +92,40 @@ impl Front {
         self
     }
 
+    /// Browser agents' calls get their media anchored by `bridge` (SDP swapped in transit).
+    #[must_use]
+    pub fn with_bridge(mut self, bridge: Arc<crate::webrtc::Bridge>) -> Self {
+        self.bridge = Some(bridge);
+        self
+    }
+
+    /// A parsed message for the proxy, through the media bridge when there is one.
+    fn to_proxy(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
+        let Some(bridge) = &self.bridge else { return self.proxy.handle(msg, peer, now, out) };
+        match bridge.rewrite(msg, peer) {
+            crate::webrtc::Rewrite::Pass => self.proxy.handle(msg, peer, now, out),
+            crate::webrtc::Rewrite::Replace(m) => self.proxy.handle(&m, peer, now, out),
+            crate::webrtc::Rewrite::Refuse { status, reason } => {
+                write_response(msg, status, reason, Some(&to_tag_for(msg)), &[], &mut out.reply);
+            }
+        }
+    }
+
+    /// The media anchor lost a browser (ICE consent, DTLS closed): its call is hung up as if
+    /// the browser had sent BYE.
+    pub fn media_gone(&self, session: crate::webrtc::media::SessionId, now: Instant, out: &mut Outbox) {
+        let Some(bridge) = &self.bridge else { return };
+        if let Some((bye, peer)) = bridge.session_gone(session) {
+            self.proxy.handle(&bye, peer, now, out);
+        }
+    }
+
     /// A message over a WebSocket flow: parsed once, then the registrar, then the proxy.
     fn on_websocket(&self, registrar: &crate::webrtc::Registrar, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
         match SipMessage::parse(data.clone()) {
             Ok(msg) => {
                 if !registrar.on_websocket(&msg, peer, now, out) {
-                    self.proxy.handle(&msg, peer, now, out);
+                    self.to_proxy(&msg, peer, now, out);
                 }
             }
             Err(e) => {
@@ -134,6 +164,8 @@ impl SipHandler for Front {
         }
         if Self::for_redirect(&snap, &data) {
             self.redirect.on_message(data, peer, now, out);
+        } else if let Some(msg) = self.bridge.as_ref().and_then(|_| SipMessage::parse(data.clone()).ok()) {
+            self.to_proxy(&msg, peer, now, out);
         } else {
             self.proxy.on_message(data, peer, now, out);
         }
@@ -154,11 +186,22 @@ impl SipHandler for Front {
         }
     }
 
-    fn on_closed(&self, peer: Peer, _now: Instant, _out: &mut Outbox) {
+    fn on_closed(&self, peer: Peer, now: Instant, out: &mut Outbox) {
         if let Some(registrar) = &self.websocket {
             let gone = registrar.flow_closed(peer);
             if !gone.is_empty() {
                 tracing::debug!(addr = %peer.addr, registrations = gone.len(), "websocket closed; its registrations end");
+            }
+        }
+        if !peer.transport.is_websocket() {
+            return;
+        }
+        // A browser that vanished ends its legs: what still rings there gets 480, and each
+        // answered call is hung up with the BYE the browser would have sent.
+        self.proxy.flow_gone(peer, now, out);
+        if let Some(bridge) = &self.bridge {
+            for bye in bridge.flow_closed(peer) {
+                self.proxy.handle(&bye, peer, now, out);
             }
         }
     }

@@ -95,7 +95,7 @@ impl Proxy {
     fn forward(&self, eng: &mut Engine, msg: &SipMessage, method: Method, key: u64, hop: NextHop, in_dialog: bool, purpose: Purpose, peer: Peer, io: &mut Io<'_>) {
         let branch = self.new_branch();
         let via = format!("SIP/2.0/{} {};branch={branch}", transport_name(hop.peer.transport), self.local.sent_by(hop.peer.transport));
-        let rr = if method == Method::Invite && !in_dialog { self.local.record_route(peer.transport, hop.peer.transport) } else { Vec::new() };
+        let rr = if method == Method::Invite && !in_dialog { self.local.record_route(peer, hop.peer) } else { Vec::new() };
         let rr_refs: Vec<&[u8]> = rr.iter().map(String::as_bytes).collect();
         let path = (method == Method::Register).then(|| self.local.route_uri(hop.peer.transport));
         let edit = RequestEdit {

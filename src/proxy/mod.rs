@@ -74,15 +74,27 @@ impl Local {
         }
     }
 
+    /// The Record-Route value facing `peer`: on a WebSocket flow it carries the flow token in
+    /// its user part (RFC 5626 §5.3 style), so in-dialog requests from the PBX, addressed to the
+    /// browser's unresolvable `.invalid` Contact, find the connection again.
+    fn route_uri_for(&self, peer: Peer) -> String {
+        if peer.transport.is_websocket() {
+            format!("<sip:{}@{};transport=ws;lr>", flow_token(peer.addr), self.sent_by(peer.transport))
+        } else {
+            self.route_uri(peer.transport)
+        }
+    }
+
     /// One Record-Route value, or two when the request changes transport (RFC 5658): the
     /// downstream-facing one first.
-    fn record_route(&self, inbound: Transport, outbound: Transport) -> Vec<String> {
+    fn record_route(&self, inbound: Peer, outbound: Peer) -> Vec<String> {
         // A WebSocket side shares the TCP address but not its `transport=`: always two values.
-        let same_kind = inbound.is_websocket() == outbound.is_websocket();
-        if inbound == outbound || (same_kind && self.addr(inbound) == self.addr(outbound)) {
-            vec![self.route_uri(outbound)]
+        let (i, o) = (inbound.transport, outbound.transport);
+        let same_kind = i.is_websocket() == o.is_websocket();
+        if !i.is_websocket() && !o.is_websocket() && (i == o || (same_kind && self.addr(i) == self.addr(o))) {
+            vec![self.route_uri(o)]
         } else {
-            vec![self.route_uri(outbound), self.route_uri(inbound)]
+            vec![self.route_uri_for(outbound), self.route_uri_for(inbound)]
         }
     }
 
@@ -94,6 +106,33 @@ impl Local {
     fn is_our_via(&self, via: &Via<'_>) -> bool {
         crate::sip::core::socket_addr(via.host, via.port).is_some_and(|a| self.udp == Some(a) || self.tcp == Some(a))
     }
+}
+
+/// The user part naming a WebSocket flow in our Record-Route: `cgf-` and the peer's address
+/// bytes and port in hex (no characters a SIP user part would need escaped).
+pub(crate) fn flow_token(addr: SocketAddr) -> String {
+    let mut s = String::from("cgf-");
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets().iter().for_each(|b| s.push_str(&format!("{b:02x}"))),
+        std::net::IpAddr::V6(ip) => ip.octets().iter().for_each(|b| s.push_str(&format!("{b:02x}"))),
+    }
+    s.push_str(&format!("-{:04x}", addr.port()));
+    s
+}
+
+/// The flow address in a user part made by [`flow_token`].
+pub(crate) fn parse_flow_token(user: &[u8]) -> Option<SocketAddr> {
+    let rest = user.strip_prefix(b"cgf-")?;
+    let dash = rest.iter().position(|&b| b == b'-')?;
+    let (ip_hex, port_hex) = (&rest[..dash], &rest[dash + 1..]);
+    let bytes = hex::decode(ip_hex).ok()?;
+    let port = u16::from_str_radix(std::str::from_utf8(port_hex).ok()?, 16).ok()?;
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 struct ProxyMetrics {
@@ -153,6 +192,17 @@ impl Proxy {
     pub fn with_flows(mut self, flows: std::sync::Arc<dyn FlowLocator>) -> Self {
         self.flows = Some(flows);
         self
+    }
+
+    /// A browser agent's WebSocket flow `peer` closed: what was sent there and never answered
+    /// ends (a ringing INVITE gets 480 upstream, the tracker a failed leg).
+    pub fn flow_gone(&self, peer: Peer, now: Instant, out: &mut Outbox) {
+        let mut eng = self.engine.lock();
+        let mut io = Io { out, events: Vec::new(), now };
+        eng.target_gone(peer, &mut io);
+        if !io.events.is_empty() {
+            self.calls.feed(now, io.events.drain(..));
+        }
     }
 
     /// Live (server, client) transactions.

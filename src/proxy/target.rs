@@ -68,9 +68,17 @@ pub(crate) fn by_route(msg: &SipMessage, local: &Local, transport: Transport) ->
     // One value names us, or two after a transport change (RFC 5658 double Record-Route).
     let mut routes = msg.values(HeaderName::Route).flat_map(crate::sip::core::comma_values).map(<[u8]>::trim_ascii).peekable();
     let mut ours = 0;
-    while routes.peek().and_then(|v| NameAddr::parse(v)).is_some_and(|n| local.is_ours(&n.uri)) {
+    let mut flow = None;
+    while let Some(n) = routes.peek().and_then(|v| NameAddr::parse(v)).filter(|n| local.is_ours(&n.uri)) {
+        flow = flow.or_else(|| n.uri.user.and_then(super::parse_flow_token));
         routes.next();
         ours += 1;
+    }
+    // Toward a browser agent (a request from the other side of a route naming its WebSocket
+    // flow): over that flow, whatever the Request-URI (the browser's `.invalid` Contact) says.
+    if let (Some(addr), false) = (flow, transport.is_websocket()) {
+        // The hub sends over the connection by address, ws:// or wss:// alike.
+        return Some(Ok(NextHop { peer: Peer { addr, transport: Transport::Ws }, request_uri: None, pop_route: ours }));
     }
     let next = routes.next().and_then(NameAddr::parse).map(|n| n.uri).or_else(|| msg.request_uri().and_then(Uri::parse));
     let hop = next.and_then(|u| uri_peer(&u, transport)).map(|peer| NextHop { peer, request_uri: None, pop_route: ours });

@@ -13,9 +13,11 @@
 //! directory), `store` (credential rows) and the proxy's `FlowLocator` trait. Later: the B2BUA
 //! and media anchoring.
 
+pub mod bridge;
 pub mod credentials;
 pub mod media;
 pub mod registrar;
 
+pub use bridge::{Bridge, Rewrite};
 pub use credentials::{Credentials, Issued};
 pub use registrar::{RegisteredAgent, Registrar, RegistrarConfig};

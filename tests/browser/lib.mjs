@@ -81,7 +81,20 @@ export async function withBrowser(name, body) {
     headless: true,
     locale: 'en-US',
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
+      '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      // Media tests: candidates on loopback (the only interface here) and audio really played out.
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
+    ignoreDefaultArgs: ['--mute-audio'],
+  });
+  // Every RTCPeerConnection the page makes, for getStats() from the scripts.
+  await context.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    if (!Native) { return; }
+    window.__pcs = [];
+    const Wrapped = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
+    Wrapped.prototype = Native.prototype;
+    Object.setPrototypeOf(Wrapped, Native);
+    window.RTCPeerConnection = Wrapped;
   });
   context.on('page', (page) => {
     page.on('console', (m) => log.push(`[console.${m.type()}] ${m.text()}`));
@@ -114,8 +127,11 @@ export async function withBrowser(name, body) {
   process.exit(0);
 }
 
-/** Opens the widget in a new page and logs in as `cfg.ext`; resolves once it shows "registered". */
-export async function login(context) {
+/**
+ * Opens the widget in a new page and logs in as `ext` (default `cfg.ext`) with `password`;
+ * resolves once it shows "registered".
+ */
+export async function login(context, ext = cfg.ext, password = cfg.password) {
   const page = await context.newPage();
   const resp = await page.goto(`${cfg.base}/widget/`, { timeout: cfg.waitMs });
   if (!resp || resp.status() !== 200) { throw new Error(`GET /widget/: ${resp && resp.status()}`); }
@@ -125,8 +141,8 @@ export async function login(context) {
   const wsDefault = await page.getByTestId('login-ws-url').inputValue();
   const expectedWs = cfg.base.replace(/^http/, 'ws') + '/sip';
   if (wsDefault !== expectedWs) { throw new Error(`ws URL default ${wsDefault}, expected ${expectedWs}`); }
-  await page.getByTestId('login-extension').fill(cfg.ext);
-  await page.getByTestId('login-password').fill(cfg.password);
+  await page.getByTestId('login-extension').fill(ext);
+  await page.getByTestId('login-password').fill(password);
   await page.getByTestId('login-domain').fill(cfg.domain);
   await page.getByTestId('login-submit').click();
   // Registered, or fail fast on an error state (a wrong password shows "Error: Authentication Error").
@@ -139,3 +155,42 @@ export async function login(context) {
 }
 
 export { join };
+
+/**
+ * The audio stats of the page's newest RTCPeerConnection: inbound/outbound packets, codecs,
+ * DTLS state (null before there is one).
+ */
+export async function audioStats(page) {
+  return page.evaluate(async () => {
+    const pcs = window.__pcs || [];
+    const pc = pcs[pcs.length - 1];
+    if (!pc) { return null; }
+    const report = await pc.getStats();
+    const codecs = {};
+    report.forEach((s) => { if (s.type === 'codec') { codecs[s.id] = s.mimeType; } });
+    const out = { inbound: null, outbound: null, dtls: null, srtpCipher: null, pair: null, connection: pc.connectionState };
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        out.inbound = { packets: s.packetsReceived, bytes: s.bytesReceived, codec: codecs[s.codecId] || null, energy: s.totalAudioEnergy || 0 };
+      }
+      if (s.type === 'outbound-rtp' && s.kind === 'audio') {
+        out.outbound = { packets: s.packetsSent, bytes: s.bytesSent, codec: codecs[s.codecId] || null };
+      }
+      if (s.type === 'transport') { out.dtls = s.dtlsState; out.srtpCipher = s.srtpCipher || null; }
+      if (s.type === 'candidate-pair' && s.nominated) { out.pair = s.state; }
+    });
+    return out;
+  });
+}
+
+/** Polls audioStats until `ok(stats)` (bounded by cfg.waitMs); the last stats either way. */
+export async function waitStats(page, ok) {
+  const deadline = Date.now() + cfg.waitMs;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await audioStats(page);
+    if (last && ok(last)) { return last; }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return last;
+}

@@ -294,3 +294,238 @@ async fn a_pbx_invite_rings_in_the_widget_with_the_caller_and_cancel_ends_it() {
     node.expect("ended").await;
     node.finish().await;
 }
+
+// ---- Media through the anchor (issue 6, "Must show"): SIPp plays a PBX that sends G.711 RTP.
+
+/// A gateway with one WebRTC-mode portal whose PBX is a SIPp on `pbx_port`, and browser agents
+/// with their passwords.
+struct MediaOffice {
+    gw: TestGateway,
+    portal: i64,
+    sip: String,
+    pbx_port: u16,
+    passwords: std::collections::BTreeMap<&'static str, String>,
+}
+
+async fn media_office(agents: &[(&'static str, u64)]) -> MediaOffice {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = TestGateway::spawn_on(dir.path(), |cfg| cfg.calls.linger = Duration::from_millis(300)).await;
+    gw.keep_dir(dir);
+    let pbx_port = crate::common::sipp::free_port();
+    let portal = gw.portal(REALM).await;
+    let path = format!("/api/v1/portals/{portal}/settings");
+    let mut settings = gw.api(Method::GET, &path, None).await.1;
+    settings["telephony_mode"] = json!("webrtc");
+    settings["pbx_host"] = json!(format!("127.0.0.1:{pbx_port}"));
+    settings["incoming"]["default_responsible"] = json!(1);
+    let (status, body) = gw.api(Method::PUT, &path, Some(settings)).await;
+    assert_eq!(status, 200, "{body}");
+    let mut passwords = std::collections::BTreeMap::new();
+    for &(ext, user) in agents {
+        let m = json!({ "user_id": user, "extension": ext, "use_for_personal_manager": false, "contact": null });
+        let (status, body) = gw.api(Method::POST, &format!("/api/v1/portals/{portal}/mappings"), Some(m)).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = gw.api(Method::POST, &format!("/api/v1/portals/{portal}/agents/{ext}/credentials"), None).await;
+        assert_eq!(status, 201, "{body}");
+        passwords.insert(ext, body["password"].as_str().unwrap().to_owned());
+    }
+    let sip = gw.addresses["sip_udp"].clone();
+    MediaOffice { gw, portal, sip, pbx_port, passwords }
+}
+
+impl MediaOffice {
+    fn env(&self, ext: &'static str) -> Vec<(&'static str, String)> {
+        vec![
+            ("CALLGATE_URL", self.gw.base.clone()),
+            ("PORTAL_ID", self.portal.to_string()),
+            ("EXTENSION", ext.to_owned()),
+            ("PASSWORD", self.passwords[ext].clone()),
+            ("SIP_DOMAIN", REALM.to_owned()),
+        ]
+    }
+
+    /// SIPp as the PBX calling `ext` with `scenario`, RTP from the tone file (started now).
+    fn pbx_calls(&self, scenario: &str, ext: &str, xcid: &str, extra: &[(&str, &str)]) -> crate::common::sipp::SippChild {
+        let media_port = crate::common::sipp::free_port().to_string();
+        let mut s = crate::common::sipp::Sipp::new(scenario, &self.sip)
+            .port(self.pbx_port)
+            .key("ext", ext)
+            .key("caller", "79161234567")
+            .key("xcid", xcid)
+            .file("tone-1khz-pcmu.wav")
+            .args(&["-mp", &media_port, "-timeout", "120s"]);
+        for (k, v) in extra {
+            s = s.key(k, v);
+        }
+        s.spawn()
+    }
+
+    /// A counter or gauge from `/metrics` (0 when absent).
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self.gw.client.get(format!("{}/metrics", self.gw.base)).send().await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
+    /// The finished call with correlation `xcid` (bounded wait).
+    async fn finished(&self, xcid: &str) -> Value {
+        for _ in 0..200 {
+            let (status, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=100", None).await;
+            assert_eq!(status, 200);
+            if let Some(c) = calls.as_array().unwrap().iter().find(|c| c["correlation"] == xcid && !c["ended_at"].is_null()) {
+                return c.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=100", None).await;
+        panic!("no finished call {xcid}; calls: {calls:#}");
+    }
+}
+
+/// Packets of one direction in the page's stats.
+fn packets(stats: &Value, dir: &str) -> u64 {
+    stats[dir]["packets"].as_u64().unwrap_or(0)
+}
+
+fn assert_media_flows(stats: &Value) {
+    let (first, second) = (&stats["first"], &stats["second"]);
+    assert_eq!(first["dtls"], "connected", "DTLS to callgate: {stats:#}");
+    assert!(first["srtpCipher"].is_string(), "SRTP in use: {stats:#}");
+    assert_eq!(first["inbound"]["codec"], "audio/PCMU", "the PBX's codec, no Opus: {stats:#}");
+    assert_eq!(first["outbound"]["codec"], "audio/PCMU", "{stats:#}");
+    assert!(packets(second, "inbound") > packets(first, "inbound") && packets(first, "inbound") > 0, "packets from the PBX keep arriving: {stats:#}");
+    assert!(packets(second, "outbound") > packets(first, "outbound") && packets(first, "outbound") > 0, "{stats:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbx_call_with_media_is_answered_in_chromium_and_the_agent_hangs_up() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11)]).await;
+    let mut env = o.env("101");
+    env.push(("HANGUP", "browser".to_owned()));
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env);
+    node.expect("registered").await;
+    let pbx = o.pbx_calls("pbx-media-wait-bye.xml", "101", "media-agent-bye", &[]);
+    node.say("invite-sent").await;
+    node.expect("talking").await;
+    let stats = node.expect("stats").await;
+    assert_media_flows(&stats);
+
+    // callgate's side of the same media: RTP from the browser relayed to the PBX, and back.
+    let from_browser = o.metric("callgate_media_packets_total{from=\"browser\"}").await;
+    let to_pbx = o.metric("callgate_media_packets_total{to=\"pbx\"}").await;
+    let from_pbx = o.metric("callgate_media_packets_total{from=\"pbx\"}").await;
+    assert!(from_browser > 10.0 && to_pbx > 10.0 && from_pbx > 10.0, "browser {from_browser}, to pbx {to_pbx}, from pbx {from_pbx}");
+    assert_eq!(o.metric("callgate_media_sessions_open").await, 1.0);
+
+    node.say("hang-up").await;
+    let pcs = node.expect("ended").await;
+    assert_eq!(pcs, json!(["closed"]), "the page's peer connection is closed");
+    node.finish().await;
+    // The PBX got the agent's BYE (its scenario waits for it).
+    pbx.wait().await.assert_all_ok(1);
+    let call = o.finished("media-agent-bye").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!(call["first_talker"]["extension"], "101", "{call:#}");
+    assert_eq!(call["legs"][0]["end_reason"]["reason"], "bye", "{call:#}");
+    assert_eq!(call["legs"][0]["end_reason"]["by"], "agent", "{call:#}");
+    for _ in 0..100 {
+        if o.metric("callgate_media_sessions_open").await == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the media session outlived the call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pbx_hanging_up_ends_the_browser_leg_and_its_media() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11)]).await;
+    let mut env = o.env("101");
+    env.push(("HANGUP", "pbx".to_owned()));
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env);
+    node.expect("registered").await;
+    let pbx = o.pbx_calls("pbx-media-hangup.xml", "101", "media-pbx-bye", &[("hold_ms", "5000")]);
+    node.say("invite-sent").await;
+    node.expect("talking").await;
+    assert_media_flows(&node.expect("stats").await);
+    let pcs = node.expect("ended").await;
+    assert_eq!(pcs, json!(["closed"]), "the page's peer connection is closed");
+    node.finish().await;
+    pbx.wait().await.assert_all_ok(1);
+    let call = o.finished("media-pbx-bye").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!(call["legs"][0]["end_reason"]["by"], "remote", "{call:#}");
+    for _ in 0..100 {
+        if o.metric("callgate_media_sessions_open").await == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the media session outlived the call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_transfer_between_two_browser_agents_ends_with_the_second_as_last_talker() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11), ("102", 12)]).await;
+    o.gw.api(Method::GET, "/api/v1/calls", None).await;
+    let path = format!("/api/v1/portals/{}/settings", o.portal);
+    let mut settings = o.gw.api(Method::GET, &path, None).await.1;
+    settings["incoming"]["assign_responsible_to"] = json!("last");
+    assert_eq!(o.gw.api(Method::PUT, &path, Some(settings)).await.0, 200);
+    let mut env = o.env("101");
+    env.push(("EXTENSION_B", "102".to_owned()));
+    env.push(("PASSWORD_B", o.passwords["102"].clone()));
+    let mut node = NodeRun::spawn("transfer.mjs", &chromium, &env);
+    node.expect("registered").await;
+    let first = o.pbx_calls("pbx-refer-target.xml", "101", "media-blind", &[]);
+    node.say("invite-sent").await;
+    node.expect("talking-a").await;
+    node.expect("transferred").await;
+    // The PBX followed the REFER (and hung up on A); now it calls B, referred by A.
+    first.wait().await.assert_all_ok(1);
+    let second = o.pbx_calls("pbx-transferred-leg.xml", "102", "media-blind", &[("referrer", "101"), ("hold_ms", "1500")]);
+    node.say("b-invited").await;
+    let stats = node.expect("talking-b").await;
+    assert_eq!(stats["dtls"], "connected", "{stats:#}");
+    node.expect("ended").await;
+    node.finish().await;
+    second.wait().await.assert_all_ok(1);
+    let call = o.finished("media-blind").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!(call["first_talker"]["extension"], "101", "{call:#}");
+    assert_eq!(call["last_talker"]["extension"], "102", "{call:#}");
+    assert_eq!(call["responsible"], 12, "assign_responsible_to = last: {call:#}");
+    let legs: Vec<_> = call["legs"].as_array().unwrap().iter().map(|l| (l["extension"].clone(), l["end_reason"]["reason"].clone())).collect();
+    assert_eq!(legs, [(json!("101"), json!("transferred")), (json!("102"), json!("bye"))], "{call:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_vanishes_mid_call_is_hung_up_for_by_callgate() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11)]).await;
+    let mut env = o.env("101");
+    env.push(("HANGUP", "close".to_owned()));
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env);
+    node.expect("registered").await;
+    let pbx = o.pbx_calls("pbx-media-wait-bye.xml", "101", "media-vanish", &[]);
+    node.say("invite-sent").await;
+    node.expect("talking").await;
+    assert_media_flows(&node.expect("stats").await);
+    node.say("close").await;
+    node.expect("ended").await;
+    node.finish().await;
+    // The tab closed its WebSocket without a BYE: callgate sent the PBX one on its behalf.
+    pbx.wait().await.assert_all_ok(1);
+    let call = o.finished("media-vanish").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!(call["legs"][0]["end_reason"], json!({"reason": "bye", "by": "agent"}), "{call:#}");
+    for _ in 0..100 {
+        if o.metric("callgate_media_sessions_open").await == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the media session outlived the call");
+}

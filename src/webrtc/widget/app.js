@@ -158,7 +158,11 @@
     var s = session;
     s.refer('sip:' + target + '@' + $('domain').value.trim(), {
       eventHandlers: {
-        accepted: function () { setCall('transferred'); s.terminate(); },
+        // The PBX usually hangs up the transferring agent itself; hang up only if it does not.
+        accepted: function () {
+          setCall('transferred');
+          setTimeout(function () { if (s.isEstablished()) { s.terminate(); } }, 2000);
+        },
         failed: function () { setCall('failed'); }
       }
     });

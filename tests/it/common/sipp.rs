@@ -22,6 +22,8 @@ pub struct Sipp {
     calls: usize,
     service: String,
     rate: u32,
+    /// Files copied into the run's directory (SIPp's working directory) before it starts.
+    files: Vec<PathBuf>,
 }
 
 /// A SIPp running in the background (an agent phone waiting for its call).
@@ -79,6 +81,7 @@ impl Sipp {
             calls: 1,
             service: "pm-route".to_owned(),
             rate: 200,
+            files: Vec::new(),
         }
     }
 
@@ -124,6 +127,13 @@ impl Sipp {
         self
     }
 
+    /// A file from `tests/sipp/` SIPp reads by its bare name (`<exec rtp_stream="tone.wav"/>`
+    /// takes no `[key]`s), copied into the run's working directory.
+    pub fn file(mut self, name: &str) -> Self {
+        self.files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(name));
+        self
+    }
+
     /// Extra SIPp arguments.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| (*a).to_owned()));
@@ -138,6 +148,9 @@ impl Sipp {
     fn command(&self, dir: &Path) -> Command {
         let screen = dir.join("screen.log");
         let errors = dir.join("errors.log");
+        for f in &self.files {
+            std::fs::copy(f, dir.join(f.file_name().expect("a file name"))).expect("copy a SIPp input file");
+        }
         let mut cmd = Command::new("sipp");
         let (calls, rate) = (self.calls.to_string(), self.rate.to_string());
         cmd.arg(&self.target)

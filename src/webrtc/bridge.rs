@@ -1,0 +1,449 @@
+//! Media anchoring for browser agents (WebRTC widget mode, DESIGN.md §2.3): the SDP bodies of
+//! the calls between the PBX and a browser agent are swapped in transit, so the PBX only ever
+//! sees plain RTP/AVP at callgate's address and the browser only ICE-lite + DTLS-SRTP at
+//! callgate's address ([`MediaAnchor`] relays the G.711 between the two).
+//!
+//! Shape: the signalling stays with the edge proxy (one dialog per leg, record-routed, the
+//! browser's flow found again by the token in our Record-Route), like Kamailio in front of
+//! rtpengine. This stage sits in front of the proxy: [`Bridge::rewrite`] looks at every message
+//! to or from a browser agent before the proxy handles it and returns it with the other side's
+//! SDP. Per Call-ID it keeps which offer waits for an answer, the rewritten bodies (a
+//! retransmitted INVITE or 200 from the PBX gets the same SDP without a second media
+//! operation), and what it takes to hang up for a browser that vanished
+//! ([`Bridge::flow_closed`], [`Bridge::session_gone`] build the BYE the browser would have sent).
+//!
+//! The media calls are async (the `webrtc` crate); this stage waits for them on the thread that
+//! delivered the message (bounded by a timeout), never under the proxy's lock. Calls to browser
+//! agents are few next to the redirect traffic, which never reaches this stage.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+
+use super::media::{MediaAnchor, MediaError, SessionId};
+use super::Registrar;
+use crate::proxy::FlowLocator;
+use crate::routing::Directory;
+use crate::settings::TelephonyMode;
+use crate::sip::core::{HeaderName, Method, SipMessage, Uri};
+use crate::sip::transport::Peer;
+
+/// What the stage makes of a message.
+#[derive(Debug)]
+pub enum Rewrite {
+    /// Not a media message of a browser call: hand it to the proxy as it is.
+    Pass,
+    /// The same message with the other side's SDP.
+    Replace(SipMessage),
+    /// Answer the request with this status instead of forwarding it (no media possible).
+    Refuse { status: u16, reason: &'static str },
+}
+
+/// Which offer waits for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// The PBX's INVITE to a browser agent.
+    PbxOffer,
+    /// A browser agent's INVITE out through the PBX.
+    BrowserOffer,
+    /// A re-INVITE (hold, unhold) from the PBX.
+    PbxReoffer,
+    /// A re-INVITE from the browser.
+    BrowserReoffer,
+}
+
+/// A browser agent's dialog with media anchored here.
+struct Dialog {
+    session: SessionId,
+    /// The browser's WebSocket flow.
+    browser: Peer,
+    /// The offer waiting for an answer, and its CSeq.
+    pending: Option<(u32, Pending)>,
+    /// Rewritten bodies by (CSeq, request?, from the browser?): retransmissions reuse them.
+    rewritten: Vec<((u32, bool, bool), Bytes)>,
+    /// The highest CSeq the browser used in this dialog (its BYE goes one above).
+    browser_cseq: u32,
+    /// Headers of the BYE the browser would send, once the dialog is confirmed.
+    bye: Option<ByeTemplate>,
+    /// The PBX's Contact (the remote target for the browser's requests).
+    pbx_contact: Option<String>,
+}
+
+/// What a BYE on the browser's behalf needs.
+#[derive(Debug, Clone)]
+struct ByeTemplate {
+    call_id: String,
+    /// The browser's side (its tag): our From.
+    local: String,
+    /// The PBX's side (its tag): our To.
+    remote: String,
+}
+
+/// The stage in front of the proxy for browser agents' calls.
+pub struct Bridge {
+    anchor: MediaAnchor,
+    registrar: Arc<Registrar>,
+    directory: Directory,
+    dialogs: Mutex<HashMap<Box<[u8]>, Dialog>>,
+    rt: tokio::runtime::Handle,
+    timeout: Duration,
+    next_branch: AtomicU64,
+}
+
+impl Bridge {
+    /// A stage using `anchor` for media, `registrar` to know which extension is a browser.
+    /// Must be called inside a tokio runtime (the media work runs on it).
+    pub fn new(anchor: MediaAnchor, registrar: Arc<Registrar>, directory: Directory) -> Self {
+        Self {
+            anchor,
+            registrar,
+            directory,
+            dialogs: Mutex::new(HashMap::new()),
+            rt: tokio::runtime::Handle::current(),
+            timeout: Duration::from_secs(5),
+            next_branch: AtomicU64::new(1),
+        }
+    }
+
+    /// The media anchor (stats for the admin API).
+    pub fn anchor(&self) -> &MediaAnchor {
+        &self.anchor
+    }
+
+    /// Calls with media anchored at the moment.
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.lock().len()
+    }
+
+    /// The session of the call with Call-ID `call_id`, if its media is anchored here.
+    pub fn session_of(&self, call_id: &str) -> Option<SessionId> {
+        self.dialogs.lock().get(call_id.as_bytes()).map(|d| d.session)
+    }
+
+    /// Looks at `msg` from `peer` before the proxy does.
+    pub fn rewrite(&self, msg: &SipMessage, peer: Peer) -> Rewrite {
+        let from_browser = peer.transport.is_websocket();
+        let Some(call_id) = msg.call_id() else { return Rewrite::Pass };
+        let Some(cseq) = msg.cseq() else { return Rewrite::Pass };
+        let known = self.dialogs.lock().contains_key(call_id);
+        if msg.is_request() {
+            let Some(method) = msg.method() else { return Rewrite::Pass };
+            let in_dialog = msg.to().and_then(|t| t.tag).is_some();
+            if !known {
+                if method != Method::Invite || in_dialog || msg.body().is_empty() {
+                    return Rewrite::Pass;
+                }
+                return if from_browser {
+                    self.new_call(msg, call_id, cseq.seq, peer, Pending::BrowserOffer)
+                } else {
+                    match self.browser_target(msg) {
+                        Some(flow) => self.new_call(msg, call_id, cseq.seq, flow, Pending::PbxOffer),
+                        None => Rewrite::Pass,
+                    }
+                };
+            }
+            self.in_dialog_request(msg, method, call_id, cseq.seq, from_browser)
+        } else {
+            if !known || cseq.method_kind() != Method::Invite {
+                return Rewrite::Pass;
+            }
+            self.invite_response(msg, call_id, cseq.seq, from_browser)
+        }
+    }
+
+    /// The browser flow an initial INVITE from the PBX is for: its Request-URI user is an
+    /// extension registered over WebSocket in a WebRTC-mode portal.
+    fn browser_target(&self, msg: &SipMessage) -> Option<Peer> {
+        let ruri = msg.request_uri().and_then(Uri::parse)?;
+        let ext = std::str::from_utf8(ruri.user?).ok()?;
+        let snap = self.directory.snapshot();
+        snap.portals
+            .values()
+            .filter(|p| p.portal.settings.telephony_mode == TelephonyMode::Webrtc)
+            .find_map(|p| self.registrar.locate(p.portal.id, ext))
+            .map(|(peer, _)| peer)
+    }
+
+    fn new_call(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, browser: Peer, kind: Pending) -> Rewrite {
+        let label = String::from_utf8_lossy(call_id).into_owned();
+        let result = match kind {
+            Pending::PbxOffer => self.wait(self.anchor.pbx_offer(&label, msg.body())),
+            _ => self.wait(self.anchor.browser_offer(&label, msg.body())),
+        };
+        let (session, sdp) = match result {
+            Ok(v) => v,
+            Err(e) => return refuse(&e, &label),
+        };
+        let body = Bytes::from(sdp);
+        let pbx_contact = (kind == Pending::PbxOffer).then(|| msg.contact().map(|c| text(c.uri.raw))).flatten();
+        let dialog = Dialog {
+            session,
+            browser,
+            pending: Some((cseq, kind)),
+            rewritten: vec![((cseq, true, kind == Pending::BrowserOffer), body.clone())],
+            browser_cseq: if kind == Pending::BrowserOffer { cseq } else { 0 },
+            bye: None,
+            pbx_contact,
+        };
+        self.dialogs.lock().insert(call_id.into(), dialog);
+        tracing::debug!(call_id = %label, session = session.0, ?kind, "media anchored");
+        replace(msg, &body)
+    }
+
+    fn in_dialog_request(&self, msg: &SipMessage, method: Method, call_id: &[u8], cseq: u32, from_browser: bool) -> Rewrite {
+        if from_browser {
+            if let Some(d) = self.dialogs.lock().get_mut(call_id) {
+                d.browser_cseq = d.browser_cseq.max(cseq);
+            }
+        }
+        match method {
+            Method::Bye => {
+                self.end(call_id, "bye");
+                Rewrite::Pass
+            }
+            // The PBX gives up on the browser before it answered (the INVITE will get 487).
+            Method::Cancel => {
+                let initial = self.dialogs.lock().get(call_id).is_some_and(|d| d.bye.is_none());
+                if initial {
+                    self.end(call_id, "cancel");
+                }
+                Rewrite::Pass
+            }
+            Method::Invite if !msg.body().is_empty() => {
+                if let Some(body) = self.cached(call_id, (cseq, true, from_browser)) {
+                    return replace(msg, &body);
+                }
+                let Some(session) = self.dialogs.lock().get(call_id).map(|d| d.session) else { return Rewrite::Pass };
+                let (kind, result) = if from_browser {
+                    (Pending::BrowserReoffer, self.wait(self.anchor.browser_reoffer(session, msg.body())))
+                } else {
+                    (Pending::PbxReoffer, self.wait(self.anchor.pbx_reoffer(session, msg.body())))
+                };
+                match result {
+                    Ok(sdp) => {
+                        let body = Bytes::from(sdp);
+                        if let Some(d) = self.dialogs.lock().get_mut(call_id) {
+                            d.pending = Some((cseq, kind));
+                            d.rewritten.push(((cseq, true, from_browser), body.clone()));
+                        }
+                        replace(msg, &body)
+                    }
+                    // The media cannot follow this offer: refuse it, the call stays as it was.
+                    Err(e) => {
+                        tracing::warn!(call_id = %String::from_utf8_lossy(call_id), error = %e, "re-offer refused");
+                        Rewrite::Refuse { status: 488, reason: "Not Acceptable Here" }
+                    }
+                }
+            }
+            _ => Rewrite::Pass,
+        }
+    }
+
+    fn invite_response(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, from_browser: bool) -> Rewrite {
+        let status = msg.status().unwrap_or(0);
+        let key = (cseq, false, from_browser);
+        if (101..200).contains(&status) {
+            // Early SDP in an unreliable provisional answer is a preview (RFC 3261 §13.3.1.1):
+            // the 2xx carries the answer, so the other side gets the provisional without it.
+            return if msg.body().is_empty() { Rewrite::Pass } else { Rewrite::Replace(with_body(msg, b"")) };
+        }
+        if status >= 300 {
+            let initial = self.dialogs.lock().get(call_id).is_some_and(|d| d.bye.is_none() && d.pending.is_some_and(|(c, _)| c == cseq));
+            if initial {
+                self.end(call_id, "rejected");
+            } else if let Some(d) = self.dialogs.lock().get_mut(call_id) {
+                d.pending = None;
+            }
+            return Rewrite::Pass;
+        }
+        if status < 200 {
+            return Rewrite::Pass;
+        }
+        self.confirm(msg, call_id, from_browser);
+        if msg.body().is_empty() {
+            return Rewrite::Pass;
+        }
+        if let Some(body) = self.cached(call_id, key) {
+            return replace(msg, &body);
+        }
+        let (session, pending) = match self.dialogs.lock().get(call_id) {
+            Some(d) => (d.session, d.pending),
+            None => return Rewrite::Pass,
+        };
+        let Some((pcseq, kind)) = pending.filter(|(c, _)| *c == cseq) else { return Rewrite::Pass };
+        let result = match (kind, from_browser) {
+            (Pending::PbxOffer, true) => self.wait(self.anchor.browser_answer(session, msg.body())),
+            (Pending::PbxReoffer, true) => self.wait(self.anchor.browser_reanswer(session, msg.body())),
+            (Pending::BrowserOffer, false) => self.wait(self.anchor.pbx_answer(session, msg.body())),
+            (Pending::BrowserReoffer, false) => self.wait(self.anchor.pbx_reanswer(session, msg.body())),
+            _ => return Rewrite::Pass,
+        };
+        match result {
+            Ok(sdp) => {
+                let body = Bytes::from(sdp);
+                if let Some(d) = self.dialogs.lock().get_mut(call_id) {
+                    d.rewritten.push((key, body.clone()));
+                    if d.pending == Some((pcseq, kind)) {
+                        d.pending = None;
+                    }
+                }
+                replace(msg, &body)
+            }
+            Err(e) => {
+                // Answered without usable media: the call goes on (the tracker still sees
+                // it), silent; said loudly in the log and the counter.
+                metrics::counter!("callgate_media_answer_errors_total").increment(1);
+                tracing::warn!(call_id = %String::from_utf8_lossy(call_id), error = %e, "answer SDP not usable; forwarded as is");
+                Rewrite::Pass
+            }
+        }
+    }
+
+    /// A 2xx to an INVITE: the dialog is confirmed; remember how to hang up for the browser.
+    fn confirm(&self, msg: &SipMessage, call_id: &[u8], from_browser: bool) {
+        let mut dialogs = self.dialogs.lock();
+        let Some(d) = dialogs.get_mut(call_id) else { return };
+        if d.bye.is_some() {
+            return;
+        }
+        let (Some(from), Some(to)) = (msg.header(HeaderName::From), msg.header(HeaderName::To)) else { return };
+        // The browser answered the PBX's INVITE: it is the To side. Else it called: From side.
+        let browser_is_uas = from_browser;
+        let (local, remote) = if browser_is_uas { (to, from) } else { (from, to) };
+        if !browser_is_uas {
+            d.pbx_contact = msg.contact().map(|c| text(c.uri.raw));
+        }
+        d.bye = Some(ByeTemplate { call_id: text(call_id), local: text(local), remote: text(remote) });
+    }
+
+    fn cached(&self, call_id: &[u8], key: (u32, bool, bool)) -> Option<Bytes> {
+        self.dialogs.lock().get(call_id).and_then(|d| d.rewritten.iter().find(|(k, _)| *k == key).map(|(_, b)| b.clone()))
+    }
+
+    /// The call's media ends (BYE, CANCEL, rejection).
+    fn end(&self, call_id: &[u8], why: &'static str) {
+        if let Some(d) = self.dialogs.lock().remove(call_id) {
+            self.close(d.session);
+            tracing::debug!(call_id = %String::from_utf8_lossy(call_id), session = d.session.0, why, "media released");
+        }
+    }
+
+    /// The browser's flow `peer` closed: its calls' media ends, and for each confirmed call the
+    /// BYE the browser would have sent is returned, to be handled as if it came over `peer`
+    /// (the proxy forwards it to the PBX and the tracker sees the agent hang up).
+    pub fn flow_closed(&self, peer: Peer) -> Vec<SipMessage> {
+        let gone: Vec<Box<[u8]>> = self.dialogs.lock().iter().filter(|(_, d)| d.browser == peer).map(|(k, _)| k.clone()).collect();
+        gone.iter().filter_map(|k| self.hang_up(k, "websocket closed")).collect()
+    }
+
+    /// The media anchor lost the browser of `session` (ICE consent, DTLS close): like
+    /// [`Self::flow_closed`] for that one call; returns the BYE and the flow it comes "from".
+    pub fn session_gone(&self, session: SessionId) -> Option<(SipMessage, Peer)> {
+        let (key, peer) = self.dialogs.lock().iter().find(|(_, d)| d.session == session).map(|(k, d)| (k.clone(), d.browser))?;
+        self.hang_up(&key, "browser media gone").map(|bye| (bye, peer))
+    }
+
+    fn hang_up(&self, call_id: &[u8], why: &'static str) -> Option<SipMessage> {
+        let d = self.dialogs.lock().remove(call_id)?;
+        self.close(d.session);
+        tracing::info!(call_id = %String::from_utf8_lossy(call_id), why, "browser agent gone; hanging up for it");
+        metrics::counter!("callgate_media_browser_gone_total").increment(1);
+        let (bye, target) = (d.bye?, d.pbx_contact?);
+        let n = self.next_branch.fetch_add(1, Ordering::Relaxed);
+        let text = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/WSS callgate-gone.invalid;branch=z9hG4bK-cg-gone-{n:x}\r\nMax-Forwards: 70\r\n\
+             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nReason: SIP;cause=200;text=\"{why}\"\r\nContent-Length: 0\r\n\r\n",
+            bye.local,
+            bye.remote,
+            bye.call_id,
+            d.browser_cseq.max(1) + 1,
+        );
+        SipMessage::parse(Bytes::from(text)).ok()
+    }
+
+    /// Closes a media session from any thread (closing spawns on the runtime).
+    fn close(&self, session: SessionId) {
+        let _rt = self.rt.enter();
+        self.anchor.close(session);
+    }
+
+    /// Waits for `f` on this thread, at most `self.timeout`.
+    fn wait<T>(&self, f: impl Future<Output = Result<T, MediaError>>) -> Result<T, MediaError> {
+        // The timer is made inside the runtime (a UDP receive thread has no reactor of its own).
+        let limit = self.timeout;
+        let f = async move { tokio::time::timeout(limit, f).await };
+        let out = match tokio::runtime::Handle::try_current() {
+            // A runtime worker (a WebSocket connection's task): let the others run meanwhile.
+            Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
+            // A UDP receive thread.
+            Err(_) => self.rt.block_on(f),
+        };
+        out.unwrap_or_else(|_| Err(MediaError::Engine("media operation timed out".into())))
+    }
+}
+
+fn refuse(e: &MediaError, call: &str) -> Rewrite {
+    tracing::warn!(call_id = %call, error = %e, "no media for this call; refused");
+    metrics::counter!("callgate_media_refused_total").increment(1);
+    match e {
+        MediaError::NoCommonCodec | MediaError::BadSdp(_) => Rewrite::Refuse { status: 488, reason: "Not Acceptable Here" },
+        _ => Rewrite::Refuse { status: 503, reason: "Service Unavailable" },
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn replace(msg: &SipMessage, body: &[u8]) -> Rewrite {
+    Rewrite::Replace(with_body(msg, body))
+}
+
+/// `msg` with `body` (SDP, or nothing) instead of its own, Content-Type and Content-Length
+/// rewritten to match; every other header as it was.
+pub(crate) fn with_body(msg: &SipMessage, body: &[u8]) -> SipMessage {
+    let mut out = BytesMut::with_capacity(msg.as_bytes().len() + body.len());
+    out.put_slice(msg.start_line());
+    out.put_slice(b"\r\n");
+    for (name, raw, value) in msg.header_lines() {
+        if matches!(name, HeaderName::ContentLength | HeaderName::ContentType) {
+            continue;
+        }
+        out.put_slice(raw);
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    if !body.is_empty() {
+        out.put_slice(b"Content-Type: application/sdp\r\n");
+    }
+    out.put_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.put_slice(body);
+    SipMessage::parse(out.freeze()).expect("a message rebuilt from a parsed one parses")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_body_swaps_sdp_and_lengths_keeping_other_headers() {
+        let raw = "INVITE sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\nFrom: <sip:7916@pbx>;tag=a\r\n\
+                   To: <sip:101@pbx>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nc: application/sdp\r\nl: 3\r\n\r\nabc";
+        let msg = SipMessage::parse(Bytes::from(raw)).unwrap();
+        let out = with_body(&msg, b"v=0\r\n");
+        assert_eq!(out.body(), b"v=0\r\n");
+        assert_eq!(out.content_length(), Some(5));
+        assert_eq!(out.header(HeaderName::ContentType), Some(&b"application/sdp"[..]));
+        assert_eq!(out.call_id(), Some(&b"c1"[..]));
+        assert_eq!(out.headers(HeaderName::ContentLength).count(), 1);
+        let empty = with_body(&msg, b"");
+        assert!(empty.body().is_empty());
+        assert_eq!(empty.header(HeaderName::ContentType), None);
+    }
+}
