@@ -140,6 +140,7 @@
     st.portals = []; st.settings = null; st.mappings = []; st.portalId = null; st.calls = [];
     $('mappings-body').replaceChildren(); $('calls-body').replaceChildren(); $('call-details').replaceChildren();
     form.reset(); form.hidden = true; setDirty(false); $('cred-summary').hidden = true; $('block-mappings').hidden = true;
+    $('block-lines').hidden = true; $('lines-body').replaceChildren(); st.lines = [];
     ['sum-name', 'sum-domain', 'sum-auth', 'picker-label'].forEach((x) => { $(x).textContent = ''; });
     $('portal-list').replaceChildren(); $('users-list').replaceChildren();
     showLogin(message);
@@ -206,6 +207,7 @@
     form.hidden = true;
     delete form.dataset.portal;
     $('block-mappings').hidden = true;
+    $('block-lines').hidden = true;
     showOnly('settings-view');
     const portals = await api('GET', '/portals');
     if (seq !== st.seq) { return; }
@@ -222,18 +224,23 @@
     localStorage.setItem(PORTAL_KEY, String(id));
     if (wanted !== id) { shownHash = `#/settings/${id}`; history.replaceState(null, '', shownHash); }
     renderPicker();
-    const [settings, mappings] = await Promise.all([api('GET', `/portals/${id}/settings`), api('GET', `/portals/${id}/mappings`)]);
+    const [settings, mappings, lines] = await Promise.all([api('GET', `/portals/${id}/settings`), api('GET', `/portals/${id}/mappings`),
+      api('GET', `/portals/${id}/lines`)]);
     if (seq !== st.seq) { return; }
     st.settings = settings;
     st.mappings = mappings;
+    st.lines = lines;
     renderSummary();
     fillForm(settings);
     setStatus('save-status', '', '');
     closeMappingForm();
     $('import-result').hidden = true;
     renderMappings();
+    closeLineForm();
+    renderLines();
     form.hidden = false;
     $('block-mappings').hidden = false;
+    $('block-lines').hidden = false;
     form.dataset.portal = String(id);
   }
 
@@ -585,6 +592,74 @@
       button.disabled = false;
     }
   });
+
+  // ---- lines with static UTM tags ---------------------------------------------------------------
+  const lineForm = $('line-form');
+  const UTM = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term'];
+
+  function renderLines() {
+    const rows = (st.lines || []).map((l) => el('tr', { 'data-testid': `line-row-${l.number}` },
+      el('td', { class: 'mono', 'data-col': 'number' }, l.number),
+      el('td', { 'data-col': 'utm' }, l.utm && Object.keys(l.utm).length
+        ? el('div', { class: 'chips' }, UTM.filter((k) => l.utm[k] != null).map((k) => el('span', { class: 'chip' }, `${k}=${l.utm[k]}`)))
+        : t('nobody')),
+      el('td', { class: 'row-actions' },
+        el('button', { type: 'button', class: 'btn btn-small', 'data-testid': `line-edit-${l.number}`, onclick: () => openLineForm(l) }, t('edit')),
+        el('button', { type: 'button', class: 'btn btn-small btn-danger-quiet', 'data-testid': `line-delete-${l.number}`, onclick: (ev) => deleteLine(l, ev.currentTarget) }, t('delete')))));
+    $('lines-body').replaceChildren(...rows);
+    $('lines-empty').hidden = rows.length > 0;
+    $('lines-table').hidden = rows.length === 0;
+  }
+
+  async function reloadLines() {
+    const id = st.portalId;
+    const list = await api('GET', `/portals/${id}/lines`);
+    if (id === st.portalId) { st.lines = list; renderLines(); }
+  }
+
+  /** Add (no line) or edit the UTM tags of `l` (its number is the key: fixed while editing). */
+  function openLineForm(l) {
+    clearErrors(lineForm);
+    $('line-form-title').textContent = l ? t('editLineTitle', { number: l.number }) : t('addLineTitle');
+    $('l-number').value = l ? l.number : '';
+    $('l-number').readOnly = !!l;
+    lineForm.querySelectorAll('[data-utm]').forEach((e) => { e.value = (l && l.utm && l.utm[e.dataset.utm]) || ''; });
+    lineForm.hidden = false;
+    (l ? lineForm.querySelector('[data-utm]') : $('l-number')).focus();
+  }
+  function closeLineForm() { lineForm.hidden = true; }
+  $('line-add').addEventListener('click', () => openLineForm(null));
+  $('line-cancel').addEventListener('click', closeLineForm);
+
+  lineForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearErrors(lineForm);
+    const utm = {};
+    lineForm.querySelectorAll('[data-utm]').forEach((e) => { if (e.value.trim()) { utm[e.dataset.utm] = e.value.trim(); } });
+    const body = { number: $('l-number').value.trim(), utm: Object.keys(utm).length ? utm : null };
+    $('line-save').disabled = true;
+    try {
+      await api('POST', `/portals/${st.portalId}/lines`, body);
+      closeLineForm();
+      toast(t('lineSaved'));
+      await reloadLines();
+    } catch (e) {
+      if (e instanceof ApiFailure && e.body && e.body.fields && e.body.fields.length) { showErrors(lineForm, e.body.fields); } else if (!(e instanceof SignedOut)) {
+        lineForm.querySelector('[data-error-for="*"]').textContent = t('requestFailed', { msg: e.message });
+      }
+    } finally {
+      $('line-save').disabled = false;
+    }
+  });
+
+  async function deleteLine(l, button) {
+    if (!armed(button, 'confirm')) { return; }
+    try {
+      await api('DELETE', `/portals/${st.portalId}/lines/${encodeURIComponent(l.number)}`);
+      toast(t('lineDeleted'));
+      await reloadLines();
+    } catch (e) { failed(e); }
+  }
 
   // ---- calls view ------------------------------------------------------------------------------
   const ext = (x) => t('ext', { ext: x });

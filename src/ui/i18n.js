@@ -73,6 +73,9 @@ window.CALLGATE_STRINGS = {
     skip_already_mapped: 'already mapped', skip_no_extension: 'no extension', skip_invalid_extension: 'invalid extension',
     skip_extension_taken: 'extension taken',
     userOption: 'user {user}, extension {ext}',
+    blockLines: 'Lines and static UTM tags', addLine: '+ Add line', lineNumber: 'Number', lineUtm: 'Static UTM tags',
+    linesText: 'The PBX\'s numbers. With CallTracking on, a lead created by a call to a line gets the ticked UTM tags from here. Changes here are saved at once.',
+    noLines: 'No lines yet.', addLineTitle: 'New line', editLineTitle: 'Line {number}', lineSaved: 'Line saved.', lineDeleted: 'Line deleted.',
 
     callsTitle: 'Recent calls', refresh: 'Refresh', noCalls: 'No calls yet.',
     colStarted: 'Started', colKind: 'Kind', colCustomer: 'Customer', colLegs: 'Legs', colFirst: 'First talker',
@@ -169,6 +172,9 @@ window.CALLGATE_STRINGS = {
     skip_already_mapped: 'уже сопоставлен', skip_no_extension: 'нет внутреннего номера', skip_invalid_extension: 'неверный внутренний номер',
     skip_extension_taken: 'номер занят',
     userOption: 'пользователь {user}, номер {ext}',
+    blockLines: 'Линии и статические UTM-метки', addLine: '+ Добавить линию', lineNumber: 'Номер', lineUtm: 'Статические UTM-метки',
+    linesText: 'Номера АТС. При включённом CallTracking лид, созданный звонком на линию, получает отмеченные UTM-метки отсюда. Изменения здесь сохраняются сразу.',
+    noLines: 'Линий пока нет.', addLineTitle: 'Новая линия', editLineTitle: 'Линия {number}', lineSaved: 'Линия сохранена.', lineDeleted: 'Линия удалена.',
 
     callsTitle: 'Последние звонки', refresh: 'Обновить', noCalls: 'Звонков пока нет.',
     colStarted: 'Начало', colKind: 'Тип', colCustomer: 'Клиент', colLegs: 'Плечи', colFirst: 'Первый разговаривавший',

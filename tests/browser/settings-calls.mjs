@@ -18,7 +18,8 @@ await withPage('settings-calls', async (page) => {
 
   // Russian labels on every block, the note, a select and the buttons.
   const headings = await page.locator('[data-testid^="block-"] h2').allTextContents();
-  same(headings, ['Учетные данные', 'Параметры интеграции', 'Входящие', 'Исходящие', 'Прочее', 'Сопоставления сотрудников'], 'block titles');
+  same(headings, ['Учетные данные', 'Параметры интеграции', 'Входящие', 'Исходящие', 'Прочее', 'Сопоставления сотрудников',
+    'Линии и статические UTM-метки'], 'block titles');
   same(await page.locator('label[for="f-active"]').textContent(), 'Интеграция активна', 'the toggle label');
   check((await id('active-note').textContent()).startsWith('Пока интеграция выключена'), 'the note in Russian');
   same(await id('field-telephony_mode').locator('option').allTextContents(), ['Использовать WebRTC виджет', 'Использовать IP телефонию'], 'telephony modes');

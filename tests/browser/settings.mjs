@@ -1,12 +1,14 @@
 // The settings page end to end (issue 7), English: sign in; add a portal's credentials; fill every
 // setting; activation without default responsibles shows the API's errors next to those fields;
 // activate; reload and find everything; hints on hover; add, edit, delete and import mappings;
+// add, edit and delete lines with static UTM tags;
 // edit and delete credentials through the gear; the calls view's empty state; 401 and log out.
 // The harness (tests/it/settings_page.rs) checks the gateway through the admin API between steps:
 //   prints `portal: {id}`            waits `portal-checked`
 //   prints `errors: {...}`           waits `errors-checked`
 //   prints `saved: {...}`            waits `saved-checked`
 //   prints `mappings: {...}`         waits `mappings-checked`
+//   prints `lines: {...}`            waits `lines-checked`
 //   prints `credentials: {...}`      waits `credentials-checked`
 import { cfg, say, hear, check, same, shot, withPage, signIn } from './settings-lib.mjs';
 
@@ -246,8 +248,39 @@ await withPage('settings', async (page) => {
   // The mapped users are offered for the default responsibles.
   same(await page.locator('#users-list option').evaluateAll((o) => o.map((x) => x.value)), ['11', '12', '13'], 'responsible suggestions');
 
+  // ---- lines with static UTM tags: refused, added, edited; a second added and deleted ------------------
+  await id('lines-empty').waitFor();
+  await id('line-add').click();
+  await id('line-number').fill('not a number');
+  await id('line-save').click();
+  await page.locator('[data-testid="line-error-number"]:not(:empty)').waitFor();
+  same(await id('line-error-number').textContent(), 'Must be a phone number such as +7 495 123-45-67', 'number error from the API');
+  await id('line-number').fill('+7 (495) 123-45-67');
+  await id('line-utm_source').fill('google');
+  await id('line-utm_campaign').fill('spring');
+  await id('line-save').click();
+  const line = id('line-row-74951234567');
+  await line.waitFor();
+  same(await line.locator('.chip').allTextContents(), ['utm_source=google', 'utm_campaign=spring'], 'the line, normalised, with its tags');
+  await id('line-edit-74951234567').click();
+  same(await id('line-number').getAttribute('readonly'), '', 'the number is the key: fixed while editing');
+  await id('line-utm_source').fill('yandex');
+  await id('line-save').click();
+  await line.locator('.chip:has-text("utm_source=yandex")').waitFor();
+  await id('line-add').click();
+  await id('line-number').fill('8 812 000-00-00');
+  await id('line-save').click();
+  await id('line-row-78120000000').waitFor();
+  same(await id('line-row-78120000000').locator('td[data-col="utm"]').textContent(), '—', 'a line without tags');
+  await id('line-delete-78120000000').click();
+  await id('line-delete-78120000000').click();
+  await id('line-row-78120000000').waitFor({ state: 'detached' });
+  say('lines', { rows: await page.locator('#lines-body tr').count() });
+  await hear('lines-checked');
+
   // ---- screenshots of every block -------------------------------------------------------------------
-  for (const b of ['credentials', 'integration', 'incoming', 'outgoing', 'other', 'mappings']) {
+  await page.evaluate(() => { document.getElementById('toast').hidden = true; }); // a passing toast, not the page
+  for (const b of ['credentials', 'integration', 'incoming', 'outgoing', 'other', 'mappings', 'lines']) {
     await id(`block-${b}`).screenshot({ path: `${cfg.artifacts}/settings-${b}.png` });
   }
   await page.screenshot({ path: `${cfg.artifacts}/settings-page.png`, fullPage: true });

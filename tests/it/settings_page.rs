@@ -285,6 +285,15 @@ async fn an_operator_configures_a_portal_on_the_settings_page() {
     );
     page.say("mappings-checked").await;
 
+    // Lines: the number normalised to E.164 digits, the edited tags, the deleted line gone.
+    assert_eq!(page.expect("lines").await["rows"], 1);
+    let lines = get(&gw, &format!("/api/v1/portals/{id}/lines")).await;
+    assert_eq!(
+        lines,
+        json!([{"number": "74951234567", "utm": {"utm_source": "yandex", "utm_campaign": "spring"}}])
+    );
+    page.say("lines-checked").await;
+
     // Renamed through the gear without retyping the webhook: the stored secret still works.
     let done = page.expect("credentials").await;
     let portals = get(&gw, "/api/v1/portals").await;
@@ -337,6 +346,7 @@ async fn an_operator_configures_a_portal_on_the_settings_page() {
         "outgoing",
         "other",
         "mappings",
+        "lines",
         "hint",
         "errors-incoming",
     ] {
