@@ -11,6 +11,8 @@ pub mod app;
 pub mod calls;
 pub mod config;
 pub mod crm;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod limit;
 pub mod proxy;

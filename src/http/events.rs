@@ -449,6 +449,18 @@ fn split_key(key: &str) -> Option<(&str, Option<String>)> {
     Some((top, Some(path)))
 }
 
+/// Fuzz entry (`crate::fuzzing`, issue 8): the form parser and what the handler does with its
+/// result before any I/O; must never panic on any body.
+pub(super) fn fuzz_form(body: &[u8]) {
+    match parse_form(body) {
+        Ok(ev) => {
+            let kind = classify(&ev.event);
+            let _ = (event_label(&ev.event, kind), crate::crm::events::dedup_key(&ev.event, &ev.data, ev.ts));
+        }
+        Err(e) => drop(e.into_response()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

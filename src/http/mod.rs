@@ -11,6 +11,7 @@ mod auth;
 mod calls;
 mod error;
 mod events;
+mod fuzz;
 mod health;
 mod json;
 mod limit;
@@ -39,6 +40,8 @@ use crate::config::Secret;
 use crate::store::StoreHandle;
 
 pub use error::ApiError;
+#[doc(hidden)]
+pub use fuzz::{fuzz_admin_json, fuzz_event_form};
 pub use json::ApiJson;
 
 /// What every handler can reach.

@@ -187,9 +187,6 @@ async fn on_sigterm_new_calls_get_503_open_calls_drain_and_the_process_exits_0()
     assert!(answer.header_by_name(b"Retry-After").is_some());
 
     let (agent, pbx_side) = (agent.wait().await, pbx_side.wait().await);
-    if std::env::var_os("SHUTDOWN_DEBUG").is_some() {
-        std::fs::write("/tmp/shutdown-test.log", logs.lock().join("\n")).unwrap();
-    }
     assert_eq!(
         (agent.successful, agent.failed),
         (1, 0),
