@@ -31,6 +31,11 @@ if grep -rnE 'tokio|Instant::now|SystemTime|std::net::(Udp|Tcp)' src/sip/core | 
   echo "src/sip/core must stay sans-IO (found the lines above)" >&2; exit 1
 fi
 
+# One rustls crypto provider (ring) for the whole binary (issue 8): aws-lc-rs must not be built.
+if cargo tree --locked -e normal,build -i aws-lc-rs >/dev/null 2>&1; then
+  echo "aws-lc-rs is in the dependency tree: ring must stay the only rustls crypto provider" >&2; exit 1
+fi
+
 # Two cores: one test binary at a time, tests inside it in parallel.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # Benches are built and run once in test mode (criterion checks each bench runs; the latency

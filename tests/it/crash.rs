@@ -85,7 +85,13 @@ async fn after_a_sigkill_mid_load_every_registered_call_is_finished_exactly_once
     let open_at_kill = fake.active_calls().len();
     assert!(open_at_kill > 0, "the kill happened with calls open");
 
-    let _gw = start(dir.path()).await;
+    let gw = start(dir.path()).await;
+    // The settings survived the kill (SQLite, synchronous=FULL).
+    let (status, after) = api(&gw.base, Method::GET, &format!("/api/v1/portals/{id}/settings"), Value::Null).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!((after["active"].as_bool(), after["pbx_host"].as_str()), (Some(true), Some(format!("127.0.0.1:{pbx}").as_str())), "{after}");
+    let (_, mappings) = api(&gw.base, Method::GET, &format!("/api/v1/portals/{id}/mappings"), Value::Null).await;
+    assert!(!mappings.as_array().is_some_and(Vec::is_empty), "{mappings}");
     let mut calls = fake.registered();
     for _ in 0..600 {
         calls = fake.registered();
