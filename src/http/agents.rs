@@ -144,15 +144,16 @@ async fn agent(state: &AppState, raw: &str, extension: String) -> Result<(Portal
     Ok((portal, mapping))
 }
 
-/// `ws://<http listener>/sip`; when the listener is bound to a wildcard address, the host the
-/// admin reached callgate by instead.
+/// `ws://<http listener>/sip` (`wss://` when the listener serves TLS); when the listener is bound
+/// to a wildcard address, the host the admin reached callgate by instead.
 fn ws_url(state: &AppState, headers: &HeaderMap) -> String {
+    let scheme = if state.addresses.read().get("http_scheme").is_some_and(|s| s == "https") { "wss" } else { "ws" };
     let bound = state.addresses.read().get("http").and_then(|a| a.parse::<SocketAddr>().ok());
     let host = match bound {
         Some(a) if !a.ip().is_unspecified() => a.to_string(),
         _ => headers.get(HOST).and_then(|h| h.to_str().ok()).map_or_else(|| bound.map(|a| a.to_string()).unwrap_or_default(), str::to_owned),
     };
-    format!("ws://{host}/sip")
+    format!("{scheme}://{host}/sip")
 }
 
 /// The admin API's error envelope for the answers `ApiError` has no variant for.

@@ -298,6 +298,7 @@ async fn tls_everywhere_https_admin_sip_over_tls_call_and_wss_registration() {
         .await;
     assert_eq!(status, 201, "{creds}");
     let password = creds["password"].as_str().unwrap().to_owned();
+    assert!(creds["ws_url"].as_str().is_some_and(|u| u.starts_with("wss://")), "{creds}");
     let http_addr = b.base.trim_start_matches("https://").to_owned();
     let stream = b.tls_connect(&http_addr).await;
     let mut req = format!("wss://{http_addr}/sip")
