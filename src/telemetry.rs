@@ -16,9 +16,22 @@ pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The WebRTC engine's crates log every odd packet a browser sends at warn (unknown DTLS
+/// extensions in Chrome's ClientHello, STUN before the answer is applied, RTP before SRTP keys):
+/// they are kept at error unless the filter names them itself (`"debug,rtc_dtls=debug"`).
+const MEDIA_ENGINE: &str = ",webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,rtc_sctp=error,rtc_interceptor=error,rtc_rtp=error,rtc_rtcp=error,rtc_sdp=error,rtc_stun=error,rtc_mdns=error";
+
+fn with_quiet_media(level: &str) -> String {
+    if level.contains("rtc") {
+        level.to_owned()
+    } else {
+        format!("{level}{MEDIA_ENGINE}")
+    }
+}
+
 /// Installs the global subscriber. Safe to call twice (the second call does nothing).
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(with_quiet_media(&cfg.level)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

@@ -360,18 +360,42 @@ impl MediaOffice {
         s.spawn()
     }
 
-    /// A counter or gauge from `/metrics` (0 when absent).
-    async fn metric(&self, series: &str) -> f64 {
+    /// A counter or gauge from `/metrics` (0 when absent): `name` with every one of `labels`
+    /// (in any order).
+    async fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = self.gw.client.get(format!("{}/metrics", self.gw.base)).send().await.unwrap().text().await.unwrap();
-        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        self.metric_with(name, &[]).await
+    }
+
+    /// RTP packets counted by the media anchor on `leg` ("browser", "pbx") in `dir` ("in", "out").
+    async fn packets(&self, leg: &str, dir: &str) -> f64 {
+        self.metric_with("callgate_media_packets_total", &[("leg", leg), ("dir", dir)]).await
     }
 
     /// The finished call with correlation `xcid` (bounded wait).
     async fn finished(&self, xcid: &str) -> Value {
+        self.finished_where(|c| c["correlation"] == xcid).await
+    }
+
+    /// The finished call to `customer` (bounded wait).
+    async fn finished_outgoing(&self, customer: &str) -> Value {
+        self.finished_where(|c| c["customer"] == customer).await
+    }
+
+    async fn finished_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let xcid = "the call";
         for _ in 0..200 {
             let (status, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=100", None).await;
             assert_eq!(status, 200);
-            if let Some(c) = calls.as_array().unwrap().iter().find(|c| c["correlation"] == xcid && !c["ended_at"].is_null()) {
+            if let Some(c) = calls.as_array().unwrap().iter().find(|c| pred(c) && !c["ended_at"].is_null()) {
                 return c.clone();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -411,9 +435,9 @@ async fn a_pbx_call_with_media_is_answered_in_chromium_and_the_agent_hangs_up() 
     assert_media_flows(&stats);
 
     // callgate's side of the same media: RTP from the browser relayed to the PBX, and back.
-    let from_browser = o.metric("callgate_media_packets_total{from=\"browser\"}").await;
-    let to_pbx = o.metric("callgate_media_packets_total{to=\"pbx\"}").await;
-    let from_pbx = o.metric("callgate_media_packets_total{from=\"pbx\"}").await;
+    let from_browser = o.packets("browser", "in").await;
+    let to_pbx = o.packets("pbx", "out").await;
+    let from_pbx = o.packets("pbx", "in").await;
     assert!(from_browser > 10.0 && to_pbx > 10.0 && from_pbx > 10.0, "browser {from_browser}, to pbx {to_pbx}, from pbx {from_pbx}");
     assert_eq!(o.metric("callgate_media_sessions_open").await, 1.0);
 
@@ -528,4 +552,44 @@ async fn a_browser_that_vanishes_mid_call_is_hung_up_for_by_callgate() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the media session outlived the call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_agent_calls_out_through_the_pbx_with_media_and_holds() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11)]).await;
+    let path = format!("/api/v1/portals/{}/settings", o.portal);
+    let mut settings = o.gw.api(Method::GET, &path, None).await.1;
+    settings["outgoing"]["default_responsible"] = json!(2);
+    assert_eq!(o.gw.api(Method::PUT, &path, Some(settings)).await.0, 200);
+    let mut env = o.env("101");
+    env.push(("DIAL", "74951112233".to_owned()));
+    let mut node = NodeRun::spawn("outgoing.mjs", &chromium, &env);
+    node.expect("registered").await;
+    let media_port = crate::common::sipp::free_port().to_string();
+    let pbx = crate::common::sipp::Sipp::new("pbx-uas-media.xml", &o.sip)
+        .port(o.pbx_port)
+        .args(&["-mp", &media_port, "-rtp_echo", "-timeout", "120s", "-trace_logs"])
+        .spawn();
+    node.say("pbx-ready").await;
+    node.expect("talking").await;
+    let stats = node.expect("stats").await;
+    assert_media_flows(&stats);
+    node.expect("held").await;
+    node.expect("resumed").await;
+    let from_browser = o.packets("browser", "in").await;
+    assert!(from_browser > 10.0, "callgate relays the browser's RTP: {from_browser}");
+    node.say("hang-up").await;
+    node.expect("ended").await;
+    node.finish().await;
+    pbx.wait().await.assert_all_ok(1);
+    let call = o.finished_outgoing("74951112233").await;
+    assert_eq!(call["kind"], "outgoing", "{call:#}");
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!(call["first_talker"]["extension"], "101", "{call:#}");
+    assert_eq!(call["responsible"], 11, "{call:#}");
+    assert_eq!(call["legs"][0]["end_reason"], json!({"reason": "bye", "by": "agent"}), "{call:#}");
+    let holds = call["legs"][0]["holds"].as_array().map_or(0, Vec::len);
+    assert_eq!(holds, 1, "one hold period, ended by the resume: {call:#}");
+    assert!(!call["legs"][0]["holds"][0]["to"].is_null(), "{call:#}");
 }

@@ -13,7 +13,8 @@
       transfer: 'Transfer', unknown: 'unknown',
       registered: 'Registered', unregistered: 'Not registered', connecting: 'Connecting…', error: 'Error',
       ringing: 'Ringing', answering: 'Answering…', talking: 'In call', held: 'On hold', ended: 'Call ended',
-      transferred: 'Transferred', failed: 'Call failed'
+      transferred: 'Transferred', failed: 'Call failed', dialNumber: 'Number to call', dial: 'Call',
+      calling: 'Calling…', outgoing: 'Outgoing call'
     },
     ru: {
       title: 'Софтфон', extension: 'Внутренний номер', password: 'Пароль', domain: 'SIP-домен (портал)',
@@ -22,7 +23,8 @@
       transferTo: 'Перевести на номер', transfer: 'Перевести', unknown: 'неизвестен',
       registered: 'Зарегистрирован', unregistered: 'Не зарегистрирован', connecting: 'Подключение…', error: 'Ошибка',
       ringing: 'Звонит', answering: 'Соединение…', talking: 'Разговор', held: 'На удержании', ended: 'Звонок завершён',
-      transferred: 'Переведён', failed: 'Звонок не состоялся'
+      transferred: 'Переведён', failed: 'Звонок не состоялся', dialNumber: 'Номер для звонка', dial: 'Позвонить',
+      calling: 'Вызов…', outgoing: 'Исходящий звонок'
     }
   };
   var lang = /^ru\b/i.test(navigator.language || '') ? 'ru' : 'en';
@@ -51,6 +53,7 @@
     var on = state === 'registered' || state === 'connecting';
     $('login-button').disabled = on;
     $('logout-button').disabled = !ua;
+    $('dial').disabled = state !== 'registered' || !!session;
   }
 
   function setCall(state) {
@@ -58,12 +61,13 @@
     panel.setAttribute('data-state', state);
     $('call-state').textContent = t[state] || '';
     panel.hidden = state === 'idle';
-    var live = state === 'ringing' || state === 'talking' || state === 'held' || state === 'answering';
+    var live = state === 'ringing' || state === 'talking' || state === 'held' || state === 'answering' || state === 'calling';
     $('answer').disabled = state !== 'ringing';
     $('hangup').disabled = !live;
     $('hold').disabled = !(state === 'talking' || state === 'held');
     $('hold').textContent = state === 'held' ? t.unhold : t.hold;
     $('transfer').disabled = !(state === 'talking' || state === 'held');
+    $('dial').disabled = !ua || live;
   }
 
   function stop() {
@@ -119,19 +123,27 @@
   });
 
   function onIncoming(s, request) {
-    session = s;
-    held = false;
     var who = s.remote_identity;
     var number = (who && who.uri && who.uri.user) || t.unknown;
     var name = who && who.display_name;
-    $('caller').textContent = name && name !== number ? name + ' (' + number + ')' : number;
-    $('caller').setAttribute('data-number', number);
+    follow(s, name && name !== number ? name + ' (' + number + ')' : number, number, t.incoming);
     setCall('ringing');
-    s.on('peerconnection', function (ev) {
-      ev.peerconnection.addEventListener('track', function (te) {
-        if (te.streams && te.streams[0]) { $('remote-audio').srcObject = te.streams[0]; }
-      });
+    s.on('peerconnection', function (ev) { playRemote(ev.peerconnection); });
+  }
+
+  function playRemote(pc) {
+    pc.addEventListener('track', function (te) {
+      if (te.streams && te.streams[0]) { $('remote-audio').srcObject = te.streams[0]; }
     });
+  }
+
+  // One call at a time, incoming or outgoing: its events drive the panel.
+  function follow(s, text, number, direction) {
+    session = s;
+    held = false;
+    $('caller').textContent = text;
+    $('caller').setAttribute('data-number', number);
+    $('direction').textContent = direction;
     s.on('accepted', function () { if (session === s) { setCall('talking'); } });
     s.on('confirmed', function () { if (session === s) { setCall(held ? 'held' : 'talking'); } });
     s.on('hold', function () { held = true; if (session === s) { setCall('held'); } });
@@ -141,6 +153,19 @@
       if (session === s) { session = null; setCall(e.cause === JsSIP.C.causes.CANCELED ? 'ended' : 'failed'); }
     });
   }
+
+  // Outgoing calls go out through callgate to the PBX (which dials the number).
+  $('dial-form').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    var number = $('dial-number').value.trim();
+    if (!ua || session || !number) { return; }
+    var s = ua.call('sip:' + number + '@' + $('domain').value.trim(), {
+      mediaConstraints: { audio: true, video: false }, pcConfig: { iceServers: [] }
+    });
+    follow(s, number, number, t.outgoing);
+    setCall('calling');
+    if (s.connection) { playRemote(s.connection); }
+  });
 
   $('answer').addEventListener('click', function () {
     if (!session) { return; }
