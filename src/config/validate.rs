@@ -168,6 +168,18 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_and_rate_limits_are_checked() {
+        let e = load(
+            "[sip]\ntls_cert = \"/nonexistent/cert.pem\"\nrate_per_source = -1.0\n[http]\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\nburst_per_source = 0\n[crm]\nca_file = \"/nonexistent/ca.pem\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&e), ["sip.tls_key", "sip.tls_cert", "http.tls_cert", "http.tls_key", "crm.ca_file", "sip.rate_per_source", "http.rate_per_source"]);
+        let cfg = load("[sip]\nrate_per_source = 0.0\n[http]\nrate_per_source = 0.0\n", &[]).unwrap();
+        assert_eq!(cfg.sip.rate_per_source, 0.0, "0 turns a limit off");
+    }
+
+    #[test]
     fn port_zero_and_disabled_listeners_are_allowed() {
         let cfg = load("[sip]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n", &[]).unwrap();
         assert_eq!(cfg.sip.tcp, "");
