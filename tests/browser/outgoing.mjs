@@ -35,6 +35,10 @@ await withBrowser('outgoing', async (context) => {
   await page.locator('[data-testid="call-panel"][data-state="talking"]').waitFor({ timeout: cfg.waitMs });
   await negotiated('sendrecv');
   say('resumed');
+  // DTMF as SIP INFO through callgate to the PBX.
+  await page.getByTestId('dtmf-digits').fill('5');
+  await page.getByTestId('dtmf').click();
+  say('dtmf-sent');
   await hear('hang-up');
   await page.getByTestId('hangup').click();
   await page.locator('[data-testid="call-panel"][data-state="ended"]').waitFor({ timeout: cfg.waitMs });

@@ -577,12 +577,17 @@ async fn a_browser_agent_calls_out_through_the_pbx_with_media_and_holds() {
     assert_media_flows(&stats);
     node.expect("held").await;
     node.expect("resumed").await;
+    node.expect("dtmf-sent").await;
     let from_browser = o.packets("browser", "in").await;
     assert!(from_browser > 10.0, "callgate relays the browser's RTP: {from_browser}");
     node.say("hang-up").await;
     node.expect("ended").await;
     node.finish().await;
-    pbx.wait().await.assert_all_ok(1);
+    let pbx = pbx.wait().await;
+    pbx.assert_all_ok(1);
+    // The widget's DTMF reached the PBX as SIP INFO (the scenario logs the digit; SIPp counts it).
+    let info = pbx.screen.lines().find(|l| l.contains("INFO") && l.contains("---")).unwrap_or_default();
+    assert!(info.split_whitespace().nth(2) == Some("1"), "one INFO at the PBX: {info:?}\n{}", pbx.screen);
     let call = o.finished_outgoing("74951112233").await;
     assert_eq!(call["kind"], "outgoing", "{call:#}");
     assert_eq!(call["outcome"], "answered", "{call:#}");

@@ -14,7 +14,7 @@
       registered: 'Registered', unregistered: 'Not registered', connecting: 'Connecting…', error: 'Error',
       ringing: 'Ringing', answering: 'Answering…', talking: 'In call', held: 'On hold', ended: 'Call ended',
       transferred: 'Transferred', failed: 'Call failed', dialNumber: 'Number to call', dial: 'Call',
-      calling: 'Calling…', outgoing: 'Outgoing call'
+      calling: 'Calling…', outgoing: 'Outgoing call', dtmfDigits: 'Tones (DTMF)', dtmf: 'Send tones'
     },
     ru: {
       title: 'Софтфон', extension: 'Внутренний номер', password: 'Пароль', domain: 'SIP-домен (портал)',
@@ -24,7 +24,7 @@
       registered: 'Зарегистрирован', unregistered: 'Не зарегистрирован', connecting: 'Подключение…', error: 'Ошибка',
       ringing: 'Звонит', answering: 'Соединение…', talking: 'Разговор', held: 'На удержании', ended: 'Звонок завершён',
       transferred: 'Переведён', failed: 'Звонок не состоялся', dialNumber: 'Номер для звонка', dial: 'Позвонить',
-      calling: 'Вызов…', outgoing: 'Исходящий звонок'
+      calling: 'Вызов…', outgoing: 'Исходящий звонок', dtmfDigits: 'Тоновый набор (DTMF)', dtmf: 'Отправить'
     }
   };
   var lang = /^ru\b/i.test(navigator.language || '') ? 'ru' : 'en';
@@ -68,6 +68,7 @@
     $('hold').textContent = state === 'held' ? t.unhold : t.hold;
     $('transfer').disabled = !(state === 'talking' || state === 'held');
     $('dial').disabled = !ua || live;
+    $('dtmf').disabled = state !== 'talking';
   }
 
   function stop() {
@@ -153,6 +154,16 @@
       if (session === s) { session = null; setCall(e.cause === JsSIP.C.causes.CANCELED ? 'ended' : 'failed'); }
     });
   }
+
+  // DTMF as SIP INFO (JsSIP's default; callgate passes it to the PBX), or RFC 4733 in the media
+  // with ?dtmf=rfc4733.
+  $('dtmf').addEventListener('click', function () {
+    var digits = $('dtmf-digits').value.replace(/[^0-9*#A-D]/gi, '');
+    if (!session || !digits) { return; }
+    var rtp = params.get('dtmf') === 'rfc4733';
+    session.sendDTMF(digits, rtp ? { transportType: JsSIP.C.DTMF_TRANSPORT.RFC2833 } : {});
+    $('dtmf-digits').value = '';
+  });
 
   // Outgoing calls go out through callgate to the PBX (which dials the number).
   $('dial-form').addEventListener('submit', function (ev) {
