@@ -8,6 +8,7 @@
 //! 127.0.0.1:5060 only.
 
 mod dialog;
+mod flow;
 mod invite;
 mod malformed;
 mod register;
