@@ -101,8 +101,10 @@ export async function withBrowser(name, body) {
     page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
     page.on('websocket', (ws) => {
       log.push(`[ws open] ${ws.url()}`);
-      ws.on('framesent', (f) => log.push(`[ws >] ${String(f.payload).split('\r\n')[0]}`));
-      ws.on('framereceived', (f) => log.push(`[ws <] ${String(f.payload).split('\r\n')[0]}`));
+      // WS_LOG=full: whole SIP messages (SDP included) instead of their first lines.
+      const cut = (p) => (process.env.WS_LOG === 'full' ? String(p) : String(p).split('\r\n')[0]);
+      ws.on('framesent', (f) => log.push(`[ws >] ${cut(f.payload)}`));
+      ws.on('framereceived', (f) => log.push(`[ws <] ${cut(f.payload)}`));
       ws.on('close', () => log.push('[ws close]'));
     });
   });

@@ -346,15 +346,21 @@ impl MediaOffice {
 
     /// SIPp as the PBX calling `ext` with `scenario`, RTP from the tone file (started now).
     fn pbx_calls(&self, scenario: &str, ext: &str, xcid: &str, extra: &[(&str, &str)]) -> crate::common::sipp::SippChild {
+        self.pbx_calls_from(self.pbx_port, scenario, ext, xcid, extra)
+    }
+
+    /// Like [`Self::pbx_calls`] from another port of the PBX's address (PBXs send from several).
+    fn pbx_calls_from(&self, port: u16, scenario: &str, ext: &str, xcid: &str, extra: &[(&str, &str)]) -> crate::common::sipp::SippChild {
         let media_port = crate::common::sipp::free_port().to_string();
         let mut s = crate::common::sipp::Sipp::new(scenario, &self.sip)
-            .port(self.pbx_port)
+            .port(port)
             .key("ext", ext)
-            .key("caller", "79161234567")
             .key("xcid", xcid)
             .file("tone-1khz-pcmu.wav")
             .args(&["-mp", &media_port, "-timeout", "120s"]);
-        for (k, v) in extra {
+        let caller = extra.iter().find(|(k, _)| *k == "caller").map_or("79161234567", |(_, v)| *v);
+        s = s.key("caller", caller);
+        for (k, v) in extra.iter().filter(|(k, _)| *k != "caller") {
             s = s.key(k, v);
         }
         s.spawn()
@@ -597,4 +603,53 @@ async fn a_browser_agent_calls_out_through_the_pbx_with_media_and_holds() {
     let holds = call["legs"][0]["holds"].as_array().map_or(0, Vec::len);
     assert_eq!(holds, 1, "one hold period, ended by the resume: {call:#}");
     assert!(!call["legs"][0]["holds"][0]["to"].is_null(), "{call:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_transfer_from_the_widget_hands_the_customer_to_the_consulted_browser_agent() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11), ("102", 12)]).await;
+    let mut env = o.env("101");
+    env.push(("EXTENSION_B", "102".to_owned()));
+    env.push(("PASSWORD_B", o.passwords["102"].clone()));
+    let mut node = NodeRun::spawn("attended.mjs", &chromium, &env);
+    node.expect("registered").await;
+    // The customer's leg to A, from another port of the PBX's address: the PBX accepts A's hold
+    // and REFER, then hangs up on A.
+    let customer_port = crate::common::sipp::free_port();
+    let customer = crate::common::sipp::Sipp::new("pbx-refer-target.xml", &o.sip)
+        .port(customer_port)
+        .key("ext", "101")
+        .key("caller", "79161234567")
+        .key("xcid", "media-attended")
+        .args(&["-mp", &crate::common::sipp::free_port().to_string(), "-timeout", "120s"])
+        .spawn();
+    node.say("invite-sent").await;
+    node.expect("talking-a").await;
+    // A's consultation call goes out to the PBX, which answers it here ...
+    let consult_pbx = crate::common::sipp::Sipp::new("pbx-uas-media.xml", &o.sip)
+        .port(o.pbx_port)
+        .args(&["-mp", &crate::common::sipp::free_port().to_string(), "-rtp_echo", "-timeout", "120s"])
+        .spawn();
+    node.say("consult-ready").await;
+    node.expect("consulting").await;
+    // ... and calls B on A's behalf (caller 101), whom it joins with the customer after the REFER.
+    let leg_b = o.pbx_calls_from(crate::common::sipp::free_port(), "pbx-media-hangup.xml", "102", "media-consultation", &[("caller", "101"), ("hold_ms", "6000")]);
+    node.say("b-invited").await;
+    let stats = node.expect("talking-b").await;
+    assert_eq!(stats["dtls"], "connected", "{stats:#}");
+    node.expect("transferred").await;
+    node.expect("ended").await;
+    node.finish().await;
+    customer.wait().await.assert_all_ok(1);
+    consult_pbx.wait().await.assert_all_ok(1);
+    leg_b.wait().await.assert_all_ok(1);
+    let call = o.finished("media-attended").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!(call["first_talker"]["extension"], "101", "{call:#}");
+    assert_eq!(call["last_talker"]["extension"], "102", "{call:#}");
+    let legs: Vec<_> = call["legs"].as_array().unwrap().iter().map(|l| (l["extension"].clone(), l["end_reason"]["reason"].clone())).collect();
+    assert!(legs.contains(&(json!("101"), json!("transferred"))), "{call:#}");
+    let (_, calls) = o.gw.api(Method::GET, "/api/v1/calls", None).await;
+    assert!(!calls.as_array().unwrap().iter().any(|c| c["kind"] == "internal"), "the consultation was merged into the customer call: {calls:#}");
 }

@@ -14,7 +14,8 @@
       registered: 'Registered', unregistered: 'Not registered', connecting: 'Connecting…', error: 'Error',
       ringing: 'Ringing', answering: 'Answering…', talking: 'In call', held: 'On hold', ended: 'Call ended',
       transferred: 'Transferred', failed: 'Call failed', dialNumber: 'Number to call', dial: 'Call',
-      calling: 'Calling…', outgoing: 'Outgoing call', dtmfDigits: 'Tones (DTMF)', dtmf: 'Send tones'
+      calling: 'Calling…', outgoing: 'Outgoing call', dtmfDigits: 'Tones (DTMF)', dtmf: 'Send tones',
+      consult: 'Consult first', complete: 'Complete transfer', consultation: 'Consultation'
     },
     ru: {
       title: 'Софтфон', extension: 'Внутренний номер', password: 'Пароль', domain: 'SIP-домен (портал)',
@@ -24,7 +25,8 @@
       registered: 'Зарегистрирован', unregistered: 'Не зарегистрирован', connecting: 'Подключение…', error: 'Ошибка',
       ringing: 'Звонит', answering: 'Соединение…', talking: 'Разговор', held: 'На удержании', ended: 'Звонок завершён',
       transferred: 'Переведён', failed: 'Звонок не состоялся', dialNumber: 'Номер для звонка', dial: 'Позвонить',
-      calling: 'Вызов…', outgoing: 'Исходящий звонок', dtmfDigits: 'Тоновый набор (DTMF)', dtmf: 'Отправить'
+      calling: 'Вызов…', outgoing: 'Исходящий звонок', dtmfDigits: 'Тоновый набор (DTMF)', dtmf: 'Отправить',
+      consult: 'Сначала переговорить', complete: 'Завершить перевод', consultation: 'Консультация'
     }
   };
   var lang = /^ru\b/i.test(navigator.language || '') ? 'ru' : 'en';
@@ -69,6 +71,19 @@
     $('transfer').disabled = !(state === 'talking' || state === 'held');
     $('dial').disabled = !ua || live;
     $('dtmf').disabled = state !== 'talking';
+    $('consult').disabled = !(state === 'talking' || state === 'held') || !!consult;
+    $('complete').disabled = !consult || $('consult-state').getAttribute('data-state') !== 'talking';
+  }
+
+  // The consultation call of an attended transfer (the customer waits on hold meanwhile).
+  var consult = null;
+  function setConsult(state) {
+    var el = $('consult-state');
+    el.setAttribute('data-state', state);
+    el.hidden = state === 'idle';
+    el.textContent = t.consultation + ': ' + (t[state] || state);
+    if (state === 'ended' || state === 'failed' || state === 'idle') { consult = null; }
+    setCall($('call').getAttribute('data-state'));
   }
 
   function stop() {
@@ -188,6 +203,41 @@
     if (!session) { return; }
     if (session.isOnHold().local) { session.unhold(); } else { session.hold(); }
   });
+  // Attended transfer: hold the customer, call the target; once it answers, REFER the customer's
+  // call to it with Replaces (the PBX joins them and hangs up both of ours).
+  $('consult').addEventListener('click', function () {
+    var target = $('transfer-target').value.trim();
+    if (!session || consult || !target) { return; }
+    if (!session.isOnHold().local) { session.hold(); }
+    var c = ua.call('sip:' + target + '@' + $('domain').value.trim(), {
+      mediaConstraints: { audio: true, video: false }, pcConfig: { iceServers: [] }
+    });
+    consult = c;
+    setConsult('calling');
+    if (c.connection) { playRemote(c.connection); }
+    c.on('accepted', function () { if (consult === c) { setConsult('talking'); } });
+    c.on('ended', function () { if (consult === c) { setConsult('ended'); } });
+    c.on('failed', function () { if (consult === c) { setConsult('failed'); } });
+  });
+  $('complete').addEventListener('click', function () {
+    var s = session;
+    var c = consult;
+    if (!s || !c) { return; }
+    s.refer(c.remote_identity.uri, {
+      replaces: c,
+      eventHandlers: {
+        accepted: function () {
+          setCall('transferred');
+          setTimeout(function () {
+            if (s.isEstablished()) { s.terminate(); }
+            if (c.isEstablished()) { c.terminate(); }
+          }, 2000);
+        },
+        failed: function () { setCall('failed'); }
+      }
+    });
+  });
+
   $('transfer').addEventListener('click', function () {
     var target = $('transfer-target').value.trim();
     if (!session || !target) { return; }
