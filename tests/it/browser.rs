@@ -381,6 +381,17 @@ impl MediaOffice {
         self.metric_with(name, &[]).await
     }
 
+    /// Every media session is closed (waited for: 5 s in 50 ms steps).
+    async fn assert_no_media_left(&self) {
+        for _ in 0..100 {
+            if self.metric("callgate_media_sessions_open").await == 0.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("a media session outlived its call");
+    }
+
     /// RTP packets counted by the media anchor on `leg` ("browser", "pbx") in `dir` ("in", "out").
     async fn packets(&self, leg: &str, dir: &str) -> f64 {
         self.metric_with("callgate_media_packets_total", &[("leg", leg), ("dir", dir)]).await
@@ -458,13 +469,7 @@ async fn a_pbx_call_with_media_is_answered_in_chromium_and_the_agent_hangs_up() 
     assert_eq!(call["first_talker"]["extension"], "101", "{call:#}");
     assert_eq!(call["legs"][0]["end_reason"]["reason"], "bye", "{call:#}");
     assert_eq!(call["legs"][0]["end_reason"]["by"], "agent", "{call:#}");
-    for _ in 0..100 {
-        if o.metric("callgate_media_sessions_open").await == 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the media session outlived the call");
+    o.assert_no_media_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,13 +491,7 @@ async fn the_pbx_hanging_up_ends_the_browser_leg_and_its_media() {
     let call = o.finished("media-pbx-bye").await;
     assert_eq!(call["outcome"], "answered", "{call:#}");
     assert_eq!(call["legs"][0]["end_reason"]["by"], "remote", "{call:#}");
-    for _ in 0..100 {
-        if o.metric("callgate_media_sessions_open").await == 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the media session outlived the call");
+    o.assert_no_media_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,13 +550,7 @@ async fn a_browser_that_vanishes_mid_call_is_hung_up_for_by_callgate() {
     let call = o.finished("media-vanish").await;
     assert_eq!(call["outcome"], "answered", "{call:#}");
     assert_eq!(call["legs"][0]["end_reason"], json!({"reason": "bye", "by": "agent"}), "{call:#}");
-    for _ in 0..100 {
-        if o.metric("callgate_media_sessions_open").await == 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the media session outlived the call");
+    o.assert_no_media_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
