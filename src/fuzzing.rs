@@ -107,7 +107,7 @@ fn frames(data: &[u8], chunk: usize, parse: bool) -> Vec<Result<usize, ()>> {
     for piece in data.chunks(chunk) {
         buf.extend_from_slice(piece);
         loop {
-            match frame_stream(&mut buf, 65_535) {
+            match frame_stream(&buf, 65_535) {
                 Ok(Frame::Complete(n)) => {
                     assert!(n > 0 && n <= buf.len(), "frame length {n} of {}", buf.len());
                     let msg = buf.split_to(n).freeze();
