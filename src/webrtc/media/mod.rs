@@ -13,11 +13,13 @@
 //! - `pbx_leg`: the plain RTP/RTCP socket pair toward the PBX (symmetric RTP latching, RTCP RR/SR).
 //! - `leg`: the [`BrowserLeg`](leg::BrowserLeg) trait, our seam over the WebRTC library.
 //! - `rtc_leg`: that trait implemented with `webrtc` 0.21.1.
-//! - `session`: one bridged call: the two legs and the relay tasks between them.
+//! - `session`: one bridged call: the two legs and the offer/answer state.
+//! - `relay`: the packet path of a session and its two tasks (PBX -> browser, RTCP).
 
 mod leg;
 mod pbx_leg;
 mod ports;
+mod relay;
 mod rewrite;
 mod rtc_leg;
 pub mod sdp;

@@ -78,7 +78,6 @@ pub(crate) async fn open(p: LegParams) -> Result<Arc<dyn BrowserLeg>, MediaError
         let params = RTCRtpCodecParameters {
             rtp_codec: codec(*c),
             payload_type: c.static_pt(),
-            ..Default::default()
         };
         me.register_codec(params, RtpCodecKind::Audio)
             .map_err(engine)?;
@@ -86,7 +85,6 @@ pub(crate) async fn open(p: LegParams) -> Result<Arc<dyn BrowserLeg>, MediaError
     let te = RTCRtpCodecParameters {
         rtp_codec: dtmf_codec(),
         payload_type: DTMF_PT,
-        ..Default::default()
     };
     me.register_codec(te, RtpCodecKind::Audio).map_err(engine)?;
     let registry = configure_rtcp_reports(Registry::new());

@@ -5,18 +5,18 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::leg::{BrowserLeg, LegParams, LegSink, LegState};
-use super::pbx_leg::{rtcp_report, PbxLeg, SenderInfo, RTCP_INTERVAL};
+use super::leg::{BrowserLeg, LegParams, LegSink};
+use super::pbx_leg::PbxLeg;
 use super::ports::{PortLease, PortPool};
-use super::rewrite::{PtMap, Rewriter, Rewritten, RtpPacket};
+use super::relay::{pbx_to_browser, rtcp_to_pbx, Counters, PacketMetrics, Relay};
+use super::rewrite::{PtMap, Rewriter};
 use super::sdp::{self, AudioSdp, Direction, PlainParams, G711};
 use super::{rtc_leg, MediaError, MediaEvent, SessionId, SessionStats};
 
@@ -80,94 +80,6 @@ struct Negotiation {
     /// PTs on the PBX side: codec, telephone-event.
     pbx_pt: u8,
     pbx_dtmf: Option<u8>,
-}
-
-#[derive(Default)]
-struct Counters {
-    from_browser: AtomicU64,
-    to_browser: AtomicU64,
-    from_pbx: AtomicU64,
-    to_pbx: AtomicU64,
-    from_browser_bytes: AtomicU64,
-    from_pbx_bytes: AtomicU64,
-    to_pbx_bytes: AtomicU64,
-    dtmf: AtomicU64,
-    rtcp_to_pbx: AtomicU64,
-}
-
-/// The packet path, shared by the relay task and the engine's callbacks. It does not own the
-/// browser leg (the engine holds this as its sink: owning the leg would be a cycle).
-pub(crate) struct Relay {
-    id: SessionId,
-    pbx: PbxLeg,
-    to_pbx: Mutex<Option<Rewriter>>,
-    to_browser: Mutex<Option<Rewriter>>,
-    counters: Counters,
-    codec: Mutex<Option<&'static str>>,
-    dtls: AtomicBool,
-    /// Set before we close the leg ourselves: its "closed" is then no news for the proxy.
-    closing: AtomicBool,
-    gone: AtomicBool,
-    events: mpsc::Sender<MediaEvent>,
-    ssrc_to_pbx: u32,
-    ssrc_to_browser: u32,
-}
-
-impl Relay {
-    fn event(&self, ev: MediaEvent) {
-        if self.events.try_send(ev).is_err() {
-            metrics::counter!("callgate_media_events_dropped_total").increment(1);
-        }
-    }
-}
-
-impl LegSink for Relay {
-    fn on_rtp(&self, pkt: RtpPacket) {
-        self.counters.from_browser.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .from_browser_bytes
-            .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
-        metrics::counter!("callgate_media_packets_total", "from" => "browser").increment(1);
-        let out = match self.to_pbx.lock().as_mut() {
-            Some(r) => r.rewrite(pkt),
-            None => return,
-        };
-        let Rewritten::Send { pkt, dtmf } = out else {
-            return;
-        };
-        let mut buf = BytesMut::with_capacity(12 + pkt.payload.len());
-        pkt.write(&mut buf);
-        if self.pbx.send_rtp(&buf) {
-            self.counters.to_pbx.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .to_pbx_bytes
-                .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
-            self.counters
-                .dtmf
-                .fetch_add(u64::from(dtmf), Ordering::Relaxed);
-            metrics::counter!("callgate_media_packets_total", "to" => "pbx").increment(1);
-        }
-    }
-
-    fn on_state(&self, state: LegState) {
-        match state {
-            LegState::IceConnected => self.event(MediaEvent::IceConnected { id: self.id }),
-            LegState::DtlsConnected => {
-                self.dtls.store(true, Ordering::Relaxed);
-                self.event(MediaEvent::DtlsConnected { id: self.id });
-            }
-            LegState::Gone(reason) => {
-                if !self.closing.load(Ordering::Relaxed) && !self.gone.swap(true, Ordering::Relaxed)
-                {
-                    tracing::info!(session = %self.id, reason, "browser media leg gone");
-                    self.event(MediaEvent::BrowserGone {
-                        id: self.id,
-                        reason,
-                    });
-                }
-            }
-        }
-    }
 }
 
 /// One anchored call.
@@ -271,6 +183,7 @@ impl Session {
             events: ctx.events.clone(),
             ssrc_to_pbx: rand::random(),
             ssrc_to_browser: rand::random(),
+            metrics: PacketMetrics::new(),
         });
         let (leg, webrtc_lease) = open_leg(&ctx, &relay, codecs).await?;
         let s = Arc::new(Self {
@@ -582,80 +495,4 @@ async fn open_leg(
         }
     }
     Err(last)
-}
-
-/// PBX -> browser: receive, latch, rewrite, hand to the engine. Ends on cancel.
-async fn pbx_to_browser(relay: Arc<Relay>, leg: Arc<dyn BrowserLeg>, cancel: CancellationToken) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let (n, from) = tokio::select! {
-            () = cancel.cancelled() => break,
-            r = relay.pbx.rtp.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP port unreachable (the PBX not listening yet) shows up here on Linux.
-                    tracing::trace!(error = %e, "PBX RTP socket");
-                    continue;
-                }
-            },
-        };
-        let Some(pkt) = RtpPacket::parse(&buf[..n]) else {
-            continue;
-        };
-        if !relay.pbx.accept_rtp_from(from) {
-            continue;
-        }
-        relay.counters.from_pbx.fetch_add(1, Ordering::Relaxed);
-        relay
-            .counters
-            .from_pbx_bytes
-            .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
-        metrics::counter!("callgate_media_packets_total", "from" => "pbx").increment(1);
-        let out = match relay.to_browser.lock().as_mut() {
-            Some(r) => r.rewrite(pkt),
-            None => continue, // the browser has not answered yet
-        };
-        let Rewritten::Send { pkt, dtmf } = out else {
-            continue;
-        };
-        // Before DTLS is up the engine refuses to send; that is not worth a log line.
-        if leg.send_rtp(pkt).await.is_ok() {
-            relay.counters.to_browser.fetch_add(1, Ordering::Relaxed);
-            relay
-                .counters
-                .dtmf
-                .fetch_add(u64::from(dtmf), Ordering::Relaxed);
-            metrics::counter!("callgate_media_packets_total", "to" => "browser").increment(1);
-        }
-    }
-}
-
-/// Our RTCP toward the PBX every [`RTCP_INTERVAL`]; the PBX's RTCP is counted and dropped.
-async fn rtcp_to_pbx(relay: Arc<Relay>, cancel: CancellationToken, cname: String) {
-    let mut tick = tokio::time::interval(RTCP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = vec![0u8; 1500];
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            r = relay.pbx.rtcp.recv_from(&mut buf) => {
-                if let Ok((_, from)) = r {
-                    relay.pbx.latch_rtcp(from);
-                }
-            }
-            _ = tick.tick() => {
-                let Some(to) = relay.pbx.remote().rtcp else { continue };
-                let last_ts = relay.to_pbx.lock().as_ref().map_or(0, Rewriter::last_ts);
-                let info = SenderInfo {
-                    ssrc: relay.ssrc_to_pbx,
-                    packets: relay.counters.to_pbx.load(Ordering::Relaxed) as u32,
-                    octets: relay.counters.to_pbx_bytes.load(Ordering::Relaxed) as u32,
-                    last_ts,
-                };
-                if relay.pbx.rtcp.try_send_to(&rtcp_report(info, &cname, SystemTime::now()), to).is_ok() {
-                    relay.counters.rtcp_to_pbx.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
 }

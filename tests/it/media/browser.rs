@@ -24,6 +24,13 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Fake-browser peer connections whose handler the engine still holds (drops when released).
+pub fn live_browsers() -> u64 {
+    LIVE.load(Ordering::Relaxed)
+}
+
 /// The PT this browser gives telephone-event/8000 (as Chrome does).
 pub const BROWSER_DTMF_PT: u8 = 126;
 
@@ -64,6 +71,12 @@ struct Handler {
     state: watch::Sender<RTCPeerConnectionState>,
     tx: Option<mpsc::Sender<Rtp>>,
     received: Arc<AtomicU64>,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[async_trait::async_trait]
@@ -112,14 +125,12 @@ impl FakeBrowser {
             let p = RTCRtpCodecParameters {
                 rtp_codec: codec(mime),
                 payload_type: *pt,
-                ..Default::default()
             };
             me.register_codec(p, RtpCodecKind::Audio).unwrap();
         }
         let te = RTCRtpCodecParameters {
             rtp_codec: codec("audio/telephone-event"),
             payload_type: BROWSER_DTMF_PT,
-            ..Default::default()
         };
         me.register_codec(te, RtpCodecKind::Audio).unwrap();
         let registry = configure_rtcp_reports(Registry::new());
@@ -135,6 +146,7 @@ impl FakeBrowser {
             (None, None)
         };
         let received = Arc::new(AtomicU64::new(0));
+        LIVE.fetch_add(1, Ordering::Relaxed);
         let handler = Arc::new(Handler {
             gathered: gathered_tx,
             state: state_tx,

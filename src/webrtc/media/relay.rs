@@ -1,0 +1,208 @@
+//! The packet path of one session: the [`Relay`] shared by the PBX-side tasks and the engine's
+//! callbacks (it is the browser leg's [`LegSink`]), and the two tasks that run per session
+//! (PBX -> browser, RTCP toward the PBX). Counters are atomics; the rewriters sit behind short
+//! `parking_lot` locks that are never held across an await.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::leg::{BrowserLeg, LegSink, LegState};
+use super::pbx_leg::{rtcp_report, PbxLeg, SenderInfo, RTCP_INTERVAL};
+use super::rewrite::{Rewriter, Rewritten, RtpPacket};
+use super::{MediaEvent, SessionId};
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) from_browser: AtomicU64,
+    pub(crate) to_browser: AtomicU64,
+    pub(crate) from_pbx: AtomicU64,
+    pub(crate) to_pbx: AtomicU64,
+    pub(crate) from_browser_bytes: AtomicU64,
+    pub(crate) from_pbx_bytes: AtomicU64,
+    pub(crate) to_pbx_bytes: AtomicU64,
+    pub(crate) dtmf: AtomicU64,
+    pub(crate) rtcp_to_pbx: AtomicU64,
+}
+
+/// The packet path, shared by the relay task and the engine's callbacks. It does not own the
+/// browser leg (the engine holds this as its sink: owning the leg would be a cycle).
+pub(crate) struct Relay {
+    pub(crate) id: SessionId,
+    pub(crate) pbx: PbxLeg,
+    pub(crate) to_pbx: Mutex<Option<Rewriter>>,
+    pub(crate) to_browser: Mutex<Option<Rewriter>>,
+    pub(crate) counters: Counters,
+    pub(crate) codec: Mutex<Option<&'static str>>,
+    pub(crate) dtls: AtomicBool,
+    /// Set before we close the leg ourselves: its "closed" is then no news for the proxy.
+    pub(crate) closing: AtomicBool,
+    pub(crate) gone: AtomicBool,
+    pub(crate) events: mpsc::Sender<MediaEvent>,
+    pub(crate) ssrc_to_pbx: u32,
+    pub(crate) ssrc_to_browser: u32,
+    pub(crate) metrics: PacketMetrics,
+}
+
+/// `callgate_media_packets_total{leg, dir}` handles, looked up once per session rather than
+/// per packet.
+pub(crate) struct PacketMetrics {
+    browser_in: metrics::Counter,
+    browser_out: metrics::Counter,
+    pbx_in: metrics::Counter,
+    pbx_out: metrics::Counter,
+}
+
+impl PacketMetrics {
+    pub(crate) fn new() -> Self {
+        let c = |leg: &'static str, dir: &'static str| metrics::counter!("callgate_media_packets_total", "leg" => leg, "dir" => dir);
+        Self {
+            browser_in: c("browser", "in"),
+            browser_out: c("browser", "out"),
+            pbx_in: c("pbx", "in"),
+            pbx_out: c("pbx", "out"),
+        }
+    }
+}
+
+impl Relay {
+    fn event(&self, ev: MediaEvent) {
+        if self.events.try_send(ev).is_err() {
+            metrics::counter!("callgate_media_events_dropped_total").increment(1);
+        }
+    }
+}
+
+impl LegSink for Relay {
+    fn on_rtp(&self, pkt: RtpPacket) {
+        self.counters.from_browser.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .from_browser_bytes
+            .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+        self.metrics.browser_in.increment(1);
+        let out = match self.to_pbx.lock().as_mut() {
+            Some(r) => r.rewrite(pkt),
+            None => return,
+        };
+        let Rewritten::Send { pkt, dtmf } = out else {
+            return;
+        };
+        let mut buf = BytesMut::with_capacity(12 + pkt.payload.len());
+        pkt.write(&mut buf);
+        if self.pbx.send_rtp(&buf) {
+            self.counters.to_pbx.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .to_pbx_bytes
+                .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+            self.counters
+                .dtmf
+                .fetch_add(u64::from(dtmf), Ordering::Relaxed);
+            self.metrics.pbx_out.increment(1);
+        }
+    }
+
+    fn on_state(&self, state: LegState) {
+        match state {
+            LegState::IceConnected => self.event(MediaEvent::IceConnected { id: self.id }),
+            LegState::DtlsConnected => {
+                self.dtls.store(true, Ordering::Relaxed);
+                self.event(MediaEvent::DtlsConnected { id: self.id });
+            }
+            LegState::Gone(reason) => {
+                if !self.closing.load(Ordering::Relaxed) && !self.gone.swap(true, Ordering::Relaxed)
+                {
+                    tracing::info!(session = %self.id, reason, "browser media leg gone");
+                    self.event(MediaEvent::BrowserGone {
+                        id: self.id,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// PBX -> browser: receive, latch, rewrite, hand to the engine. Ends on cancel.
+pub(crate) async fn pbx_to_browser(
+    relay: Arc<Relay>,
+    leg: Arc<dyn BrowserLeg>,
+    cancel: CancellationToken,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = relay.pbx.rtp.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP port unreachable (the PBX not listening yet) shows up here on Linux.
+                    tracing::trace!(error = %e, "PBX RTP socket");
+                    continue;
+                }
+            },
+        };
+        let Some(pkt) = RtpPacket::parse(&buf[..n]) else {
+            continue;
+        };
+        if !relay.pbx.accept_rtp_from(from) {
+            continue;
+        }
+        relay.counters.from_pbx.fetch_add(1, Ordering::Relaxed);
+        relay
+            .counters
+            .from_pbx_bytes
+            .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+        relay.metrics.pbx_in.increment(1);
+        let out = match relay.to_browser.lock().as_mut() {
+            Some(r) => r.rewrite(pkt),
+            None => continue, // the browser has not answered yet
+        };
+        let Rewritten::Send { pkt, dtmf } = out else {
+            continue;
+        };
+        // Before DTLS is up the engine refuses to send; that is not worth a log line.
+        if leg.send_rtp(pkt).await.is_ok() {
+            relay.counters.to_browser.fetch_add(1, Ordering::Relaxed);
+            relay
+                .counters
+                .dtmf
+                .fetch_add(u64::from(dtmf), Ordering::Relaxed);
+            relay.metrics.browser_out.increment(1);
+        }
+    }
+}
+
+/// Our RTCP toward the PBX every [`RTCP_INTERVAL`]; the PBX's RTCP is counted and dropped.
+pub(crate) async fn rtcp_to_pbx(relay: Arc<Relay>, cancel: CancellationToken, cname: String) {
+    let mut tick = tokio::time::interval(RTCP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 1500];
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            r = relay.pbx.rtcp.recv_from(&mut buf) => {
+                if let Ok((_, from)) = r {
+                    relay.pbx.latch_rtcp(from);
+                }
+            }
+            _ = tick.tick() => {
+                let Some(to) = relay.pbx.remote().rtcp else { continue };
+                let last_ts = relay.to_pbx.lock().as_ref().map_or(0, Rewriter::last_ts);
+                let info = SenderInfo {
+                    ssrc: relay.ssrc_to_pbx,
+                    packets: relay.counters.to_pbx.load(Ordering::Relaxed) as u32,
+                    octets: relay.counters.to_pbx_bytes.load(Ordering::Relaxed) as u32,
+                    last_ts,
+                };
+                if relay.pbx.rtcp.try_send_to(&rtcp_report(info, &cname, SystemTime::now()), to).is_ok() {
+                    relay.counters.rtcp_to_pbx.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
