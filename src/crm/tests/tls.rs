@@ -1,12 +1,9 @@
 //! Certificate verification against a throw-away test CA: refused by default, accepted after
-//! `with_root_ca`. The CA and the 127.0.0.1 server certificate are made with the `openssl` CLI
-//! in a temporary directory at test time (no keys in the repository); without `openssl` the
-//! test is skipped with a note.
+//! `with_root_ca` (what `crm.ca_file` configures). The CA and the 127.0.0.1 server certificate are
+//! made in memory with rcgen at test time (`crate::tls::dev_pki`; no keys in the repository).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -21,89 +18,14 @@ struct Pki {
     leaf_key_pem: Vec<u8>,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A CA and a leaf for `IP:127.0.0.1`, or `None` when `openssl` is unavailable.
-fn make_pki() -> Option<Pki> {
-    let dir = tempfile::tempdir().ok()?;
-    let d = dir.path();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca = [
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=callgate test CA",
-        ],
-        &[
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    ]
-    .concat();
-    let csr = [
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat();
-    std::fs::write(
-        d.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .ok()?;
-    let sign = [
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-    ];
-    if !(openssl(d, &ca) && openssl(d, &csr) && openssl(d, &sign)) {
-        return None;
+/// A CA and a leaf for `IP:127.0.0.1` signed by it.
+fn make_pki() -> Pki {
+    let pki = crate::tls::dev_pki(&["127.0.0.1".into()]).expect("rcgen");
+    Pki {
+        ca_pem: pki.ca_pem.into_bytes(),
+        leaf_pem: pki.cert_pem.into_bytes(),
+        leaf_key_pem: pki.key_pem.into_bytes(),
     }
-    Some(Pki {
-        ca_pem: std::fs::read(d.join("ca.pem")).ok()?,
-        leaf_pem: std::fs::read(d.join("leaf.pem")).ok()?,
-        leaf_key_pem: std::fs::read(d.join("leaf.key")).ok()?,
-    })
 }
 
 /// A blocking TLS server thread that answers `connections` requests with `{"result":true}`.
@@ -160,10 +82,7 @@ fn answer_one(stream: impl Read + Write) -> std::io::Result<()> {
 
 #[tokio::test]
 async fn a_test_ca_is_trusted_only_when_added() {
-    let Some(pki) = make_pki() else {
-        eprintln!("openssl is not available: TLS verification test skipped");
-        return;
-    };
+    let pki = make_pki();
     let addr = serve_tls(&pki, 2);
     let ep = Endpoint::oauth(&format!("https://{addr}/rest/"), Secret::new("t")).unwrap();
 
