@@ -298,7 +298,12 @@ async fn tls_everywhere_https_admin_sip_over_tls_call_and_wss_registration() {
         .await;
     assert_eq!(status, 201, "{creds}");
     let password = creds["password"].as_str().unwrap().to_owned();
-    assert!(creds["ws_url"].as_str().is_some_and(|u| u.starts_with("wss://")), "{creds}");
+    assert!(
+        creds["ws_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("wss://")),
+        "{creds}"
+    );
     let http_addr = b.base.trim_start_matches("https://").to_owned();
     let stream = b.tls_connect(&http_addr).await;
     let mut req = format!("wss://{http_addr}/sip")
@@ -390,4 +395,78 @@ where
             _ => {}
         }
     }
+}
+
+#[test]
+fn gen_cert_writes_a_ca_and_a_private_key_the_config_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let run = command(dir.path())
+        .args(["gen-cert", "--out"])
+        .arg(&out)
+        .args(["--name", "localhost", "--name", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(out.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let key = std::fs::read_to_string(out.join("key.pem")).unwrap();
+    assert!(key.contains("PRIVATE KEY"));
+    assert!(
+        !String::from_utf8_lossy(&run.stdout).contains("PRIVATE"),
+        "the key is never printed"
+    );
+    let check = command(dir.path())
+        .env("CALLGATE__SIP__TLS_CERT", out.join("cert.pem"))
+        .env("CALLGATE__SIP__TLS_KEY", out.join("key.pem"))
+        .env("CALLGATE__HTTP__TLS_CERT", out.join("cert.pem"))
+        .env("CALLGATE__HTTP__TLS_KEY", out.join("key.pem"))
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The CA verifies the certificate for 127.0.0.1.
+    let ca = std::fs::read(out.join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(out.join("cert.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        callgate::tls::provider(),
+    )
+    .build()
+    .unwrap();
+    let now = rustls::pki_types::UnixTime::now();
+    use rustls::client::danger::ServerCertVerifier;
+    verifier
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &ServerName::try_from("127.0.0.1").unwrap(),
+            &[],
+            now,
+        )
+        .expect("the leaf chains to the CA");
 }
