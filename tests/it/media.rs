@@ -179,14 +179,17 @@ async fn pbx_calls_a_browser_media_is_relayed_unchanged_both_ways_and_hold_carri
     let (anchor, _events) = MediaAnchor::start(config(42_100)).await.unwrap();
     let pbx = std::sync::Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let pbx_port = pbx.local_addr().unwrap().port();
+    // The PBX's RTCP socket, announced with a=rtcp (not port+1).
+    let pbx_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtcp_attr = format!(
+        "a=rtcp:{}\r\na=sendrecv\r\n",
+        pbx_rtcp.local_addr().unwrap().port()
+    );
 
     // The PBX offers PCMU first: the browser is offered PCMU + telephone-event only.
     let (id, offer) = bounded(
         "pbx_offer",
-        anchor.pbx_offer(
-            "t1",
-            pbx_sdp(pbx_port, "0 8 101", "a=sendrecv\r\n").as_bytes(),
-        ),
+        anchor.pbx_offer("t1", pbx_sdp(pbx_port, "0 8 101", &rtcp_attr).as_bytes()),
     )
     .await
     .unwrap();
@@ -278,6 +281,21 @@ async fn pbx_calls_a_browser_media_is_relayed_unchanged_both_ways_and_hold_carri
         assert!(w[1].1.wrapping_sub(w[0].1) as i16 > 0, "increasing seq");
     }
     assert!(back.iter().all(|p| p.3 == [0xd5; 160]));
+    // RTCP toward the PBX (a=rtcp port): SR, or RR before we sent RTP, from the SSRC of our RTP.
+    let mut rbuf = [0u8; 1500];
+    let (n, _) = bounded("RTCP at the PBX", pbx_rtcp.recv_from(&mut rbuf))
+        .await
+        .unwrap();
+    assert!(
+        n >= 8 && rbuf[0] >> 6 == 2 && (rbuf[1] == 200 || rbuf[1] == 201),
+        "{:?}",
+        &rbuf[..n]
+    );
+    assert_eq!(
+        u32::from_be_bytes([rbuf[4], rbuf[5], rbuf[6], rbuf[7]]),
+        pbx_ssrc,
+        "SR/RR from our SSRC"
+    );
     let st = anchor.stats(id).unwrap();
     assert!(st.dtls_connected && st.codec == Some("PCMU"), "{st:?}");
     assert!(

@@ -177,9 +177,14 @@ pub(crate) async fn pbx_to_browser(
     }
 }
 
+/// Delay of our first RTCP report toward the PBX.
+const RTCP_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Our RTCP toward the PBX every [`RTCP_INTERVAL`]; the PBX's RTCP is counted and dropped.
 pub(crate) async fn rtcp_to_pbx(relay: Arc<Relay>, cancel: CancellationToken, cname: String) {
-    let mut tick = tokio::time::interval(RTCP_INTERVAL);
+    // The first report goes out shortly after the PBX's address is known, then every interval.
+    let first = tokio::time::Instant::now() + RTCP_FIRST;
+    let mut tick = tokio::time::interval_at(first, RTCP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 1500];
     loop {
