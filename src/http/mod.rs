@@ -7,6 +7,7 @@
 //! directory to reload. Errors are [`ApiError`]s, logged once in `error.rs`.
 
 mod agents;
+mod asset;
 mod auth;
 mod calls;
 mod error;

@@ -7,15 +7,13 @@
 //! no data: everything comes from the admin API on the same origin with the admin token the
 //! operator types (kept in the tab's sessionStorage). Labels in English and Russian (`i18n.js`).
 
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
-};
+use axum::http::header::{REFERRER_POLICY, X_FRAME_OPTIONS};
 use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
+use super::asset::{asset, page};
 use super::AppState;
 
 const INDEX: &str = include_str!("../ui/index.html");
@@ -53,26 +51,19 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 async fn index() -> Response {
-    let mut resp = asset("text/html; charset=utf-8", INDEX);
+    let mut resp = page(INDEX, CSP);
     let h = resp.headers_mut();
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp
 }
 
-/// A static body; `no-cache` so a new build's page is picked up at once (the files are small).
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
-}
-
 #[cfg(test)]
 mod tests {
+    use axum::http::header::{
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+    };
+
     use super::*;
 
     #[test]

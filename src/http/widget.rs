@@ -8,12 +8,11 @@
 //! `src/webrtc/widget/vendor.mjs` and committed with its license header (JsSIP's npm package ships no
 //! dist file). Public (no admin token), like the page of any softphone.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
+use super::asset::{asset, page};
 use super::AppState;
 
 const INDEX: &str = include_str!("../webrtc/widget/index.html");
@@ -35,19 +34,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 async fn index() -> Response {
-    let mut resp = asset("text/html; charset=utf-8", INDEX);
-    resp.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    resp
-}
-
-/// A static body; `no-cache` so a new build's page is picked up at once (the files are small).
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
+    page(INDEX, CSP)
 }
 
 #[cfg(test)]

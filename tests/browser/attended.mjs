@@ -5,22 +5,14 @@
 // Steps (STEPS=1): `registered`; waits `invite-sent`; A answers: `talking-a`; waits
 // `consult-ready`; A consults: `consulting`; waits `b-invited`; B answers: `talking-b`; A completes:
 // `transferred`; B's call ends: `ended`.
-import { cfg, env, say, hear, withBrowser, login, join, waitStats } from './lib.mjs';
+import { cfg, say, hear, withBrowser, secondAgent, answerOnA, join, waitStats } from './lib.mjs';
 
-const extB = env('EXTENSION_B');
-const passwordB = env('PASSWORD_B');
+const agentB = secondAgent();
 
 await withBrowser('attended', async (context) => {
-  const a = await login(context);
-  const b = await login(context, extB, passwordB);
-  say('registered');
-  await hear('invite-sent');
-  await a.locator('[data-testid="call-panel"][data-state="ringing"]').waitFor({ timeout: cfg.waitMs });
-  await a.getByTestId('answer').click();
-  await a.locator('[data-testid="call-panel"][data-state="talking"]').waitFor({ timeout: cfg.waitMs });
-  say('talking-a');
+  const { a, b } = await answerOnA(context, agentB);
   await hear('consult-ready');
-  await a.getByTestId('transfer-target').fill(extB);
+  await a.getByTestId('transfer-target').fill(agentB.ext);
   await a.getByTestId('consult').click();
   await a.locator('[data-testid="call-panel"][data-state="held"]').waitFor({ timeout: cfg.waitMs });
   await a.locator('[data-testid="consult-state"][data-state="talking"]').waitFor({ timeout: cfg.waitMs });

@@ -1,52 +1,17 @@
-// Shared by the browser test scripts: environment, Debian Chromium through playwright-core, the
-// widget login, the admin API, and a line protocol with the Rust harness (tests/it/browser.rs):
-// a script prints `<tag>: <json>` lines on stdout and, when STEPS=1, waits for the harness's lines
-// on stdin between steps (so the harness can check the gateway while the page is still open).
-import { mkdirSync, writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+// Shared by the widget's browser test scripts (tests/it/browser.rs runs them): their environment,
+// the widget login, the admin API, and Chromium set up for calls; the environment every script
+// needs, the line protocol with the Rust harness and the browser launch come from harness.mjs.
+import { cfg as base, env, say, hear, chromiumArgs, inChromium, join } from './harness.mjs';
 
-export const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined || v === '') { console.error(`${name} is not set`); process.exit(2); }
-  return v;
-};
+export { env, say, hear, join };
 
 export const cfg = {
-  base: env('CALLGATE_URL'),
-  token: env('CALLGATE_TOKEN'),
+  ...base,
   portal: env('PORTAL_ID'),
   ext: env('EXTENSION'),
   password: env('PASSWORD'),
   domain: env('SIP_DOMAIN'),
-  artifacts: env('ARTIFACTS', 'target/browser-artifacts'),
-  chromium: env('CHROMIUM', '/usr/bin/chromium'),
-  waitMs: Number(process.env.WAIT_MS || 15000),
-  steps: process.env.STEPS === '1',
 };
-
-/** Prints one protocol line for the harness. */
-export function say(tag, value) { console.log(`${tag}: ${JSON.stringify(value ?? null)}`); }
-
-const lines = [];
-const waiters = [];
-if (cfg.steps) {
-  createInterface({ input: process.stdin }).on('line', (l) => {
-    const w = waiters.shift();
-    if (w) { w(l.trim()); } else { lines.push(l.trim()); }
-  });
-}
-/** Waits for the harness to send `expected` (only with STEPS=1; else returns at once). */
-export async function hear(expected) {
-  if (!cfg.steps) { return; }
-  const got = lines.length ? lines.shift() : await new Promise((resolve, reject) => {
-    waiters.push(resolve);
-    setTimeout(() => reject(new Error(`no "${expected}" from the harness`)), cfg.waitMs * 2);
-  });
-  if (got !== expected) { throw new Error(`harness said ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`); }
-}
 
 export async function agents() {
   const r = await fetch(`${cfg.base}/api/v1/portals/${cfg.portal}/agents`, { headers: { authorization: `Bearer ${cfg.token}` } });
@@ -71,62 +36,38 @@ export async function registration() {
  * when it threw, 3 on the overall timeout.
  */
 export async function withBrowser(name, body) {
-  const watchdog = setTimeout(() => { console.error(`${name}: overall timeout`); process.exit(3); }, cfg.waitMs * 4);
-  if (!existsSync(cfg.chromium)) { console.error(`${name}: no Chromium at ${cfg.chromium} (apt-get install chromium)`); process.exit(2); }
-  mkdirSync(cfg.artifacts, { recursive: true });
-  const profile = mkdtempSync(join(tmpdir(), 'callgate-chromium-'));
-  const log = [];
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: cfg.chromium,
-    headless: true,
+  const launch = {
     locale: 'en-US',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+    args: [...chromiumArgs, '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
       // Media tests: candidates on loopback (the only interface here) and audio really played out.
       '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
     ignoreDefaultArgs: ['--mute-audio'],
-  });
-  // Every RTCPeerConnection the page makes, for getStats() from the scripts.
-  await context.addInitScript(() => {
-    const Native = window.RTCPeerConnection;
-    if (!Native) { return; }
-    window.__pcs = [];
-    const Wrapped = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
-    Wrapped.prototype = Native.prototype;
-    Object.setPrototypeOf(Wrapped, Native);
-    window.RTCPeerConnection = Wrapped;
-  });
-  context.on('page', (page) => {
-    page.on('console', (m) => log.push(`[console.${m.type()}] ${m.text()}`));
-    page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
-    page.on('websocket', (ws) => {
-      log.push(`[ws open] ${ws.url()}`);
-      // WS_LOG=full: whole SIP messages (SDP included) instead of their first lines.
-      const cut = (p) => (process.env.WS_LOG === 'full' ? String(p) : String(p).split('\r\n')[0]);
-      ws.on('framesent', (f) => log.push(`[ws >] ${cut(f.payload)}`));
-      ws.on('framereceived', (f) => log.push(`[ws <] ${cut(f.payload)}`));
-      ws.on('close', () => log.push('[ws close]'));
+  };
+  await inChromium(name, { timeoutMs: cfg.waitMs * 4, launch }, async (context, log) => {
+    // Every RTCPeerConnection the page makes, for getStats() from the scripts.
+    await context.addInitScript(() => {
+      const Native = window.RTCPeerConnection;
+      if (!Native) { return; }
+      window.__pcs = [];
+      const Wrapped = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
+      Wrapped.prototype = Native.prototype;
+      Object.setPrototypeOf(Wrapped, Native);
+      window.RTCPeerConnection = Wrapped;
     });
-  });
-  let failed = null;
-  try {
+    context.on('page', (page) => {
+      page.on('console', (m) => log.push(`[console.${m.type()}] ${m.text()}`));
+      page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+      page.on('websocket', (ws) => {
+        log.push(`[ws open] ${ws.url()}`);
+        // WS_LOG=full: whole SIP messages (SDP included) instead of their first lines.
+        const cut = (p) => (process.env.WS_LOG === 'full' ? String(p) : String(p).split('\r\n')[0]);
+        ws.on('framesent', (f) => log.push(`[ws >] ${cut(f.payload)}`));
+        ws.on('framereceived', (f) => log.push(`[ws <] ${cut(f.payload)}`));
+        ws.on('close', () => log.push('[ws close]'));
+      });
+    });
     await body(context, log);
-  } catch (e) {
-    failed = e;
-    for (const p of context.pages()) { await p.screenshot({ path: join(cfg.artifacts, `${name}-failure.png`) }).catch(() => {}); }
-  } finally {
-    writeFileSync(join(cfg.artifacts, `${name}.log`), log.join('\n') + '\n');
-    await context.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
-    clearTimeout(watchdog);
-  }
-  if (failed) {
-    console.error(`${name}: FAILED: ${failed.stack || failed}`);
-    console.error(log.slice(-40).join('\n'));
-    process.exit(1);
-  }
-  console.log(`${name}: ok`);
-  process.exit(0);
+  });
 }
 
 /**
@@ -156,7 +97,28 @@ export async function login(context, ext = cfg.ext, password = cfg.password) {
   return page;
 }
 
-export { join };
+/** Agent B of the two-agent scripts: EXTENSION_B and PASSWORD_B (exits 2 when one is unset). */
+export function secondAgent() {
+  return { ext: env('EXTENSION_B'), password: env('PASSWORD_B') };
+}
+
+/**
+ * The opening of the two-agent scripts: A (`cfg.ext`) and B (`agentB`, from `secondAgent()`) log in;
+ * prints `registered`, waits `invite-sent`, and A answers the ringing call; prints `talking-a`.
+ * Resolves to both pages, `{ a, b }`.
+ */
+export async function answerOnA(context, agentB) {
+  const a = await login(context);
+  const b = await login(context, agentB.ext, agentB.password);
+  say('registered');
+  await hear('invite-sent');
+  await a.locator('[data-testid="call-panel"][data-state="ringing"]').waitFor({ timeout: cfg.waitMs });
+  await a.getByTestId('answer').click();
+  await a.locator('[data-testid="call-panel"][data-state="talking"]').waitFor({ timeout: cfg.waitMs });
+  say('talking-a');
+  return { a, b };
+}
+
 
 /**
  * The audio stats of the page's newest RTCPeerConnection: inbound/outbound packets, codecs,

@@ -4,21 +4,13 @@
 // Steps (STEPS=1): prints `registered` (both pages), waits `invite-sent`; A answers, prints
 // `talking-a`; A transfers to B, prints `transferred`; waits `b-invited`; B answers, prints
 // `talking-b` with B's audio stats; then waits for B's call to end and prints `ended`.
-import { cfg, env, say, hear, withBrowser, login, join, waitStats } from './lib.mjs';
+import { cfg, say, hear, withBrowser, secondAgent, answerOnA, join, waitStats } from './lib.mjs';
 
-const extB = env('EXTENSION_B');
-const passwordB = env('PASSWORD_B');
+const agentB = secondAgent();
 
 await withBrowser('transfer', async (context) => {
-  const a = await login(context);
-  const b = await login(context, extB, passwordB);
-  say('registered');
-  await hear('invite-sent');
-  await a.locator('[data-testid="call-panel"][data-state="ringing"]').waitFor({ timeout: cfg.waitMs });
-  await a.getByTestId('answer').click();
-  await a.locator('[data-testid="call-panel"][data-state="talking"]').waitFor({ timeout: cfg.waitMs });
-  say('talking-a');
-  await a.getByTestId('transfer-target').fill(extB);
+  const { a, b } = await answerOnA(context, agentB);
+  await a.getByTestId('transfer-target').fill(agentB.ext);
   await a.getByTestId('transfer').click();
   await a.locator('[data-testid="call-panel"]:is([data-state="transferred"], [data-state="ended"])').waitFor({ timeout: cfg.waitMs });
   await a.screenshot({ path: join(cfg.artifacts, 'transfer-a.png') });

@@ -4,9 +4,9 @@
 //! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node`, and `npm ci --prefix tests/browser`;
 //! `scripts/test.sh` installs them. When one is missing the test FAILS with what to install: a
 //! browser test that silently passes without a browser would prove nothing.
-//! Screenshots and the page's log go to `target/browser-artifacts/`.
+//! Screenshots and the page's log go to `target/browser-artifacts/`. The harness that runs the
+//! scripts is `common/node.rs`.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,32 +15,12 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;
 
-use crate::common::{TestGateway, TOKEN};
+use crate::common::node::{preflight, NodeRun};
+use crate::common::TestGateway;
 
 const REALM: &str = "office.bitrix24.ru";
 /// One step of a node script, browser start included (the scripts stop themselves after 60 s).
 const STEP_TIMEOUT: Duration = Duration::from_secs(45);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Chromium and the node modules, or a panic saying how to get them.
-fn preflight() -> PathBuf {
-    let chromium = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    let mut missing = Vec::new();
-    if !chromium.exists() {
-        missing.push(format!("Chromium at {} (apt-get install -y chromium, or set CHROMIUM)", chromium.display()));
-    }
-    if std::process::Command::new("node").arg("--version").output().map_or(true, |o| !o.status.success()) {
-        missing.push("node (Node.js 18 or newer)".to_owned());
-    }
-    if !repo().join("tests/browser/node_modules/playwright-core/package.json").exists() {
-        missing.push("playwright-core (npm ci --prefix tests/browser)".to_owned());
-    }
-    assert!(missing.is_empty(), "browser test prerequisites missing: {}; scripts/test.sh installs them", missing.join("; "));
-    chromium
-}
 
 /// A gateway with one portal in WebRTC mode mapping 101, and 101's password.
 struct Setup {
@@ -72,109 +52,6 @@ async fn setup() -> Setup {
     Setup { gw, portal, pbx, password }
 }
 
-/// A running `tests/browser/<script>` in step mode (STEPS=1): it prints `<tag>: <json>` lines and
-/// waits for ours between steps. Killed when dropped; every wait is bounded.
-struct NodeRun {
-    script: &'static str,
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    seen: Vec<String>,
-    stderr: tokio::task::JoinHandle<String>,
-    started: Instant,
-}
-
-impl NodeRun {
-    fn spawn(script: &'static str, chromium: &Path, env: &[(&str, String)]) -> Self {
-        use std::process::Stdio;
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-        std::fs::create_dir_all(artifacts()).unwrap();
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(repo().join("tests/browser").join(script))
-            .current_dir(repo())
-            .env("CHROMIUM", chromium)
-            .env("ARTIFACTS", artifacts())
-            .env("CALLGATE_TOKEN", TOKEN)
-            .env("STEPS", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("node starts");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut err = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s).await;
-            s
-        });
-        Self { script, child, stdin, stdout, seen: Vec::new(), stderr, started: Instant::now() }
-    }
-
-    /// Everything the script said, for a failure message.
-    async fn failure(&mut self, why: String) -> ! {
-        let _ = self.child.start_kill();
-        let stderr = tokio::time::timeout(Duration::from_secs(5), &mut self.stderr).await.map(|r| r.unwrap_or_default()).unwrap_or_default();
-        panic!(
-            "{}: {why} after {:?}; artifacts in {}\n--- stdout\n{}\n--- stderr\n{stderr}",
-            self.script,
-            self.started.elapsed(),
-            artifacts().display(),
-            self.seen.join("\n")
-        );
-    }
-
-    /// Waits for the line `<tag>: <json>`; its JSON.
-    async fn expect(&mut self, tag: &str) -> Value {
-        let prefix = format!("{tag}: ");
-        loop {
-            match tokio::time::timeout(STEP_TIMEOUT, self.stdout.next_line()).await {
-                Ok(Ok(Some(line))) => {
-                    self.seen.push(line.clone());
-                    if let Some(json) = line.strip_prefix(&prefix) {
-                        return serde_json::from_str(json).unwrap_or(Value::Null);
-                    }
-                }
-                Ok(_) => self.failure(format!("exited before \"{tag}\"")).await,
-                Err(_) => self.failure(format!("no \"{tag}\" within {STEP_TIMEOUT:?}")).await,
-            }
-        }
-    }
-
-    /// Tells the script to go on.
-    async fn say(&mut self, line: &str) {
-        use tokio::io::AsyncWriteExt;
-        self.stdin.write_all(format!("{line}\n").as_bytes()).await.expect("node reads its stdin");
-        self.stdin.flush().await.unwrap();
-    }
-
-    /// Waits for a clean exit (`<script>: ok`).
-    async fn finish(mut self) {
-        loop {
-            match tokio::time::timeout(STEP_TIMEOUT, self.stdout.next_line()).await {
-                Ok(Ok(Some(line))) => self.seen.push(line),
-                Ok(_) => break,
-                Err(_) => self.failure("did not finish".into()).await,
-            }
-        }
-        match tokio::time::timeout(STEP_TIMEOUT, self.child.wait()).await {
-            Ok(Ok(st)) if st.success() => {}
-            other => {
-                let why = format!("ended with {other:?}");
-                self.failure(why).await
-            }
-        }
-    }
-}
-
-fn artifacts() -> PathBuf {
-    repo().join("target/browser-artifacts")
-}
-
 fn env_for(s: &Setup) -> Vec<(&'static str, String)> {
     vec![
         ("CALLGATE_URL", s.gw.base.clone()),
@@ -196,7 +73,7 @@ async fn agent_101(s: &Setup) -> Value {
 async fn widget_page_registers_an_agent_in_chromium() {
     let chromium = preflight();
     let s = setup().await;
-    let mut node = NodeRun::spawn("register.mjs", &chromium, &env_for(&s));
+    let mut node = NodeRun::spawn("register.mjs", &chromium, &env_for(&s), STEP_TIMEOUT);
     let seen = node.expect("registered").await;
 
     // The registrar's own view while the page is open.
@@ -262,7 +139,7 @@ async fn pbx_recv(pbx: &UdpSocket, what: &str, mut want: impl FnMut(&SipMessage)
 async fn a_pbx_invite_rings_in_the_widget_with_the_caller_and_cancel_ends_it() {
     let chromium = preflight();
     let s = setup().await;
-    let mut node = NodeRun::spawn("incoming.mjs", &chromium, &env_for(&s));
+    let mut node = NodeRun::spawn("incoming.mjs", &chromium, &env_for(&s), STEP_TIMEOUT);
     node.expect("registered").await;
 
     let sip: std::net::SocketAddr = s.gw.addresses["sip_udp"].parse().unwrap();
@@ -443,7 +320,7 @@ async fn a_pbx_call_with_media_is_answered_in_chromium_and_the_agent_hangs_up() 
     let o = media_office(&[("101", 11)]).await;
     let mut env = o.env("101");
     env.push(("HANGUP", "browser".to_owned()));
-    let mut node = NodeRun::spawn("media.mjs", &chromium, &env);
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env, STEP_TIMEOUT);
     node.expect("registered").await;
     let pbx = o.pbx_calls("pbx-media-wait-bye.xml", "101", "media-agent-bye", &[]);
     node.say("invite-sent").await;
@@ -478,7 +355,7 @@ async fn the_pbx_hanging_up_ends_the_browser_leg_and_its_media() {
     let o = media_office(&[("101", 11)]).await;
     let mut env = o.env("101");
     env.push(("HANGUP", "pbx".to_owned()));
-    let mut node = NodeRun::spawn("media.mjs", &chromium, &env);
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env, STEP_TIMEOUT);
     node.expect("registered").await;
     let pbx = o.pbx_calls("pbx-media-hangup.xml", "101", "media-pbx-bye", &[("hold_ms", "5000")]);
     node.say("invite-sent").await;
@@ -506,7 +383,7 @@ async fn a_blind_transfer_between_two_browser_agents_ends_with_the_second_as_las
     let mut env = o.env("101");
     env.push(("EXTENSION_B", "102".to_owned()));
     env.push(("PASSWORD_B", o.passwords["102"].clone()));
-    let mut node = NodeRun::spawn("transfer.mjs", &chromium, &env);
+    let mut node = NodeRun::spawn("transfer.mjs", &chromium, &env, STEP_TIMEOUT);
     node.expect("registered").await;
     let first = o.pbx_calls("pbx-refer-target.xml", "101", "media-blind", &[]);
     node.say("invite-sent").await;
@@ -536,7 +413,7 @@ async fn a_browser_that_vanishes_mid_call_is_hung_up_for_by_callgate() {
     let o = media_office(&[("101", 11)]).await;
     let mut env = o.env("101");
     env.push(("HANGUP", "close".to_owned()));
-    let mut node = NodeRun::spawn("media.mjs", &chromium, &env);
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env, STEP_TIMEOUT);
     node.expect("registered").await;
     let pbx = o.pbx_calls("pbx-media-wait-bye.xml", "101", "media-vanish", &[]);
     node.say("invite-sent").await;
@@ -563,7 +440,7 @@ async fn a_browser_agent_calls_out_through_the_pbx_with_media_and_holds() {
     assert_eq!(o.gw.api(Method::PUT, &path, Some(settings)).await.0, 200);
     let mut env = o.env("101");
     env.push(("DIAL", "74951112233".to_owned()));
-    let mut node = NodeRun::spawn("outgoing.mjs", &chromium, &env);
+    let mut node = NodeRun::spawn("outgoing.mjs", &chromium, &env, STEP_TIMEOUT);
     node.expect("registered").await;
     let media_port = crate::common::sipp::free_port().to_string();
     let pbx = crate::common::sipp::Sipp::new("pbx-uas-media.xml", &o.sip)
@@ -605,7 +482,7 @@ async fn an_attended_transfer_from_the_widget_hands_the_customer_to_the_consulte
     let mut env = o.env("101");
     env.push(("EXTENSION_B", "102".to_owned()));
     env.push(("PASSWORD_B", o.passwords["102"].clone()));
-    let mut node = NodeRun::spawn("attended.mjs", &chromium, &env);
+    let mut node = NodeRun::spawn("attended.mjs", &chromium, &env, STEP_TIMEOUT);
     node.expect("registered").await;
     // The customer's leg to A, from another port of the PBX's address: the PBX accepts A's hold
     // and REFER, then hangs up on A.

@@ -4,176 +4,26 @@
 //!
 //! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node` and `npm ci --prefix tests/browser`
 //! (`scripts/test.sh` installs them); missing ones FAIL the test with what to install.
-//! Screenshots (`settings-*.png`) and the page logs go to `target/browser-artifacts/`.
+//! Screenshots (`settings-*.png`) and the page logs go to `target/browser-artifacts/`. The harness
+//! that runs the scripts is `common/node.rs`.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{TestGateway, TOKEN};
+use crate::common::node::{artifacts, preflight, NodeRun};
+use crate::common::TestGateway;
 use crate::fake_b24::FakeB24;
 use crate::proxy::Office;
 
 /// One step of a node script, browser start included (the scripts stop themselves after 2 min).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn artifacts() -> PathBuf {
-    repo().join("target/browser-artifacts")
-}
-
-/// Chromium and the node modules, or a panic saying how to get them.
-fn preflight() -> PathBuf {
-    let chromium = std::env::var_os("CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    let mut missing = Vec::new();
-    if !chromium.exists() {
-        missing.push(format!(
-            "Chromium at {} (apt-get install -y chromium, or set CHROMIUM)",
-            chromium.display()
-        ));
-    }
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        missing.push("node (Node.js 18 or newer)".to_owned());
-    }
-    if !repo()
-        .join("tests/browser/node_modules/playwright-core/package.json")
-        .exists()
-    {
-        missing.push("playwright-core (npm ci --prefix tests/browser)".to_owned());
-    }
-    assert!(
-        missing.is_empty(),
-        "browser test prerequisites missing: {}; scripts/test.sh installs them",
-        missing.join("; ")
-    );
-    chromium
-}
-
-/// A running `tests/browser/<script>` in step mode: it prints `<tag>: <json>` lines and waits for
-/// ours between steps. Killed when dropped; every wait is bounded.
-struct Script {
-    name: &'static str,
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    seen: Vec<String>,
-    stderr: tokio::task::JoinHandle<String>,
-    started: Instant,
-}
-
-impl Script {
-    fn spawn(name: &'static str, env: &[(&str, String)]) -> Self {
-        use std::process::Stdio;
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-        let chromium = preflight();
-        std::fs::create_dir_all(artifacts()).unwrap();
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(repo().join("tests/browser").join(name))
-            .current_dir(repo())
-            .env("CHROMIUM", &chromium)
-            .env("ARTIFACTS", artifacts())
-            .env("CALLGATE_TOKEN", TOKEN)
-            .env("STEPS", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("node starts");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut err = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s).await;
-            s
-        });
-        Self {
-            name,
-            child,
-            stdin,
-            stdout,
-            seen: Vec::new(),
-            stderr,
-            started: Instant::now(),
-        }
-    }
-
-    async fn failure(&mut self, why: String) -> ! {
-        let _ = self.child.start_kill();
-        let stderr = tokio::time::timeout(Duration::from_secs(5), &mut self.stderr)
-            .await
-            .map(|r| r.unwrap_or_default())
-            .unwrap_or_default();
-        panic!(
-            "{}: {why} after {:?}; artifacts in {}\n--- stdout\n{}\n--- stderr\n{stderr}",
-            self.name,
-            self.started.elapsed(),
-            artifacts().display(),
-            self.seen.join("\n")
-        );
-    }
-
-    /// Waits for the line `<tag>: <json>`; its JSON.
-    async fn expect(&mut self, tag: &str) -> Value {
-        let prefix = format!("{tag}: ");
-        loop {
-            match tokio::time::timeout(STEP_TIMEOUT, self.stdout.next_line()).await {
-                Ok(Ok(Some(line))) => {
-                    self.seen.push(line.clone());
-                    if let Some(json) = line.strip_prefix(&prefix) {
-                        return serde_json::from_str(json).unwrap_or(Value::Null);
-                    }
-                }
-                Ok(_) => self.failure(format!("exited before \"{tag}\"")).await,
-                Err(_) => {
-                    self.failure(format!("no \"{tag}\" within {STEP_TIMEOUT:?}"))
-                        .await
-                }
-            }
-        }
-    }
-
-    /// Tells the script to go on.
-    async fn say(&mut self, line: &str) {
-        use tokio::io::AsyncWriteExt;
-        self.stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .expect("node reads its stdin");
-        self.stdin.flush().await.unwrap();
-    }
-
-    /// Waits for a clean exit (`<name>: ok`, status 0).
-    async fn finish(mut self) {
-        loop {
-            match tokio::time::timeout(STEP_TIMEOUT, self.stdout.next_line()).await {
-                Ok(Ok(Some(line))) => self.seen.push(line),
-                Ok(_) => break,
-                Err(_) => self.failure("did not finish".into()).await,
-            }
-        }
-        match tokio::time::timeout(STEP_TIMEOUT, self.child.wait()).await {
-            Ok(Ok(st)) if st.success() => {}
-            other => {
-                let why = format!("ended with {other:?}");
-                self.failure(why).await
-            }
-        }
-    }
+/// `tests/browser/<name>` in step mode, Chromium checked first.
+fn script(name: &'static str, env: &[(&str, String)]) -> NodeRun {
+    NodeRun::spawn(name, &preflight(), env, STEP_TIMEOUT)
 }
 
 async fn get(gw: &TestGateway, path: &str) -> Value {
@@ -187,7 +37,7 @@ async fn an_operator_configures_a_portal_on_the_settings_page() {
     preflight();
     let fake = FakeB24::spawn().await;
     let gw = TestGateway::spawn().await;
-    let mut page = Script::spawn(
+    let mut page = script(
         "settings.mjs",
         &[
             ("CALLGATE_URL", gw.base.clone()),
@@ -384,7 +234,7 @@ async fn the_calls_view_shows_a_tracked_call_in_russian() {
         "{call:#}"
     );
 
-    let mut page = Script::spawn(
+    let mut page = script(
         "settings-calls.mjs",
         &[
             ("CALLGATE_URL", o.gw.base.clone()),

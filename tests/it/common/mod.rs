@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod node;
 pub mod sipp;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
