@@ -172,7 +172,7 @@ impl Gateway {
         // HTTP stays up while calls drain (in-flight admin requests, the events endpoint); /ready
         // answers 503 from the first moment of the shutdown.
         let http_stop = CancellationToken::new();
-        let mut server = std::pin::pin!(serve_http(http, http_tls, router, &tasks, http_stop.clone()));
+        let mut server = std::pin::pin!(serve_http(http, http_tls, cfg.http.max_connections, router, &tasks, http_stop.clone()));
         tracing::info!("callgate ready");
         let failed = tokio::select! {
             r = &mut server => Some(r),
@@ -208,8 +208,9 @@ impl Gateway {
     }
 }
 
-/// Serves HTTP (or HTTPS and WSS with `tls`) until `stop` fires and the open requests finish.
-async fn serve_http(http: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, router: axum::Router, tasks: &TaskTracker, stop: CancellationToken) -> anyhow::Result<()> {
+/// Serves HTTP (or HTTPS and WSS with `tls`), at most `max` connections at once, until `stop`
+/// fires and the open requests finish.
+async fn serve_http(http: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, max: usize, router: axum::Router, tasks: &TaskTracker, stop: CancellationToken) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let signal = {
@@ -217,10 +218,10 @@ async fn serve_http(http: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, r
         async move { stop.cancelled().await }
     };
     match tls {
-        None => axum::serve(http, service).with_graceful_shutdown(signal).await.context("http server"),
+        None => axum::serve(http::Limited::new(http, max).tap_io(|_| {}), service).with_graceful_shutdown(signal).await.context("http server"),
         Some(config) => {
             let listener = crate::tls::TlsListener::spawn(http, config, tasks, stop).context("https listener")?;
-            axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(signal).await.context("https server")
+            axum::serve(http::Limited::new(listener, max).tap_io(|_| {}), service).with_graceful_shutdown(signal).await.context("https server")
         }
     }
 }

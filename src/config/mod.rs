@@ -114,6 +114,9 @@ pub struct HttpConfig {
     /// Time limit for one request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Open connections at most (HTTP, HTTPS, and the SIP WebSockets upgraded from them); more
+    /// wait in the kernel's backlog.
+    pub max_connections: usize,
     /// PEM certificate chain: with `tls_key`, the listener serves HTTPS (and WSS at `/sip`).
     pub tls_cert: String,
     /// PEM private key for HTTPS.
@@ -131,6 +134,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            max_connections: 8192,
             tls_cert: String::new(),
             tls_key: String::new(),
             rate_per_source: 50.0,

@@ -18,6 +18,9 @@ impl Config {
         if self.sip.tls_cert.is_empty() != self.sip.tls_key.is_empty() {
             errs.push("sip.tls_key", "sip.tls_cert and sip.tls_key go together");
         }
+        if self.http.max_connections < 16 {
+            errs.push("http.max_connections", "must be at least 16");
+        }
         if self.http.tls_cert.is_empty() != self.http.tls_key.is_empty() {
             errs.push("http.tls_key", "http.tls_cert and http.tls_key go together");
         }

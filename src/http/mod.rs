@@ -10,6 +10,7 @@ mod agents;
 mod asset;
 mod auth;
 mod calls;
+mod conns;
 mod error;
 mod events;
 mod fuzz;
@@ -40,6 +41,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Secret;
 use crate::store::StoreHandle;
 
+pub use conns::{Counted, Limited};
 pub use error::ApiError;
 #[doc(hidden)]
 pub use fuzz::{fuzz_admin_json, fuzz_event_form};

@@ -225,3 +225,45 @@ async fn the_admin_surface_has_no_cors_and_limits_bodies() {
         413
     );
 }
+
+#[tokio::test]
+async fn http_connections_beyond_the_cap_wait_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = TestGateway::spawn_on(dir.path(), |c| c.http.max_connections = 16).await;
+    gw.keep_dir(dir);
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    // Sixteen idle connections (a slowloris) take every slot.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let fresh = || {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap()
+    };
+    assert!(
+        fresh()
+            .get(format!("{}/live", gw.base))
+            .send()
+            .await
+            .is_err(),
+        "a 17th connection must not be served"
+    );
+    // One closes: the next connection is served.
+    drop(idle.pop());
+    let mut served = false;
+    for _ in 0..20 {
+        if fresh()
+            .get(format!("{}/live", gw.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "served once a slot is free");
+}
