@@ -315,6 +315,16 @@ async fn pbx_calls_a_browser_media_is_relayed_unchanged_both_ways_and_hold_carri
         re.contains("a=sendonly") && !re.contains("a=sendrecv"),
         "{re}"
     );
+    // Our DTLS role stays the one the first exchange gave us (no actpass, no flip).
+    let ours = if answer.contains("a=setup:passive") {
+        "a=setup:active"
+    } else {
+        "a=setup:passive"
+    };
+    assert!(
+        re.contains(ours) && !re.contains("actpass"),
+        "{ours} expected in:\n{re}"
+    );
     let re_answer = bounded("browser re-answer", b.answer(&re)).await;
     let re_plain = bounded(
         "browser_reanswer",
@@ -438,7 +448,22 @@ async fn browser_calls_out_the_pbx_picks_pcma_dtmf_pts_are_remapped_and_a_vanish
         re_answer.contains("a=recvonly") && !re_answer.contains("a=sendrecv"),
         "{re_answer}"
     );
+    let setup = |sdp: &str| {
+        sdp.lines()
+            .find(|l| l.starts_with("a=setup:"))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        setup(&re_answer),
+        setup(&answer),
+        "the DTLS role is kept in the re-answer"
+    );
     bounded("browser applies re-answer", b.accept_answer(&re_answer)).await;
+    // Media still flows to the browser after the re-negotiation (same DTLS session).
+    let rx = b.rx.as_mut().unwrap();
+    while rx.try_recv().is_ok() {}
+    let after = browser_gets(&mut b, 10).await;
+    assert!(after.iter().all(|p| p.pt == 8 || p.pt == BROWSER_DTMF_PT));
     // An answer out of turn is refused, not applied.
     assert!(anchor
         .pbx_reanswer(id, pbx_answer.as_bytes())

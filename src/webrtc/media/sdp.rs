@@ -470,6 +470,58 @@ fn is_dropped_format_line(line: &str, keep: &[u8]) -> bool {
     false
 }
 
+/// The DTLS role an `a=setup` value gives its author once negotiated: `active` is the DTLS
+/// client, `passive` the server; `actpass` (offers only) is not a role yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsRole {
+    /// `a=setup:active` (DTLS client).
+    Active,
+    /// `a=setup:passive` (DTLS server).
+    Passive,
+}
+
+impl DtlsRole {
+    fn attr(self) -> &'static str {
+        match self {
+            Self::Active => "a=setup:active",
+            Self::Passive => "a=setup:passive",
+        }
+    }
+
+    /// The other end's role.
+    pub fn peer(self) -> Self {
+        match self {
+            Self::Active => Self::Passive,
+            Self::Passive => Self::Active,
+        }
+    }
+}
+
+/// The negotiated role in an SDP's first `a=setup` (`None` for `actpass` or none).
+pub fn dtls_role(sdp: &str) -> Option<DtlsRole> {
+    lines(sdp).find_map(|l| match l.strip_prefix("a=setup:")?.trim() {
+        "active" => Some(DtlsRole::Active),
+        "passive" => Some(DtlsRole::Passive),
+        _ => None,
+    })
+}
+
+/// Rewrites every `a=setup` to `role`: once DTLS is up, later offers and answers must keep the
+/// established roles (RFC 5763 §5, JSEP §5.3.1), or the browser starts a new handshake that our
+/// engine, whose DTLS transport keeps running, never answers.
+pub fn set_dtls_role(sdp: &str, role: DtlsRole) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in lines(sdp) {
+        out.push_str(if line.starts_with("a=setup:") {
+            role.attr()
+        } else {
+            line
+        });
+        out.push_str("\r\n");
+    }
+    out
+}
+
 /// Sets the direction attribute of the first audio section (replacing any, at session or media
 /// level) in a WebRTC SDP we generated.
 pub fn set_direction(sdp: &str, dir: Direction) -> String {

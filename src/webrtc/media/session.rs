@@ -17,7 +17,7 @@ use super::pbx_leg::PbxLeg;
 use super::ports::{PortLease, PortPool};
 use super::relay::{pbx_to_browser, rtcp_to_pbx, Counters, PacketMetrics, Relay};
 use super::rewrite::{PtMap, Rewriter};
-use super::sdp::{self, AudioSdp, Direction, PlainParams, G711};
+use super::sdp::{self, AudioSdp, Direction, DtlsRole, PlainParams, G711};
 use super::{rtc_leg, MediaError, MediaEvent, SessionId, SessionStats};
 
 /// PT we give telephone-event in offers to the PBX (the common choice).
@@ -74,6 +74,9 @@ struct Negotiation {
     phase: Phase,
     /// The direction of the offer in flight, as we passed it on (answers are clamped to it).
     offered: Direction,
+    /// Our DTLS role toward the browser once the first exchange settled it; kept in every later
+    /// offer and answer we give the browser.
+    dtls: Option<DtlsRole>,
     /// `o=` version of our SDPs toward the PBX.
     version: u64,
     codec: Option<G711>,
@@ -109,6 +112,7 @@ impl Session {
         let neg = Negotiation {
             phase: Phase::BrowserAnswer,
             offered: offer.direction,
+            dtls: None,
             version: 1,
             codec: Some(codec),
             pbx_pt,
@@ -151,6 +155,7 @@ impl Session {
         let neg = Negotiation {
             phase,
             offered: direction,
+            dtls: None,
             version: 1,
             codec: None,
             pbx_pt: 0,
@@ -242,6 +247,7 @@ impl Session {
         self.set_maps(&neg, browser_pt, answer.dtmf_pt());
         neg.version += 1;
         neg.phase = Phase::Active;
+        neg.dtls = sdp::dtls_role(text).map(DtlsRole::peer);
         let dtmf = neg.pbx_dtmf.filter(|_| answer.dtmf_pt().is_some());
         let direction = answer.direction.answering(neg.offered);
         Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, direction))
@@ -278,6 +284,7 @@ impl Session {
             .set_from_sdp(answer.addr, answer.port, answer.rtcp_port);
         self.set_maps(&neg, browser_pt, ours.dtmf_pt());
         neg.phase = Phase::Active;
+        neg.dtls = sdp::dtls_role(&engine_answer);
         Ok(with_direction(
             engine_answer,
             answer.direction.answering(neg.offered),
@@ -300,7 +307,7 @@ impl Session {
             .set_from_sdp(offer.addr, offer.port, offer.rtcp_port);
         neg.phase = Phase::BrowserReanswer;
         neg.offered = offer.direction;
-        Ok(with_direction(text, offer.direction))
+        Ok(keep_role(with_direction(text, offer.direction), neg.dtls))
     }
 
     /// The browser's answer to a PBX re-offer: the answer for the PBX.
@@ -357,6 +364,7 @@ impl Session {
         let codec = neg.codec.ok_or(MediaError::NoCommonCodec)?;
         let pbx_pt = pbx.pt_of(codec).ok_or(MediaError::NoCommonCodec)?;
         let out = with_direction(answer.clone(), pbx.direction.answering(neg.offered));
+        let out = keep_role(out, neg.dtls);
         neg.pbx_pt = pbx_pt;
         if pbx.dtmf_pt().is_some() {
             neg.pbx_dtmf = pbx.dtmf_pt();
@@ -453,6 +461,15 @@ fn expect(phase: &Phase, ok: impl Fn(&Phase) -> bool) -> Result<(), MediaError> 
 
 fn utf8(raw: &[u8]) -> Result<&str, MediaError> {
     std::str::from_utf8(raw).map_err(|_| MediaError::BadSdp("not UTF-8".into()))
+}
+
+/// After the first exchange our DTLS role toward the browser stays what it is (the engine
+/// writes `actpass` in re-offers and may pick the other role in re-answers).
+fn keep_role(text: String, role: Option<DtlsRole>) -> String {
+    match role {
+        Some(r) => sdp::set_dtls_role(&text, r),
+        None => text,
+    }
 }
 
 /// The engine always generates `sendrecv`; the other side's direction carries over.

@@ -218,3 +218,28 @@ fn answers_are_clamped_to_the_offer() {
         assert_eq!(answer.answering(offer), want, "{answer:?} to {offer:?}");
     }
 }
+
+#[test]
+fn dtls_roles_are_read_and_kept() {
+    let table = [
+        ("a=setup:actpass\r\n", None),
+        ("a=setup:active\r\n", Some(DtlsRole::Active)),
+        ("a=setup:passive\r\n", Some(DtlsRole::Passive)),
+        ("a=mid:0\r\n", None),
+    ];
+    for (line, want) in table {
+        let sdp = format!("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n{line}");
+        assert_eq!(dtls_role(&sdp), want, "{line}");
+        let kept = set_dtls_role(&sdp, DtlsRole::Passive);
+        assert_eq!(
+            kept.contains("a=setup:passive"),
+            want.is_some() || line.contains("actpass"),
+            "{kept}"
+        );
+        assert!(
+            !kept.contains("a=setup:active") && !kept.contains("actpass"),
+            "{kept}"
+        );
+    }
+    assert_eq!(DtlsRole::Active.peer(), DtlsRole::Passive);
+}
