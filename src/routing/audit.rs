@@ -40,7 +40,8 @@ impl DecisionRecord {
     pub fn new(call_id: &[u8], portal: Option<PortalId>, caller: Option<Number>, manager: Option<UserId>, target: Option<Arc<str>>, reason: Reason, source: &'static str) -> Self {
         Self {
             at_ms: now_ms(),
-            call_id: String::from_utf8_lossy(call_id).into_owned(),
+            // Valid UTF-8 (the usual case) is checked word by word; only the rest goes lossy.
+            call_id: std::str::from_utf8(call_id).map_or_else(|_| String::from_utf8_lossy(call_id).into_owned(), str::to_owned),
             portal_id: portal,
             caller: caller.map(Number::as_u64),
             manager,

@@ -43,7 +43,21 @@ pub fn customer_text(raw: &[u8]) -> std::sync::Arc<str> {
 pub fn number_text(number: Option<Number>, raw: &[u8]) -> std::sync::Arc<str> {
     match number {
         // u64's own ToString, not Display through the formatter: this runs per routing decision.
-        Some(n) => std::sync::Arc::from(n.as_u64().to_string().as_str()),
+        Some(n) => {
+            // Written into a stack buffer, then one allocation for the Arc (no String first).
+            let mut digits = [0u8; 20];
+            let mut at = digits.len();
+            let mut rest = n.as_u64();
+            while let Some(slot) = at.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+                *slot = b'0' + (rest % 10) as u8;
+                at -= 1;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            std::sync::Arc::from(std::str::from_utf8(digits.get(at..).unwrap_or_default()).unwrap_or_default())
+        }
         None => std::sync::Arc::from(String::from_utf8_lossy(raw).as_ref()),
     }
 }

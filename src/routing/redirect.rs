@@ -9,7 +9,7 @@
 //! still deterministic, only a retransmission would be decided afresh. ACK is absorbed; CANCEL
 //! gets 200 when it matches an answered INVITE (nothing left to cancel) and 481 otherwise.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,8 @@ pub struct RedirectConfig {
 pub struct RedirectServer {
     directory: Directory,
     cfg: RedirectConfig,
-    answered: DashMap<u64, Answered>,
+    /// Keyed by [`tx_key`], already a keyed SipHash: the map hashes no further.
+    answered: DashMap<u64, Answered, BuildHasherDefault<PreHashed>>,
     keys: RandomState,
     metrics: RoutingMetrics,
     log: Arc<DecisionLog>,
@@ -61,7 +62,7 @@ struct Answered {
 impl RedirectServer {
     /// A server reading `directory`, recording decisions into `log`.
     pub fn new(directory: Directory, cfg: RedirectConfig, log: Arc<DecisionLog>) -> Self {
-        Self { directory, cfg, answered: DashMap::new(), keys: RandomState::new(), metrics: RoutingMetrics::new(), log, calls: None, last_sweep: parking_lot::Mutex::new(None) }
+        Self { directory, cfg, answered: DashMap::default(), keys: RandomState::new(), metrics: RoutingMetrics::new(), log, calls: None, last_sweep: parking_lot::Mutex::new(None) }
     }
 
     /// Reports every decision to the call tracker (a `Routed` event).
@@ -192,14 +193,15 @@ impl SipHandler for RedirectServer {
             }
             return;
         }
-        match SipMessage::parse(data.clone()) {
-            Ok(msg) => self.handle(&msg, peer, now, reply),
+        // Matched by reference: the ~1 KB message is not moved out of the `Result` again.
+        match &SipMessage::parse(data.clone()) {
+            Ok(msg) => self.handle(msg, peer, now, reply),
             Err(e) => {
                 // A malformed request that still has what a response needs gets a 400 with the
                 // reason; anything else is dropped. Both are counted.
                 self.metrics.malformed.increment(1);
                 tracing::debug!(addr = %peer.addr, error = %e, "malformed SIP message");
-                crate::sip::core::write_bad_request(&data, &e, reply);
+                crate::sip::core::write_bad_request(&data, e, reply);
             }
         }
     }
@@ -217,6 +219,28 @@ impl SipHandler for RedirectServer {
         *last = Some(now);
         drop(last);
         self.answered.retain(|_, a| a.expires > now);
+    }
+}
+
+/// The hasher of the `answered` map: its keys are [`tx_key`] values, uniformly spread and
+/// unpredictable to senders already, so the key is its own hash.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; anything else still spreads (FNV-1a).
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -245,21 +269,26 @@ fn tx_key(keys: &RandomState, msg: &SipMessage) -> u64 {
 /// From the first value of a Via line (`SIP/2.0/UDP host:port;branch=z9hG4bK..;rport, ...`):
 /// the RFC 3261 branch and the sent-by, or `None` without a magic-cookie branch.
 fn branch_and_sent_by(via: &[u8]) -> Option<(&[u8], &[u8])> {
-    let first = via.split(|&b| b == b',').next()?;
-    let mut parts = first.split(|&b| b == b';');
-    let proto_and_host = parts.next()?;
+    // memchr jumps rather than byte-wise splitting: this runs for every INVITE and ACK.
+    let first = via.get(..memchr::memchr(b',', via).unwrap_or(via.len()))?;
+    let semi = memchr::memchr(b';', first)?; // no parameters: no branch
+    let (proto_and_host, mut params) = (first.get(..semi)?, first.get(semi + 1..)?);
     let sent_by = proto_and_host.trim_ascii().rsplit(|b| b.is_ascii_whitespace()).next()?;
-    let branch = parts.find_map(|p| {
-        let p = p.trim_ascii();
-        (p.len() > 7 && p[..7].eq_ignore_ascii_case(b"branch=")).then(|| p[7..].trim_ascii())
-    })?;
+    let branch = loop {
+        let end = memchr::memchr(b';', params).unwrap_or(params.len());
+        let p = params.get(..end)?.trim_ascii();
+        match p.split_at_checked(7) {
+            Some((name, value)) if !value.is_empty() && name.eq_ignore_ascii_case(b"branch=") => break value.trim_ascii(),
+            _ => params = params.get(end + 1..)?,
+        }
+    };
     branch.starts_with(b"z9hG4bK").then_some((branch, sent_by))
 }
 
 /// The decision as the tracker's `Routed` event: the PBX's call id (the portal's correlation
 /// header), the caller, the called line (To user, when it is one of the portal's lines).
 fn routed_event(msg: &SipMessage, portal: &PortalEntry, caller: Arc<str>, manager: Option<crate::settings::UserId>, extension: Option<Arc<str>>) -> Event {
-    let line = msg.to().and_then(|t| t.uri.user).filter(|u| normalize_bytes(u).is_some_and(|n| portal.lines.contains_key(&n.as_u64())));
+    let line = msg.to_user_tag().and_then(|t| t.user).filter(|u| normalize_bytes(u).is_some_and(|n| portal.lines.contains_key(&n.as_u64())));
     let line = line.map(|u| Arc::<str>::from(String::from_utf8_lossy(u).as_ref()));
     Event::Routed { portal: portal.portal.id, correlation: portal.correlation(msg), caller, line, manager, extension }
 }
@@ -268,7 +297,7 @@ fn routed_event(msg: &SipMessage, portal: &PortalEntry, caller: Arc<str>, manage
 fn caller_user(msg: &SipMessage) -> &[u8] {
     msg.header(HeaderName::PAssertedIdentity)
         .and_then(NameAddr::user_of)
-        .or_else(|| msg.header(HeaderName::From).and_then(NameAddr::user_of))
+        .or_else(|| msg.from_user_tag().and_then(|f| f.user))
         .unwrap_or_default()
 }
 
@@ -279,7 +308,7 @@ fn find_portal(snap: &Snapshot, msg: &SipMessage) -> Option<Arc<PortalEntry>> {
     }
     let by_number = |user: Option<&[u8]>| snap.by_line_number(normalize_bytes(user?)?).cloned();
     by_number(msg.request_uri().and_then(Uri::user_of))
-        .or_else(|| by_number(msg.to().and_then(|t| t.uri.user)))
+        .or_else(|| by_number(msg.to_user_tag().and_then(|t| t.user)))
         .or_else(|| msg.headers(HeaderName::Diversion).filter_map(NameAddr::parse).find_map(|d| by_number(d.uri.user)))
         .or_else(|| snap.single().cloned())
 }

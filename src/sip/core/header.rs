@@ -108,6 +108,60 @@ const BY_LENGTH: [&[(&[u8], HeaderName)]; 21] = {
     ]
 };
 
+/// `name` equals `lower` (a known name, lower case, same length) ignoring ASCII case: eight
+/// bytes at a time, lower-casing only the letters of `name`.
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    let len = name.len();
+    if len != lower.len() {
+        return false;
+    }
+    // Words at `at`, the last one overlapping the one before when the length is not a multiple
+    // of the word size (names are 2 to 20 bytes).
+    let same = |at: usize, wide: bool| {
+        let (x, y) = if wide {
+            (word8(name, at), word8(lower, at))
+        } else {
+            (word4(name, at), word4(lower, at))
+        };
+        swar_lower(x) == y
+    };
+    match len {
+        0..4 => name
+            .iter()
+            .zip(lower)
+            .all(|(x, y)| x.to_ascii_lowercase() == *y),
+        4..8 => same(0, false) && same(len - 4, false),
+        _ => (0..len - 8).step_by(8).all(|at| same(at, true)) && same(len - 8, true),
+    }
+}
+
+/// Eight bytes of `s` from `at` as a little-endian word (0 past the end: never for callers).
+fn word8(s: &[u8], at: usize) -> u64 {
+    s.get(at..)
+        .and_then(<[u8]>::first_chunk::<8>)
+        .map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// Four bytes of `s` from `at`, zero-extended (see [`word8`]).
+fn word4(s: &[u8], at: usize) -> u64 {
+    s.get(at..)
+        .and_then(<[u8]>::first_chunk::<4>)
+        .map_or(0, |w| u64::from(u32::from_le_bytes(*w)))
+}
+
+/// ASCII lower-casing of eight bytes at once (bytes >= 0x80 and non-letters unchanged).
+const fn swar_lower(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = x & LOW7;
+    // High bit of each byte: at least b'A' (0x41), resp. above b'Z' (0x5a); no carries cross
+    // bytes since each 7-bit value plus the constant stays below 0x100.
+    let ge_a = low.wrapping_add(0x3f3f_3f3f_3f3f_3f3f);
+    let gt_z = low.wrapping_add(0x2525_2525_2525_2525);
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
 impl HeaderName {
     /// Number of variants, `Other` included (sizes per-name lookup tables).
     pub const COUNT: usize = Self::Other as usize + 1;
@@ -120,13 +174,20 @@ impl HeaderName {
             return Self::from_compact(name.first().map_or(0, u8::to_ascii_lowercase));
         }
         // A handful of same-length candidates, compared in place: no copy, no lower-casing
-        // pass (this runs once per header line of every message).
-        BY_LENGTH
-            .get(name.len())
-            .and_then(|group| {
-                group
-                    .iter()
-                    .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        // pass (this runs once per header line of every message). The first and last letters
+        // tell the candidates of one length apart, so at most one full comparison is made.
+        let (Some(group), Some(&first), Some(&last)) =
+            (BY_LENGTH.get(name.len()), name.first(), name.last())
+        else {
+            return Self::Other;
+        };
+        let (first, last) = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
+        group
+            .iter()
+            .find(|(known, _)| {
+                known.first() == Some(&first)
+                    && known.last() == Some(&last)
+                    && eq_lower(name, known)
             })
             .map_or(Self::Other, |&(_, header)| header)
     }
@@ -321,6 +382,28 @@ mod tests {
                 assert_eq!(*name, header.as_str().to_ascii_lowercase().as_bytes());
             }
         }
+    }
+
+    #[test]
+    fn eight_byte_lower_casing_touches_only_letters() {
+        for b in 0..=255u8 {
+            let x = u64::from_le_bytes([b, b'A', b'z', b'@', b'[', 0xc1, b'-', b'Z']);
+            let want = u64::from_le_bytes([
+                b.to_ascii_lowercase(),
+                b'a',
+                b'z',
+                b'@',
+                b'[',
+                0xc1,
+                b'-',
+                b'z',
+            ]);
+            assert_eq!(super::swar_lower(x), want, "{b:#x}");
+        }
+        assert_eq!(HeaderName::from_bytes(b"CONTENT-LENGTH"), ContentLength);
+        assert_eq!(HeaderName::from_bytes(b"Content-Lengtx"), Other);
+        assert_eq!(HeaderName::from_bytes(b"Content\rLength"), Other);
+        assert_eq!(HeaderName::from_bytes(b"Content\xadLength"), Other);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub(super) struct HeaderLines<'a> {
     line: usize,
     done: bool,
     body: Option<&'a [u8]>,
+    folded: bool,
+    crlf: usize,
 }
 
 /// Length of the first line's content (without CR LF / LF) and of the whole line with its end.
@@ -66,7 +68,20 @@ impl<'a> HeaderLines<'a> {
             line: first_line,
             done: false,
             body: None,
+            folded: false,
+            crlf: 0,
         }
+    }
+
+    /// How many lines so far (the empty one included) ended in CR LF, continuation lines
+    /// aside (those count as [`Self::folded`]).
+    pub(super) const fn crlf_lines(&self) -> usize {
+        self.crlf
+    }
+
+    /// Whether any header so far had continuation lines (its value then holds CR/LF).
+    pub(super) const fn folded(&self) -> bool {
+        self.folded
     }
 
     /// The bytes after the empty line, once iteration has finished successfully.
@@ -91,6 +106,7 @@ impl<'a> HeaderLines<'a> {
             content_end = total.checked_add(content).ok_or(LineError::Unterminated)?;
             total = total.checked_add(len).ok_or(LineError::Unterminated)?;
             self.line = self.line.saturating_add(1);
+            self.folded = true;
         }
         Ok((content_end, total))
     }
@@ -107,6 +123,9 @@ impl<'a> Iterator for HeaderLines<'a> {
             return self.fail(LineError::Unterminated);
         };
         let line_no = self.line;
+        if first.1.saturating_sub(first.0) == 2 {
+            self.crlf = self.crlf.saturating_add(1);
+        }
         let line = self.rest.get(..first.0).unwrap_or_default();
         if line.is_empty() {
             self.done = true;

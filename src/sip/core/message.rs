@@ -50,6 +50,61 @@ pub struct SipMessage {
     pub(super) kind: StartLine,
     pub(super) table: HeaderTable,
     pub(super) body: Span,
+    /// From and To as `validate` read them (empty for an unvalidated message).
+    pub(super) learned: Learned,
+    /// No header value holds a CR or LF (nothing folded, no stray CR): values can be copied
+    /// into a response as they are.
+    pub(super) plain_values: bool,
+}
+
+/// The user part and tag of From or To, as spans of the buffer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct UserTagSpans {
+    pub(super) user: Option<Span>,
+    pub(super) tag: Option<Span>,
+}
+
+/// What validation parsed anyway, kept so that readers of a validated message need not parse
+/// From and To again (the redirect hot path reads both several times).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Learned {
+    /// `None` when not validated.
+    pub(super) from: Option<UserTagSpans>,
+    pub(super) to: Option<UserTagSpans>,
+}
+
+impl UserTagSpans {
+    pub(super) fn of(buf: &[u8], addr: &NameAddr<'_>) -> Self {
+        Self {
+            user: addr.uri.user.map(|u| Span::of(buf, u)),
+            tag: addr.tag.map(|t| Span::of(buf, t)),
+        }
+    }
+
+    fn get<'a>(&self, buf: &'a [u8]) -> UserTag<'a> {
+        UserTag {
+            user: self.user.map(|s| s.get(buf)),
+            tag: self.tag.map(|s| s.get(buf)),
+        }
+    }
+}
+
+/// The URI user part and the `tag` parameter of a From or To value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserTag<'a> {
+    /// The user part of the URI.
+    pub user: Option<&'a [u8]>,
+    /// The `tag` header parameter.
+    pub tag: Option<&'a [u8]>,
+}
+
+impl<'a> From<NameAddr<'a>> for UserTag<'a> {
+    fn from(addr: NameAddr<'a>) -> Self {
+        Self {
+            user: addr.uri.user,
+            tag: addr.tag,
+        }
+    }
 }
 
 impl SipMessage {
@@ -245,6 +300,29 @@ impl SipMessage {
     /// The parsed To.
     pub fn to(&self) -> Option<NameAddr<'_>> {
         self.header(HeaderName::To).and_then(NameAddr::parse)
+    }
+
+    /// From's URI user and tag: `None` when From is missing or does not parse. Equals
+    /// `self.from()` reduced to those two, without parsing again on a validated message.
+    pub fn from_user_tag(&self) -> Option<UserTag<'_>> {
+        match &self.learned.from {
+            Some(spans) => Some(spans.get(&self.buf)),
+            None => self.from().map(UserTag::from),
+        }
+    }
+
+    /// To's URI user and tag: `None` when To is missing or does not parse (see
+    /// [`Self::from_user_tag`]).
+    pub fn to_user_tag(&self) -> Option<UserTag<'_>> {
+        match &self.learned.to {
+            Some(spans) => Some(spans.get(&self.buf)),
+            None => self.to().map(UserTag::from),
+        }
+    }
+
+    /// Whether no header value of this message holds a CR or LF (see `response.rs`).
+    pub(super) fn plain_values(&self) -> bool {
+        self.plain_values
     }
 
     /// The first Contact value (`None` for `Contact: *` or no Contact).

@@ -63,7 +63,7 @@ pub use self::error::ParseError;
 pub use self::forward::{first_value, second_via, write_cancel, write_forwarded_request, write_forwarded_response, RequestEdit};
 pub use self::framing::{frame_stream, Frame, FrameError};
 pub use self::header::HeaderName;
-pub use self::message::{SipMessage, MAX_MESSAGE};
+pub use self::message::{SipMessage, UserTag, MAX_MESSAGE};
 pub use self::method::{CSeq, Method};
 pub use self::name_addr::NameAddr;
 pub use self::response::{to_tag_for, write_bad_frame, write_bad_request, write_response};

@@ -14,7 +14,7 @@ use memchr::memrchr;
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::lines::{split_line, HeaderLines, LineError};
-use super::message::{SipMessage, StartLine, MAX_MESSAGE};
+use super::message::{Learned, SipMessage, StartLine, MAX_MESSAGE};
 use super::method::Method;
 use super::scan::{is_token, parse_u32, split_once};
 use super::table::{HeaderEntry, HeaderTable, Span};
@@ -37,6 +37,8 @@ pub(super) fn parse(buf: Bytes, validate: bool) -> Result<SipMessage, ParseError
         },
         table: HeaderTable::new(),
         body: Span::default(),
+        learned: Learned::default(),
+        plain_values: false,
     };
     let bytes: &[u8] = &msg.buf;
     // RFC 3261 §7.5: CRLFs before the start line are ignored (stream keep-alives).
@@ -48,7 +50,12 @@ pub(super) fn parse(buf: Bytes, validate: bool) -> Result<SipMessage, ParseError
     let (line, section) = split_line(text).ok_or(ParseError::UnterminatedHeaders)?;
     msg.kind = start_line(bytes, line)?;
     msg.start_line = Span::of(bytes, line);
-    let body_start = index_headers(bytes, section, &mut msg.table)?;
+    let (body_start, folded, crlf_lines) = index_headers(bytes, section, &mut msg.table)?;
+    let head = section
+        .get(..section.len().saturating_sub(body_start.len()))
+        .unwrap_or(section);
+    // Every CR ends a line (a SIMD count, no per-CR step): values hold no CR or LF.
+    msg.plain_values = !folded && memchr::memchr_iter(b'\r', head).count() == crlf_lines;
     let body = body(&msg.table, bytes, body_start, validate)?;
     let end = text
         .len()
@@ -57,7 +64,7 @@ pub(super) fn parse(buf: Bytes, validate: bool) -> Result<SipMessage, ParseError
     msg.message = Span::of(bytes, text.get(..end).unwrap_or(text));
     msg.body = Span::of(bytes, body);
     if validate {
-        validate::validate(&msg)?;
+        msg.learned = validate::validate(&msg)?;
     }
     Ok(msg)
 }
@@ -135,12 +142,13 @@ fn trim_sp(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Fills the table from the header section; returns the bytes after the empty line.
+/// Fills the table from the header section; returns the bytes after the empty line, whether
+/// any header was folded and how many lines ended in CR LF.
 fn index_headers<'a>(
     base: &'a [u8],
     section: &'a [u8],
     table: &mut HeaderTable,
-) -> Result<&'a [u8], ParseError> {
+) -> Result<(&'a [u8], bool, usize), ParseError> {
     let mut lines = HeaderLines::new(section, 2);
     for item in lines.by_ref() {
         let raw = item.map_err(|e| match e {
@@ -153,7 +161,8 @@ fn index_headers<'a>(
             value: Span::of(base, raw.value),
         })?;
     }
-    lines.body().ok_or(ParseError::UnterminatedHeaders)
+    let body = lines.body().ok_or(ParseError::UnterminatedHeaders)?;
+    Ok((body, lines.folded(), lines.crlf_lines()))
 }
 
 /// The body: cut to Content-Length when there is one, else the rest of the buffer.

@@ -14,7 +14,6 @@ use memchr::memchr2;
 use super::header::HeaderName;
 use super::message::SipMessage;
 use super::error::ParseError;
-use super::name_addr::NameAddr;
 
 /// Writes a response to `req` into `out` (appending).
 ///
@@ -48,19 +47,24 @@ pub fn write_response(
     out.put_u8(b' ');
     put_unfolded(out, reason.as_bytes());
     out.put_slice(b"\r\n");
+    // Values of a request without folding or stray CRs need no unfolding scan.
+    let plain = req.plain_values();
     for via in req.headers(HeaderName::Via) {
-        put_header(out, HeaderName::Via.as_str(), via);
+        put_known(out, b"Via: ", via, plain);
     }
     if let Some(from) = req.header(HeaderName::From) {
-        put_header(out, HeaderName::From.as_str(), from);
+        put_known(out, b"From: ", from, plain);
     }
     if let Some(to) = req.header(HeaderName::To) {
-        put_to(out, to, to_tag);
+        // A tag only for a To that parses and has none yet.
+        let has_tag = req.to_user_tag().is_none_or(|t| t.tag.is_some());
+        put_to(out, to, to_tag.filter(|_| !has_tag), plain);
     }
-    for name in [HeaderName::CallId, HeaderName::CSeq] {
-        if let Some(value) = req.header(name) {
-            put_header(out, name.as_str(), value);
-        }
+    if let Some(call_id) = req.header(HeaderName::CallId) {
+        put_known(out, b"Call-ID: ", call_id, plain);
+    }
+    if let Some(cseq) = req.header(HeaderName::CSeq) {
+        put_known(out, b"CSeq: ", cseq, plain);
     }
     for (name, value) in extra_headers {
         put_header(out, name, value);
@@ -74,7 +78,7 @@ pub fn write_response(
 #[must_use]
 pub fn to_tag_for(req: &SipMessage) -> [u8; 16] {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    let from_tag = req.from().and_then(|f| f.tag).unwrap_or_default();
+    let from_tag = req.from_user_tag().and_then(|f| f.tag).unwrap_or_default();
     let branch = req.top_via().and_then(|v| v.branch).unwrap_or_default();
     let mut hash = OFFSET;
     for part in [req.call_id().unwrap_or_default(), from_tag, branch] {
@@ -98,15 +102,30 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
         .fold(hash, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
-/// `To: <value>[;tag=<to_tag>]`: a tag is added only to a To that parses and has none (a
-/// request inside a dialog already carries the tag its UAS chose).
-fn put_to(out: &mut BytesMut, to: &[u8], to_tag: Option<&[u8]>) {
+/// `To: <value>[;tag=<to_tag>]`; the caller passes a tag only for a To that parses and has
+/// none (a request inside a dialog already carries the tag its UAS chose).
+fn put_to(out: &mut BytesMut, to: &[u8], to_tag: Option<&[u8]>, plain: bool) {
     out.put_slice(b"To: ");
-    put_unfolded(out, to);
-    let has_tag = NameAddr::parse(to).is_none_or(|n| n.tag.is_some());
-    if let (Some(tag), false) = (to_tag, has_tag) {
+    if plain {
+        out.put_slice(to);
+    } else {
+        put_unfolded(out, to);
+    }
+    if let Some(tag) = to_tag {
         out.put_slice(b";tag=");
         put_unfolded(out, tag);
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// A header whose name (with `: `) is one of ours, a constant: only the value is unfolded,
+/// unless the caller knows it holds no CR or LF (`plain`).
+fn put_known(out: &mut BytesMut, name_colon: &[u8], value: &[u8], plain: bool) {
+    out.put_slice(name_colon);
+    if plain {
+        out.put_slice(value);
+    } else {
+        put_unfolded(out, value);
     }
     out.put_slice(b"\r\n");
 }

@@ -43,8 +43,41 @@ pub(super) const fn is_lws(b: u8) -> bool {
 
 /// Characters of a host name or IPv4 address (the `_` is not RFC but is seen in the wild).
 #[inline]
-pub(super) const fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
+pub(super) fn is_host_char(b: u8) -> bool {
+    HOST.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// Lookup table behind [`is_host_char`].
+const HOST: [bool; 256] = host_table();
+
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // i < 256: compile time only
+const fn host_table() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        i += 1;
+    }
+    table
+}
+
+/// Whether `s` holds any LWS byte. All four are below 0x21, so eight bytes at a time are
+/// tested for a byte below 0x21 first; only such a word is looked at byte by byte.
+#[inline]
+pub(super) fn has_lws(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut rest = s;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        let x = u64::from_le_bytes(*word);
+        // Classic "has a byte less than n" (n = 0x21): no false negatives.
+        let below = x.wrapping_sub(ONES.wrapping_mul(0x21)) & !x & ONES.wrapping_mul(0x80);
+        if below != 0 && word.iter().any(|&b| is_lws(b)) {
+            return true;
+        }
+        rest = tail;
+    }
+    rest.iter().any(|&b| is_lws(b))
 }
 
 /// A non-empty run of token characters.
@@ -380,6 +413,27 @@ pub fn raw_top_via(msg: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_lws_finds_every_lws_byte_at_every_position() {
+        for len in 0..20 {
+            for at in 0..len {
+                for lws in [b' ', b'\t', b'\r', b'\n'] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = lws;
+                    assert!(has_lws(&s), "{len} {at} {lws}");
+                    s[at] = 0x80 | lws;
+                    assert!(!has_lws(&s), "{len} {at} {lws} high");
+                }
+            }
+            let mut s: Vec<u8> = (0..len as u8).map(|i| 0x21 + i).collect();
+            assert!(!has_lws(&s));
+            if let Some(b) = s.first_mut() {
+                *b = 0;
+                assert!(!has_lws(&s), "NUL is not LWS");
+            }
+        }
+    }
 
     #[test]
     fn trim_lws_strips_folding_on_both_ends() {

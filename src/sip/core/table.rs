@@ -2,14 +2,17 @@
 //!
 //! Role: remember where each header's name and value are without copying them and without a
 //! `Vec`: a fixed array of [`MAX_HEADERS`] entries plus, per [`HeaderName`], the position of its
-//! first occurrence so that `header(name)` is O(1).
+//! first occurrence and its number of lines, so that `header(name)` and `count(name)` are O(1).
 //!
-//! Invariants: `len <= MAX_HEADERS`; every `first` entry is `NONE` or `< len`; spans are `u32`
+//! Invariants: `len <= MAX_HEADERS`; every `first` entry is `NONE` or `< len`; spans are `u16`
 //! offsets (messages are at most `MAX_MESSAGE` bytes) and resolving one never panics: a span
 //! that does not fit the buffer resolves to an empty slice.
 
 use super::error::ParseError;
 use super::header::HeaderName;
+
+// Spans are u16 offsets: every parsed buffer is at most MAX_MESSAGE bytes.
+const _: () = assert!(super::message::MAX_MESSAGE <= u16::MAX as usize);
 
 /// Maximum number of header lines in one message (more is [`ParseError::TooManyHeaders`]).
 pub const MAX_HEADERS: usize = 64;
@@ -20,8 +23,8 @@ const NONE: u8 = u8::MAX;
 /// A byte range `start..end` of the message buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Span {
-    start: u32,
-    end: u32,
+    start: u16,
+    end: u16,
 }
 
 impl Span {
@@ -32,7 +35,7 @@ impl Span {
         let end = start
             .and_then(|s| s.checked_add(sub.len()))
             .filter(|&e| e <= base.len());
-        match (start.map(u32::try_from), end.map(u32::try_from)) {
+        match (start.map(u16::try_from), end.map(u16::try_from)) {
             (Some(Ok(start)), Some(Ok(end))) => Self { start, end },
             _ => Self::default(),
         }
@@ -65,6 +68,8 @@ pub(super) struct HeaderTable {
     entries: [HeaderEntry; MAX_HEADERS],
     len: u8,
     first: [u8; HeaderName::COUNT],
+    /// Lines per name (at most `MAX_HEADERS`, so a `u8` never saturates).
+    counts: [u8; HeaderName::COUNT],
 }
 
 impl HeaderTable {
@@ -73,6 +78,7 @@ impl HeaderTable {
             entries: [EMPTY_ENTRY; MAX_HEADERS],
             len: 0,
             first: [NONE; HeaderName::COUNT],
+            counts: [0; HeaderName::COUNT],
         }
     }
 
@@ -88,6 +94,9 @@ impl HeaderTable {
             if *first == NONE {
                 *first = index;
             }
+        }
+        if let Some(count) = self.counts.get_mut(entry.name as usize) {
+            *count = count.saturating_add(1);
         }
         self.len = index.saturating_add(1);
         Ok(())
@@ -110,7 +119,9 @@ impl HeaderTable {
 
     /// How many header lines carry this name.
     pub(super) fn count(&self, name: HeaderName) -> usize {
-        self.entries().iter().filter(|e| e.name == name).count()
+        self.counts
+            .get(name as usize)
+            .map_or(0, |&n| usize::from(n))
     }
 }
 
@@ -118,7 +129,7 @@ impl HeaderTable {
 mod tests {
     use super::*;
 
-    fn entry(name: HeaderName, at: u32) -> HeaderEntry {
+    fn entry(name: HeaderName, at: u16) -> HeaderEntry {
         HeaderEntry {
             name,
             raw_name: Span { start: at, end: at },
@@ -142,7 +153,7 @@ mod tests {
     fn refuses_more_than_max_headers() {
         let mut t = HeaderTable::new();
         for i in 0..MAX_HEADERS {
-            t.push(entry(HeaderName::Other, i as u32)).unwrap();
+            t.push(entry(HeaderName::Other, i as u16)).unwrap();
         }
         assert_eq!(
             t.push(entry(HeaderName::Via, 0)),

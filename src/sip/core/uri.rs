@@ -13,7 +13,7 @@
 
 use memchr::memchr;
 
-use super::scan::{find_param, is_host_char, is_lws, parse_port, split_once, Cursor};
+use super::scan::{find_param, has_lws, is_host_char, parse_port, split_once, Cursor};
 
 /// A parsed URI; every field borrows from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl<'a> Uri<'a> {
     #[must_use]
     pub fn parse(raw: &'a [u8]) -> Option<Self> {
         let (scheme, rest) = split_once(raw, b':')?;
-        if !valid_scheme(scheme) || rest.is_empty() || raw.iter().any(|&b| is_lws(b)) {
+        if !valid_scheme(scheme) || rest.is_empty() || has_lws(raw) {
             return None;
         }
         let opaque = Self {

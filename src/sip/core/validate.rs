@@ -12,7 +12,7 @@
 
 use super::error::ParseError;
 use super::header::HeaderName;
-use super::message::SipMessage;
+use super::message::{Learned, SipMessage, UserTagSpans};
 use super::method::CSeq;
 use super::name_addr::NameAddr;
 use super::parse::check_version;
@@ -38,8 +38,8 @@ const SINGLE: [HeaderName; 5] = [
     HeaderName::MaxForwards,
 ];
 
-/// Runs every check; see the module docs.
-pub(super) fn validate(msg: &SipMessage) -> Result<(), ParseError> {
+/// Runs every check; see the module docs. Returns what the From and To checks parsed.
+pub(super) fn validate(msg: &SipMessage) -> Result<Learned, ParseError> {
     request_line(msg)?;
     for name in MANDATORY {
         if msg.header(name).is_none() {
@@ -53,10 +53,14 @@ pub(super) fn validate(msg: &SipMessage) -> Result<(), ParseError> {
     }
     cseq(msg)?;
     msg.top_via().ok_or(ParseError::BadVia)?;
-    msg.from().ok_or(ParseError::BadHeaderValue("From"))?;
-    msg.to().ok_or(ParseError::BadHeaderValue("To"))?;
+    let from = msg.from().ok_or(ParseError::BadHeaderValue("From"))?;
+    let to = msg.to().ok_or(ParseError::BadHeaderValue("To"))?;
     contacts(msg)?;
-    max_forwards(msg)
+    max_forwards(msg)?;
+    Ok(Learned {
+        from: Some(UserTagSpans::of(&msg.buf, &from)),
+        to: Some(UserTagSpans::of(&msg.buf, &to)),
+    })
 }
 
 /// `Method SP Request-URI SP SIP/2.0` with exactly one SP each (RFC 4475 §3.1.2.9, §3.1.2.10);

@@ -76,15 +76,27 @@ impl Batch {
 }
 
 /// Replies collected during one batch, sent with as few `sendmmsg` calls as the kernel allows.
-/// One reused byte buffer holds them all, so a reply costs no allocation.
+/// One reused byte buffer holds them all, so a reply costs no allocation; the `sendmmsg`
+/// structures are reused too (only the entries a flush sends are filled in).
 pub(super) struct Outgoing {
     buf: Vec<u8>,
     items: Vec<(std::ops::Range<usize>, SocketAddr)>,
+    addrs: Box<[libc::sockaddr_storage; BATCH]>,
+    iov: Box<[libc::iovec; BATCH]>,
+    hdrs: Box<[libc::mmsghdr; BATCH]>,
 }
 
 impl Outgoing {
     pub(super) fn new() -> Self {
-        Self { buf: Vec::with_capacity(BATCH * 1024), items: Vec::with_capacity(BATCH) }
+        Self {
+            buf: Vec::with_capacity(BATCH * 1024),
+            items: Vec::with_capacity(BATCH),
+            addrs: Box::new([zeroed_storage(); BATCH]),
+            // SAFETY: plain old data, zero is a valid starting value.
+            iov: Box::new(unsafe { std::mem::zeroed() }),
+            // SAFETY: as above; zero is "no control data, no flags".
+            hdrs: Box::new(unsafe { std::mem::zeroed() }),
+        }
     }
 
     pub(super) fn push(&mut self, bytes: &[u8], to: SocketAddr) {
@@ -100,25 +112,26 @@ impl Outgoing {
     /// Sends everything queued and empties the queue; returns how many datagrams failed.
     pub(super) fn flush(&mut self, sock: &UdpSocket) -> usize {
         let mut failed = 0;
+        let (addrs, iov, hdrs) = (&mut *self.addrs, &mut *self.iov, &mut *self.hdrs);
         for chunk in self.items.chunks(BATCH) {
-            let mut addrs = [(zeroed_storage(), 0 as libc::socklen_t); BATCH];
-            // SAFETY: plain old data, zero is a valid starting value.
-            let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for (i, (range, to)) in chunk.iter().enumerate() {
-                addrs[i] = from_socket_addr(*to);
+                let namelen = write_socket_addr(*to, &mut addrs[i]);
                 let bytes = &self.buf[range.clone()];
                 iov[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
-                hdrs[i].msg_hdr.msg_name = (&mut addrs[i].0 as *mut libc::sockaddr_storage).cast();
-                hdrs[i].msg_hdr.msg_namelen = addrs[i].1;
-                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-                hdrs[i].msg_hdr.msg_iovlen = 1;
+                // Every field the kernel reads is set here: name, iov, and no control data.
+                let h = &mut hdrs[i].msg_hdr;
+                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = namelen;
+                h.msg_iov = &mut iov[i];
+                h.msg_iovlen = 1;
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+                h.msg_flags = 0;
             }
             let mut sent = 0usize;
             while sent < chunk.len() {
-                // SAFETY: pointers into `addrs`, `iov` (on this stack frame) and `self.buf`, all
-                // alive for the call; the kernel only reads the payload.
+                // SAFETY: pointers into `addrs`, `iov` (boxed, owned by `self`) and `self.buf`,
+                // all alive and unmoved for the call; the kernel only reads the payload.
                 let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs[sent..chunk.len()].as_mut_ptr(), (chunk.len() - sent) as libc::c_uint, 0) };
                 if n <= 0 {
                     // Skip the datagram that failed (e.g. an unreachable destination), go on.
@@ -156,21 +169,21 @@ fn to_socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-fn from_socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: plain old data.
-    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+/// Writes `addr` into `s` (only the bytes of its family's structure) and returns their length.
+fn write_socket_addr(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen_t {
     let len = match addr {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let a: &mut libc::sockaddr_in = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast() };
+            let a: &mut libc::sockaddr_in = unsafe { &mut *(s as *mut libc::sockaddr_storage).cast() };
             a.sin_family = libc::AF_INET as libc::sa_family_t;
             a.sin_port = v4.port().to_be();
             a.sin_addr = libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() };
+            a.sin_zero = [0; 8];
             size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(v6) => {
             // SAFETY: as above, for sockaddr_in6.
-            let a: &mut libc::sockaddr_in6 = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast() };
+            let a: &mut libc::sockaddr_in6 = unsafe { &mut *(s as *mut libc::sockaddr_storage).cast() };
             a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             a.sin6_port = v6.port().to_be();
             a.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
@@ -179,5 +192,5 @@ fn from_socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_
             size_of::<libc::sockaddr_in6>()
         }
     };
-    (s, len as libc::socklen_t)
+    len as libc::socklen_t
 }

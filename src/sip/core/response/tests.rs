@@ -143,3 +143,25 @@ fn works_for_a_request_missing_headers_and_sanitises_input() {
     write_response(&parse(INVITE), 7, "", None, &[], &mut out);
     assert!(out.starts_with(b"SIP/2.0 7 \r\n"));
 }
+
+#[test]
+fn a_stray_cr_in_an_unfolded_request_is_still_replaced() {
+    let unfolded = replace(
+        INVITE,
+        b" ,\r\n SIP/2.0/TCP [2001:db8::3];branch=z9hG4bKccc",
+        b"",
+    );
+    for (call_id, want) in [
+        (&b"i: call-1@10.0.0.1"[..], &b"Call-ID: call-1@10.0.0.1\r\n"[..]),
+        (b"i: call\r-1@10.0.0.1", b"Call-ID: call -1@10.0.0.1\r\n"),
+    ] {
+        let req = parse(&replace(&unfolded, b"i: call-1@10.0.0.1", call_id));
+        let mut out = BytesMut::new();
+        write_response(&req, 302, "Moved Temporarily", None, &[], &mut out);
+        assert!(out.windows(want.len()).any(|w| w == want));
+        let lone_cr = out
+            .windows(2)
+            .any(|w| w[0] == b'\r' && w[1] != b'\n');
+        assert!(!lone_cr, "{}", String::from_utf8_lossy(&out));
+    }
+}
