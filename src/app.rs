@@ -85,6 +85,7 @@ impl Gateway {
             decisions: Arc::new(DecisionLog::new(10_000)),
             calls: CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx)),
             shutdown: shutdown.clone(),
+            media: crate::webrtc::BridgeSlot::default(),
         };
         Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot })
     }
@@ -139,6 +140,7 @@ impl Gateway {
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_config(&cfg)?).await.context("starting the media anchor ([media])")?;
         let bridge = Arc::new(crate::webrtc::Bridge::new(anchor, Arc::clone(&agents), state.directory.clone()));
+        let _ = state.media.set(Arc::clone(&bridge));
         let front = Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy))
             .with_websocket(Arc::clone(&agents))
             .with_bridge(Arc::clone(&bridge))

@@ -16,6 +16,7 @@ mod events;
 mod fuzz;
 mod health;
 mod json;
+mod media;
 mod limit;
 mod openapi;
 mod portals;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub calls: crate::calls::CallsHandle,
     /// Cancelled when shutdown starts (`/ready` turns 503).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The media bridge of browser agents' calls (`/api/v1/media`), set once SIP has started.
+    pub media: crate::webrtc::BridgeSlot,
 }
 
 /// Limits for the whole router.
@@ -84,6 +87,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let api = portals::routes()
         .merge(route::admin_routes())
         .merge(calls::routes())
+        .merge(media::routes())
         .merge(sync::routes())
         .merge(agents::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))

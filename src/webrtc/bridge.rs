@@ -122,6 +122,13 @@ impl Bridge {
         self.dialogs.lock().len()
     }
 
+    /// The calls with media anchored now: (Call-ID, session), sorted by Call-ID.
+    pub fn calls(&self) -> Vec<(String, SessionId)> {
+        let mut v: Vec<_> = self.dialogs.lock().iter().map(|(k, d)| (text(k), d.session)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// The session of the call with Call-ID `call_id`, if its media is anchored here.
     pub fn session_of(&self, call_id: &str) -> Option<SessionId> {
         self.dialogs.lock().get(call_id.as_bytes()).map(|d| d.session)

@@ -19,5 +19,8 @@ pub mod media;
 pub mod registrar;
 
 pub use bridge::{Bridge, Rewrite};
+
+/// The media bridge, once the SIP side has started it (the HTTP side is built first).
+pub type BridgeSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<Bridge>>>;
 pub use credentials::{Credentials, Issued};
 pub use registrar::{RegisteredAgent, Registrar, RegistrarConfig};

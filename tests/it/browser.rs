@@ -243,35 +243,33 @@ impl MediaOffice {
         s.spawn()
     }
 
-    /// A counter or gauge from `/metrics` (0 when absent): `name` with every one of `labels`
-    /// (in any order).
-    async fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = self.gw.client.get(format!("{}/metrics", self.gw.base)).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-            .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
-            .unwrap_or(0.0)
+    /// `GET /api/v1/media`: this gateway's media anchor (the Prometheus counters are
+    /// process-wide, shared by every gateway of the test binary).
+    async fn media(&self) -> Value {
+        let (status, body) = self.gw.api(Method::GET, "/api/v1/media", None).await;
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
-    async fn metric(&self, name: &str) -> f64 {
-        self.metric_with(name, &[]).await
+    /// The RTP counters of the one call with media anchored now.
+    async fn call_media(&self) -> Value {
+        let media = self.media().await;
+        assert_eq!(media["open_sessions"], 1, "{media:#}");
+        media["calls"][0]["stats"].clone()
     }
 
-    /// Every media session is closed (waited for: 5 s in 50 ms steps).
+    /// Every media session is closed and its ports and peer connection released (waited for:
+    /// 5 s in 50 ms steps).
     async fn assert_no_media_left(&self) {
+        let mut media = Value::Null;
         for _ in 0..100 {
-            if self.metric("callgate_media_sessions_open").await == 0.0 {
+            media = self.media().await;
+            if media["open_sessions"] == 0 && media["live_peer_connections"] == 0 && media["ports_in_use"] == json!({"webrtc": 0, "rtp": 0}) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("a media session outlived its call");
-    }
-
-    /// RTP packets counted by the media anchor on `leg` ("browser", "pbx") in `dir` ("in", "out").
-    async fn packets(&self, leg: &str, dir: &str) -> f64 {
-        self.metric_with("callgate_media_packets_total", &[("leg", leg), ("dir", dir)]).await
+        panic!("media outlived its call: {media:#}");
     }
 
     /// The finished call with correlation `xcid` (bounded wait).
@@ -329,11 +327,12 @@ async fn a_pbx_call_with_media_is_answered_in_chromium_and_the_agent_hangs_up() 
     assert_media_flows(&stats);
 
     // callgate's side of the same media: RTP from the browser relayed to the PBX, and back.
-    let from_browser = o.packets("browser", "in").await;
-    let to_pbx = o.packets("pbx", "out").await;
-    let from_pbx = o.packets("pbx", "in").await;
-    assert!(from_browser > 10.0 && to_pbx > 10.0 && from_pbx > 10.0, "browser {from_browser}, to pbx {to_pbx}, from pbx {from_pbx}");
-    assert_eq!(o.metric("callgate_media_sessions_open").await, 1.0);
+    let stats = o.call_media().await;
+    for counter in ["from_browser_packets", "to_pbx_packets", "from_pbx_packets", "to_browser_packets"] {
+        assert!(stats[counter].as_u64().unwrap_or(0) > 10, "{counter}: {stats:#}");
+    }
+    assert_eq!(stats["codec"], "PCMU", "{stats:#}");
+    assert_eq!(stats["dtls_connected"], true, "{stats:#}");
 
     node.say("hang-up").await;
     let pcs = node.expect("ended").await;
@@ -454,8 +453,8 @@ async fn a_browser_agent_calls_out_through_the_pbx_with_media_and_holds() {
     node.expect("held").await;
     node.expect("resumed").await;
     node.expect("dtmf-sent").await;
-    let from_browser = o.packets("browser", "in").await;
-    assert!(from_browser > 10.0, "callgate relays the browser's RTP: {from_browser}");
+    let stats = o.call_media().await;
+    assert!(stats["from_browser_packets"].as_u64().unwrap_or(0) > 10, "callgate relays the browser's RTP: {stats:#}");
     node.say("hang-up").await;
     node.expect("ended").await;
     node.finish().await;
