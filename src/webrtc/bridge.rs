@@ -72,8 +72,6 @@ struct Dialog {
     bye: Option<ByeTemplate>,
     /// The PBX's Contact (the remote target for the browser's requests).
     pbx_contact: Option<String>,
-    /// callgate made the first offer to the browser (a call from the PBX): it is the DTLS server.
-    first_offer_ours: bool,
 }
 
 /// What a BYE on the browser's behalf needs.
@@ -198,7 +196,6 @@ impl Bridge {
             browser_cseq: if kind == Pending::BrowserOffer { cseq } else { 0 },
             bye: None,
             pbx_contact,
-            first_offer_ours: kind == Pending::PbxOffer,
         };
         self.dialogs.lock().insert(call_id.into(), dialog);
         tracing::debug!(call_id = %label, session = session.0, ?kind, "media anchored");
@@ -290,7 +287,7 @@ impl Bridge {
             (Pending::PbxOffer, true) => self.wait(self.anchor.browser_answer(session, msg.body())),
             (Pending::PbxReoffer, true) => self.wait(self.anchor.browser_reanswer(session, msg.body())),
             (Pending::BrowserOffer, false) => self.wait(self.anchor.pbx_answer(session, msg.body())),
-            (Pending::BrowserReoffer, false) => self.wait(self.anchor.pbx_reanswer(session, msg.body())).map(|sdp| self.keep_dtls_role(call_id, sdp)),
+            (Pending::BrowserReoffer, false) => self.wait(self.anchor.pbx_reanswer(session, msg.body())),
             _ => return Rewrite::Pass,
         };
         match result {
@@ -329,20 +326,6 @@ impl Bridge {
             d.pbx_contact = msg.contact().map(|c| text(c.uri.raw));
         }
         d.bye = Some(ByeTemplate { call_id: text(call_id), local: text(local), remote: text(remote) });
-    }
-
-    /// An answer to the browser's re-offer (`a=setup:actpass`) must keep the DTLS roles of the
-    /// first exchange (RFC 5763 §5: no role change without a new association). When callgate
-    /// made the first offer, the browser answered `active` and callgate is the DTLS server, so
-    /// it answers `passive` (the engine would answer `active`, which Chrome refuses as a role
-    /// change and hangs up).
-    fn keep_dtls_role(&self, call_id: &[u8], sdp: String) -> String {
-        let we_offered_first = self.dialogs.lock().get(call_id).is_some_and(|d| d.first_offer_ours);
-        if we_offered_first {
-            sdp.replace("a=setup:active", "a=setup:passive")
-        } else {
-            sdp
-        }
     }
 
     fn cached(&self, call_id: &[u8], key: (u32, bool, bool)) -> Option<Bytes> {
