@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use browser::{FakeBrowser, BROWSER_DTMF_PT};
-use callgate::webrtc::media::{MediaAnchor, MediaConfig, MediaEvent, SessionId};
+use callgate::webrtc::media::{MediaAnchor, MediaConfig, MediaError, MediaEvent, SessionId};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -519,4 +519,24 @@ async fn refusals_leave_nothing_open() {
         anchor.close(id);
     }
     all_released(&anchor).await;
+    // One browser-leg port only: the second call finds none until the first is closed.
+    let mut one_port = config(42_400);
+    one_port.webrtc_ports = (42_400, 42_400);
+    let (small, _events) = MediaAnchor::start(one_port).await.unwrap();
+    let sdp = pbx_sdp(4000, "0", "");
+    let (first, _) = small.pbx_offer("x", sdp.as_bytes()).await.unwrap();
+    assert!(matches!(
+        small.pbx_offer("x", sdp.as_bytes()).await,
+        Err(MediaError::PortsExhausted)
+    ));
+    assert_eq!(
+        small.ports_in_use(),
+        (1, 1),
+        "the refused call gave its PBX pair back"
+    );
+    small.close(first);
+    all_released(&small).await;
+    let (again, _) = small.pbx_offer("x", sdp.as_bytes()).await.unwrap();
+    small.close(again);
+    all_released(&small).await;
 }

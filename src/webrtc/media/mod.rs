@@ -84,12 +84,9 @@ pub enum MediaError {
     /// The SDP could not be understood.
     #[error("bad SDP: {0}")]
     BadSdp(String),
-    /// No free port in a configured range.
-    #[error("no free UDP port in the {range} range")]
-    PortsExhausted {
-        /// `webrtc_ports` or `rtp_ports`.
-        range: &'static str,
-    },
+    /// No free port in a configured range (`webrtc_ports` or `rtp_ports`; the log says which).
+    #[error("no free UDP port in the media port ranges")]
+    PortsExhausted,
     /// `max_sessions` reached.
     #[error("too many media sessions")]
     TooManySessions,
@@ -108,6 +105,13 @@ pub enum MediaError {
     /// The WebRTC engine refused something.
     #[error("WebRTC engine: {0}")]
     Engine(String),
+}
+
+/// A port range is used up (or its free ports are held by other processes); says which.
+pub(crate) fn ports_exhausted(range: &'static str) -> MediaError {
+    tracing::warn!(range, "media port range exhausted");
+    metrics::counter!("callgate_media_ports_exhausted_total", "range" => range).increment(1);
+    MediaError::PortsExhausted
 }
 
 /// Something the proxy must act on.

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 
 use super::ports::{PortLease, PortPool};
-use super::MediaError;
+use super::{ports_exhausted, MediaError};
 
 /// Our RTCP report interval toward the PBX (RFC 3550's 5 s minimum).
 pub(crate) const RTCP_INTERVAL: Duration = Duration::from_secs(5);
@@ -64,7 +64,7 @@ impl PbxLeg {
             };
             return Ok((leg, lease));
         }
-        Err(MediaError::PortsExhausted { range: "rtp_ports" })
+        Err(ports_exhausted("rtp_ports"))
     }
 
     /// The PBX's SDP said where it wants media. A new address forgets the latched source; the

@@ -18,7 +18,7 @@ use super::ports::{PortLease, PortPool};
 use super::relay::{pbx_to_browser, rtcp_to_pbx, Counters, PacketMetrics, Relay};
 use super::rewrite::{PtMap, Rewriter};
 use super::sdp::{self, AudioSdp, Direction, DtlsRole, PlainParams, G711};
-use super::{rtc_leg, MediaError, MediaEvent, SessionId, SessionStats};
+use super::{ports_exhausted, rtc_leg, MediaError, MediaEvent, SessionId, SessionStats};
 
 /// PT we give telephone-event in offers to the PBX (the common choice).
 const PBX_DTMF_PT: u8 = 101;
@@ -487,9 +487,7 @@ async fn open_leg(
     relay: &Arc<Relay>,
     codecs: Vec<G711>,
 ) -> Result<(Arc<dyn BrowserLeg>, PortLease), MediaError> {
-    let mut last = MediaError::PortsExhausted {
-        range: "webrtc_ports",
-    };
+    let mut last = ports_exhausted("webrtc_ports");
     for _ in 0..LEG_ATTEMPTS {
         let Some(lease) = ctx.webrtc_ports.take() else {
             break;
