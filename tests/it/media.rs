@@ -486,15 +486,15 @@ async fn refusals_leave_nothing_open() {
     let no_g711 = "v=0\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 9 101\r\n";
     assert!(matches!(
         anchor.pbx_offer("x", no_g711.as_bytes()).await,
-        Err(callgate::webrtc::media::MediaError::NoCommonCodec)
+        Err(MediaError::NoCommonCodec)
     ));
     assert!(matches!(
         anchor.pbx_offer("x", b"garbage").await,
-        Err(callgate::webrtc::media::MediaError::BadSdp(_))
+        Err(MediaError::BadSdp(_))
     ));
     assert!(matches!(
         anchor.browser_answer(SessionId(999), b"v=0").await,
-        Err(callgate::webrtc::media::MediaError::UnknownSession)
+        Err(MediaError::UnknownSession)
     ));
     // max_sessions is 4.
     let mut ids = Vec::new();
@@ -511,7 +511,7 @@ async fn refusals_leave_nothing_open() {
         anchor
             .pbx_offer("x", pbx_sdp(4000, "0", "").as_bytes())
             .await,
-        Err(callgate::webrtc::media::MediaError::TooManySessions)
+        Err(MediaError::TooManySessions)
     ));
     assert_eq!(anchor.open_sessions(), 4);
     assert_eq!(anchor.live_peer_connections(), 4);
