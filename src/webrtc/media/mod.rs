@@ -195,7 +195,8 @@ impl MediaAnchor {
     /// Checks the configuration and makes the anchor. Sockets are bound per session.
     ///
     /// # Errors
-    /// [`MediaError::BadSdp`] never; [`MediaError::Engine`] when the port ranges are unusable.
+    /// [`MediaError::Engine`] when a port range is empty or not a range (the `[media]` config
+    /// check reports the same earlier).
     pub async fn start(cfg: MediaConfig) -> Result<(Self, mpsc::Receiver<MediaEvent>), MediaError> {
         let webrtc_ports = ports::PortPool::new(cfg.webrtc_ports, 1)
             .map_err(|m| MediaError::Engine(format!("webrtc_ports: {m}")))?;
