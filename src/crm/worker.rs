@@ -72,12 +72,15 @@ pub struct WorkerConfig {
     pub batch_interval: Duration,
 }
 
+/// How often a portal without credentials is looked at again.
+const PARKED_RECHECK: Duration = Duration::from_secs(3);
+
 /// Blocked intents (waiting for a register that never comes) give up after this many rounds.
 const MAX_BLOCKED_ROUNDS: u32 = 60;
 
 /// Runs the worker of `portal` until cancelled.
 pub async fn run(portal: PortalId, store: StoreHandle, directory: Directory, bitrix: Arc<dyn Bitrix>, wake: Arc<Notify>, cfg: WorkerConfig, cancel: CancellationToken) {
-    let mut w = Worker { portal, store, directory, bitrix, cfg, known: HashMap::new(), bucket: LeakyBucket::new(cfg.rate_per_s, cfg.burst) };
+    let mut w = Worker { portal, store, directory, bitrix, cfg, known: HashMap::new(), bucket: LeakyBucket::new(cfg.rate_per_s, cfg.burst), parked: false };
     loop {
         // (how long to wait, whether a wake-up cuts the wait short)
         let (wait, wakeable) = match w.round().await {
@@ -85,6 +88,8 @@ pub async fn run(portal: PortalId, store: StoreHandle, directory: Directory, bit
             // Accumulating after a partial batch: wake-ups do not cut this wait short.
             Ok(Round::Partial) => (cfg.batch_interval, false),
             Ok(Round::Idle) => (w.idle_wait().await, true),
+            // Checked again every few seconds (settings changes are not signalled here).
+            Ok(Round::Parked) => (PARKED_RECHECK, false),
             Err(e) => {
                 tracing::warn!(portal, error = %e, "outbox round failed");
                 (Duration::from_secs(1), true)
@@ -119,6 +124,10 @@ enum Round {
     Partial,
     /// Nothing could be sent.
     Idle,
+    /// The portal has no credentials: nothing can ever be sent until some are set, so its
+    /// intents are not even read (with tens of thousands waiting, reading and postponing them
+    /// round after round cost more CPU than the calls themselves).
+    Parked,
 }
 
 struct Worker {
@@ -130,12 +139,26 @@ struct Worker {
     /// CALL_IDs by call key (cache of `crm_calls`).
     known: HashMap<String, String>,
     bucket: LeakyBucket,
+    /// The portal had no credentials at the last round (said once in the log).
+    parked: bool,
 }
 
 impl Worker {
     /// One delivery round.
     async fn round(&mut self) -> Result<Round, crate::store::StoreError> {
         let (portal, now) = (self.portal, super::now_ms());
+        let parked = self.directory.snapshot().portals.get(&portal).is_some_and(|e| e.portal.auth.is_none());
+        if parked != self.parked {
+            self.parked = parked;
+            if parked {
+                tracing::warn!(portal, "the portal has no Bitrix24 credentials: its calls wait in the outbox until some are set");
+            } else {
+                tracing::info!(portal, "the portal has Bitrix24 credentials again: delivering");
+            }
+        }
+        if parked {
+            return Ok(Round::Parked);
+        }
         let due = self.store.run(move |s| s.outbox_due(portal, now, 200)).await?;
         if due.is_empty() {
             return Ok(Round::Idle);

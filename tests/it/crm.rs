@@ -280,3 +280,23 @@ async fn busy_rejected_outgoing_busy_and_internal_calls_are_reported_as_such() {
     ]);
     assert!(calls.iter().all(|c| c.phone_number != "103"), "no internal call reported");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_an_active_portal_without_credentials_wait_and_are_delivered_once_credentials_are_set() {
+    let fake = FakeB24::spawn().await;
+    let o = Office::open_with("udp", None, |cfg| cfg.crm.show_hide_window = Duration::from_millis(100)).await;
+    o.settings(|s| s["active"] = json!(true)).await;
+    let phone = o.phone("101", "agent-answer.xml", &[]);
+    o.pbx_calls("101", "pbx-answered.xml", "b-parked", &[], vec![phone]).await;
+    o.finished("b-parked").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(fake.requests().is_empty(), "no credentials, no request: {:#?}", fake.requests());
+    // The operator adds the webhook: the waiting call goes out (the worker looks again every 3 s).
+    let path = format!("/api/v1/portals/{}", o.portal);
+    let body = json!({ "domain": "office.bitrix24.ru", "auth": { "webhook_url": fake.webhook_url() } });
+    let (status, answer) = o.gw.api(Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let calls = finished_calls(&fake, 1).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(successful_finishes(&fake).values().copied().collect::<Vec<_>>(), [1]);
+}

@@ -25,26 +25,40 @@ pub struct TcpLimits {
     pub idle: Duration,
 }
 
-/// Accepts connections until the hub's token is cancelled; each connection runs in `tasks`.
-pub async fn serve_tcp(listener: TcpListener, hub: Arc<Hub>, tasks: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(hub.limits().max_connections));
-    let refused = metrics::counter!("callgate_sip_tcp_refused_total");
+/// The next accepted connection with its slot, or `None` once the hub's token is cancelled. A
+/// failed accept is logged and retried after 20 ms; a connection beyond the slots is closed at once
+/// and counted in `refused` (overload is visible, memory does not grow).
+pub(super) async fn accept_next(
+    listener: &TcpListener,
+    hub: &Hub,
+    slots: &Arc<Semaphore>,
+    refused: &metrics::Counter,
+    what: &'static str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
     loop {
         let (stream, addr) = tokio::select! {
-            () = hub.cancel().cancelled() => return,
+            () = hub.cancel().cancelled() => return None,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
+                    tracing::warn!(error = %e, transport = what, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            refused.increment(1);
-            continue; // dropping the stream closes it: overload is visible, memory does not grow
-        };
+        match Arc::clone(slots).try_acquire_owned() {
+            Ok(permit) => return Some((stream, addr, permit)),
+            Err(_) => refused.increment(1),
+        }
+    }
+}
+
+/// Accepts connections until the hub's token is cancelled; each connection runs in `tasks`.
+pub async fn serve_tcp(listener: TcpListener, hub: Arc<Hub>, tasks: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(hub.limits().max_connections));
+    let refused = metrics::counter!("callgate_sip_tcp_refused_total");
+    while let Some((stream, addr, permit)) = accept_next(&listener, &hub, &slots, &refused, "tcp").await {
         let hub = Arc::clone(&hub);
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);

@@ -7,7 +7,6 @@
 //! and counted, like one to a closed WebSocket flow).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -28,22 +27,7 @@ pub async fn serve_tls(
     let acceptor = TlsAcceptor::from(config);
     let slots = Arc::new(Semaphore::new(hub.limits().max_connections));
     let refused = metrics::counter!("callgate_sip_tls_refused_total");
-    loop {
-        let (stream, addr) = tokio::select! {
-            () = hub.cancel().cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tls accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            refused.increment(1);
-            continue;
-        };
+    while let Some((stream, addr, permit)) = super::tcp::accept_next(&listener, &hub, &slots, &refused, "tls").await {
         let (hub, acceptor) = (Arc::clone(&hub), acceptor.clone());
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);

@@ -237,8 +237,14 @@ impl Session {
 
     /// The browser answered our offer (made from the PBX's).
     pub(crate) async fn browser_answer(&self, raw: &[u8]) -> Result<String, MediaError> {
+        self.take_browser_answer(raw, true).await
+    }
+
+    /// The browser's answer to our first offer (`first`: its DTLS role is learnt) or to a PBX
+    /// re-offer: the answer for the PBX.
+    async fn take_browser_answer(&self, raw: &[u8], first: bool) -> Result<String, MediaError> {
         let mut neg = self.neg.lock().await;
-        expect(&neg.phase, |p| matches!(p, Phase::BrowserAnswer))?;
+        expect(&neg.phase, |p| if first { matches!(p, Phase::BrowserAnswer) } else { matches!(p, Phase::BrowserReanswer) })?;
         let text = utf8(raw)?;
         let answer = sdp::parse_webrtc(raw)?;
         let codec = neg.codec.ok_or(MediaError::NoCommonCodec)?;
@@ -247,7 +253,9 @@ impl Session {
         self.set_maps(&neg, browser_pt, answer.dtmf_pt());
         neg.version += 1;
         neg.phase = Phase::Active;
-        neg.dtls = sdp::dtls_role(text).map(DtlsRole::peer);
+        if first {
+            neg.dtls = sdp::dtls_role(text).map(DtlsRole::peer);
+        }
         let dtmf = neg.pbx_dtmf.filter(|_| answer.dtmf_pt().is_some());
         let direction = answer.direction.answering(neg.offered);
         Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, direction))
@@ -312,19 +320,7 @@ impl Session {
 
     /// The browser's answer to a PBX re-offer: the answer for the PBX.
     pub(crate) async fn browser_reanswer(&self, raw: &[u8]) -> Result<String, MediaError> {
-        let mut neg = self.neg.lock().await;
-        expect(&neg.phase, |p| matches!(p, Phase::BrowserReanswer))?;
-        let text = utf8(raw)?;
-        let answer = sdp::parse_webrtc(raw)?;
-        let codec = neg.codec.ok_or(MediaError::NoCommonCodec)?;
-        let browser_pt = answer.pt_of(codec).ok_or(MediaError::NoCommonCodec)?;
-        self.leg.accept_answer(text).await?;
-        self.set_maps(&neg, browser_pt, answer.dtmf_pt());
-        neg.version += 1;
-        neg.phase = Phase::Active;
-        let dtmf = neg.pbx_dtmf.filter(|_| answer.dtmf_pt().is_some());
-        let direction = answer.direction.answering(neg.offered);
-        Ok(self.plain(neg.version, &[(codec, neg.pbx_pt)], dtmf, direction))
+        self.take_browser_answer(raw, false).await
     }
 
     /// A re-INVITE from the browser (hold/unhold): the offer for the PBX.
