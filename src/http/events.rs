@@ -26,7 +26,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::crm::events::{
-    classify, install, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered,
+    classify, install, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered, BOUND_EVENTS,
 };
 use crate::routing::PortalEntry;
 use crate::settings::normalize_domain;
@@ -372,28 +372,13 @@ fn handler_url(headers: &HeaderMap, path: &str) -> String {
     format!("{scheme}://{host}{path}")
 }
 
-/// A bounded metrics label: the events callgate knows, else `other`.
+/// A bounded metrics label: the events callgate knows (the install and those it binds), else
+/// `other`.
 fn event_label(name: &str, kind: EventKind) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "ONAPPINSTALL",
-        "ONEXTERNALCALLSTART",
-        "ONCRMCONTACTADD",
-        "ONCRMCONTACTUPDATE",
-        "ONCRMCONTACTDELETE",
-        "ONCRMCOMPANYADD",
-        "ONCRMCOMPANYUPDATE",
-        "ONCRMCOMPANYDELETE",
-        "ONCRMLEADADD",
-        "ONCRMLEADUPDATE",
-        "ONCRMLEADDELETE",
-    ];
     match kind {
         EventKind::Other => "other",
-        _ => KNOWN
-            .iter()
-            .find(|k| **k == name)
-            .copied()
-            .unwrap_or("other"),
+        _ if name == "ONAPPINSTALL" => "ONAPPINSTALL",
+        _ => BOUND_EVENTS.iter().find(|k| **k == name).copied().unwrap_or("other"),
     }
 }
 

@@ -36,7 +36,7 @@ struct Call {
     stats: Option<SessionStats>,
 }
 
-/// 503 until the SIP side (and with it the anchor) has started.
+/// 500 until the SIP side (and with it the anchor) has started (only in the moment after start-up).
 async fn media(State(state): State<AppState>) -> Result<Json<Media>, ApiError> {
     let bridge = state.media.get().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the media anchor has not started")))?;
     let anchor = bridge.anchor();

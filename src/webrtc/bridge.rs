@@ -115,21 +115,11 @@ impl Bridge {
         &self.anchor
     }
 
-    /// Calls with media anchored at the moment.
-    pub fn dialogs(&self) -> usize {
-        self.dialogs.lock().len()
-    }
-
     /// The calls with media anchored now: (Call-ID, session), sorted by Call-ID.
     pub fn calls(&self) -> Vec<(String, SessionId)> {
         let mut v: Vec<_> = self.dialogs.lock().iter().map(|(k, d)| (text(k), d.session)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
-    }
-
-    /// The session of the call with Call-ID `call_id`, if its media is anchored here.
-    pub fn session_of(&self, call_id: &str) -> Option<SessionId> {
-        self.dialogs.lock().get(call_id.as_bytes()).map(|d| d.session)
     }
 
     /// Looks at `msg` from `peer` before the proxy does.
@@ -254,10 +244,11 @@ impl Bridge {
     fn invite_response(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, from_browser: bool) -> Rewrite {
         let status = msg.status().unwrap_or(0);
         let key = (cseq, false, from_browser);
-        if (101..200).contains(&status) {
+        if status < 200 {
             // Early SDP in an unreliable provisional answer is a preview (RFC 3261 §13.3.1.1):
             // the 2xx carries the answer, so the other side gets the provisional without it.
-            return if msg.body().is_empty() { Rewrite::Pass } else { Rewrite::Replace(with_body(msg, b"")) };
+            let early_sdp = status > 100 && !msg.body().is_empty();
+            return if early_sdp { Rewrite::Replace(with_body(msg, b"")) } else { Rewrite::Pass };
         }
         if status >= 300 {
             let initial = self.dialogs.lock().get(call_id).is_some_and(|d| d.bye.is_none() && d.pending.is_some_and(|(c, _)| c == cseq));
@@ -266,9 +257,6 @@ impl Bridge {
             } else if let Some(d) = self.dialogs.lock().get_mut(call_id) {
                 d.pending = None;
             }
-            return Rewrite::Pass;
-        }
-        if status < 200 {
             return Rewrite::Pass;
         }
         self.confirm(msg, call_id, from_browser);

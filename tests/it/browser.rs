@@ -274,26 +274,12 @@ impl MediaOffice {
 
     /// The finished call with correlation `xcid` (bounded wait).
     async fn finished(&self, xcid: &str) -> Value {
-        self.finished_where(|c| c["correlation"] == xcid).await
+        self.gw.finished_call(|c| c["correlation"] == xcid).await
     }
 
     /// The finished call to `customer` (bounded wait).
     async fn finished_outgoing(&self, customer: &str) -> Value {
-        self.finished_where(|c| c["customer"] == customer).await
-    }
-
-    async fn finished_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        let xcid = "the call";
-        for _ in 0..200 {
-            let (status, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=100", None).await;
-            assert_eq!(status, 200);
-            if let Some(c) = calls.as_array().unwrap().iter().find(|c| pred(c) && !c["ended_at"].is_null()) {
-                return c.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (_, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=100", None).await;
-        panic!("no finished call {xcid}; calls: {calls:#}");
+        self.gw.finished_call(|c| c["customer"] == customer).await
     }
 }
 

@@ -127,16 +127,7 @@ impl Office {
 
     /// The first finished call matching `pred`, waited for (bounded: 10 s in 50 ms steps).
     pub(crate) async fn finished_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
-            let (status, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
-            assert_eq!(status, 200);
-            if let Some(c) = calls.as_array().unwrap().iter().find(|c| pred(c) && !c["ended_at"].is_null()) {
-                return c.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (_, calls) = self.gw.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
-        panic!("no such finished call; calls: {calls:#}");
+        self.gw.finished_call(pred).await
     }
 
     pub(crate) async fn assign(&self, to: &str) {

@@ -81,6 +81,21 @@ impl TestGateway {
         self.call(method, path, body, Some(TOKEN)).await
     }
 
+    /// The first finished call (`GET /api/v1/calls`) matching `pred`, waited for (bounded: 10 s
+    /// in 50 ms steps).
+    pub async fn finished_call(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let (status, calls) = self.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
+            assert_eq!(status, 200);
+            if let Some(c) = calls.as_array().unwrap().iter().find(|c| pred(c) && !c["ended_at"].is_null()) {
+                return c.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (_, calls) = self.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
+        panic!("no such finished call; calls: {calls:#}");
+    }
+
     /// An HTTP call with an explicit token (or none).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
