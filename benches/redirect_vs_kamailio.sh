@@ -26,6 +26,8 @@ run_sipp() { # target label
 }
 # user and system ticks of every process named $1 (the anchor's cpu_ticks.sh gives their sum)
 split_ticks() { for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "$1" ] && awk '{print $14, $15}' $p/stat; done | awk '{u+=$1; s+=$2} END {print u+0, s+0}'; }
+# per-thread user+system ticks of process $1, as "name ticks" lines (threads of one name summed)
+thread_ticks() { for t in /proc/$1/task/*; do echo "$(tr ' ' _ <$t/comm) $(awk '{print $14+$15}' $t/stat)"; done 2>/dev/null | awk '{s[$1]+=$2} END {for (n in s) print n, s[n]}' | sort; }
 counter() { awk -F'|' -v n="$2" '$1 ~ n {v=$3} END {gsub(/ /,"",v); print v+0}' "$1"; }
 repartition() { awk '/Average Response Time Repartition/ {p=1; next} /Call Length Repartition/ {p=0} p && /<=|>=/ {print "   " $0}' "$1" | tail -8; }
 
@@ -59,8 +61,9 @@ for line in open(sys.argv[1]):
 PY
 api -X POST "http://127.0.0.1:18080/api/v1/portals/$pid/index" -H 'content-type: text/csv' --data-binary "@$d/pm.csv" >/dev/null
 rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$cpid/status)
-a=$("$anchors/cpu_ticks.sh" callgate); read -r cu0 cs0 < <(split_ticks callgate)
+a=$("$anchors/cpu_ticks.sh" callgate); read -r cu0 cs0 < <(split_ticks callgate); thread_ticks $cpid >"$d/threads0"
 run_sipp 127.0.0.1:5072 callgate
+thread_ticks $cpid >"$d/threads1"
 ct=$(( $("$anchors/cpu_ticks.sh" callgate) - a )); read -r cu1 cs1 < <(split_ticks callgate)
 csplit="user $((cu1-cu0)), system $((cs1-cs0))"
 
@@ -72,5 +75,6 @@ for who in kamailio callgate; do
 done
 echo
 python3 -c "print(f'ratio callgate/kamailio CPU per decision: {($ct/max($(counter "$d/callgate.screen" "Successful call"),1))/max($kt/max($(counter "$d/kamailio.screen" "Successful call"),1),1e-9):.2f}')"
+echo "callgate's threads (ticks during the run): $(join -a2 -e0 -o 2.1,1.2,2.2 "$d/threads0" "$d/threads1" | awk '$3-$2 > 0 {printf "%s %d, ", $1, $3-$2}')"
 echo "callgate RSS with $size numbers in the index: $((rss_kb/1024)) MB"
 echo "(files in $d)"

@@ -17,7 +17,7 @@ pub struct DecisionRecord {
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// SIP Call-ID (lossy UTF-8), or empty for HTTP decisions.
-    pub call_id: String,
+    pub call_id: CallIdText,
     /// The portal, when found.
     pub portal_id: Option<PortalId>,
     /// The normalised caller number (JSON: a string of digits).
@@ -40,8 +40,7 @@ impl DecisionRecord {
     pub fn new(call_id: &[u8], portal: Option<PortalId>, caller: Option<Number>, manager: Option<UserId>, target: Option<Arc<str>>, reason: Reason, source: &'static str) -> Self {
         Self {
             at_ms: now_ms(),
-            // Valid UTF-8 (the usual case) is checked word by word; only the rest goes lossy.
-            call_id: std::str::from_utf8(call_id).map_or_else(|_| String::from_utf8_lossy(call_id).into_owned(), str::to_owned),
+            call_id: CallIdText::new(call_id),
             portal_id: portal,
             caller: caller.map(Number::as_u64),
             manager,
@@ -50,6 +49,64 @@ impl DecisionRecord {
             reason,
             source,
         }
+    }
+}
+
+/// A Call-ID as text: kept inline up to [`CallIdText::INLINE`] bytes (nearly every Call-ID), so
+/// recording a decision allocates nothing and dropping the oldest record frees nothing; longer
+/// ones go to the heap. Serialised as a JSON string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallIdText(Repr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    Inline { len: u8, buf: [u8; CallIdText::INLINE] },
+    Heap(Box<str>),
+}
+
+impl CallIdText {
+    /// Longest Call-ID kept inline.
+    pub const INLINE: usize = 62;
+
+    /// From raw header bytes: valid UTF-8 as is (the usual case), anything else lossily.
+    pub fn new(raw: &[u8]) -> Self {
+        match std::str::from_utf8(raw) {
+            Ok(text) if text.len() <= Self::INLINE => {
+                let mut buf = [0u8; Self::INLINE];
+                buf[..text.len()].copy_from_slice(text.as_bytes());
+                Self(Repr::Inline { len: text.len() as u8, buf })
+            }
+            Ok(text) => Self(Repr::Heap(text.into())),
+            Err(_) => Self(Repr::Heap(String::from_utf8_lossy(raw).into())),
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ever filled from a `&str` of `len` bytes, so the prefix is valid UTF-8.
+            Repr::Inline { len, buf } => std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default(),
+            Repr::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for CallIdText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for CallIdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for CallIdText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -88,5 +145,28 @@ impl DecisionLog {
     /// The newest `limit` records, newest first.
     pub fn recent(&self, limit: usize) -> Vec<DecisionRecord> {
         self.ring.lock().iter().rev().take(limit).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallIdText;
+
+    #[test]
+    fn call_ids_read_back_whatever_their_length_or_encoding() {
+        let long = "x".repeat(CallIdText::INLINE + 1);
+        let exact = "y".repeat(CallIdText::INLINE);
+        let cases: &[(&[u8], &str)] = &[
+            (b"", ""),
+            (b"1-4242@127.0.0.1", "1-4242@127.0.0.1"),
+            (exact.as_bytes(), &exact),
+            (long.as_bytes(), &long),
+            (b"a\xffb", "a\u{fffd}b"),
+        ];
+        for (raw, want) in cases {
+            let id = CallIdText::new(raw);
+            assert_eq!(id.as_str(), *want);
+            assert_eq!(serde_json::to_string(&id).unwrap(), serde_json::to_string(want).unwrap());
+        }
     }
 }

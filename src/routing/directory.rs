@@ -40,7 +40,7 @@ pub struct Redirect {
     /// The extension (shared with every audit record that names it).
     pub extension: Arc<str>,
     /// The 302 Contact value, `<sip:EXT@pbx_host>`.
-    pub contact: String,
+    pub contact: Arc<str>,
 }
 
 impl PortalEntry {
@@ -51,7 +51,7 @@ impl PortalEntry {
         }
         let redirects = mappings
             .iter()
-            .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host) }))
+            .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: Arc::from(format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host)) }))
             .collect();
         let agent_addrs = mappings.iter().filter_map(|m| contact_addr(m.contact.as_deref()?)).collect();
         Self {

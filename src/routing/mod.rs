@@ -13,7 +13,7 @@ mod metrics;
 pub mod number;
 mod redirect;
 
-pub use audit::{DecisionLog, DecisionRecord};
+pub use audit::{CallIdText, DecisionLog, DecisionRecord};
 pub use decide::{decide, Decision, Reason};
 pub use directory::{Directory, PortalEntry, Redirect, Snapshot};
 pub use index::{parse_csv, BadRow, PmIndex};

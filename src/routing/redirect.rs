@@ -5,6 +5,9 @@
 //! Transaction handling kept deliberately small: every final answer to an INVITE is remembered
 //! by transaction key (top Via branch + sent-by) until its ACK arrives or timer H (64·T1 = 32 s)
 //! runs out, so a retransmitted INVITE gets the very same bytes again and no second decision.
+//! What is remembered is the answer (the Contact or the reason), not its bytes: a retransmission
+//! is the same request, and the To-tag comes from the transaction key, so writing the answer
+//! again gives the same bytes without an allocation and a copy on every decision.
 //! The memory is bounded (`max_remembered`); past it, answers are still correct and the To-tag
 //! still deterministic, only a retransmission would be decided afresh. ACK is absorbed; CANCEL
 //! gets 200 when it matches an answered INVITE (nothing left to cancel) and 481 otherwise.
@@ -17,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 
 use super::audit::{DecisionLog, DecisionRecord};
-use super::decide::{decide, Decision};
+use super::decide::{decide, Decision, Reason};
 use super::directory::{Directory, PortalEntry, Snapshot};
 use super::metrics::RoutingMetrics;
 use super::number::{normalize_bytes, number_text};
@@ -55,8 +58,17 @@ pub struct RedirectServer {
 }
 
 struct Answered {
-    response: Bytes,
+    answer: Answer,
     expires: Instant,
+}
+
+/// A final answer to a routing INVITE, enough to write it again.
+#[derive(Clone)]
+enum Answer {
+    /// 302 to this Contact (shared with the directory's entry; empty if the mapping vanished).
+    Redirect(Option<Arc<str>>),
+    /// The configured "no decision" status, with this reason.
+    NoDecision(Reason),
 }
 
 impl RedirectServer {
@@ -112,8 +124,9 @@ impl RedirectServer {
         let tag = to_tag(key);
         if let Some(prev) = self.answered.get(&key) {
             self.metrics.retransmission.increment(1);
-            reply.extend_from_slice(&prev.response);
-            return;
+            let answer = prev.answer.clone();
+            drop(prev); // the map's shard lock is not held while writing
+            return self.write_answer(msg, &tag, &answer, reply);
         }
         let ruri_user = msg.request_uri().and_then(Uri::user_of).unwrap_or_default();
         let is_routing = match portal {
@@ -129,20 +142,16 @@ impl RedirectServer {
         let manager = self.directory.manager_of(portal, caller);
         let decision = decide(portal, caller, caller_user, manager);
         let reason = decision.reason();
-        let target = match decision {
+        let (answer, target) = match decision {
             Decision::Redirect { mapping } => {
                 let redirect = portal.and_then(|p| p.redirects.get(&mapping.user_id));
-                let contact = redirect.map_or(&b""[..], |r| r.contact.as_bytes());
-                write_response(msg, 302, "Moved Temporarily", Some(&tag), &[("Contact", contact), ("X-Callgate-Reason", reason.as_str().as_bytes())], reply);
-                redirect.map(|r| Arc::clone(&r.extension))
+                (Answer::Redirect(redirect.map(|r| Arc::clone(&r.contact))), redirect.map(|r| Arc::clone(&r.extension)))
             }
-            Decision::NoDecision(r) => {
-                write_response(msg, self.cfg.no_decision_code, no_decision_text(self.cfg.no_decision_code), Some(&tag), &[("X-Callgate-Reason", r.as_str().as_bytes())], reply);
-                None
-            }
+            Decision::NoDecision(r) => (Answer::NoDecision(r), None),
         };
+        self.write_answer(msg, &tag, &answer, reply);
         self.metrics.decision(reason);
-        self.remember(key, reply, now);
+        self.remember(key, answer, now);
         if let (Some(calls), Some(p)) = (&self.calls, portal) {
             calls.feed(now, [routed_event(msg, p, number_text(caller, caller_user), manager, target.clone())]);
         }
@@ -157,12 +166,25 @@ impl RedirectServer {
         }
     }
 
-    fn remember(&self, key: u64, reply: &BytesMut, now: Instant) {
+    fn write_answer(&self, msg: &SipMessage, tag: &[u8], answer: &Answer, reply: &mut BytesMut) {
+        match answer {
+            Answer::Redirect(contact) => {
+                let contact = contact.as_deref().map_or(&b""[..], str::as_bytes);
+                write_response(msg, 302, "Moved Temporarily", Some(tag), &[("Contact", contact), ("X-Callgate-Reason", Reason::PersonalManager.as_str().as_bytes())], reply);
+            }
+            Answer::NoDecision(r) => {
+                let code = self.cfg.no_decision_code;
+                write_response(msg, code, no_decision_text(code), Some(tag), &[("X-Callgate-Reason", r.as_str().as_bytes())], reply);
+            }
+        }
+    }
+
+    fn remember(&self, key: u64, answer: Answer, now: Instant) {
         if self.answered.len() >= self.cfg.max_remembered {
             self.metrics.remember_full.increment(1);
             return;
         }
-        self.answered.insert(key, Answered { response: Bytes::copy_from_slice(reply), expires: now + TIMER_H });
+        self.answered.insert(key, Answered { answer, expires: now + TIMER_H });
     }
 }
 
