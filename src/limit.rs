@@ -125,7 +125,7 @@ impl Bucket {
 
 /// Token buckets by source address, with a separate rate for trusted sources.
 pub struct SourceLimiter {
-    buckets: DashMap<IpAddr, Bucket>,
+    buckets: DashMap<IpAddr, Bucket, foldhash::fast::RandomState>,
     normal: Rate,
     trusted: Rate,
     max_sources: usize,
@@ -153,7 +153,7 @@ impl SourceLimiter {
     /// `normal` for unknown sources, `trusted` for trusted ones, at most `max_sources` buckets.
     pub fn new(normal: Rate, trusted: Rate, max_sources: usize, now: Instant) -> Self {
         Self {
-            buckets: DashMap::new(),
+            buckets: DashMap::default(),
             normal,
             trusted,
             max_sources: max_sources.max(1),

@@ -130,6 +130,15 @@ impl SipMessage {
         parse::parse(buf, true)
     }
 
+    /// [`Self::parse`], giving the buffer back with the error, for callers that answer a
+    /// refused message from its raw bytes (no second reference to keep meanwhile).
+    ///
+    /// # Errors
+    /// As [`Self::parse`], with the buffer.
+    pub fn parse_or_return(buf: Bytes) -> Result<Self, (ParseError, Bytes)> {
+        parse::parse_keeping(buf, true)
+    }
+
     /// Indexes a message, checking only what the index needs (size, start-line shape, header
     /// line syntax, header count). Meant for answering a message `parse` refused: the 400 must
     /// still copy its Via, From, To, Call-ID and CSeq. Body framing errors fall back to "the

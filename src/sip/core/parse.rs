@@ -22,8 +22,14 @@ use super::validate;
 
 /// See `SipMessage::parse` (`validate = true`) and `SipMessage::parse_unvalidated`.
 pub(super) fn parse(buf: Bytes, validate: bool) -> Result<SipMessage, ParseError> {
+    parse_keeping(buf, validate).map_err(|(e, _)| e)
+}
+
+/// [`parse`], handing the buffer back with the error (so a caller that answers 400 from the
+/// raw bytes needs no second reference to them).
+pub(super) fn parse_keeping(buf: Bytes, validate: bool) -> Result<SipMessage, (ParseError, Bytes)> {
     if buf.len() > MAX_MESSAGE {
-        return Err(ParseError::TooLarge);
+        return Err((ParseError::TooLarge, buf));
     }
     // Built in place: the header table is ~1.3 KB, so it is filled where it will live rather
     // than assembled on the stack and moved.
@@ -40,6 +46,14 @@ pub(super) fn parse(buf: Bytes, validate: bool) -> Result<SipMessage, ParseError
         learned: Learned::default(),
         plain_values: false,
     };
+    match fill(&mut msg, validate) {
+        Ok(()) => Ok(msg),
+        Err(e) => Err((e, msg.buf)),
+    }
+}
+
+/// Indexes (and with `validate`, checks) `msg.buf` into `msg`.
+fn fill(msg: &mut SipMessage, validate: bool) -> Result<(), ParseError> {
     let bytes: &[u8] = &msg.buf;
     // RFC 3261 §7.5: CRLFs before the start line are ignored (stream keep-alives).
     let skip = bytes
@@ -64,9 +78,9 @@ pub(super) fn parse(buf: Bytes, validate: bool) -> Result<SipMessage, ParseError
     msg.message = Span::of(bytes, text.get(..end).unwrap_or(text));
     msg.body = Span::of(bytes, body);
     if validate {
-        msg.learned = validate::validate(&msg)?;
+        msg.learned = validate::validate(msg)?;
     }
-    Ok(msg)
+    Ok(())
 }
 
 /// Parses the start line shape. Requests are split leniently here (first SP, last SP) and
