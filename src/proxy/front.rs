@@ -163,7 +163,7 @@ impl SipHandler for Front {
             return self.on_websocket(registrar, data, peer, now, out);
         }
         if Self::for_redirect(&snap, &data) {
-            self.redirect.on_message(data, peer, now, out);
+            self.redirect.on_message_in(&snap, data, peer, now, out);
         } else if let Some(msg) = self.bridge.as_ref().and_then(|_| SipMessage::parse(data.clone()).ok()) {
             self.to_proxy(&msg, peer, now, out);
         } else {
