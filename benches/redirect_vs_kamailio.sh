@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Personal-manager look-ups: the Kamailio redirect anchor and callgate, one after the other, on
-# the same SIPp load, in one run. Prints, for both, successful/failed calls, the response-time
-# repartition and CPU per decision, and callgate's ratio to Kamailio. Loopback only.
+# Personal-manager look-ups: the Kamailio redirect anchor and callgate on the same SIPp load, in
+# one run. Prints, for both, successful/failed calls, the response-time repartition and CPU per
+# decision, and callgate's ratio to Kamailio. Loopback only.
 #
-#   bash benches/redirect_vs_kamailio.sh [CALLS] [RATE] [INDEX_SIZE]     (defaults 100000 10000 100000)
+#   bash benches/redirect_vs_kamailio.sh [CALLS] [RATE] [INDEX_SIZE] [ROUNDS]
+#       (defaults 100000 10000 100000 3)
+#
+# Both run side by side (each idle while the other is loaded), get WARMUP (default 20000)
+# unmeasured look-ups first, then each round loads both, one after the other, alternating which
+# goes first (K C, C K, K C...).
+# On a shared VM the CPU cost of the very same work drifts by 10-20% over minutes (Kamailio's own
+# figure moved between 36 and 49 µs per decision in four back-to-back runs), so a single pair
+# measures the drift as much as the difference; the totals over alternating rounds cancel most
+# of it. The per-round ratios are printed too, so the spread stays visible.
 #
 # Needs: apt-get install sip-tester kamailio kamailio-sqlite-modules; python3; the anchors in
 # ../shared/anchors (ANCHORS=... to point elsewhere).
 set -euo pipefail
-calls=${1:-100000} rate=${2:-10000} size=${3:-100000}
+calls=${1:-100000} rate=${2:-10000} size=${3:-100000} rounds=${4:-3} warmup=${WARMUP:-20000}
 here=$(cd "$(dirname "$0")/.." && pwd)
 anchors=${ANCHORS:-$here/../shared/anchors}
 d=$(mktemp -d /tmp/callgate-bench.XXXXXX)
@@ -31,16 +40,7 @@ thread_ticks() { for t in /proc/$1/task/*; do echo "$(tr ' ' _ <$t/comm) $(awk '
 counter() { awk -F'|' -v n="$2" '$1 ~ n {v=$3} END {gsub(/ /,"",v); print v+0}' "$1"; }
 repartition() { awk '/Average Response Time Repartition/ {p=1; next} /Call Length Repartition/ {p=0} p && /<=|>=/ {print "   " $0}' "$1" | tail -8; }
 
-echo "== Kamailio redirect anchor (udp 127.0.0.1:5070)"
-kpidfile=$("$anchors/run-kamailio.sh" redirect "$d")
-kpid=$(cat "$kpidfile")
-a=$("$anchors/cpu_ticks.sh" kamailio); read -r ku0 ks0 < <(split_ticks kamailio)
-run_sipp 127.0.0.1:5070 kamailio
-kt=$(( $("$anchors/cpu_ticks.sh" kamailio) - a )); read -r ku1 ks1 < <(split_ticks kamailio)
-ksplit="user $((ku1-ku0)), system $((ks1-ks0))"
-kill "$kpid"; kpid=""
-
-echo "== callgate (udp 127.0.0.1:5072)"
+echo "== starting callgate (udp 127.0.0.1:5072) and loading the same numbers and mappings"
 CALLGATE__SIP__UDP=127.0.0.1:5072 CALLGATE__SIP__TCP="" CALLGATE__SIP__TLS="" CALLGATE__HTTP__LISTEN=127.0.0.1:18080 \
 CALLGATE__STORE__PATH="$d/cg/callgate.db" CALLGATE__ADMIN__TOKEN=$token CALLGATE__LOG__LEVEL=warn \
   "$here/target/release/callgate" run 2>"$d/callgate.log" &
@@ -61,20 +61,53 @@ for line in open(sys.argv[1]):
 PY
 api -X POST "http://127.0.0.1:18080/api/v1/portals/$pid/index" -H 'content-type: text/csv' --data-binary "@$d/pm.csv" >/dev/null
 rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$cpid/status)
-a=$("$anchors/cpu_ticks.sh" callgate); read -r cu0 cs0 < <(split_ticks callgate); thread_ticks $cpid >"$d/threads0"
-run_sipp 127.0.0.1:5072 callgate
-thread_ticks $cpid >"$d/threads1"
-ct=$(( $("$anchors/cpu_ticks.sh" callgate) - a )); read -r cu1 cs1 < <(split_ticks callgate)
-csplit="user $((cu1-cu0)), system $((cs1-cs0))"
+
+# One measured load of $1 (kamailio or callgate) into $d/$1-$round.*: successes, failures, ticks.
+measure() {
+  local who=$1 target a t u0 s0 u1 s1
+  if [ "$who" = kamailio ]; then target=127.0.0.1:5070; else target=127.0.0.1:5072; thread_ticks $cpid >"$d/threads0-$round"; fi
+  a=$("$anchors/cpu_ticks.sh" "$who"); read -r u0 s0 < <(split_ticks "$who")
+  run_sipp "$target" "$who-$round"
+  t=$(( $("$anchors/cpu_ticks.sh" "$who") - a )); read -r u1 s1 < <(split_ticks "$who")
+  echo "$(counter "$d/$who-$round.screen" "Successful call") $(counter "$d/$who-$round.screen" "Failed call") $t $((u1-u0)) $((s1-s0))" >"$d/$who-$round.cpu"
+  [ "$who" = kamailio ] || thread_ticks $cpid >"$d/threads1-$round"
+}
+us() { python3 -c "print(f'{$1*10000/max($2,1):.1f}')"; }
+echo "== starting the Kamailio redirect anchor (udp 127.0.0.1:5070); both stay up, idle while the other is loaded"
+kpidfile=$("$anchors/run-kamailio.sh" redirect "$d"); kpid=$(cat "$kpidfile")
+# Unmeasured warm-up of both: first-use costs (page faults while tables and queues grow, Kamailio's
+# lazily opened database) are not the steady state either of them runs in.
+echo "== warm-up: $warmup look-ups each, not measured"
+for target in 127.0.0.1:5070 127.0.0.1:5072; do
+  sipp "$target" -sf "$anchors/sipp-redirect-uac.xml" -inf "$d/callers.csv" -m "$warmup" -r "$rate" -l 20000 \
+       -i 127.0.0.1 -timeout 60s -nostdin >/dev/null 2>&1 || true
+done
+for round in $(seq "$rounds"); do
+  if [ $((round % 2)) = 1 ]; then order="kamailio callgate"; else order="callgate kamailio"; fi
+  echo "== round $round of $rounds: $order ($calls look-ups at $rate/s each; Kamailio on udp 127.0.0.1:5070, callgate on 5072)"
+  for who in $order; do measure "$who"; done
+  read -r ks kf kt ku ksy <"$d/kamailio-$round.cpu"; read -r cs cf ct cu csy <"$d/callgate-$round.cpu"
+  echo "   kamailio: successful $ks, failed $kf, CPU $kt ticks (user $ku, system $ksy) = $(us $kt $ks) µs per decision"
+  echo "   callgate: successful $cs, failed $cf, CPU $ct ticks (user $cu, system $csy) = $(us $ct $cs) µs per decision"
+  echo "   ratio this round: $(python3 -c "print(f'{($ct/max($cs,1))/max($kt/max($ks,1),1e-9):.2f}')")"
+  echo "   callgate's threads (ticks): $(join -a2 -e0 -o 2.1,1.2,2.2 "$d/threads0-$round" "$d/threads1-$round" | awk '$3-$2 > 0 {printf "%s %d, ", $1, $3-$2}')"
+done
 
 for who in kamailio callgate; do
-  s=$(counter "$d/$who.screen" "Successful call"); f=$(counter "$d/$who.screen" "Failed call")
-  t=$([ $who = kamailio ] && echo $kt || echo $ct); sp=$([ $who = kamailio ] && echo "$ksplit" || echo "$csplit")
-  echo; echo "-- $who: successful $s, failed $f, CPU $t ticks ($sp) = $(python3 -c "print(f'{$t*10000/max($s,1):.1f}')") µs per decision"
-  repartition "$d/$who.screen"
+  read -r s f t < <(cat "$d"/$who-*.cpu | awk '{s+=$1; f+=$2; t+=$3} END {print s, f, t}')
+  echo; echo "-- $who, all $rounds rounds: successful $s, failed $f, CPU $t ticks = $(us $t $s) µs per decision"
+  echo "   response times, last round:"; repartition "$d/$who-$rounds.screen"
 done
 echo
-python3 -c "print(f'ratio callgate/kamailio CPU per decision: {($ct/max($(counter "$d/callgate.screen" "Successful call"),1))/max($kt/max($(counter "$d/kamailio.screen" "Successful call"),1),1e-9):.2f}')"
-echo "callgate's threads (ticks during the run): $(join -a2 -e0 -o 2.1,1.2,2.2 "$d/threads0" "$d/threads1" | awk '$3-$2 > 0 {printf "%s %d, ", $1, $3-$2}')"
+python3 - "$d" <<'PY'
+import glob, sys
+tot = {}
+for who in ("kamailio", "callgate"):
+    s = t = 0
+    for f in glob.glob(f"{sys.argv[1]}/{who}-*.cpu"):
+        a = open(f).read().split(); s += int(a[0]); t += int(a[2])
+    tot[who] = t / max(s, 1)
+print(f"ratio callgate/kamailio CPU per decision, all rounds: {tot['callgate'] / max(tot['kamailio'], 1e-9):.2f}")
+PY
 echo "callgate RSS with $size numbers in the index: $((rss_kb/1024)) MB"
 echo "(files in $d)"
