@@ -376,7 +376,9 @@ async fn a_blind_transfer_between_two_browser_agents_ends_with_the_second_as_las
     node.expect("transferred").await;
     // The PBX followed the REFER (and hung up on A); now it calls B, referred by A.
     first.wait().await.assert_all_ok(1);
-    let second = o.pbx_calls("pbx-transferred-leg.xml", "102", "media-blind", &[("referrer", "101"), ("hold_ms", "1500")]);
+    // The PBX holds the transferred leg long enough for B's ICE/DTLS and a stats sample even on
+    // a loaded machine (1.5 s was once too short with the whole suite running).
+    let second = o.pbx_calls("pbx-transferred-leg.xml", "102", "media-blind", &[("referrer", "101"), ("hold_ms", "4000")]);
     node.say("b-invited").await;
     let stats = node.expect("talking-b").await;
     assert_eq!(stats["dtls"], "connected", "{stats:#}");
