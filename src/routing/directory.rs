@@ -163,6 +163,14 @@ impl Directory {
         found
     }
 
+    /// Warms the cache line [`Self::manager_of`] will read for this caller (call it first, do
+    /// other work, then look up).
+    pub fn prefetch_manager(&self, portal: Option<&PortalEntry>, caller: Option<Number>) {
+        if let (Some(p), Some(n)) = (portal, caller) {
+            self.index.prefetch(p.portal.id, n.as_u64());
+        }
+    }
+
     /// Sends index misses to `queue` from now on (the first call wins; later ones are ignored).
     pub fn set_miss_queue(&self, queue: tokio::sync::mpsc::Sender<(PortalId, u64)>) {
         let _ = self.misses.set(queue);

@@ -121,6 +121,10 @@ impl RedirectServer {
     }
 
     fn invite(&self, msg: &SipMessage, snap: &Snapshot, portal: Option<&PortalEntry>, now: Instant, reply: &mut BytesMut) {
+        // The caller first: the index's cache line then loads while the transaction is checked.
+        let caller_user = caller_user(msg);
+        let caller = normalize_bytes(caller_user);
+        self.directory.prefetch_manager(portal, caller);
         let key = tx_key(&self.keys, msg);
         let tag = to_tag(key);
         if let Some(prev) = self.answered.get(&key) {
@@ -138,8 +142,6 @@ impl RedirectServer {
             self.metrics.not_routing.increment(1);
             return write_response(msg, 404, "Not Found", Some(&tag), &[], reply);
         }
-        let caller_user = caller_user(msg);
-        let caller = normalize_bytes(caller_user);
         let manager = self.directory.manager_of(portal, caller);
         let decision = decide(portal, caller, caller_user, manager);
         let reason = decision.reason();
