@@ -150,7 +150,7 @@ impl Front {
 
 impl SipHandler for Front {
     fn on_message(&self, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
-        let snap = self.directory.snapshot();
+        let snap = self.directory.snapshot_guard();
         if let Some(limiter) = &self.limiter {
             if !self.admit(limiter, &snap, &data, peer, now, out) {
                 return;

@@ -202,6 +202,13 @@ impl Directory {
         self.snapshot.load_full()
     }
 
+    /// The current snapshot for the length of one message's handling: no reference count is
+    /// touched in the common case (`arc_swap`'s guard), which the SIP hot path prefers. Do not
+    /// keep it across an await or for long.
+    pub fn snapshot_guard(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
     /// Rebuilds the snapshot from the store.
     ///
     /// # Errors
