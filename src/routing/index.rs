@@ -350,7 +350,7 @@ mod tests {
             // A narrow key range, so replacements, removals and probe chains all happen.
             let n = 79_000_000_000 + x % 3_000;
             match round % 5 {
-                0 | 1 | 2 => {
+                0..=2 => {
                     let u = 1 + x % 97;
                     idx.insert_all(7, &[(n, u)]);
                     model.insert(n, u);

@@ -130,8 +130,12 @@ fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
             .iter()
             .zip(lower)
             .all(|(x, y)| x.to_ascii_lowercase() == *y),
-        4..8 => same(0, false) && same(len - 4, false),
-        _ => (0..len - 8).step_by(8).all(|at| same(at, true)) && same(len - 8, true),
+        // The arms guarantee len >= 4 and len >= 8: the subtractions never saturate.
+        4..8 => same(0, false) && same(len.saturating_sub(4), false),
+        _ => {
+            let last = len.saturating_sub(8);
+            (0..last).step_by(8).all(|at| same(at, true)) && same(last, true)
+        }
     }
 }
 
