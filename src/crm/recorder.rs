@@ -49,7 +49,10 @@ pub async fn run(mut rx: mpsc::Receiver<Effect>, mut rules: Rules, store: StoreH
         if write.intents.is_empty() && write.calls.is_empty() {
             continue;
         }
-        let portals: Vec<PortalId> = write.intents.iter().map(|i| i.portal).collect();
+        // One wake per portal, not per intent (a group holds many intents of few portals).
+        let mut portals: Vec<PortalId> = write.intents.iter().map(|i| i.portal).collect();
+        portals.sort_unstable();
+        portals.dedup();
         persist(&store, write, now).await;
         for p in portals {
             workers.wake(p);
