@@ -29,8 +29,8 @@ echo "== building callgate (release)"
 (cd "$here" && cargo build --release --quiet)
 python3 "$anchors/numbers.py" "$d" "$size"
 
-run_sipp() { # target label
-  sipp "$1" -sf "$anchors/sipp-redirect-uac.xml" -inf "$d/callers.csv" -m "$calls" -r "$rate" -l 20000 \
+run_sipp() { # target label [count, default CALLS]
+  sipp "$1" -sf "$anchors/sipp-redirect-uac.xml" -inf "$d/callers.csv" -m "${3:-$calls}" -r "$rate" -l 20000 \
        -i 127.0.0.1 -timeout 120s -trace_screen -screen_file "$d/$2.screen" -nostdin >/dev/null 2>&1 || true
 }
 # user and system ticks of every process named $1 (the anchor's cpu_ticks.sh gives their sum)
@@ -73,15 +73,15 @@ measure() {
   [ "$who" = kamailio ] || thread_ticks $cpid >"$d/threads1-$round"
 }
 us() { python3 -c "print(f'{$1*10000/max($2,1):.1f}')"; }
+# callgate's CPU per decision over Kamailio's: ratio CALLGATE_TICKS CALLGATE_OK KAMAILIO_TICKS KAMAILIO_OK
+ratio() { python3 -c "print(f'{($1/max($2,1))/max($3/max($4,1),1e-9):.2f}')"; }
 echo "== starting the Kamailio redirect anchor (udp 127.0.0.1:5070); both stay up, idle while the other is loaded"
 kpidfile=$("$anchors/run-kamailio.sh" redirect "$d"); kpid=$(cat "$kpidfile")
 # Unmeasured warm-up of both: first-use costs (page faults while tables and queues grow, Kamailio's
 # lazily opened database) are not the steady state either of them runs in.
 echo "== warm-up: $warmup look-ups each, not measured"
-for target in 127.0.0.1:5070 127.0.0.1:5072; do
-  sipp "$target" -sf "$anchors/sipp-redirect-uac.xml" -inf "$d/callers.csv" -m "$warmup" -r "$rate" -l 20000 \
-       -i 127.0.0.1 -timeout 60s -nostdin >/dev/null 2>&1 || true
-done
+run_sipp 127.0.0.1:5070 warmup-kamailio "$warmup"
+run_sipp 127.0.0.1:5072 warmup-callgate "$warmup"
 for round in $(seq "$rounds"); do
   if [ $((round % 2)) = 1 ]; then order="kamailio callgate"; else order="callgate kamailio"; fi
   echo "== round $round of $rounds: $order ($calls look-ups at $rate/s each; Kamailio on udp 127.0.0.1:5070, callgate on 5072)"
@@ -89,25 +89,17 @@ for round in $(seq "$rounds"); do
   read -r ks kf kt ku ksy <"$d/kamailio-$round.cpu"; read -r cs cf ct cu csy <"$d/callgate-$round.cpu"
   echo "   kamailio: successful $ks, failed $kf, CPU $kt ticks (user $ku, system $ksy) = $(us $kt $ks) µs per decision"
   echo "   callgate: successful $cs, failed $cf, CPU $ct ticks (user $cu, system $csy) = $(us $ct $cs) µs per decision"
-  echo "   ratio this round: $(python3 -c "print(f'{($ct/max($cs,1))/max($kt/max($ks,1),1e-9):.2f}')")"
+  echo "   ratio this round: $(ratio $ct $cs $kt $ks)"
   echo "   callgate's threads (ticks): $(join -a2 -e0 -o 2.1,1.2,2.2 "$d/threads0-$round" "$d/threads1-$round" | awk '$3-$2 > 0 {printf "%s %d, ", $1, $3-$2}')"
 done
 
 for who in kamailio callgate; do
   read -r s f t < <(cat "$d"/$who-*.cpu | awk '{s+=$1; f+=$2; t+=$3} END {print s, f, t}')
+  declare "${who}_ok=$s" "${who}_ticks=$t"
   echo; echo "-- $who, all $rounds rounds: successful $s, failed $f, CPU $t ticks = $(us $t $s) µs per decision"
   echo "   response times, last round:"; repartition "$d/$who-$rounds.screen"
 done
 echo
-python3 - "$d" <<'PY'
-import glob, sys
-tot = {}
-for who in ("kamailio", "callgate"):
-    s = t = 0
-    for f in glob.glob(f"{sys.argv[1]}/{who}-*.cpu"):
-        a = open(f).read().split(); s += int(a[0]); t += int(a[2])
-    tot[who] = t / max(s, 1)
-print(f"ratio callgate/kamailio CPU per decision, all rounds: {tot['callgate'] / max(tot['kamailio'], 1e-9):.2f}")
-PY
+echo "ratio callgate/kamailio CPU per decision, all rounds: $(ratio $callgate_ticks $callgate_ok $kamailio_ticks $kamailio_ok)"
 echo "callgate RSS with $size numbers in the index: $((rss_kb/1024)) MB"
 echo "(files in $d)"

@@ -83,9 +83,9 @@ impl Table {
         }
     }
 
-    /// Whether one more row fits without passing half full.
-    fn has_room(&self) -> bool {
-        (self.len + 1) * 2 <= self.slots.len()
+    /// Whether `extra` more rows fit without passing half full.
+    fn fits(&self, extra: usize) -> bool {
+        (self.len + extra) * 2 <= self.slots.len()
     }
 
     /// Inserts or replaces; the caller made room.
@@ -152,6 +152,16 @@ impl Table {
     }
 }
 
+/// `portal`'s table among the portals' (a handful: a scan beats a map).
+fn table(portals: &[(PortalId, Table)], portal: PortalId) -> Option<&Table> {
+    portals.iter().find(|(p, _)| *p == portal).map(|(_, t)| t)
+}
+
+/// [`table`], for writing.
+fn table_mut(portals: &mut [(PortalId, Table)], portal: PortalId) -> Option<&mut Table> {
+    portals.iter_mut().find(|(p, _)| *p == portal).map(|(_, t)| t)
+}
+
 /// A cache prefetch hint (x86_64; nothing elsewhere).
 #[inline]
 fn prefetch_read<T>(value: &T) {
@@ -193,15 +203,14 @@ pub struct BadRow {
 impl PmIndex {
     /// The responsible user of `number` in `portal`.
     pub fn lookup(&self, portal: PortalId, number: u64) -> Option<UserId> {
-        let portals = self.portals.read();
-        portals.iter().find(|(p, _)| *p == portal)?.1.get(self.seed, number)
+        table(&self.portals.read(), portal)?.get(self.seed, number)
     }
 
     /// Starts loading the cache line `lookup(portal, number)` will read, so the miss overlaps
     /// whatever the caller does in between (the redirect path: the transaction checks).
     pub fn prefetch(&self, portal: PortalId, number: u64) {
         let portals = self.portals.read();
-        if let Some((_, t)) = portals.iter().find(|(p, _)| *p == portal).filter(|(_, t)| !t.slots.is_empty()) {
+        if let Some(t) = table(&portals, portal).filter(|t| !t.slots.is_empty()) {
             if let Some(slot) = t.slots.get(t.home(self.seed, number)) {
                 prefetch_read(slot);
             }
@@ -214,7 +223,7 @@ impl PmIndex {
         for chunk in rows.chunks(WRITE_CHUNK) {
             self.make_room(portal, chunk.len());
             let mut portals = self.portals.write();
-            let Some((_, t)) = portals.iter_mut().find(|(p, _)| *p == portal) else { return };
+            let Some(t) = table_mut(&mut portals, portal) else { return };
             for &(n, u) in chunk {
                 if u == 0 {
                     t.remove(self.seed, n);
@@ -230,16 +239,16 @@ impl PmIndex {
     fn make_room(&self, portal: PortalId, extra: usize) {
         let grown = {
             let portals = self.portals.read();
-            match portals.iter().find(|(p, _)| *p == portal) {
-                Some((_, t)) if (t.len + extra) * 2 <= t.slots.len() => return,
-                Some((_, t)) => t.grown(self.seed, extra),
+            match table(&portals, portal) {
+                Some(t) if t.fits(extra) => return,
+                Some(t) => t.grown(self.seed, extra),
                 None => Table::default().grown(self.seed, extra),
             }
         };
-        debug_assert!(grown.has_room());
+        debug_assert!(grown.fits(extra));
         let mut portals = self.portals.write();
-        match portals.iter_mut().find(|(p, _)| *p == portal) {
-            Some((_, t)) => *t = grown,
+        match table_mut(&mut portals, portal) {
+            Some(t) => *t = grown,
             None => portals.push((portal, grown)),
         }
     }
@@ -249,7 +258,7 @@ impl PmIndex {
         let _writer = self.writer.lock();
         for chunk in numbers.chunks(WRITE_CHUNK) {
             let mut portals = self.portals.write();
-            let Some((_, t)) = portals.iter_mut().find(|(p, _)| *p == portal) else { return };
+            let Some(t) = table_mut(&mut portals, portal) else { return };
             for &n in chunk {
                 t.remove(self.seed, n);
             }
@@ -268,7 +277,7 @@ impl PmIndex {
 
     /// Rows of one portal.
     pub fn count(&self, portal: PortalId) -> usize {
-        self.portals.read().iter().find(|(p, _)| *p == portal).map_or(0, |(_, t)| t.len)
+        table(&self.portals.read(), portal).map_or(0, |t| t.len)
     }
 
     /// Rows in all.

@@ -13,13 +13,12 @@
 //! gets 200 when it matches an answered INVITE (nothing left to cancel) and 481 otherwise.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-
-use foldhash::quality::RandomState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
+use foldhash::quality::RandomState;
 
 use super::audit::{DecisionLog, DecisionRecord};
 use super::decide::{decide, Decision, Reason};
@@ -164,8 +163,41 @@ impl RedirectServer {
     /// ACK is never answered (RFC 3261 §17.2.1), whoever sends it: it only ends a remembered
     /// transaction.
     fn absorb_ack(&self, msg: &SipMessage) {
-        if self.answered.remove(&tx_key(&self.keys, msg)).is_some() {
+        self.absorb(tx_key(&self.keys, msg));
+    }
+
+    /// Ends the remembered transaction `key`, if any.
+    fn absorb(&self, key: u64) {
+        if self.answered.remove(&key).is_some() {
             self.metrics.ack_absorbed.increment(1);
+        }
+    }
+
+    /// [`SipHandler::on_message`] with the directory snapshot the caller already holds (the
+    /// edge front loads one per message for its own checks; one load instead of two).
+    pub fn on_message_in(&self, snap: &Snapshot, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
+        let reply = &mut out.reply;
+        // Every look-up is followed by an ACK that is never answered and only needs the top
+        // Via: find that line alone (no header index at all); anything unusual (no RFC 3261
+        // branch, a folded Via) takes the indexed path.
+        if data.starts_with(b"ACK ") {
+            if let Some(key) = crate::sip::core::raw_top_via(&data).and_then(branch_and_sent_by).map(|bs| self.keys.hash_one(bs)) {
+                self.absorb(key);
+            } else if let Ok(msg) = SipMessage::parse_unvalidated(data) {
+                self.absorb_ack(&msg);
+            }
+            return;
+        }
+        // Matched by reference: the ~1 KB message is not moved out of the `Result` again.
+        match &SipMessage::parse_or_return(data) {
+            Ok(msg) => self.handle(msg, snap, peer, now, reply),
+            Err((e, data)) => {
+                // A malformed request that still has what a response needs gets a 400 with the
+                // reason; anything else is dropped. Both are counted.
+                self.metrics.malformed.increment(1);
+                tracing::debug!(addr = %peer.addr, error = %e, "malformed SIP message");
+                crate::sip::core::write_bad_request(data, e, reply);
+            }
         }
     }
 
@@ -200,39 +232,6 @@ fn no_decision_text(code: u16) -> &'static str {
         486 => "Busy Here",
         _ => "No Decision",
     }
-}
-
-impl RedirectServer {
-    /// [`SipHandler::on_message`] with the directory snapshot the caller already holds (the
-    /// edge front loads one per message for its own checks; one load instead of two).
-    pub fn on_message_in(&self, snap: &Snapshot, data: Bytes, peer: Peer, now: Instant, out: &mut Outbox) {
-        let reply = &mut out.reply;
-        // Every look-up is followed by an ACK that is never answered and only needs the top
-        // Via: find that line alone (no header index at all); anything unusual (no RFC 3261
-        // branch, a folded Via) takes the indexed path.
-        if data.starts_with(b"ACK ") {
-            if let Some(key) = crate::sip::core::raw_top_via(&data).and_then(branch_and_sent_by).map(|bs| self.keys.hash_one(bs)) {
-                if self.answered.remove(&key).is_some() {
-                    self.metrics.ack_absorbed.increment(1);
-                }
-            } else if let Ok(msg) = SipMessage::parse_unvalidated(data) {
-                self.absorb_ack(&msg);
-            }
-            return;
-        }
-        // Matched by reference: the ~1 KB message is not moved out of the `Result` again.
-        match &SipMessage::parse_or_return(data) {
-            Ok(msg) => self.handle(msg, snap, peer, now, reply),
-            Err((e, data)) => {
-                // A malformed request that still has what a response needs gets a 400 with the
-                // reason; anything else is dropped. Both are counted.
-                self.metrics.malformed.increment(1);
-                tracing::debug!(addr = %peer.addr, error = %e, "malformed SIP message");
-                crate::sip::core::write_bad_request(data, e, reply);
-            }
-        }
-    }
-
 }
 
 impl SipHandler for RedirectServer {
