@@ -136,7 +136,8 @@ impl Gateway {
         let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
         let local = Local { udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()), tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()) };
         let agents = start_registrar(&state).await?;
-        let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default()).with_flows(Arc::clone(&agents) as Arc<dyn crate::proxy::FlowLocator>);
+        let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default()).with_agents(Arc::clone(&agents) as Arc<dyn crate::proxy::AgentDirectory>)
+            .with_route_key(route_key(&cfg)?);
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_config(&cfg)?).await.context("starting the media anchor ([media])")?;
         let bridge = Arc::new(crate::webrtc::Bridge::new(anchor, Arc::clone(&agents), state.directory.clone()));
@@ -368,6 +369,25 @@ fn admin_token(cfg: &Config) -> anyhow::Result<Secret> {
     write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "admin token generated; read it from this file");
     Ok(Secret::new(token))
+}
+
+/// The key that signs callgate's Record-Route and Path tokens: 32 random bytes generated on
+/// first run into `route.key` beside the database (0600), so dialogs and registrations routed
+/// before a restart are still recognised after it.
+fn route_key(cfg: &Config) -> anyhow::Result<crate::proxy::RouteKey> {
+    let dir = cfg.store.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let path = dir.join("route.key");
+    let stored = std::fs::read_to_string(&path).ok().and_then(|t| hex::decode(t.trim()).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let secret = match stored {
+        Some(secret) => secret,
+        None => {
+            let secret: [u8; 32] = rand::random();
+            write_private(&path, &hex::encode(secret)).with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(path = %path.display(), "SIP route key generated");
+            secret
+        }
+    };
+    Ok(crate::proxy::RouteKey::new(&secret))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -99,12 +99,14 @@ impl Front {
         self
     }
 
-    /// A parsed message for the proxy, through the media bridge when there is one.
+    /// A parsed message for the proxy: admitted by the trust model first, then through the
+    /// media bridge when there is one (so media is set up only for what the proxy will relay).
     fn to_proxy(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
         let Some(bridge) = &self.bridge else { return self.proxy.handle(msg, peer, now, out) };
+        let Some(admitted) = self.proxy.admit(msg, peer, now, out) else { return };
         match bridge.rewrite(msg, peer) {
-            crate::webrtc::Rewrite::Pass => self.proxy.handle(msg, peer, now, out),
-            crate::webrtc::Rewrite::Replace(m) => self.proxy.handle(&m, peer, now, out),
+            crate::webrtc::Rewrite::Pass => self.proxy.handle_as(msg, peer, admitted, now, out),
+            crate::webrtc::Rewrite::Replace(m) => self.proxy.handle_as(&m, peer, admitted, now, out),
             crate::webrtc::Rewrite::Refuse { status, reason } => {
                 write_response(msg, status, reason, Some(&to_tag_for(msg)), &[], &mut out.reply);
             }
@@ -116,7 +118,7 @@ impl Front {
     pub fn media_gone(&self, session: crate::webrtc::media::SessionId, now: Instant, out: &mut Outbox) {
         let Some(bridge) = &self.bridge else { return };
         if let Some((bye, peer)) = bridge.session_gone(session) {
-            self.proxy.handle(&bye, peer, now, out);
+            self.proxy.hang_up_for(&bye, peer, now, out);
         }
     }
 
@@ -201,7 +203,7 @@ impl SipHandler for Front {
         self.proxy.flow_gone(peer, now, out);
         if let Some(bridge) = &self.bridge {
             for bye in bridge.flow_closed(peer) {
-                self.proxy.handle(&bye, peer, now, out);
+                self.proxy.hang_up_for(&bye, peer, now, out);
             }
         }
     }

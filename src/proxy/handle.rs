@@ -2,79 +2,270 @@
 //! proxy, on top of the transaction table ([`Engine`]).
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 
 use super::engine::{Engine, Io, Purpose};
 use super::registrar::PendingRegister;
-use super::target::{self, NextHop, Refusal};
+use super::target::{self, NextHop, Refusal, RouteHead, FORBIDDEN, NO_DIALOG};
+use super::trust::{self, AgentAuth, DigestOutcome, Sender, Token};
 use super::{observe, Proxy};
 use crate::calls::{Direction, Side};
-use crate::routing::{PortalEntry, Snapshot};
-use crate::sip::core::{
-    to_tag_for, write_forwarded_request, write_forwarded_response, write_response, Method, RequestEdit, SipMessage, Uri, Via,
-};
+use crate::routing::Snapshot;
+use crate::settings::TelephonyMode;
+use crate::sip::core::{to_tag_for, write_forwarded_request, write_response, HeaderName, Method, RequestEdit, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};
 
+/// What the front door decided a message may do (see [`Proxy::admit`]). Opaque outside the
+/// proxy: the front holds it while the media bridge looks at the message.
+#[derive(Debug)]
+pub struct Admitted(Step);
+
+#[derive(Debug)]
+enum Step {
+    /// A retransmission of a request whose server transaction `key` is live.
+    Retransmission(u64),
+    /// A new request to forward to `hop`.
+    Forward { key: u64, hop: NextHop, sender: Sender, in_dialog: bool, strip_routes: bool },
+    /// An ACK: for our own non-2xx (`Some(key)`), or a 2xx's end-to-end ACK going to `hop`.
+    Ack { server: Option<u64>, hop: Option<NextHop> },
+    /// A CANCEL of server transaction `key`, from its sender.
+    Cancel { key: u64, side: Side },
+    /// A request for callgate itself (OPTIONS ping).
+    Local,
+    /// A response for client transaction `key`, from the peer that transaction sent to.
+    Response(u64),
+}
+
+/// Why a request is not admitted.
+enum Refused {
+    /// Answered with this status.
+    Status(Refusal),
+    /// Answered 407 with this `Proxy-Authenticate` value.
+    Challenge(String),
+    /// Dropped without an answer (ACKs, responses).
+    Silently,
+}
+
+impl From<Refusal> for Refused {
+    fn from(r: Refusal) -> Self {
+        Self::Status(r)
+    }
+}
+
 impl Proxy {
-    pub(super) fn request(&self, eng: &mut Engine, msg: &SipMessage, peer: Peer, snap: &Snapshot, io: &mut Io<'_>) {
-        let Some(method) = msg.method() else { return };
+    /// The front door: what `msg` from `peer` may do, decided once by the trust model. A
+    /// refused request is answered here (403, 407 or the like) and leaves no state behind.
+    pub(super) fn admit_in(&self, eng: &Engine, msg: &SipMessage, peer: Peer, snap: &Snapshot, io: &mut Io<'_>) -> Option<Admitted> {
+        let step = if msg.is_request() { self.admit_request(eng, msg, peer, snap, io.now) } else { self.admit_response(eng, msg, peer) };
+        match step {
+            Ok(step) => Some(Admitted(step)),
+            Err(refused) => {
+                self.metrics.refused.increment(1);
+                match refused {
+                    Refused::Status(r) => {
+                        tracing::debug!(method = ?msg.method(), from = %peer.addr, status = r.status, "request refused");
+                        reply(msg, r.status, r.reason, &[], peer, io);
+                    }
+                    Refused::Challenge(value) => reply(msg, 407, "Proxy Authentication Required", &[("Proxy-Authenticate", value.as_bytes())], peer, io),
+                    Refused::Silently => {}
+                }
+                None
+            }
+        }
+    }
+
+    fn admit_response(&self, eng: &Engine, msg: &SipMessage, peer: Peer) -> Result<Step, Refused> {
+        let via = msg.top_via().ok_or(Refused::Silently)?;
+        let is_cancel = msg.cseq().is_some_and(|c| c.method_kind() == Method::Cancel);
+        let key = eng.client_key(via.branch.unwrap_or_default(), is_cancel);
+        // Only the peer the request went to may answer it; anything else is a stray (never
+        // forwarded statelessly: a Via is the sender's word, not ours).
+        match eng.clients.get(&key) {
+            Some(c) if trust::same_flow(c.target, peer) => Ok(Step::Response(key)),
+            _ => {
+                self.metrics.stray.increment(1);
+                Err(Refused::Silently)
+            }
+        }
+    }
+
+    fn admit_request(&self, eng: &Engine, msg: &SipMessage, peer: Peer, snap: &Snapshot, now: Instant) -> Result<Step, Refused> {
+        let method = msg.method().ok_or(Refused::Silently)?;
         match method {
-            Method::Ack => return self.ack(eng, msg, peer, io),
-            Method::Cancel => return self.cancel(eng, msg, peer, snap, io),
+            Method::Ack => return self.admit_ack(eng, msg, peer, snap),
+            Method::Cancel => return self.admit_cancel(eng, msg, peer, snap),
             _ => {}
         }
         let key = server_key(eng, msg, method);
-        if eng.servers.contains_key(&key) {
-            self.metrics.retransmissions.increment(1);
-            return eng.server_request(key, msg, io);
+        if let Some(s) = eng.servers.get(&key) {
+            // Somebody else's branch and sent-by: not a retransmission of theirs to absorb.
+            return if trust::same_flow(s.peer, peer) { Ok(Step::Retransmission(key)) } else { Err(Refused::Silently) };
         }
         if msg.max_forwards() == Some(0) {
-            return reply(msg, 483, "Too Many Hops", peer, io);
+            return Err(Refusal { status: 483, reason: "Too Many Hops" }.into());
         }
-        // A REGISTER is always a phone's (the PBX is the registrar), whatever its address.
-        let pbx = if method == Method::Register { None } else { target::pbx_portal(snap, peer, msg, &eng.registrar) };
+        let head = target::route_head(msg, &self.local, &self.route_key);
+        if method == Method::Options && matches!(head, RouteHead::None) && self.is_for_us(msg) {
+            return Ok(Step::Local);
+        }
+        let sender = trust::classify(snap, peer, msg, &eng.registrar, self.agents.as_deref());
         let in_dialog = msg.to().and_then(|t| t.param(b"tag")).is_some();
-        let hop = match target::by_route(msg, &self.local, peer.transport) {
-            Some(hop) => hop,
-            // A REGISTER for callgate itself (phones using it as their registrar) goes on to the
-            // PBX like any agent's request; anything else without a user part is for us.
-            None if method != Method::Register && self.is_for_us(msg) => return self.local_request(msg, method, peer, io),
-            None if in_dialog => target::by_request_uri(msg, &self.local, peer.transport),
-            None => match &pbx {
-                Some(p) => target::to_extension(msg, p, &eng.registrar, self.flows.as_deref(), peer.transport),
-                None => match target::agent_portal(snap, msg) {
-                    Some(p) => target::to_pbx(msg, &p, peer.transport),
-                    None => Err(Refusal { status: 404, reason: "Not Found" }),
-                },
-            },
-        };
-        let hop = match hop {
-            Ok(hop) => hop,
-            Err(r) => {
-                self.metrics.refused.increment(1);
-                tracing::debug!(?method, from = %peer.addr, status = r.status, "request refused");
-                return reply(msg, r.status, r.reason, peer, io);
+        match head {
+            RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { a, b })) } => {
+                let other = if trust::is_end(a, peer, &sender) {
+                    b
+                } else if trust::is_end(b, peer, &sender) {
+                    a
+                } else {
+                    return Err(FORBIDDEN.into());
+                };
+                let hop = target::to_other_end(msg, other, ours);
+                Ok(Step::Forward { key, hop, sender, in_dialog, strip_routes: false })
             }
+            RouteHead::Ours { ours, token: Some(Ok(Token::Path { flow, portal, .. })) } => {
+                // The PBX reaching a phone along the Path of a registration callgate relayed.
+                let pbx = snap.portals.get(&portal).filter(|p| sender.is_pbx() && p.trusts(peer.addr.ip()));
+                let Some(pbx) = pbx.filter(|_| !in_dialog) else { return Err(FORBIDDEN.into()) };
+                let hop = NextHop { peer: flow, request_uri: None, pop_route: ours };
+                Ok(Step::Forward { key, hop, sender: Sender::Pbx(Some(Arc::clone(pbx))), in_dialog, strip_routes: false })
+            }
+            RouteHead::Ours { token: Some(Err(())), .. } | RouteHead::Foreign => Err(FORBIDDEN.into()),
+            RouteHead::Ours { ours, token: None } if !in_dialog => self.out_of_dialog(msg, method, key, sender, ours, peer, snap, eng, now),
+            RouteHead::None if !in_dialog => self.out_of_dialog(msg, method, key, sender, 0, peer, snap, eng, now),
+            // In a dialog callgate did not record-route: not ours to relay.
+            RouteHead::Ours { .. } | RouteHead::None => Err(if matches!(sender, Sender::Unknown) { FORBIDDEN } else { NO_DIALOG }.into()),
+        }
+    }
+
+    /// Where an out-of-dialog request goes, by who sent it: a REGISTER to its portal's PBX; the
+    /// PBX's request to the extension; an agent's to its own portal's PBX; nobody's nowhere
+    /// (403, or 407 when the From user has callgate-issued credentials).
+    #[allow(clippy::too_many_arguments)]
+    fn out_of_dialog(&self, msg: &SipMessage, method: Method, key: u64, sender: Sender, ours: usize, peer: Peer, snap: &Snapshot, eng: &Engine, now: Instant) -> Result<Step, Refused> {
+        if method == Method::Register {
+            let portal = match &sender {
+                Sender::Agent { portal, .. } => Some(Arc::clone(portal)),
+                _ => single(trust::agent_candidates(snap, msg.to().map(|t| t.uri))),
+            };
+            let portal = portal.ok_or(FORBIDDEN)?;
+            let hop = target::to_pbx(msg, &portal, peer.transport)?;
+            let extension = msg.to().and_then(|t| t.uri.user).map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default();
+            let sender = Sender::Agent { portal, extension, auth: AgentAuth::Registered };
+            return Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true });
+        }
+        let sender = match sender {
+            Sender::Unknown => self.digest(msg, snap, now)?,
+            known => known,
         };
-        let side = if pbx.is_some() { Side::Remote } else { Side::Agent };
-        let portal = pbx.clone().or_else(|| target::agent_portal(snap, msg));
-        let purpose = self.observe_request(msg, method, in_dialog, side, portal.as_deref(), peer, io);
-        self.forward(eng, msg, method, key, hop, in_dialog, purpose, peer, io);
+        match &sender {
+            Sender::Pbx(Some(p)) => {
+                let mut hop = target::to_extension(msg, p, &eng.registrar, self.agents.as_deref(), peer.transport)?;
+                hop.pop_route = ours;
+                Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: false })
+            }
+            Sender::Agent { portal, auth, .. } => {
+                // A WebRTC portal's agents are browsers: a phone's call for it is nobody's.
+                if portal.portal.settings.telephony_mode == TelephonyMode::Webrtc && *auth != AgentAuth::Browser {
+                    return Err(FORBIDDEN.into());
+                }
+                let hop = target::to_pbx(msg, portal, peer.transport)?;
+                Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true })
+            }
+            // The PBX's address shared by several portals, and no line of theirs named.
+            Sender::Pbx(None) | Sender::Unknown => Err(FORBIDDEN.into()),
+        }
+    }
+
+    /// An IP phone authenticating to callgate itself: its Proxy-Authorization checked against
+    /// the credentials issued for its extension, or a challenge.
+    fn digest(&self, msg: &SipMessage, snap: &Snapshot, now: Instant) -> Result<Sender, Refused> {
+        let agents = self.agents.as_deref().ok_or(FORBIDDEN)?;
+        let candidates = trust::agent_candidates(snap, msg.from().map(|f| f.uri));
+        if candidates.is_empty() {
+            return Err(FORBIDDEN.into());
+        }
+        match agents.authenticate(msg, &candidates, now) {
+            DigestOutcome::Agent { portal, extension } => {
+                let portal = snap.portals.get(&portal).cloned().ok_or(FORBIDDEN)?;
+                Ok(Sender::Agent { portal, extension, auth: AgentAuth::Digest })
+            }
+            DigestOutcome::Challenge(value) => Err(Refused::Challenge(value)),
+            DigestOutcome::Nobody => Err(FORBIDDEN.into()),
+        }
+    }
+
+    /// ACK: for our non-2xx it belongs to our server transaction (from its sender only); for a
+    /// 2xx it is end to end and goes, statelessly, to the other end of the dialog its Route
+    /// names. Anything else is dropped.
+    fn admit_ack(&self, eng: &Engine, msg: &SipMessage, peer: Peer, snap: &Snapshot) -> Result<Step, Refused> {
+        let key = server_key(eng, msg, Method::Invite);
+        // An ACK for a 2xx goes on even when it matches the INVITE's transaction (RFC 2543
+        // peers, reused branches; RFC 6026 §7.1 hands it to the proxy core to forward).
+        if let Some(s) = eng.servers.get(&key).filter(|s| s.final_status.is_some_and(|st| st >= 300)) {
+            return if trust::same_flow(s.peer, peer) { Ok(Step::Ack { server: Some(key), hop: None }) } else { Err(Refused::Silently) };
+        }
+        let RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { a, b })) } = target::route_head(msg, &self.local, &self.route_key) else {
+            return Err(Refused::Silently);
+        };
+        let sender = trust::classify(snap, peer, msg, &eng.registrar, self.agents.as_deref());
+        let other = if trust::is_end(a, peer, &sender) {
+            b
+        } else if trust::is_end(b, peer, &sender) {
+            a
+        } else {
+            return Err(Refused::Silently);
+        };
+        Ok(Step::Ack { server: None, hop: Some(target::to_other_end(msg, other, ours)) })
+    }
+
+    /// CANCEL: only the sender of the INVITE may cancel it.
+    fn admit_cancel(&self, eng: &Engine, msg: &SipMessage, peer: Peer, snap: &Snapshot) -> Result<Step, Refused> {
+        let key = server_key(eng, msg, Method::Invite);
+        let Some(s) = eng.servers.get(&key) else { return Err(NO_DIALOG.into()) };
+        if !trust::same_flow(s.peer, peer) {
+            return Err(FORBIDDEN.into());
+        }
+        let pbx = trust::classify(snap, peer, msg, &eng.registrar, self.agents.as_deref()).is_pbx();
+        Ok(Step::Cancel { key, side: if pbx { Side::Remote } else { Side::Agent } })
+    }
+
+    /// Carries out what [`Self::admit_in`] decided.
+    pub(super) fn handle_admitted(&self, eng: &mut Engine, msg: &SipMessage, peer: Peer, admitted: Admitted, io: &mut Io<'_>) {
+        match admitted.0 {
+            Step::Retransmission(key) => {
+                self.metrics.retransmissions.increment(1);
+                eng.server_request(key, msg, io);
+            }
+            Step::Forward { key, hop, sender, in_dialog, strip_routes } => {
+                let method = msg.method().unwrap_or(Method::Invite);
+                let side = if sender.is_pbx() { Side::Remote } else { Side::Agent };
+                let purpose = self.observe_request(msg, method, in_dialog, side, &sender, peer, io);
+                self.forward(eng, msg, method, key, hop, in_dialog, purpose, &sender, strip_routes, peer, io);
+            }
+            Step::Ack { server: Some(key), .. } => eng.server_request(key, msg, io),
+            Step::Ack { server: None, hop: Some(hop) } => self.forward_ack(msg, &hop, io),
+            Step::Ack { .. } => {}
+            Step::Cancel { key, side } => self.cancel(eng, msg, key, side, peer, io),
+            Step::Local => reply(msg, 200, "OK", &[], peer, io),
+            Step::Response(key) => eng.client_response(key, msg, io),
+        }
     }
 
     /// Reports what `msg` means to the tracker and says what its transaction is for.
     #[allow(clippy::too_many_arguments)]
-    fn observe_request(&self, msg: &SipMessage, method: Method, in_dialog: bool, side: Side, portal: Option<&PortalEntry>, peer: Peer, io: &mut Io<'_>) -> Purpose {
+    fn observe_request(&self, msg: &SipMessage, method: Method, in_dialog: bool, side: Side, sender: &Sender, peer: Peer, io: &mut Io<'_>) -> Purpose {
         match (method, in_dialog) {
             (Method::Invite, false) => {
                 let direction = if side == Side::Remote { Direction::FromPbx } else { Direction::FromAgent };
-                if let Some(p) = portal {
+                if let Some(p) = sender.portal() {
                     io.events.extend(observe::offered(msg, p, direction));
                 }
                 Purpose::InitialInvite
             }
-            (Method::Register, _) => match portal.and_then(|p| PendingRegister::from_request(p.portal.id, msg, peer)) {
+            (Method::Register, _) => match sender.portal().and_then(|p| PendingRegister::from_request(p.portal.id, msg, peer)) {
                 Some(reg) => Purpose::Register(reg),
                 None => Purpose::Other,
             },
@@ -92,24 +283,40 @@ impl Proxy {
 
     /// Stateful forwarding: a server transaction upstream, a client transaction downstream.
     #[allow(clippy::too_many_arguments)]
-    fn forward(&self, eng: &mut Engine, msg: &SipMessage, method: Method, key: u64, hop: NextHop, in_dialog: bool, purpose: Purpose, peer: Peer, io: &mut Io<'_>) {
+    fn forward(&self, eng: &mut Engine, msg: &SipMessage, method: Method, key: u64, hop: NextHop, in_dialog: bool, purpose: Purpose, sender: &Sender, strip_routes: bool, peer: Peer, io: &mut Io<'_>) {
+        if eng.servers.len() >= MAX_TRANSACTIONS {
+            self.metrics.refused.increment(1);
+            return reply(msg, 503, "Service Unavailable", &[("Retry-After", b"5")], peer, io);
+        }
         let branch = self.new_branch();
         let via = format!("SIP/2.0/{} {};branch={branch}", transport_name(hop.peer.transport), self.local.sent_by(hop.peer.transport));
-        let rr = if method == Method::Invite && !in_dialog { self.local.record_route(peer, hop.peer) } else { Vec::new() };
+        let rr = if method == Method::Invite && !in_dialog {
+            let user = self.route_key.dialog(peer, hop.peer, msg.call_id().unwrap_or_default());
+            self.local.record_route(peer, hop.peer, &user)
+        } else {
+            Vec::new()
+        };
         let rr_refs: Vec<&[u8]> = rr.iter().map(String::as_bytes).collect();
-        let path = (method == Method::Register).then(|| self.local.route_uri(hop.peer.transport));
+        let path = match (method, sender) {
+            (Method::Register, Sender::Agent { portal, extension, .. }) => Some(self.local.route_uri(hop.peer.transport, &self.route_key.path(peer, portal.portal.id, extension))),
+            _ => None,
+        };
+        let correlation = sender.portal().map(|p| p.portal.settings.correlation_header.clone()).unwrap_or_default();
+        let agent = matches!(sender, Sender::Agent { .. });
+        let strip = |name: HeaderName, raw: &[u8]| (strip_routes && name == HeaderName::Route) || (agent && trust::agent_may_not_send(name, raw, &correlation) && name != HeaderName::Route);
         let edit = RequestEdit {
             request_uri: hop.request_uri.as_deref().map(str::as_bytes),
             via: via.as_bytes(),
             record_route: &rr_refs,
             path: path.as_deref().map(str::as_bytes),
             pop_route: hop.pop_route,
+            strip: Some(&strip),
         };
         let mut buf = BytesMut::with_capacity(msg.as_bytes().len() + 256);
         write_forwarded_request(msg, &edit, &mut buf);
         let Ok(fwd) = SipMessage::parse(buf.freeze()) else {
             self.metrics.refused.increment(1);
-            return reply(msg, 500, "Server Internal Error", peer, io);
+            return reply(msg, 500, "Server Internal Error", &[], peer, io);
         };
         eng.add_server(key, msg, peer, purpose, io.now);
         if method == Method::Invite {
@@ -124,26 +331,9 @@ impl Proxy {
         self.metrics.forwarded.increment(1);
     }
 
-    /// ACK: for a non-2xx it belongs to our server transaction; for a 2xx it is end to end and
-    /// follows the Route set statelessly.
-    fn ack(&self, eng: &mut Engine, msg: &SipMessage, peer: Peer, io: &mut Io<'_>) {
-        let key = server_key(eng, msg, Method::Invite);
-        // The ACK for our 3xx-6xx ends the server transaction. An ACK for a 2xx goes on even
-        // when it matches the INVITE's transaction (RFC 2543 peers, reused branches; RFC 6026
-        // §7.1 hands it to the proxy core to forward).
-        if eng.servers.get(&key).is_some_and(|s| s.final_status.is_some_and(|st| st >= 300)) {
-            return eng.server_request(key, msg, io);
-        }
-        let hop = match target::by_route(msg, &self.local, peer.transport) {
-            Some(Ok(hop)) => hop,
-            Some(Err(_)) => return,
-            None => match target::by_request_uri(msg, &self.local, peer.transport) {
-                Ok(hop) => hop,
-                Err(_) => return,
-            },
-        };
-        // Stateless: the branch is derived from the received one, so a retransmitted ACK is
-        // forwarded with the same branch (RFC 3261 §16.11).
+    /// An ACK for a 2xx, forwarded statelessly: the branch is derived from the received one, so
+    /// a retransmitted ACK goes on with the same branch (RFC 3261 §16.11).
+    fn forward_ack(&self, msg: &SipMessage, hop: &NextHop, io: &mut Io<'_>) {
         let incoming = msg.top_via().and_then(|v| v.branch).unwrap_or_default();
         let branch = format!("z9hG4bK-cgs-{:016x}", self.keys.hash_one(incoming));
         let via = format!("SIP/2.0/{} {};branch={branch}", transport_name(hop.peer.transport), self.local.sent_by(hop.peer.transport));
@@ -155,28 +345,18 @@ impl Proxy {
 
     /// CANCEL: answered 200 here; sent on to the INVITE's branch while it has no final answer
     /// (after its first provisional answer, RFC 3261 §9.1).
-    fn cancel(&self, eng: &mut Engine, msg: &SipMessage, peer: Peer, snap: &Snapshot, io: &mut Io<'_>) {
-        let key = server_key(eng, msg, Method::Invite);
+    fn cancel(&self, eng: &mut Engine, msg: &SipMessage, key: u64, side: Side, peer: Peer, io: &mut Io<'_>) {
         let Some(s) = eng.servers.get(&key) else {
-            return reply(msg, 481, "Call/Transaction Does Not Exist", peer, io);
+            return reply(msg, 481, "Call/Transaction Does Not Exist", &[], peer, io);
         };
-        reply(msg, 200, "OK", peer, io);
+        reply(msg, 200, "OK", &[], peer, io);
         if s.final_status.is_some() {
             return;
         }
         let client = s.client;
-        let side = if target::pbx_portal(snap, peer, msg, &eng.registrar).is_some() { Side::Remote } else { Side::Agent };
         io.events.extend(observe::in_dialog(msg, Method::Cancel, side));
         if let Some(ckey) = client {
             eng.cancel(ckey, io);
-        }
-    }
-
-    /// Requests addressed to callgate itself (OPTIONS pings, anything without a user part).
-    fn local_request(&self, msg: &SipMessage, method: Method, peer: Peer, io: &mut Io<'_>) {
-        match method {
-            Method::Options => reply(msg, 200, "OK", peer, io),
-            _ => reply(msg, 404, "Not Found", peer, io),
         }
     }
 
@@ -184,28 +364,16 @@ impl Proxy {
         let Some(uri) = msg.request_uri().and_then(Uri::parse) else { return false };
         uri.user.is_none() && self.local.is_ours(&uri)
     }
-
-    pub(super) fn response(&self, eng: &mut Engine, msg: &SipMessage, io: &mut Io<'_>) {
-        let Some(via) = msg.top_via() else { return };
-        let is_cancel = msg.cseq().is_some_and(|c| c.method_kind() == Method::Cancel);
-        let key = eng.client_key(via.branch.unwrap_or_default(), is_cancel);
-        if eng.clients.contains_key(&key) {
-            return eng.client_response(key, msg, io);
-        }
-        // No transaction (a 2xx retransmitted after it ended, or a stray): forward statelessly
-        // if the top Via is ours, along the next Via.
-        if !self.local.is_our_via(&via) {
-            self.metrics.stray.increment(1);
-            return;
-        }
-        let Some(next) = crate::sip::core::second_via(msg).and_then(Via::parse) else { return };
-        let Some(to) = via_peer(&next) else { return };
-        let mut buf = BytesMut::with_capacity(msg.as_bytes().len());
-        write_forwarded_response(msg, &mut buf);
-        io.out.send(to, buf.freeze());
-    }
-
 }
+
+/// The only element, if there is exactly one.
+fn single<T>(mut v: Vec<T>) -> Option<T> {
+    (v.len() == 1).then(|| v.pop()).flatten()
+}
+
+/// Live server transactions at most: past this a new request is answered 503 (memory stays
+/// bounded whatever arrives).
+pub(crate) const MAX_TRANSACTIONS: usize = 200_000;
 
 /// The server transaction key (RFC 3261 §17.2.3): top Via branch, sent-by and method (ACK and
 /// CANCEL match their INVITE); RFC 2543 peers without a magic-cookie branch by Call-ID, From
@@ -225,25 +393,10 @@ fn server_key(eng: &Engine, msg: &SipMessage, method: Method) -> u64 {
     }
 }
 
-fn reply(msg: &SipMessage, status: u16, reason: &str, peer: Peer, io: &mut Io<'_>) {
+fn reply(msg: &SipMessage, status: u16, reason: &str, headers: &[(&str, &[u8])], peer: Peer, io: &mut Io<'_>) {
     let mut buf = BytesMut::new();
-    write_response(msg, status, reason, Some(&to_tag_for(msg)), &[], &mut buf);
+    write_response(msg, status, reason, Some(&to_tag_for(msg)), headers, &mut buf);
     io.out.send(peer, buf.freeze());
-}
-
-/// Where a response goes along `via`: `received`/`rport` when present, else sent-by.
-fn via_peer(via: &Via<'_>) -> Option<Peer> {
-    let host = via.received.unwrap_or(via.host);
-    let port = via.rport.flatten().or(via.port);
-    let addr = crate::sip::core::socket_addr(host, port)?;
-    let transport = if via.transport.eq_ignore_ascii_case(b"TCP") {
-        Transport::Tcp
-    } else if via.transport.eq_ignore_ascii_case(b"TLS") {
-        Transport::Tls
-    } else {
-        Transport::Udp
-    };
-    Some(Peer { addr, transport })
 }
 
 pub(super) fn transport_name(t: Transport) -> &'static str {
@@ -253,5 +406,12 @@ pub(super) fn transport_name(t: Transport) -> &'static str {
         Transport::Tls => "TLS",
         Transport::Ws => "WS",
         Transport::Wss => "WSS",
+    }
+}
+
+impl Admitted {
+    /// A BYE callgate sends itself for a vanished browser agent (see [`Proxy::hang_up_for`]).
+    pub(super) fn hang_up(key: u64, hop: NextHop) -> Self {
+        Self(Step::Forward { key, hop, sender: Sender::Unknown, in_dialog: true, strip_routes: false })
     }
 }

@@ -2,13 +2,16 @@
 //! §2.2, RFC 3261 §16): INVITE, CANCEL, ACK, BYE, REGISTER (relayed with Path), in-dialog
 //! requests by Route (re-INVITE, UPDATE, INFO, REFER, NOTIFY), INVITE with Replaces.
 //!
-//! Direction: a request from a portal's `pbx_host` is the PBX's (sent to the extension's
-//! registered or static contact); any other is an agent's (sent to the PBX). Every leg's
-//! signalling is turned into [`crate::calls::Event`]s for the call tracker.
+//! Who may send what is decided once per message by `trust` (README, "Who may send what"): a
+//! request from a portal's PBX goes to the extension's registered or static contact; an
+//! authenticated agent's goes to its own portal's PBX; an in-dialog request to the other end of
+//! the dialog named by callgate's signed Record-Route; anything else is refused and leaves no
+//! state. Every leg's signalling is turned into [`crate::calls::Event`]s for the call tracker.
 //!
-//! Shape: `handle` holds the RFC 3261 §16 steps, `engine` the transaction table (the sans-IO
-//! machines of `sip::core::transaction`) and timers, `target` next-hop selection, `observe` the
-//! tracker events, `registrar` the bindings learnt from relayed REGISTERs. One lock guards the
+//! Shape: `trust` classifies senders and signs/verifies route tokens, `handle` holds the
+//! admission and the RFC 3261 §16 steps, `engine` the transaction table (the sans-IO machines of
+//! `sip::core::transaction`) and timers, `target` next-hop selection, `observe` the tracker
+//! events, `registrar` the bindings learnt from relayed REGISTERs. One lock guards the
 //! engine and the tracker feed, so events reach the tracker in the order messages were handled;
 //! nothing inside it blocks or awaits.
 //!
@@ -23,23 +26,24 @@ mod registrar;
 mod target;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 use std::hash::RandomState;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
 pub use self::front::Front;
-pub use self::target::FlowLocator;
+pub use self::handle::Admitted;
+pub use self::trust::{AgentDirectory, AgentDirectory as FlowLocator, DigestOutcome, RouteKey};
 
 use self::engine::{Engine, Io};
 use crate::calls::CallsHandle;
 use crate::routing::Directory;
 use crate::sip::core::transaction::Timers;
-use crate::sip::core::{SipMessage, Uri, Via};
+use crate::sip::core::{SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 
 /// The proxy's own addresses: what goes into Via, Record-Route and Path, and how a Route value
@@ -65,36 +69,27 @@ impl Local {
         self.addr(t).map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string())
     }
 
-    /// `sip:ADDR;lr` (with `transport=tcp` on streams), bracketed.
-    fn route_uri(&self, t: Transport) -> String {
+    /// `sip:USER@ADDR;lr` (with `transport=tcp` on streams, `transport=ws` toward a browser),
+    /// bracketed; `user` is callgate's signed token.
+    fn route_uri(&self, t: Transport, user: &str) -> String {
+        let addr = self.sent_by(t);
         match t {
-            Transport::Udp => format!("<sip:{};lr>", self.sent_by(t)),
-            Transport::Ws | Transport::Wss => format!("<sip:{};transport=ws;lr>", self.sent_by(t)),
-            _ => format!("<sip:{};transport=tcp;lr>", self.sent_by(t)),
-        }
-    }
-
-    /// The Record-Route value facing `peer`: on a WebSocket flow it carries the flow token in
-    /// its user part (RFC 5626 §5.3 style), so in-dialog requests from the PBX, addressed to the
-    /// browser's unresolvable `.invalid` Contact, find the connection again.
-    fn route_uri_for(&self, peer: Peer) -> String {
-        if peer.transport.is_websocket() {
-            format!("<sip:{}@{};transport=ws;lr>", flow_token(peer.addr), self.sent_by(peer.transport))
-        } else {
-            self.route_uri(peer.transport)
+            Transport::Udp => format!("<sip:{user}@{addr};lr>"),
+            Transport::Ws | Transport::Wss => format!("<sip:{user}@{addr};transport=ws;lr>"),
+            _ => format!("<sip:{user}@{addr};transport=tcp;lr>"),
         }
     }
 
     /// One Record-Route value, or two when the request changes transport (RFC 5658): the
-    /// downstream-facing one first.
-    fn record_route(&self, inbound: Peer, outbound: Peer) -> Vec<String> {
+    /// downstream-facing one first. Both carry the dialog's token `user`.
+    fn record_route(&self, inbound: Peer, outbound: Peer, user: &str) -> Vec<String> {
         // A WebSocket side shares the TCP address but not its `transport=`: always two values.
         let (i, o) = (inbound.transport, outbound.transport);
         let same_kind = i.is_websocket() == o.is_websocket();
         if !i.is_websocket() && !o.is_websocket() && (i == o || (same_kind && self.addr(i) == self.addr(o))) {
-            vec![self.route_uri(o)]
+            vec![self.route_uri(o, user)]
         } else {
-            vec![self.route_uri_for(outbound), self.route_uri_for(inbound)]
+            vec![self.route_uri(o, user), self.route_uri(i, user)]
         }
     }
 
@@ -103,36 +98,6 @@ impl Local {
         self.udp == Some(addr) || self.tcp == Some(addr)
     }
 
-    fn is_our_via(&self, via: &Via<'_>) -> bool {
-        crate::sip::core::socket_addr(via.host, via.port).is_some_and(|a| self.udp == Some(a) || self.tcp == Some(a))
-    }
-}
-
-/// The user part naming a WebSocket flow in our Record-Route: `cgf-` and the peer's address
-/// bytes and port in hex (no characters a SIP user part would need escaped).
-pub(crate) fn flow_token(addr: SocketAddr) -> String {
-    let mut s = String::from("cgf-");
-    match addr.ip() {
-        std::net::IpAddr::V4(ip) => ip.octets().iter().for_each(|b| s.push_str(&format!("{b:02x}"))),
-        std::net::IpAddr::V6(ip) => ip.octets().iter().for_each(|b| s.push_str(&format!("{b:02x}"))),
-    }
-    s.push_str(&format!("-{:04x}", addr.port()));
-    s
-}
-
-/// The flow address in a user part made by [`flow_token`].
-pub(crate) fn parse_flow_token(user: &[u8]) -> Option<SocketAddr> {
-    let rest = user.strip_prefix(b"cgf-")?;
-    let dash = rest.iter().position(|&b| b == b'-')?;
-    let (ip_hex, port_hex) = (&rest[..dash], &rest[dash + 1..]);
-    let bytes = hex::decode(ip_hex).ok()?;
-    let port = u16::from_str_radix(std::str::from_utf8(port_hex).ok()?, 16).ok()?;
-    let ip = match bytes.len() {
-        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
-        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 struct ProxyMetrics {
@@ -163,11 +128,12 @@ pub struct Proxy {
     /// The transaction table; also serialises the tracker feed (see the module doc).
     engine: Mutex<Engine>,
     keys: RandomState,
-    salt: u64,
-    next_branch: AtomicU64,
     metrics: ProxyMetrics,
-    /// Browser agents' WebSocket flows (WebRTC widget), consulted before the registrar.
-    flows: Option<std::sync::Arc<dyn FlowLocator>>,
+    /// Browser agents' WebSocket flows and the credentials issued to agents (the WebRTC
+    /// registrar).
+    agents: Option<std::sync::Arc<dyn AgentDirectory>>,
+    /// Signs and checks callgate's Record-Route and Path tokens.
+    route_key: RouteKey,
 }
 
 impl Proxy {
@@ -179,18 +145,24 @@ impl Proxy {
             calls,
             engine: Mutex::new(Engine::new(timers)),
             keys: RandomState::new(),
-            salt: rand::random(),
-            next_branch: AtomicU64::new(1),
             metrics: ProxyMetrics::new(),
-            flows: None,
+            agents: None,
+            route_key: RouteKey::new(&rand::random()),
         }
     }
 
-    /// Routes requests for extensions registered over WebSocket to their flow (see
-    /// [`FlowLocator`]).
+    /// Browser agents (their flows) and agents' issued credentials (see [`AgentDirectory`]).
     #[must_use]
-    pub fn with_flows(mut self, flows: std::sync::Arc<dyn FlowLocator>) -> Self {
-        self.flows = Some(flows);
+    pub fn with_agents(mut self, agents: std::sync::Arc<dyn AgentDirectory>) -> Self {
+        self.agents = Some(agents);
+        self
+    }
+
+    /// Route tokens signed with `key` (kept in the data folder, so dialogs outlive a restart);
+    /// without it, a random key per process.
+    #[must_use]
+    pub fn with_route_key(mut self, key: RouteKey) -> Self {
+        self.route_key = key;
         self
     }
 
@@ -210,22 +182,56 @@ impl Proxy {
         self.engine.lock().counts()
     }
 
-    /// A fresh RFC 3261 branch, unique per process run.
+    /// A fresh RFC 3261 branch: 128 random bits, so nobody can guess a live transaction's.
     fn new_branch(&self) -> String {
-        let n = self.next_branch.fetch_add(1, Ordering::Relaxed);
-        format!("z9hG4bK-cg-{:x}-{n:x}", self.salt & 0xffff_ffff)
+        format!("z9hG4bK-cg-{:032x}", rand::random::<u128>())
     }
 
-    /// Handles a parsed message.
+    /// Handles a parsed message: the trust decision, then what it allows.
     pub fn handle(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
         let snap = self.directory.snapshot();
         let mut eng = self.engine.lock();
         let mut io = Io { out, events: Vec::new(), now };
-        if msg.is_request() {
-            self.request(&mut eng, msg, peer, &snap, &mut io);
-        } else {
-            self.response(&mut eng, msg, &mut io);
+        if let Some(admitted) = self.admit_in(&eng, msg, peer, &snap, &mut io) {
+            self.handle_admitted(&mut eng, msg, peer, admitted, &mut io);
         }
+        if !io.events.is_empty() {
+            self.calls.feed(now, io.events.drain(..));
+        }
+    }
+
+    /// The trust decision alone (the front asks it before the media bridge sees a message):
+    /// `None` when `msg` goes no further (a refusal may be in `out`).
+    pub fn admit(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) -> Option<Admitted> {
+        let snap = self.directory.snapshot();
+        let eng = self.engine.lock();
+        let mut io = Io { out, events: Vec::new(), now };
+        self.admit_in(&eng, msg, peer, &snap, &mut io)
+    }
+
+    /// Carries out an earlier [`Self::admit`] for `msg` (the same message, or the media
+    /// bridge's rewrite of it).
+    pub fn handle_as(&self, msg: &SipMessage, peer: Peer, admitted: Admitted, now: Instant, out: &mut Outbox) {
+        let mut eng = self.engine.lock();
+        let mut io = Io { out, events: Vec::new(), now };
+        self.handle_admitted(&mut eng, msg, peer, admitted, &mut io);
+        if !io.events.is_empty() {
+            self.calls.feed(now, io.events.drain(..));
+        }
+    }
+
+    /// A BYE callgate itself sends for a browser agent that vanished (its flow closed, its media
+    /// died): built by the media bridge from the dialog it saw, so it needs no admission; it goes
+    /// to the PBX contact the bridge recorded, like the browser's own BYE would have.
+    pub fn hang_up_for(&self, bye: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
+        let Some(uri) = bye.request_uri().and_then(Uri::parse) else { return };
+        let Some(to) = target::uri_peer(&uri, Transport::Udp) else { return };
+        let mut eng = self.engine.lock();
+        let mut io = Io { out, events: Vec::new(), now };
+        let key = eng.server_key((bye.call_id(), bye.cseq().map(|c| c.seq), "hang-up"));
+        let hop = target::NextHop { peer: to, request_uri: None, pop_route: 0 };
+        let admitted = Admitted::hang_up(key, hop);
+        self.handle_admitted(&mut eng, bye, peer, admitted, &mut io);
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }

@@ -1,7 +1,12 @@
 //! Agent registrations learnt from REGISTERs relayed to the PBX (RFC 3327 Path): when the PBX
 //! accepts one (2xx), the binding extension -> contact, and the flow it came over, is kept until
 //! it expires. The PBX stays the registrar of record; this table only lets callgate reach a
-//! phone when the PBX sends `INVITE sip:EXT@callgate` without using the Path.
+//! phone when the PBX sends `INVITE sip:EXT@callgate` without using the Path, and tells the
+//! trust model which flows are registered phones (and whose).
+//!
+//! Bounded: a binding lives at most [`MAX_BINDING`] whatever the PBX grants, and at most
+//! [`MAX_BINDINGS`] are kept (beyond, a new extension's binding is not learnt; the PBX's answer
+//! still reaches the phone).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,6 +14,11 @@ use std::time::{Duration, Instant};
 use crate::settings::PortalId;
 use crate::sip::core::{HeaderName, SipMessage};
 use crate::sip::transport::Peer;
+
+/// The longest a learnt binding lives (the PBX may grant more; the phone re-registers sooner).
+pub(crate) const MAX_BINDING: Duration = Duration::from_secs(86_400);
+/// Bindings kept at most.
+pub(crate) const MAX_BINDINGS: usize = 100_000;
 
 /// One registered phone.
 #[derive(Debug, Clone)]
@@ -58,8 +68,9 @@ fn granted_expiry(resp: &SipMessage, contact: &str) -> Option<Duration> {
 #[derive(Debug, Default)]
 pub(crate) struct Registrar {
     bindings: HashMap<(PortalId, String), Binding>,
-    /// Bindings per flow: every request asks "is this source a phone?" (answered without a scan).
-    flows: HashMap<Peer, usize>,
+    /// Bindings per flow: every request asks "is this source a phone, and whose?" (answered
+    /// without a scan).
+    flows: HashMap<Peer, Vec<(PortalId, String)>>,
     /// The earliest expiry: the periodic sweep does nothing before it.
     next_expiry: Option<Instant>,
 }
@@ -75,24 +86,26 @@ impl Registrar {
     /// else what was asked, RFC 3261 §10.2.4), or remove it (expires 0, or `*`).
     pub(crate) fn accepted(&mut self, reg: PendingRegister, resp: &SipMessage, now: Instant) {
         let key = (reg.portal, reg.extension);
-        let granted = reg.contact.as_deref().and_then(|c| granted_expiry(resp, c)).unwrap_or(reg.expires);
-        let old = match reg.contact {
-            Some(contact) if !granted.is_zero() && contact != "*" => {
-                let expires = now + granted;
+        let granted = reg.contact.as_deref().and_then(|c| granted_expiry(resp, c)).unwrap_or(reg.expires).min(MAX_BINDING);
+        let full = self.bindings.len() >= MAX_BINDINGS && !self.bindings.contains_key(&key);
+        let old = match (reg.contact, now.checked_add(granted)) {
+            (Some(contact), Some(expires)) if !granted.is_zero() && contact != "*" && !full => {
                 self.next_expiry = Some(self.next_expiry.map_or(expires, |e| e.min(expires)));
-                *self.flows.entry(reg.peer).or_insert(0) += 1;
-                self.bindings.insert(key, Binding { contact, peer: reg.peer, expires })
+                self.flows.entry(reg.peer).or_default().push(key.clone());
+                self.bindings.insert(key.clone(), Binding { contact, peer: reg.peer, expires })
             }
             _ => self.bindings.remove(&key),
         };
         if let Some(old) = old {
-            self.forget_flow(old.peer);
+            self.forget_flow(old.peer, &key);
         }
     }
 
-    /// Whether `peer` is the flow of a registered phone.
-    pub(crate) fn is_phone(&self, peer: Peer) -> bool {
-        self.flows.contains_key(&peer)
+    /// The registered phone on flow `peer`: (portal, extension), the one whose extension is
+    /// `user` when the flow registered several, else the only one.
+    pub(crate) fn agent_of(&self, peer: Peer, user: &[u8]) -> Option<(PortalId, String)> {
+        let keys = self.flows.get(&peer)?;
+        keys.iter().find(|(_, ext)| ext.as_bytes() == user).or_else(|| (keys.len() == 1).then(|| keys.first()).flatten()).cloned()
     }
 
     /// Drops expired bindings (a full pass only once the earliest expiry has come).
@@ -101,23 +114,25 @@ impl Registrar {
             return;
         }
         let mut gone = Vec::new();
-        self.bindings.retain(|_, b| {
+        self.bindings.retain(|k, b| {
             let live = b.expires > now;
             if !live {
-                gone.push(b.peer);
+                gone.push((b.peer, k.clone()));
             }
             live
         });
-        for peer in gone {
-            self.forget_flow(peer);
+        for (peer, key) in gone {
+            self.forget_flow(peer, &key);
         }
         self.next_expiry = self.bindings.values().map(|b| b.expires).min();
     }
 
-    fn forget_flow(&mut self, peer: Peer) {
-        if let Some(n) = self.flows.get_mut(&peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+    fn forget_flow(&mut self, peer: Peer, key: &(PortalId, String)) {
+        if let Some(keys) = self.flows.get_mut(&peer) {
+            if let Some(i) = keys.iter().position(|k| k == key) {
+                keys.swap_remove(i);
+            }
+            if keys.is_empty() {
                 self.flows.remove(&peer);
             }
         }

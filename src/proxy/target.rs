@@ -2,12 +2,10 @@
 //! portal and side it belongs to. Pure: the directory snapshot and registrar are read, not
 //! changed.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use super::registrar::Registrar;
+use super::trust::{AgentDirectory, RouteKey, Token};
 use super::Local;
-use crate::routing::{PortalEntry, Snapshot};
+use crate::routing::PortalEntry;
 use crate::sip::core::{first_value, HeaderName, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};
 
@@ -28,84 +26,64 @@ pub(crate) struct Refusal {
     pub(crate) reason: &'static str,
 }
 
+pub(crate) const FORBIDDEN: Refusal = Refusal { status: 403, reason: "Forbidden" };
+pub(crate) const NO_DIALOG: Refusal = Refusal { status: 481, reason: "Call/Transaction Does Not Exist" };
 const NOT_FOUND: Refusal = Refusal { status: 404, reason: "Not Found" };
 const UNAVAILABLE: Refusal = Refusal { status: 480, reason: "Temporarily Unavailable" };
-const NO_ROUTE: Refusal = Refusal { status: 502, reason: "Bad Gateway" };
 
-/// Whether the request came from a portal's PBX: its source (or, on a stream, its top Via
-/// sent-by, since the PBX connects from an ephemeral port) is the portal's `pbx_host`; or it
-/// comes from another port of the PBX's IP address that is not a known phone (PBXs send from
-/// several ports: one per trunk, per worker).
-pub(crate) fn pbx_portal(snap: &Snapshot, peer: Peer, msg: &SipMessage, registrar: &Registrar) -> Option<Arc<PortalEntry>> {
-    if peer.transport.is_websocket() {
-        return None; // a browser agent's flow, never the PBX (whatever its address)
-    }
-    let via = msg.top_via().and_then(|v| crate::sip::core::socket_addr(v.host, v.port));
-    let exact = |a: SocketAddr| a == peer.addr || (peer.transport != Transport::Udp && Some(a) == via);
-    let same_host = |p: &PortalEntry, a: SocketAddr| a.ip() == peer.addr.ip() && !p.agent_addrs.contains(&peer.addr) && !registrar.is_phone(peer);
-    let portals = || snap.portals.values();
-    portals()
-        .find(|p| p.pbx_addr.is_some_and(exact))
-        .or_else(|| portals().find(|p| p.pbx_addr.is_some_and(|a| same_host(p, a))))
-        .cloned()
+/// The Route set of a request, as far as callgate is concerned.
+#[derive(Debug)]
+pub(crate) enum RouteHead {
+    /// No Route value.
+    None,
+    /// Leading values name callgate (`ours` of them); `token` is what their user part says.
+    Ours { ours: usize, token: Option<Result<Token, ()>> },
+    /// The first value names somebody else.
+    Foreign,
 }
 
-/// The portal of an agent's request: the one mapping the From user as an extension, else the
-/// only portal.
-pub(crate) fn agent_portal(snap: &Snapshot, msg: &SipMessage) -> Option<Arc<PortalEntry>> {
-    let user = msg.from().and_then(|f| f.uri.user).and_then(|u| std::str::from_utf8(u).ok());
-    user.and_then(|u| snap.portals.values().find(|p| p.by_extension.contains_key(u)).cloned()).or_else(|| snap.single().cloned())
-}
-
-/// Next hop of a request that carries a Route set headed by us (in-dialog, or a PBX that keeps
-/// a Path): the next Route value, else the Request-URI.
-pub(crate) fn by_route(msg: &SipMessage, local: &Local, transport: Transport) -> Option<Result<NextHop, Refusal>> {
-    let first = first_value(msg, HeaderName::Route)?;
-    let uri = NameAddr::parse(first).map(|n| n.uri)?;
-    if !local.is_ours(&uri) {
-        return None;
+/// Reads the Route set: how many leading values name us (one, or two after a transport change,
+/// RFC 5658) and the token in their user part, checked against the request's Call-ID.
+pub(crate) fn route_head(msg: &SipMessage, local: &Local, key: &RouteKey) -> RouteHead {
+    let Some(first) = first_value(msg, HeaderName::Route) else { return RouteHead::None };
+    if !NameAddr::parse(first).is_some_and(|n| local.is_ours(&n.uri)) {
+        return RouteHead::Foreign;
     }
-    // One value names us, or two after a transport change (RFC 5658 double Record-Route).
-    let mut routes = msg.values(HeaderName::Route).flat_map(crate::sip::core::comma_values).map(<[u8]>::trim_ascii).peekable();
+    let call_id = msg.call_id().unwrap_or_default();
     let mut ours = 0;
-    let mut flow = None;
-    while let Some(n) = routes.peek().and_then(|v| NameAddr::parse(v)).filter(|n| local.is_ours(&n.uri)) {
-        flow = flow.or_else(|| n.uri.user.and_then(super::parse_flow_token));
-        routes.next();
+    let mut token = None;
+    let values = msg.values(HeaderName::Route).flat_map(crate::sip::core::comma_values).map(<[u8]>::trim_ascii);
+    for n in values.map_while(|v| NameAddr::parse(v).filter(|n| local.is_ours(&n.uri))) {
         ours += 1;
+        if let Some(user) = n.uri.user {
+            let t = key.verify(user, call_id);
+            // Two values of one dialog carry the same token; a mismatch is a forgery.
+            token = match token {
+                None => Some(t),
+                Some(Ok(prev)) if t.as_ref() == Ok(&prev) => Some(Ok(prev)),
+                Some(_) => Some(Err(())),
+            };
+        }
     }
-    // Toward a browser agent (a request from the other side of a route naming its WebSocket
-    // flow): over that flow, whatever the Request-URI (the browser's `.invalid` Contact) says.
-    if let (Some(addr), false) = (flow, transport.is_websocket()) {
-        // The hub sends over the connection by address, ws:// or wss:// alike.
-        return Some(Ok(NextHop { peer: Peer { addr, transport: Transport::Ws }, request_uri: None, pop_route: ours }));
-    }
-    let next = routes.next().and_then(NameAddr::parse).map(|n| n.uri).or_else(|| msg.request_uri().and_then(Uri::parse));
-    let hop = next.and_then(|u| uri_peer(&u, transport)).map(|peer| NextHop { peer, request_uri: None, pop_route: ours });
-    Some(hop.ok_or(NO_ROUTE))
+    RouteHead::Ours { ours, token }
 }
 
-/// Next hop of an in-dialog request that does not route through us: its Request-URI, unless
-/// that is us (then the dialog is unknown here).
-pub(crate) fn by_request_uri(msg: &SipMessage, local: &Local, transport: Transport) -> Result<NextHop, Refusal> {
-    let uri = msg.request_uri().and_then(Uri::parse).ok_or(NO_ROUTE)?;
-    if local.is_ours(&uri) {
-        return Err(Refusal { status: 481, reason: "Call/Transaction Does Not Exist" });
-    }
-    let peer = uri_peer(&uri, transport).ok_or(NO_ROUTE)?;
-    Ok(NextHop { peer, request_uri: None, pop_route: 0 })
-}
-
-/// Browser agents' registrations over WebSocket (WebRTC widget), kept by
-/// `webrtc::Registrar`: the proxy only asks where an extension's flow is.
-pub trait FlowLocator: Send + Sync + 'static {
-    /// The flow (WebSocket peer) and Contact URI of `extension`'s live registration, if any.
-    fn locate(&self, portal: crate::settings::PortalId, extension: &str) -> Option<(Peer, String)>;
+/// Next hop of an in-dialog request (its Route names a dialog callgate record-routed) sent by
+/// one end of the dialog: `other`, the other end. The Request-URI (the remote target) is kept;
+/// its address is used only when it is the other end's host (a phone's Contact port), so the
+/// message never chooses where it goes.
+pub(crate) fn to_other_end(msg: &SipMessage, other: Peer, pop_route: usize) -> NextHop {
+    let ruri = msg.request_uri().and_then(Uri::parse).and_then(|u| uri_peer(&u, other.transport));
+    let peer = match ruri {
+        Some(p) if !other.transport.is_websocket() && p.addr.ip() == other.addr.ip() && p.transport == other.transport => p,
+        _ => other,
+    };
+    NextHop { peer, request_uri: None, pop_route }
 }
 
 /// Next hop of an out-of-dialog request from the PBX: the extension's browser flow, else its
 /// registered contact, else its static contact from the mapping.
-pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &Registrar, flows: Option<&dyn FlowLocator>, transport: Transport) -> Result<NextHop, Refusal> {
+pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &Registrar, flows: Option<&dyn AgentDirectory>, transport: Transport) -> Result<NextHop, Refusal> {
     let ruri = msg.request_uri().and_then(Uri::parse).ok_or(NOT_FOUND)?;
     let ext = ruri.user.and_then(|u| std::str::from_utf8(u).ok()).ok_or(NOT_FOUND)?;
     if let Some((peer, contact)) = flows.and_then(|f| f.locate(portal.portal.id, ext)) {
@@ -124,7 +102,7 @@ pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &R
 /// Next hop of an out-of-dialog request from an agent: the portal's PBX, Request-URI host
 /// rewritten to it.
 pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry, transport: Transport) -> Result<NextHop, Refusal> {
-    let addr = portal.pbx_addr.ok_or(NO_ROUTE)?;
+    let addr = portal.pbx_addr.ok_or(UNAVAILABLE)?;
     let transport = not_websocket(transport);
     let user = msg.request_uri().and_then(Uri::parse).and_then(|u| u.user).map(|u| String::from_utf8_lossy(u).into_owned());
     let host = &portal.portal.settings.pbx_host;

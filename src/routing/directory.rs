@@ -29,9 +29,9 @@ pub struct PortalEntry {
     /// `pbx_host` as a socket address (resolved at reload), where the proxy sends
     /// agents' requests and how it recognises the PBX.
     pub pbx_addr: Option<std::net::SocketAddr>,
-    /// Addresses of the static contacts in the mappings (phones that do not register): a
-    /// request from one of them is an agent's even when it shares the PBX's IP address.
-    pub agent_addrs: std::collections::HashSet<std::net::SocketAddr>,
+    /// The static contacts in the mappings (phones that do not register), with their
+    /// extensions: a request from one of them is that agent's, even from the PBX's IP address.
+    pub agent_contacts: Vec<(std::net::SocketAddr, String)>,
 }
 
 /// The target of a redirect to one manager.
@@ -53,9 +53,9 @@ impl PortalEntry {
             .iter()
             .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: Arc::from(format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host)) }))
             .collect();
-        let agent_addrs = mappings.iter().filter_map(|m| contact_addr(m.contact.as_deref()?)).collect();
+        let agent_contacts = mappings.iter().filter_map(|m| Some((contact_addr(m.contact.as_deref()?)?, m.extension.clone()))).collect();
         Self {
-            agent_addrs,
+            agent_contacts,
             // Resolved once per reload (reloads run on blocking threads): DNS stays off the SIP path.
             pbx_addr: std::net::ToSocketAddrs::to_socket_addrs(portal.settings.pbx_host.as_str()).ok().and_then(|mut a| a.next()),
             redirects,

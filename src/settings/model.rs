@@ -212,7 +212,8 @@ pub struct PortalSettings {
     pub min_talk_seconds: u32,
     /// Addresses (IP or CIDR) allowed to use the redirect listener and the PBX side of the proxy.
     pub trusted_pbx: Vec<String>,
-    /// The PBX's SIP address, `host:port`.
+    /// The PBX's SIP address, `host:port`; empty: none yet (nothing is sent to a PBX, and no
+    /// address is trusted as one).
     pub pbx_host: String,
     /// Header carrying the PBX's call id on agent legs.
     pub correlation_header: String,
@@ -229,8 +230,11 @@ impl Default for PortalSettings {
             outgoing: OutgoingSettings::default(),
             other: OtherSettings::default(),
             min_talk_seconds: 0,
-            trusted_pbx: vec!["127.0.0.1".into()],
-            pbx_host: "127.0.0.1:5080".into(),
+            // Nothing is trusted until the operator says what the PBX is: a default address
+            // would hand the PBX's rights to whoever sends from it (a local reverse proxy, a
+            // spoofed datagram).
+            trusted_pbx: Vec::new(),
+            pbx_host: String::new(),
             correlation_header: "X-Call-Id".into(),
             routing_user: "pm-route".into(),
         }

@@ -153,7 +153,7 @@ fn check_network(s: &PortalSettings, errs: &mut FieldErrors) {
             errs.add(format!("trusted_pbx[{i}]"), format!("`{}` is not an IP address or CIDR block", clip(entry)));
         }
     }
-    if !valid_host_port(&s.pbx_host) {
+    if !s.pbx_host.is_empty() && !valid_host_port(&s.pbx_host) {
         errs.add("pbx_host", "must be host:port, e.g. 10.0.0.2:5060");
     }
     if s.correlation_header.is_empty() || s.correlation_header.len() > 64 || !s.correlation_header.bytes().all(is_token_char) {

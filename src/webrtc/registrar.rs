@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::credentials::{realm_of, Credentials};
-use crate::proxy::FlowLocator;
+use crate::proxy::{AgentDirectory, DigestOutcome};
 use crate::routing::{Directory, PortalEntry};
 use crate::settings::{PortalId, TelephonyMode};
 use crate::sip::core::digest::{self, NonceCheck, NonceKey};
@@ -151,7 +151,7 @@ struct Metrics {
 }
 
 /// The browser agents' registrar. Shared as `Arc<Registrar>` by the SIP front, the proxy (as
-/// its [`FlowLocator`]) and the admin API.
+/// its [`AgentDirectory`]) and the admin API.
 pub struct Registrar {
     directory: Directory,
     credentials: Arc<Credentials>,
@@ -192,7 +192,15 @@ impl Registrar {
     /// here (REGISTER answered; a request from an unregistered flow refused 403, or an ACK
     /// dropped); false when it goes on to the proxy (responses, requests of a registered agent).
     pub fn on_websocket(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) -> bool {
-        let Some(method) = msg.method() else { return false };
+        let Some(method) = msg.method() else {
+            // A response: only a flow that holds a registration can be answering something
+            // callgate sent (the proxy then matches it to its transaction by branch and flow).
+            let registered = self.state.lock().bindings.values().any(|b| b.peer == peer);
+            if !registered {
+                self.metrics.refused.increment(1);
+            }
+            return !registered;
+        };
         if method == Method::Register {
             self.register(msg, peer, now).write(msg, out);
             return true;
@@ -393,10 +401,71 @@ fn ok_with(binding: Option<&Binding>, now: Instant) -> Answer {
     Answer { status: 200, reason: "OK", headers }
 }
 
-impl FlowLocator for Registrar {
+impl AgentDirectory for Registrar {
     fn locate(&self, portal: PortalId, extension: &str) -> Option<(Peer, String)> {
         let state = self.state.lock();
         state.bindings.get(&(portal, extension.to_owned())).map(|b| (b.peer, b.contact.clone()))
+    }
+
+    fn browser_agent(&self, peer: Peer, user: &[u8]) -> Option<PortalId> {
+        self.state.lock().bindings.iter().find(|((_, ext), b)| b.peer == peer && ext.as_bytes() == user).map(|((portal, _), _)| *portal)
+    }
+
+    fn authenticate(&self, msg: &SipMessage, candidates: &[Arc<PortalEntry>], now: Instant) -> DigestOutcome {
+        self.authenticate_phone(msg, candidates, now)
+    }
+}
+
+impl Registrar {
+    /// An IP phone's request to callgate itself (no registration, no static contact): its
+    /// `Proxy-Authorization` against the credentials issued for its From user in one of the
+    /// `candidates` portals (told apart by realm), with the same nonce and `nc` rules as the
+    /// browser agents' REGISTER.
+    fn authenticate_phone(&self, msg: &SipMessage, candidates: &[Arc<PortalEntry>], now: Instant) -> DigestOutcome {
+        let Some(user) = msg.from().and_then(|f| f.uri.user).and_then(|u| std::str::from_utf8(u).ok()) else { return DigestOutcome::Nobody };
+        let issued: Vec<(&Arc<PortalEntry>, String)> = candidates
+            .iter()
+            .filter_map(|p| {
+                let realm = realm_of(&p.portal);
+                let mapping = p.by_extension.get(user)?.id;
+                self.credentials.get(p.portal.id, user).filter(|s| s.mapping_id == mapping && s.realm == realm).map(|_| (p, realm))
+            })
+            .collect();
+        let now_secs = self.secs(now);
+        let creds = msg.headers(HeaderName::ProxyAuthorization).filter_map(digest::Credentials::parse).find_map(|c| issued.iter().find(|(_, r)| c.realm == r.as_bytes()).map(|(p, r)| (c, *p, r)));
+        let Some((c, portal, realm)) = creds else {
+            // One portal to challenge for, or nobody (a tie is never guessed).
+            return match issued.as_slice() {
+                [(_, realm)] => {
+                    self.metrics.challenged.increment(1);
+                    DigestOutcome::Challenge(self.challenge_value(realm, now_secs, false))
+                }
+                _ => DigestOutcome::Nobody,
+            };
+        };
+        let key = (portal.portal.id, user.to_owned());
+        let secret = self.credentials.get(key.0, &key.1);
+        let method = msg.method_raw().unwrap_or_default();
+        let verified = c.username == user.as_bytes() && msg.request_uri() == Some(c.uri) && secret.is_some_and(|s| c.verify(method, &s.ha1).is_ok());
+        let (true, Some(nc)) = (verified, c.nc_value()) else {
+            self.metrics.failed.increment(1);
+            return DigestOutcome::Challenge(self.challenge_value(realm, now_secs, false));
+        };
+        let max_age = self.cfg.nonce_max_age.as_secs();
+        let fresh = match self.key.check(realm.as_bytes(), c.nonce, now_secs, max_age) {
+            NonceCheck::Fresh { issued_at } => self.state.lock().count(&key, c.nonce, nc, issued_at, now_secs.saturating_sub(max_age)),
+            NonceCheck::Stale | NonceCheck::Invalid => false,
+        };
+        if !fresh {
+            self.metrics.challenged.increment(1);
+            return DigestOutcome::Challenge(self.challenge_value(realm, now_secs, true));
+        }
+        DigestOutcome::Agent { portal: key.0, extension: key.1 }
+    }
+
+    fn challenge_value(&self, realm: &str, now_secs: u64, stale: bool) -> String {
+        let nonce = self.key.mint(realm.as_bytes(), now_secs, rand::random());
+        digest::challenge(realm, &nonce, stale)
     }
 }
 

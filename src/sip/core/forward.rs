@@ -10,7 +10,7 @@ use super::message::SipMessage;
 use super::scan::comma_values;
 
 /// What changes in a forwarded request.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone, Copy)]
 pub struct RequestEdit<'a> {
     /// A new Request-URI (`None`: keep the received one).
     pub request_uri: Option<&'a [u8]>,
@@ -22,6 +22,14 @@ pub struct RequestEdit<'a> {
     pub path: Option<&'a [u8]>,
     /// Leading Route values to drop (they name this proxy: one, or two after a transport change).
     pub pop_route: usize,
+    /// Headers not to pass on (by parsed and raw name): what the sender may not say onward.
+    pub strip: Option<&'a dyn Fn(HeaderName, &[u8]) -> bool>,
+}
+
+impl std::fmt::Debug for RequestEdit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestEdit").field("pop_route", &self.pop_route).field("strips", &self.strip.is_some()).finish_non_exhaustive()
+    }
 }
 
 /// Writes `req` with `edit` applied into `out`.
@@ -43,6 +51,9 @@ pub fn write_forwarded_request(req: &SipMessage, edit: &RequestEdit<'_>, out: &m
     let mut to_pop = edit.pop_route;
     let mut saw_max_forwards = false;
     for (name, raw_name, value) in req.header_lines() {
+        if edit.strip.is_some_and(|strip| strip(name, raw_name)) {
+            continue;
+        }
         match name {
             HeaderName::MaxForwards => {
                 saw_max_forwards = true;
