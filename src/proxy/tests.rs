@@ -34,8 +34,21 @@ const PBX: &str = "127.0.0.1:5080";
 const PHONE_101: &str = "127.0.0.1:6001";
 /// Extension 102's phone (no static contact; it may register).
 const PHONE_102: &str = "127.0.0.1:6002";
-/// What callgate puts into Record-Route and Path on UDP.
+/// A Route naming callgate without a token (a phone using it as its outbound proxy).
 const OUR_ROUTE: &str = "<sip:127.0.0.1:5060;lr>";
+/// The test proxy's route key.
+const TEST_KEY: [u8; 32] = [9; 32];
+
+/// What callgate puts into Record-Route (UDP both ways) for the dialog `call_id` it relayed
+/// from `a` to `b`.
+fn dialog_route(a: &str, b: &str, call_id: &str) -> String {
+    format!("<sip:{}@127.0.0.1:5060;lr>", super::RouteKey::new(&TEST_KEY).dialog(udp(a), udp(b), call_id.as_bytes()))
+}
+
+/// What callgate puts into Path for `ext`'s REGISTER from `flow` (portal 1).
+fn path_route(flow: &str, ext: &str) -> String {
+    format!("<sip:{}@127.0.0.1:5060;lr>", super::RouteKey::new(&TEST_KEY).path(udp(flow), 1, ext))
+}
 /// The To-tag the agents' phones answer with.
 const AGENT_TAG: &str = "agent-tag";
 /// The customer calling in.
@@ -112,7 +125,7 @@ impl Harness {
             tcp: None,
         };
         let calls = CallsHandle::new(cfg, t0, 1_700_000_000_000);
-        let proxy = Proxy::new(directory, local, calls.clone(), Timers::RFC3261);
+        let proxy = Proxy::new(directory, local, calls.clone(), Timers::RFC3261).with_route_key(super::RouteKey::new(&TEST_KEY));
         Self { proxy, calls, t0 }
     }
 
@@ -294,10 +307,11 @@ fn pbx_ack_non_2xx(ext: &str, call_id: &str, branch: &str) -> String {
 /// A request of the PBX inside the dialog with extension 101 (after a 200 carrying our
 /// Record-Route and the phone's Contact): Request-URI the phone's Contact, Route us.
 fn pbx_in_dialog(method: &str, cseq: u32, call_id: &str, branch: &str) -> String {
+    let route = dialog_route(PBX, PHONE_101, call_id);
     format!(
         "{method} sip:101@127.0.0.1:6001 SIP/2.0\n\
          Via: SIP/2.0/UDP 127.0.0.1:5080;branch={branch}\n\
-         Route: {OUR_ROUTE}\n\
+         Route: {route}\n\
          Max-Forwards: 70\n\
          From: \"Customer\" <sip:{CUSTOMER}@127.0.0.1:5080>;tag=pbx-tag\n\
          To: <sip:101@127.0.0.1:5060>;tag={AGENT_TAG}\n\

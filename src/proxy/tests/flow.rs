@@ -1,10 +1,10 @@
-//! Browser agents' WebSocket flows in the Record-Route: the token that brings the PBX's
-//! in-dialog requests back to the right connection (the browser's `.invalid` Contact is never
-//! resolved).
+//! Browser agents' WebSocket flows in the Record-Route: the signed dialog token names both ends,
+//! so the PBX's in-dialog requests go back over the browser's connection (its `.invalid`
+//! Contact is never resolved) and the browser's go to the PBX, never elsewhere.
 
 use super::*;
-use crate::proxy::target::by_route;
-use crate::proxy::{flow_token, parse_flow_token};
+use crate::proxy::target::{route_head, to_other_end, RouteHead};
+use crate::proxy::trust::{RouteKey, Token};
 
 fn ws(s: &str) -> Peer {
     Peer { addr: addr(s), transport: Transport::Ws }
@@ -23,41 +23,34 @@ fn request(start: &str, routes: &str) -> SipMessage {
 }
 
 #[test]
-fn flow_tokens_round_trip_for_both_address_families_and_refuse_garbage() {
-    for a in ["127.0.0.1:40123", "[2001:db8::7]:443", "10.1.2.3:1"] {
-        let token = flow_token(addr(a));
-        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{token}");
-        assert_eq!(parse_flow_token(token.as_bytes()), Some(addr(a)));
-    }
-    for bad in ["", "cgf-", "cgf-7f000001", "cgf-zz000001-0001", "cgf-7f0000-0001", "101", "cgf-7f000001-fffff"] {
-        assert_eq!(parse_flow_token(bad.as_bytes()), None, "{bad}");
-    }
+fn record_route_toward_a_browser_is_doubled_and_stays_single_on_udp() {
+    let l = local();
+    let rr = l.record_route(udp(PBX), ws("127.0.0.1:40123"), "cgr.t");
+    assert_eq!(rr, ["<sip:cgr.t@127.0.0.1:5060;transport=ws;lr>".to_owned(), "<sip:cgr.t@127.0.0.1:5060;lr>".to_owned()]);
+    let back = l.record_route(ws("127.0.0.1:40123"), udp(PBX), "cgr.t");
+    assert_eq!(back, ["<sip:cgr.t@127.0.0.1:5060;lr>".to_owned(), "<sip:cgr.t@127.0.0.1:5060;transport=ws;lr>".to_owned()]);
+    assert_eq!(l.record_route(udp(PBX), udp(PHONE_101), "cgr.t"), ["<sip:cgr.t@127.0.0.1:5060;lr>".to_owned()]);
 }
 
 #[test]
-fn record_route_toward_a_browser_names_its_flow_and_stays_single_on_udp() {
-    let l = local();
-    let rr = l.record_route(udp(PBX), ws("127.0.0.1:40123"));
-    assert_eq!(rr, [format!("<sip:{}@127.0.0.1:5060;transport=ws;lr>", flow_token(addr("127.0.0.1:40123"))), OUR_ROUTE.to_owned()]);
-    let back = l.record_route(ws("127.0.0.1:40123"), udp(PBX));
-    assert_eq!(back, [OUR_ROUTE.to_owned(), format!("<sip:{}@127.0.0.1:5060;transport=ws;lr>", flow_token(addr("127.0.0.1:40123")))]);
-    assert_eq!(l.record_route(udp(PBX), udp(PHONE_101)), [OUR_ROUTE.to_owned()]);
-}
-
-#[test]
-fn the_pbx_in_dialog_request_goes_over_the_flow_in_the_route_and_the_browser_one_does_not_come_back() {
-    let l = local();
-    let flow = format!("<sip:{}@127.0.0.1:5060;transport=ws;lr>", flow_token(addr("127.0.0.1:40123")));
+fn the_pbx_in_dialog_request_goes_over_the_browser_flow_and_the_browser_one_to_the_pbx() {
+    let (l, key) = (local(), RouteKey::new(&[3; 32]));
+    let browser = ws("127.0.0.1:40123");
+    let user = key.dialog(udp(PBX), browser, b"flow-1");
+    let [ours_ws, ours_udp] = [format!("<sip:{user}@127.0.0.1:5060;transport=ws;lr>"), format!("<sip:{user}@127.0.0.1:5060;lr>")];
     // The PBX's route set (reversed Record-Route): our UDP face, then our WebSocket face.
-    let from_pbx = request("BYE sip:x7@abc.invalid;transport=ws SIP/2.0", &format!("{OUR_ROUTE}, {flow}"));
-    let hop = by_route(&from_pbx, &l, Transport::Udp).expect("routed by us").expect("a next hop");
-    assert_eq!(hop.peer, ws("127.0.0.1:40123"));
-    assert_eq!((hop.pop_route, hop.request_uri), (2, None));
+    let from_pbx = request("BYE sip:x7@abc.invalid;transport=ws SIP/2.0", &format!("{ours_udp}, {ours_ws}"));
+    let RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { a, b })) } = route_head(&from_pbx, &l, &key) else { panic!("our dialog") };
+    assert_eq!((ours, a, b), (2, udp(PBX), browser));
+    let hop = to_other_end(&from_pbx, b, ours);
+    assert_eq!((hop.peer, hop.request_uri, hop.pop_route), (browser, None, 2));
 
-    // The browser's route set names the same two values the other way round; its request goes on
-    // to the PBX's Contact, never back over its own flow.
-    let from_browser = request(&format!("BYE sip:79161234567@{PBX} SIP/2.0"), &format!("{flow}, {OUR_ROUTE}"));
-    let hop = by_route(&from_browser, &l, Transport::Ws).expect("routed by us").expect("a next hop");
-    assert_eq!(hop.peer, udp(PBX));
-    assert_eq!(hop.pop_route, 2);
+    // The browser's request names a Contact of its choosing: it still goes to the PBX's flow.
+    let from_browser = request("BYE sip:79161234567@127.0.0.6:5060 SIP/2.0", &format!("{ours_ws}, {ours_udp}"));
+    let RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { a, .. })) } = route_head(&from_browser, &l, &key) else { panic!("our dialog") };
+    assert_eq!(to_other_end(&from_browser, a, ours).peer, udp(PBX));
+
+    // Another dialog's Call-ID, or one value forged: not ours.
+    let forged = request("BYE sip:x@127.0.0.6 SIP/2.0", &format!("{ours_udp}, <sip:cgr.u7f0000050001.u7f0000060001.00@127.0.0.1:5060;transport=ws;lr>"));
+    assert!(matches!(route_head(&forged, &l, &key), RouteHead::Ours { token: Some(Err(())), .. }));
 }

@@ -41,8 +41,8 @@ fn an_invite_from_the_pbx_is_forwarded_to_the_extensions_contact_with_our_via_an
     assert_eq!(via[1], "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-pbx-1");
     assert_ne!(top_branch(fwd), "z9hG4bK-pbx-1", "a branch of our own");
     assert_eq!(
-        header(fwd, HeaderName::RecordRoute).as_deref(),
-        Some(OUR_ROUTE)
+        header(fwd, HeaderName::RecordRoute),
+        Some(dialog_route(PBX, PHONE_101, "in-1@pbx"))
     );
     assert_eq!(fwd.max_forwards(), Some(69));
     assert_eq!(header(fwd, HeaderName::CallId).as_deref(), Some("in-1@pbx"));
@@ -222,8 +222,8 @@ fn an_agents_invite_for_a_customer_number_goes_to_the_pbx() {
         "SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bK-phone-1"
     );
     assert_eq!(
-        header(fwd, HeaderName::RecordRoute).as_deref(),
-        Some(OUR_ROUTE)
+        header(fwd, HeaderName::RecordRoute),
+        Some(dialog_route(PHONE_101, PBX, "out-1@phone"))
     );
     assert_eq!(fwd.max_forwards(), Some(69));
 }

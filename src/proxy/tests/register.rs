@@ -55,7 +55,7 @@ fn a_register_is_relayed_to_the_pbx_with_path_and_the_pbxs_200_goes_back_to_the_
         )]
     );
     let at_pbx = relayed.one_to(PBX);
-    assert_eq!(header(at_pbx, HeaderName::Path).as_deref(), Some(OUR_ROUTE));
+    assert_eq!(header(at_pbx, HeaderName::Path), Some(path_route(PHONE_102, "102")));
     assert_eq!(
         header(at_pbx, HeaderName::Route),
         None,
@@ -98,8 +98,8 @@ fn after_a_register_the_pbxs_invite_for_the_extension_goes_to_the_registered_con
         ]
     );
     assert_eq!(
-        header(sent.one_to(PHONE_102), HeaderName::RecordRoute).as_deref(),
-        Some(OUR_ROUTE)
+        header(sent.one_to(PHONE_102), HeaderName::RecordRoute),
+        Some(dialog_route(PBX, PHONE_102, "in-2@pbx"))
     );
 }
 
@@ -201,7 +201,7 @@ fn a_register_addressed_to_callgate_is_relayed_to_the_pbx_with_path() {
         "{:?}",
         sent.lines()
     );
-    assert_eq!(header(at_pbx, HeaderName::Path).as_deref(), Some(OUR_ROUTE));
+    assert_eq!(header(at_pbx, HeaderName::Path), Some(path_route(PHONE_102, "102")));
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn an_invite_the_pbx_sends_along_the_path_reaches_the_phone() {
         )
         .replace(
             "Max-Forwards: 70\n",
-            &format!("Route: {OUR_ROUTE}\nMax-Forwards: 70\n"),
+            &format!("Route: {}\nMax-Forwards: 70\n", path_route(PHONE_102, "102")),
         );
 
     // Act
@@ -236,8 +236,8 @@ fn an_invite_the_pbx_sends_along_the_path_reaches_the_phone() {
     let fwd = sent.one_to(PHONE_102);
     assert_eq!(header(fwd, HeaderName::Route), None);
     assert_eq!(
-        header(fwd, HeaderName::RecordRoute).as_deref(),
-        Some(OUR_ROUTE)
+        header(fwd, HeaderName::RecordRoute),
+        Some(dialog_route(PBX, PHONE_102, "in-2@pbx"))
     );
 }
 

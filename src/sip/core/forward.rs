@@ -178,7 +178,7 @@ mod tests {
         let req = parse(INVITE);
         let mut out = BytesMut::new();
         let rr: &[&[u8]] = &[b"<sip:127.0.0.1:5060;lr>"];
-        let edit = RequestEdit { request_uri: Some(b"sip:101@127.0.0.1:6001"), via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-cg-1", record_route: rr, path: None, pop_route: 1 };
+        let edit = RequestEdit { request_uri: Some(b"sip:101@127.0.0.1:6001"), via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-cg-1", record_route: rr, path: None, pop_route: 1, strip: None };
         write_forwarded_request(&req, &edit, &mut out);
         let fwd = SipMessage::parse(out.freeze()).expect("the output parses");
         assert_eq!(fwd.request_uri(), Some(&b"sip:101@127.0.0.1:6001"[..]));
