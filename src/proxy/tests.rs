@@ -12,6 +12,7 @@ mod flow;
 mod invite;
 mod malformed;
 mod register;
+mod trust;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -117,9 +118,18 @@ impl Harness {
     }
 
     fn with_tracker(cfg: TrackerConfig) -> Self {
+        Self::build(cfg, vec![office()])
+    }
+
+    /// A proxy for `portals` instead of the office.
+    fn with_portals(portals: Vec<PortalEntry>) -> Self {
+        Self::build(TrackerConfig::default(), portals)
+    }
+
+    fn build(cfg: TrackerConfig, portals: Vec<PortalEntry>) -> Self {
         let t0 = Instant::now();
         let directory = Directory::default();
-        directory.install_for_test(vec![office()]);
+        directory.install_for_test(portals);
         let local = Local {
             udp: Some(addr(US)),
             tcp: None,

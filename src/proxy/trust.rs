@@ -160,16 +160,19 @@ fn by_line(snap: &Snapshot, msg: &SipMessage, candidates: &[&Arc<PortalEntry>]) 
 
 /// The portal a REGISTER (or a digest phone's request) from an unknown source is for: the IP-mode
 /// portals mapping the To (From) user as an extension; several are told apart by the URI's host
-/// (the portal's Bitrix24 host or its PBX's host). Never a guess: a tie is refused.
+/// (the portal's Bitrix24 host or its PBX's host). An extension no portal maps (the PBX knows
+/// more phones than the mapping) belongs to the portal whose host the URI names, or to the only
+/// IP-mode portal. Never a guess: a tie is refused.
 pub(crate) fn agent_candidates(snap: &Snapshot, uri: Option<Uri<'_>>) -> Vec<Arc<PortalEntry>> {
     let Some(uri) = uri else { return Vec::new() };
     let Some(user) = uri.user.and_then(|u| std::str::from_utf8(u).ok()) else { return Vec::new() };
-    let all: Vec<Arc<PortalEntry>> =
-        snap.portals.values().filter(|p| p.portal.settings.telephony_mode == TelephonyMode::Ip && p.by_extension.contains_key(user)).cloned().collect();
-    if all.len() <= 1 {
-        return all;
+    let ip: Vec<&Arc<PortalEntry>> = snap.portals.values().filter(|p| p.portal.settings.telephony_mode == TelephonyMode::Ip).collect();
+    let mapped: Vec<&Arc<PortalEntry>> = ip.iter().copied().filter(|p| p.by_extension.contains_key(user)).collect();
+    let pool = if mapped.is_empty() { ip } else { mapped };
+    if pool.len() <= 1 {
+        return pool.into_iter().cloned().collect();
     }
-    all.into_iter().filter(|p| host_matches(p, uri.host)).collect()
+    pool.into_iter().filter(|p| host_matches(p, uri.host)).cloned().collect()
 }
 
 fn host_matches(p: &PortalEntry, host: &[u8]) -> bool {

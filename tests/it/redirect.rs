@@ -79,7 +79,7 @@ async fn callers_without_an_eligible_manager_get_no_decision() {
     // Flag off, then portal inactive: the known caller is not routed either.
     gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(active_settings(false))).await;
     Sipp::new("uac-status.xml", &gw.sip_udp()).rows(&[&[KNOWN, "404"]]).run().await.assert_all_ok(1);
-    gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(json!({"active": false}))).await;
+    gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(json!({"active": false, "pbx_host": "127.0.0.1:5080"}))).await;
     Sipp::new("uac-status.xml", &gw.sip_tcp()).rows(&[&[KNOWN, "404"]]).args(&["-t", "t1"]).run().await.assert_all_ok(1);
     let (_, recent) = gw.api(Method::GET, "/api/v1/decisions?limit=2", None).await;
     let reasons: Vec<&str> = recent.as_array().unwrap().iter().rev().map(|d| d["reason"].as_str().unwrap()).collect();
