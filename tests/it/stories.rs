@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::sipp::{free_addr, free_port, Sipp, SippRun};
+use crate::common::sipp::{free_addr, free_port, Sipp, SippChild, SippRun};
 use crate::common::{phone_ip, TestGateway, ATTACKER_IP, PBX_IP};
 use crate::fake_b24::{CallState, FakeB24};
 use crate::proxy::{Office, CUSTOMER};
@@ -28,10 +28,15 @@ async fn pbx_call_refused(o: &Office, ext: &str, status: &str) {
     Sipp::new("uac-status.xml", &o.sip).port(o.pbx).service(ext).rows(&[&[CUSTOMER, status]]).run().await.assert_all_ok(1);
 }
 
+/// The PBX as 101's registrar, challenging the next REGISTER and granting `granted` seconds.
+fn registrar(o: &Office, granted: &str) -> SippChild {
+    Sipp::new("pbx-registrar.xml", &o.sip).port(o.pbx).key("user", "101").key("password", PBX_PASSWORD).key("realm", PBX_REALM).key("granted", granted).spawn()
+}
+
 /// `phone` registers 101 through callgate (asking `expires`), the PBX challenges it and then
 /// grants `granted` seconds. The PBX's run, whose log names the Contact and Path it was given.
 async fn register(o: &Office, phone: SocketAddr, expires: &str, granted: &str) -> SippRun {
-    let pbx = Sipp::new("pbx-registrar.xml", &o.sip).port(o.pbx).key("user", "101").key("password", PBX_PASSWORD).key("realm", PBX_REALM).key("granted", granted).spawn();
+    let pbx = registrar(o, granted);
     let run = Sipp::new("phone-register.xml", &o.sip).at(phone).key("ext", "101").key("domain", DOMAIN).key("expires", expires).key("granted", granted);
     let run = run.args(&["-au", "101", "-ap", PBX_PASSWORD]).run().await;
     let pbx = pbx.wait().await;
@@ -72,7 +77,8 @@ fn answered_by(call: &Value, ext: &str, user: u64) {
 }
 
 /// A phone with no static contact registers with the PBX through callgate (the PBX challenges it
-/// with 401 and checks its digest), then calls out and takes the PBX's calls, both `INVITE sip:101@callgate` and the RFC 3327 way along the Path; once it
+/// with 401 and checks its digest; a wrong password from elsewhere gets 403 and no binding),
+/// then calls out and takes the PBX's calls, both `INVITE sip:101@callgate` and the RFC 3327 way along the Path; once it
 /// unregisters, it is unreachable again. Only the registration made it reachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_the_pbx_challenges_registers_through_callgate_then_calls_out_and_takes_calls() {
@@ -83,6 +89,15 @@ async fn a_phone_the_pbx_challenges_registers_through_callgate_then_calls_out_an
     // Not registered, no static contact: the PBX's call gets 480 from callgate, and is no call.
     pbx_call_refused(&o, "101", "480").await;
     assert!(all_calls(&o.gw).await.is_empty(), "a refused INVITE leaves no call behind");
+
+    // Someone on another address who knows the extension but not the PBX's password: the PBX
+    // refuses the REGISTER (403), so there is no binding and 101 stays unreachable.
+    let pbx = registrar(&o, "600");
+    let intruder = Sipp::new("phone-register-refused.xml", &o.sip).at(free_addr(ATTACKER_IP)).key("ext", "101").key("domain", DOMAIN).key("expires", "3600");
+    intruder.args(&["-au", "101", "-ap", "a-guess"]).run().await.assert_all_ok(1);
+    let pbx = pbx.wait().await;
+    assert!(pbx.successful == 1 && pbx.logs.contains("refused"), "the PBX refused it:\n{}\n{}", pbx.screen, pbx.logs);
+    pbx_call_refused(&o, "101", "480").await;
 
     let pbx = register(&o, phone, "3600", "600").await;
     let contact = logged(&pbx, "contact").trim_start_matches('<').trim_end_matches('>').to_owned();
