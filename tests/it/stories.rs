@@ -38,11 +38,17 @@ fn registrar(o: &Office, granted: &str) -> SippChild {
 async fn register(o: &Office, phone: SocketAddr, expires: &str, granted: &str) -> SippRun {
     let pbx = registrar(o, granted);
     let run = Sipp::new("phone-register.xml", &o.sip).at(phone).key("ext", "101").key("domain", DOMAIN).key("expires", expires).key("granted", granted);
-    let run = run.args(&["-au", "101", "-ap", PBX_PASSWORD]).run().await;
+    let run = run.args(&["-au", "101", "-ap", PBX_PASSWORD, "-auth_uri", DOMAIN]).run().await;
     let pbx = pbx.wait().await;
     assert!(pbx.successful == 1 && pbx.failed == 0, "PBX registrar:\n{}\n{}\nphone:\n{}", pbx.screen, pbx.errors, run.screen);
     run.assert_all_ok(1);
     pbx
+}
+
+/// The digest-uri of a phone's call to the customer through callgate: its Request-URI without
+/// `sip:` (SIPp's default is callgate's address, which no real phone sends).
+fn dialled(o: &Office) -> String {
+    format!("{CUSTOMER}@{}", o.sip)
 }
 
 /// The `name=value` the PBX registrar logged (`contact=<sip:...> path=<sip:...;lr>`).
@@ -94,7 +100,7 @@ async fn a_phone_the_pbx_challenges_registers_through_callgate_then_calls_out_an
     // refuses the REGISTER (403), so there is no binding and 101 stays unreachable.
     let pbx = registrar(&o, "600");
     let intruder = Sipp::new("phone-register-refused.xml", &o.sip).at(free_addr(ATTACKER_IP)).key("ext", "101").key("domain", DOMAIN).key("expires", "3600");
-    intruder.args(&["-au", "101", "-ap", "a-guess"]).run().await.assert_all_ok(1);
+    intruder.args(&["-au", "101", "-ap", "a-guess", "-auth_uri", DOMAIN]).run().await.assert_all_ok(1);
     let pbx = pbx.wait().await;
     assert!(pbx.successful == 1 && pbx.logs.contains("refused"), "the PBX refused it:\n{}\n{}", pbx.screen, pbx.logs);
     pbx_call_refused(&o, "101", "480").await;
@@ -138,7 +144,7 @@ async fn an_outgoing_call_the_pbx_challenges_is_one_answered_call() {
     let o = Office::open("udp").await;
     let pbx = Sipp::new("pbx-uas-challenge.xml", &o.sip).port(o.pbx).key("user", "101").key("password", PBX_PASSWORD).key("realm", PBX_REALM).spawn();
     let dial = Sipp::new("agent-dial-auth.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("domain", DOMAIN).key("dial", CUSTOMER).key("talk_ms", "300");
-    let dial = dial.args(&["-au", "101", "-ap", PBX_PASSWORD]).run().await;
+    let dial = dial.args(&["-au", "101", "-ap", PBX_PASSWORD, "-auth_uri", &dialled(&o)]).run().await;
     let pbx = pbx.wait().await;
     assert!(pbx.successful == 1 && pbx.failed == 0, "PBX:\n{}\n{}\nphone:\n{}", pbx.screen, pbx.errors, dial.screen);
     dial.assert_all_ok(1);
@@ -170,7 +176,7 @@ async fn an_ip_phone_with_credentials_from_callgate_answers_its_challenge_and_ca
     let pbx = o.pbx_answers("pbx-uas-answer.xml");
     let dial = |at: SocketAddr, scenario: &str, password: &str| {
         let s = Sipp::new(scenario, &o.sip).at(at).key("ext", "102").key("domain", DOMAIN).key("dial", CUSTOMER).key("talk_ms", "300");
-        s.args(&["-au", "102", "-ap", password])
+        s.args(&["-au", "102", "-ap", password, "-auth_uri", &dialled(&o)])
     };
 
     dial(free_addr(ATTACKER_IP), "agent-dial-auth-refused.xml", "not-the-password").run().await.assert_all_ok(1);

@@ -107,7 +107,7 @@ run_pair dial-busy       pbx-uas-busy.xml            "" \
 run_pair dial-cancel     pbx-uas-ring.xml            "" \
          agent-dial-cancel.xml       "-key ext 101 -key dial 102 -key ring_ms 300"
 run_pair dial-challenged pbx-uas-challenge.xml       "-key user 101 -key password s3cret -key realm pbx.example" \
-         agent-dial-auth.xml         "-key ext 101 -key domain office.example -key dial 79161234567 -key talk_ms 300 -au 101 -ap s3cret" \
+         agent-dial-auth.xml         "-key ext 101 -key domain office.example -key dial 79161234567 -key talk_ms 300 -au 101 -ap s3cret -auth_uri 79161234567@127.0.0.1" \
          "" "^Authorization: Digest username=\"101\""
 # (phone-register.xml and pbx-registrar.xml need callgate between them: the PBX requires its Path.)
 
