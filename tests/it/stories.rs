@@ -70,12 +70,14 @@ async fn pbx_calls(o: &Office, phone: SocketAddr, scenario: &str, xcid: &str, ke
     pbx.assert_all_ok(1);
 }
 
+/// Every call the tracker knows, open or finished.
 async fn all_calls(gw: &TestGateway) -> Vec<Value> {
     let (status, calls) = gw.api(Method::GET, "/api/v1/calls?limit=1000", None).await;
     assert_eq!(status, 200, "{calls}");
     calls.as_array().unwrap().clone()
 }
 
+/// `call` was answered and talked by `ext` only, with `user` responsible.
 fn answered_by(call: &Value, ext: &str, user: u64) {
     assert_eq!((call["outcome"].as_str(), call["status_code"].as_str()), (Some("answered"), Some("200")), "{call:#}");
     assert_eq!((call["first_talker"]["extension"].as_str(), call["last_talker"]["extension"].as_str()), (Some(ext), Some(ext)), "{call:#}");
@@ -84,8 +86,9 @@ fn answered_by(call: &Value, ext: &str, user: u64) {
 
 /// A phone with no static contact registers with the PBX through callgate (the PBX challenges it
 /// with 401 and checks its digest; a wrong password from elsewhere gets 403 and no binding),
-/// then calls out and takes the PBX's calls, both `INVITE sip:101@callgate` and the RFC 3327 way along the Path; once it
-/// unregisters, it is unreachable again. Only the registration made it reachable.
+/// then calls out and takes the PBX's calls, both `INVITE sip:101@callgate` and the RFC 3327 way
+/// along the Path; once it unregisters, it is unreachable again. Only the registration made it
+/// reachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_the_pbx_challenges_registers_through_callgate_then_calls_out_and_takes_calls() {
     let o = Office::open("udp").await;
