@@ -91,7 +91,8 @@ async fn an_untrusted_flood_at_ten_times_the_rate_is_refused_while_every_trusted
     let flood = Sipp::new("flood-invite.xml", &sip)
         .calls(flood_calls)
         .rate(flood_rate)
-        .args(&["-i", "127.0.0.2", "-l", "3000"])
+        .ip(crate::common::ATTACKER_IP)
+        .args(&["-l", "3000"])
         .run();
     let (trusted, flood) = tokio::join!(trusted, flood);
 

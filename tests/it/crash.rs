@@ -8,7 +8,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::binary::{command, http_address, KillOnDrop};
-use crate::common::sipp::{free_port, Sipp};
+use crate::common::phone_ip;
+use crate::common::sipp::{free_addr, free_port, Sipp};
 use crate::common::TOKEN;
 use crate::fake_b24::FakeB24;
 
@@ -59,18 +60,18 @@ async fn after_a_sigkill_mid_load_every_registered_call_is_finished_exactly_once
     fake.add_user(crate::fake_b24::User::new(2, "Sales desk", None));
     let dir = tempfile::tempdir().unwrap();
     let mut gw = start(dir.path()).await;
-    let (pbx, phone_port) = (free_port(), free_port());
+    let (pbx, phone) = (free_port(), free_addr(phone_ip("101")));
     let (status, portal) = api(&gw.base, Method::POST, "/api/v1/portals", json!({ "domain": "crash.bitrix24.ru", "auth": { "webhook_url": fake.webhook_url() } })).await;
     assert_eq!(status, 201, "{portal}");
     let id = portal["id"].as_i64().unwrap();
     let settings = json!({ "active": true, "pbx_host": format!("127.0.0.1:{pbx}"), "incoming": { "default_responsible": 1 }, "outgoing": { "default_responsible": 2 } });
     assert_eq!(api(&gw.base, Method::PUT, &format!("/api/v1/portals/{id}/settings"), settings).await.0, 200);
-    let mapping = json!({ "user_id": 11, "extension": "101", "contact": format!("sip:101@127.0.0.1:{phone_port}") });
+    let mapping = json!({ "user_id": 11, "extension": "101", "contact": format!("sip:101@{phone}") });
     assert_eq!(api(&gw.base, Method::POST, &format!("/api/v1/portals/{id}/mappings"), mapping).await.0, 201);
 
     // 500 calls at 50/s, each talking 2 s: about a hundred are up at any moment.
     let n = 500;
-    let phone = Sipp::new("agent-answer.xml", &gw.sip).port(phone_port).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
+    let phone = Sipp::new("agent-answer.xml", &gw.sip).at(phone).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
     let pbx_run = Sipp::new("pbx-answered-load.xml", &gw.sip).port(pbx).key("ext", "101").key("caller", crate::proxy::CUSTOMER).key("xcid", "crash").key("hold_ms", "2000").calls(n).rate(50).spawn();
     for _ in 0..300 {
         if fake.registered().len() >= 150 {

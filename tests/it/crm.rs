@@ -6,7 +6,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::sipp::{free_port, Sipp};
+use crate::common::phone_ip;
+use crate::common::sipp::{free_addr, free_port, Sipp};
 use crate::fake_b24::{FakeB24, Fault};
 use crate::proxy::{Office, CUSTOMER};
 
@@ -96,8 +97,8 @@ async fn an_outgoing_call_from_an_unmapped_extension_goes_to_the_default_outgoin
     let fake = FakeB24::spawn().await;
     let o = office(&fake).await;
     let pbx = o.pbx_answers("pbx-uas-answer.xml");
-    // Extension 199 has no mapping; its phone sits on another address than the PBX.
-    let phone = Sipp::new("agent-dial.xml", &o.sip).args(&["-i", "127.0.0.2"]).port(free_port()).key("ext", "199").key("dial", CUSTOMER).key("talk_ms", "300").run().await;
+    // Extension 199 has no mapping; its phone sits on an agent's address (not the PBX's).
+    let phone = Sipp::new("agent-dial.xml", &o.sip).at(free_addr(phone_ip("101"))).key("ext", "199").key("dial", CUSTOMER).key("talk_ms", "300").run().await;
     let pbx = pbx.wait().await;
     assert_eq!(pbx.successful, 1, "{}", pbx.screen);
     phone.assert_all_ok(1);
@@ -158,7 +159,7 @@ async fn an_outage_of_503s_delays_but_loses_nothing_and_finishes_each_call_once(
     let o = office(&fake).await;
     fake.set_fault_mode(Some(Fault::Status503QueryLimit));
     let n = 200;
-    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
+    let phone = Sipp::new("agent-answer.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
     let pbx = Sipp::new("pbx-answered-load.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "b-load").key("hold_ms", "10").calls(n).rate(50).run().await;
     pbx.assert_all_ok(n as u64);
     assert!(phone.wait().await.successful >= n as u64 - 1);
@@ -180,7 +181,7 @@ async fn bitrix24_stalling_for_a_minute_delays_delivery_and_loses_nothing() {
     fake.set_fault_mode(Some(Fault::Stall(Duration::from_secs(60))));
     let stall_started = std::time::Instant::now();
     let n = 200;
-    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
+    let phone = Sipp::new("agent-answer.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("ring_ms", "10").calls(n).spawn();
     let pbx = Sipp::new("pbx-answered-load.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "b-stall").key("hold_ms", "10").calls(n).rate(50).run().await;
     pbx.assert_all_ok(n as u64);
     assert!(phone.wait().await.successful >= n as u64 - 1);
@@ -210,7 +211,7 @@ async fn crm_load_benchmark() {
     let o = Office::open_with("udp", Some(&fake.webhook_url()), |_| {}).await; // default [crm] settings
     let (n, rate) = (600usize, 10u32);
     let long = ["-timeout", "150s"]; // the last -timeout given wins
-    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "500").calls(n).args(&long).spawn();
+    let phone = Sipp::new("agent-answer.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("ring_ms", "500").calls(n).args(&long).spawn();
     let started = std::time::Instant::now();
     let pbx = Sipp::new("pbx-answered-load.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "bench").key("hold_ms", "3000").calls(n).rate(rate).args(&long).run().await;
     pbx.assert_all_ok(n as u64);

@@ -339,7 +339,7 @@ async fn an_expired_token_is_refreshed_once_while_twenty_intents_wait() {
     fake.fail_next_oauth(1, Fault::Stall(Duration::from_secs(2)));
     let n = 20;
     let phone = Sipp::new("agent-answer.xml", &o.sip)
-        .port(o.phones["101"])
+        .at(o.phones["101"])
         .key("ext", "101")
         .key("ring_ms", "10")
         .calls(n)

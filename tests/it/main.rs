@@ -19,4 +19,5 @@ mod redirect;
 mod tls;
 mod settings_page;
 mod shutdown;
+mod stories;
 mod ws;

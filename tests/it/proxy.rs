@@ -2,21 +2,25 @@
 //! each story asserting what the call tracker made of it through `GET /api/v1/calls`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::sipp::{free_port, Sipp, SippChild};
-use crate::common::TestGateway;
+use crate::common::sipp::{free_addr, free_port, Sipp, SippChild};
+use crate::common::{phone_ip, TestGateway, PBX_IP};
 
-/// A gateway with one portal whose PBX is a SIPp on `pbx` and whose agents 101..=103 (users
-/// 11..=13) are SIPp phones on their own ports, reached through static contacts.
+/// A gateway with one portal whose PBX is a SIPp on 127.0.0.1:`pbx` and whose agents
+/// 101..=103 (users 11..=13) are SIPp phones on their own addresses (127.0.0.2..=4), reached
+/// through static contacts.
 pub(crate) struct Office {
     pub(crate) gw: TestGateway,
     pub(crate) sip: String,
+    /// The PBX's port on 127.0.0.1 (its `pbx_host`).
     pub(crate) pbx: u16,
-    pub(crate) phones: BTreeMap<&'static str, u16>,
+    /// Each extension's phone: the address of its static contact.
+    pub(crate) phones: BTreeMap<&'static str, SocketAddr>,
     pub(crate) portal: i64,
 }
 
@@ -48,7 +52,8 @@ impl Office {
         assert_eq!(status, 201, "{created}");
         let id = created["id"].as_i64().unwrap();
         let mut settings = gw.api(Method::GET, &format!("/api/v1/portals/{id}/settings"), None).await.1;
-        settings["pbx_host"] = json!(format!("127.0.0.1:{pbx}"));
+        settings["pbx_host"] = json!(format!("{PBX_IP}:{pbx}"));
+        settings["trusted_pbx"] = json!([PBX_IP.to_string()]);
         settings["incoming"]["default_responsible"] = json!(1);
         settings["outgoing"]["default_responsible"] = json!(2);
         settings["active"] = json!(webhook.is_some());
@@ -56,12 +61,12 @@ impl Office {
         assert_eq!(status, 200, "{body}");
         let mut phones = BTreeMap::new();
         for (ext, user) in EXTENSIONS {
-            let port = free_port();
-            let contact = if transport == "tcp" { format!("sip:{ext}@127.0.0.1:{port};transport=tcp") } else { format!("sip:{ext}@127.0.0.1:{port}") };
+            let addr = free_addr(phone_ip(ext));
+            let contact = if transport == "tcp" { format!("sip:{ext}@{addr};transport=tcp") } else { format!("sip:{ext}@{addr}") };
             let m = json!({ "user_id": user, "extension": ext, "use_for_personal_manager": true, "contact": contact });
             let (status, body) = gw.api(Method::POST, &format!("/api/v1/portals/{id}/mappings"), Some(m)).await;
             assert_eq!(status, 201, "{body}");
-            phones.insert(ext, port);
+            phones.insert(ext, addr);
         }
         Self { gw, sip, pbx, phones, portal: id }
     }
@@ -75,12 +80,25 @@ impl Office {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// Sets (or, with `None`, removes) the static contact of `ext`'s mapping.
+    pub(crate) async fn set_contact(&self, ext: &str, contact: Option<&str>) {
+        let path = format!("/api/v1/portals/{}/mappings", self.portal);
+        let (_, mappings) = self.gw.api(Method::GET, &path, None).await;
+        let mut m = mappings.as_array().unwrap().iter().find(|m| m["extension"] == ext).expect("a mapping for the extension").clone();
+        m["contact"] = json!(contact);
+        let id = m["id"].as_i64().unwrap();
+        let object = m.as_object_mut().unwrap();
+        object.retain(|k, _| ["user_id", "extension", "use_for_personal_manager", "contact"].contains(&k.as_str()));
+        let (status, body) = self.gw.api(Method::PUT, &format!("{path}/{id}"), Some(m)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// An agent phone waiting for one call. Every scenario key gets a default (SIPp refuses
     /// a scenario naming a key it was not given); `keys` override them.
     pub(crate) fn phone(&self, ext: &str, scenario: &str, keys: &[(&str, &str)]) -> SippChild {
         let mut all: BTreeMap<&str, &str> = [("ext", ext), ("ring_ms", "200"), ("talk_ms", "500"), ("hold_ms", "300"), ("consult_ms", "500"), ("dial", CUSTOMER)].into();
         all.extend(keys.iter().copied());
-        let mut s = Sipp::new(scenario, &self.sip).port(self.phones[ext]);
+        let mut s = Sipp::new(scenario, &self.sip).at(self.phones[ext]);
         for (k, v) in all {
             s = s.key(k, v);
         }
@@ -114,7 +132,7 @@ impl Office {
 
     /// An agent's phone placing one call through callgate, to `dial`.
     pub(crate) async fn agent_dials(&self, ext: &str, scenario: &str, dial: &str, pbx: SippChild) {
-        let phone = Sipp::new(scenario, &self.sip).port(self.phones[ext]).key("ext", ext).key("dial", dial).key("talk_ms", "300").key("ring_ms", "200").run().await;
+        let phone = Sipp::new(scenario, &self.sip).at(self.phones[ext]).key("ext", ext).key("dial", dial).key("talk_ms", "300").key("ring_ms", "200").run().await;
         let pbx = pbx.wait().await;
         assert!(pbx.successful == 1 && pbx.failed == 0, "PBX side of {scenario}:\n{}\n{}\nphone:\n{}", pbx.screen, pbx.errors, phone.screen);
         phone.assert_all_ok(1);
@@ -272,7 +290,7 @@ async fn an_agent_calling_an_agent_is_an_internal_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_call_works_over_tcp_too() {
     let o = Office::open("tcp").await;
-    let phone = Sipp::new("agent-answer.xml", &o.sip).port(o.phones["101"]).key("ext", "101").key("ring_ms", "100").args(&["-t", "t1"]).spawn();
+    let phone = Sipp::new("agent-answer.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("ring_ms", "100").args(&["-t", "t1"]).spawn();
     let pbx = Sipp::new("pbx-answered.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "x-tcp").key("hold_ms", "300").args(&["-t", "t1"]).run().await;
     let phone = phone.wait().await;
     assert!(phone.successful == 1, "phone:\n{}\n{}", phone.screen, phone.errors);
@@ -292,12 +310,12 @@ async fn an_attended_transfer_hands_the_customer_to_the_consulted_agent() {
         s.run().await.assert_all_ok(1);
         a.wait().await.assert_all_ok(1);
     };
-    // A's consultation with B, both halves through callgate: A -> PBX (A's second line, here
-    // from phone 103's address with A's extension and a known Call-ID) ...
+    // A's consultation with B, both halves through callgate: A -> PBX (A's second line: another
+    // port of A's address, with A's extension and a known Call-ID) ...
     let pbx_side = o.pbx_answers("pbx-uas-answer.xml");
     let consult_a = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let s = Sipp::new("agent-dial.xml", &o.sip).port(o.phones["103"]).key("ext", "101").key("dial", "102").key("talk_ms", "4000");
+        let s = Sipp::new("agent-dial.xml", &o.sip).at(free_addr(phone_ip("101"))).key("ext", "101").key("dial", "102").key("talk_ms", "4000");
         s.args(&["-cid_str", "consult-att@127.0.0.1"]).run().await.assert_all_ok(1);
         pbx_side.wait().await.assert_all_ok(1);
     };

@@ -140,9 +140,10 @@ async fn tcp_exchange_twice(target: &str, msg: &str) -> (String, String) {
 #[tokio::test]
 async fn an_untrusted_source_gets_403() {
     let (gw, _) = gateway_with_portal(|_| {}).await;
-    // 127.0.0.2 is loopback too, but neither in trusted_pbx nor the pbx_host.
-    Sipp::new("uac-status.xml", &gw.sip_udp()).rows(&[&[KNOWN, "403"]]).args(&["-i", "127.0.0.2"]).run().await.assert_all_ok(1);
-    Sipp::new("uac-status.xml", &gw.sip_tcp()).rows(&[&[KNOWN, "403"]]).args(&["-i", "127.0.0.2", "-t", "t1"]).run().await.assert_all_ok(1);
+    // The attacker's 127.0.0.5 is loopback too, but neither in trusted_pbx nor the pbx_host.
+    let attacker = crate::common::ATTACKER_IP;
+    Sipp::new("uac-status.xml", &gw.sip_udp()).rows(&[&[KNOWN, "403"]]).ip(attacker).run().await.assert_all_ok(1);
+    Sipp::new("uac-status.xml", &gw.sip_tcp()).rows(&[&[KNOWN, "403"]]).ip(attacker).args(&["-t", "t1"]).run().await.assert_all_ok(1);
     let (_, recent) = gw.api(Method::GET, "/api/v1/decisions", None).await;
     assert_eq!(recent, json!([]), "no decision is taken for an untrusted source");
 }

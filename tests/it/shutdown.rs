@@ -11,7 +11,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::binary::{command, KillOnDrop};
-use crate::common::sipp::{free_port, Sipp};
+use crate::common::phone_ip;
+use crate::common::sipp::{free_addr, free_port, Sipp};
 use crate::common::TOKEN;
 
 const WEBHOOK_SECRET: &str = "w3bh00ks3cr3tc0de42";
@@ -91,7 +92,7 @@ async fn on_sigterm_new_calls_get_503_open_calls_drain_and_the_process_exits_0()
         .to_owned();
 
     // An active portal whose Bitrix24 is a webhook nobody answers (the intents stay queued).
-    let (pbx, phone) = (free_port(), free_port());
+    let (pbx, phone) = (free_port(), free_addr(phone_ip("101")));
     let webhook = format!("http://127.0.0.1:9/rest/1/{WEBHOOK_SECRET}/");
     let (status, body) = api(
         &client,
@@ -116,7 +117,7 @@ async fn on_sigterm_new_calls_get_503_open_calls_drain_and_the_process_exits_0()
         .0,
         200
     );
-    let mapping = json!({"user_id": 11, "extension": "101", "use_for_personal_manager": true, "contact": format!("sip:101@127.0.0.1:{phone}")});
+    let mapping = json!({"user_id": 11, "extension": "101", "use_for_personal_manager": true, "contact": format!("sip:101@{phone}")});
     assert_eq!(
         api(
             &client,
@@ -132,7 +133,7 @@ async fn on_sigterm_new_calls_get_503_open_calls_drain_and_the_process_exits_0()
 
     // A call that is up when SIGTERM comes: the PBX hangs up 3 s after the answer.
     let agent = Sipp::new("agent-answer.xml", &sip)
-        .port(phone)
+        .at(phone)
         .key("ext", "101")
         .key("ring_ms", "100")
         .spawn();

@@ -87,6 +87,15 @@ run_pair replaces        agent-answer.xml            "-key ext 102 -key ring_ms 
 run_pair hold            agent-hold.xml              "-key ext 101 -key hold_ms 400" \
          pbx-answered-reinvite.xml   "$PBX_KEYS -key ext 101 -key reinvites 2 -key hold_ms 300" \
          "offer a=sendonly answered a=recvonly"
+run_pair line-in-to      agent-answer.xml            "-key ext 101 -key ring_ms 300" \
+         pbx-line-to.xml             "$PBX_KEYS -key ext 101 -key line 74951110001 -key hold_ms 300" \
+         "" "^To: <sip:74951110001@"
+run_pair line-in-diversion agent-answer.xml          "-key ext 101 -key ring_ms 300" \
+         pbx-line-diversion.xml      "$PBX_KEYS -key ext 101 -key line 74951110002 -key hold_ms 300" \
+         "" "^Diversion: <sip:74951110002@"
+run_pair along-path      agent-answer.xml            "-key ext 101 -key ring_ms 300" \
+         pbx-answered-path.xml       "$PBX_KEYS -key ext 101 -key contact sip:101@127.0.0.1:5999 -key path <sip:127.0.0.1:5998;lr> -key hold_ms 300" \
+         "" "^Route: <sip:127\.0\.0\.1:5998;lr>"
 # agent (client) -> PBX (server)
 run_pair dial            pbx-uas-answer.xml          "" \
          agent-dial.xml              "-key ext 101 -key dial 79161234567 -key talk_ms 500" \
@@ -97,6 +106,10 @@ run_pair dial-busy       pbx-uas-busy.xml            "" \
          agent-dial-busy.xml         "-key ext 101 -key dial 79161234567"
 run_pair dial-cancel     pbx-uas-ring.xml            "" \
          agent-dial-cancel.xml       "-key ext 101 -key dial 102 -key ring_ms 300"
+run_pair dial-challenged pbx-uas-challenge.xml       "-key user 101 -key password s3cret -key realm pbx.example" \
+         agent-dial-auth.xml         "-key ext 101 -key domain office.example -key dial 79161234567 -key talk_ms 300 -au 101 -ap s3cret -auth_uri 79161234567@127.0.0.1" \
+         "" "^Authorization: Digest username=\"101\""
+# (phone-register.xml and pbx-registrar.xml need callgate between them: the PBX requires its Path.)
 
 echo "$((n - failed))/$n pairs passed; traces in $TMP"
 [ "$failed" -eq 0 ]

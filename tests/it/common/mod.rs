@@ -1,5 +1,8 @@
-//! Test helpers: a gateway on 127.0.0.1:0 with its own data directory, and an admin client.
+//! Test helpers: a gateway on 127.0.0.1:0 with its own data directory, an admin client, and
+//! the loopback topology every SIP test follows (one address per role, so that who sent a
+//! message is never decided by a port).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use callgate::config::{Config, Secret};
@@ -13,6 +16,24 @@ pub mod node;
 pub mod sipp;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// The PBX, and callgate itself (its listeners bind 127.0.0.1:0).
+pub const PBX_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// The agents' IP phones, one extension per address: 101, 102, 103.
+pub const PHONE_IPS: [(&str, IpAddr); 3] = [
+    ("101", IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
+    ("102", IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))),
+    ("103", IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4))),
+];
+/// Someone on the internet with no business with callgate.
+pub const ATTACKER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
+/// A third party an attacker would like callgate to send to.
+pub const VICTIM_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+
+/// The address of `ext`'s phone (101..=103).
+pub fn phone_ip(ext: &str) -> IpAddr {
+    PHONE_IPS.iter().find(|(e, _)| *e == ext).map(|(_, ip)| *ip).unwrap_or_else(|| panic!("no phone address for extension {ext}"))
+}
 
 /// A running gateway. Dropping it cancels it; [`TestGateway::stop`] waits for a clean stop.
 pub struct TestGateway {

@@ -1,7 +1,10 @@
 //! Runs real SIPp (Debian `sip-tester`) against a gateway and reads its final counters.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use super::PBX_IP;
 
 /// What a SIPp run ended with.
 #[derive(Debug)]
@@ -11,12 +14,16 @@ pub struct SippRun {
     pub failed: u64,
     pub screen: String,
     pub errors: String,
+    /// What the scenario's `<log>` actions wrote.
+    pub logs: String,
 }
 
 /// A SIPp invocation.
 pub struct Sipp {
     scenario: PathBuf,
     target: String,
+    /// The local address SIPp binds (`-i`); its scenarios' `[local_ip]` follows it.
+    ip: IpAddr,
     rows: Vec<Vec<String>>,
     args: Vec<String>,
     calls: usize,
@@ -56,18 +63,28 @@ impl Drop for SippChild {
     }
 }
 
-/// A free local port for a SIPp instance (SIPp needs its port on the command line, and the
-/// gateway's settings must name it before SIPp starts; the port is released just before use).
+/// A free port on the PBX's address (127.0.0.1) for a SIPp instance: see [`free_port_on`].
 pub fn free_port() -> u16 {
+    free_port_on(PBX_IP)
+}
+
+/// A free port on `ip` for a SIPp instance (SIPp needs its port on the command line, and the
+/// gateway's settings must name it before SIPp starts; the port is released just before use).
+pub fn free_port_on(ip: IpAddr) -> u16 {
     for _ in 0..50 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let port = udp.local_addr().unwrap().port();
         // Also free for TCP, for the -t t1 runs.
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
             return port;
         }
     }
-    panic!("no port free for both UDP and TCP in 50 tries");
+    panic!("no port free on {ip} for both UDP and TCP in 50 tries");
+}
+
+/// A free address on `ip` (see [`free_port_on`]).
+pub fn free_addr(ip: IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, free_port_on(ip))
 }
 
 impl Sipp {
@@ -76,6 +93,7 @@ impl Sipp {
         Self {
             scenario: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario),
             target: target.to_owned(),
+            ip: PBX_IP,
             rows: Vec::new(),
             args: Vec::new(),
             calls: 1,
@@ -88,6 +106,17 @@ impl Sipp {
     /// Local port (`-p`).
     pub fn port(self, port: u16) -> Self {
         self.args(&["-p", &port.to_string()])
+    }
+
+    /// The local IP SIPp binds (`-i`; 127.0.0.1, the PBX's, unless set).
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// Local IP and port (`-i`, `-p`): a phone on its own address.
+    pub fn at(self, addr: SocketAddr) -> Self {
+        self.ip(addr.ip()).port(addr.port())
     }
 
     /// A `[name]` substitution (`-key name value`).
@@ -148,20 +177,23 @@ impl Sipp {
     fn command(&self, dir: &Path) -> Command {
         let screen = dir.join("screen.log");
         let errors = dir.join("errors.log");
+        let logs = dir.join("logs.log");
         for f in &self.files {
             std::fs::copy(f, dir.join(f.file_name().expect("a file name"))).expect("copy a SIPp input file");
         }
         let mut cmd = Command::new("sipp");
-        let (calls, rate) = (self.calls.to_string(), self.rate.to_string());
+        let (calls, rate, ip) = (self.calls.to_string(), self.rate.to_string(), self.ip.to_string());
         cmd.arg(&self.target)
             .arg("-sf")
             .arg(&self.scenario)
-            .args(["-s", &self.service, "-i", "127.0.0.1", "-m", &calls, "-r", &rate, "-l", "200"])
+            .args(["-s", &self.service, "-i", &ip, "-m", &calls, "-r", &rate, "-l", "200"])
             .args(["-timeout", "30s", "-timeout_error", "-recv_timeout", "8000", "-nostdin"])
             .args(["-trace_screen", "-screen_file"])
             .arg(&screen)
             .args(["-trace_err", "-error_file"])
             .arg(&errors)
+            .args(["-trace_logs", "-log_file"])
+            .arg(&logs)
             .current_dir(dir);
         if !self.rows.is_empty() {
             let csv = dir.join("rows.csv");
@@ -191,6 +223,7 @@ fn read_result(dir: &Path, exit: Option<i32>, stderr: &str) -> SippRun {
         successful: counter(&screen_text, "Successful call"),
         failed: counter(&screen_text, "Failed call"),
         errors: std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default() + stderr,
+        logs: std::fs::read_to_string(dir.join("logs.log")).unwrap_or_default(),
         screen: screen_text,
     }
 }
