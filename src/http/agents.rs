@@ -4,10 +4,9 @@
 //! - `POST /api/v1/portals/{id}/agents/{extension}/credentials` issues (or rotates) the agent's
 //!   password and returns it once; only its HA1 is stored. A rotation or a `DELETE` also ends
 //!   the agent's current registration, so a leaked password stops working at once.
-//! - Issuing needs the portal in `telephony_mode` `webrtc` (409 otherwise): the registrar
-//!   refuses browser agents of other portals, so a password issued there could never be used
-//!   and would only be one more secret lying around. Revoking works in any mode (cleaning up
-//!   after switching back to IP telephony).
+//! - Issuing works in both modes: in `webrtc` mode the password is a browser agent's (REGISTER
+//!   over `/sip`); in `ip` mode an IP phone's that does not register with the PBX through
+//!   callgate and answers callgate's own 407 challenge instead (README, "Who may send what").
 //! - `GET /api/v1/portals/{id}/agents` lists the mapped extensions with whether they have
 //!   credentials and their registration, if any.
 //!
@@ -26,7 +25,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use super::{portals, ApiError, AppState};
-use crate::settings::{Mapping, Portal, TelephonyMode};
+use crate::settings::{Mapping, Portal};
 use crate::sip::transport::WsEndpoint;
 use crate::webrtc::{credentials, RegisteredAgent, Registrar};
 
@@ -97,9 +96,6 @@ async fn issue(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (portal, mapping) = agent(&state, &raw, extension).await?;
-    if portal.settings.telephony_mode != TelephonyMode::Webrtc {
-        return Ok(answer(StatusCode::CONFLICT, "conflict", "the portal's telephony_mode is not \"webrtc\": browser agents cannot register"));
-    }
     let (issued, row) = credentials::issue(&portal, &mapping);
     let _one_at_a_time = ISSUING.lock().await;
     let rotated = registrar.credentials().has_mapping(portal.id, mapping.id);

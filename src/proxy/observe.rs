@@ -41,7 +41,15 @@ pub(crate) fn offered(msg: &SipMessage, portal: &PortalEntry, direction: Directi
     let correlation = portal.correlation(msg);
     let replaces = msg.header(HeaderName::Replaces).map(|v| LegId(text(call_id_part(v))));
     let referred_by = msg.header(HeaderName::ReferredBy).and_then(NameAddr::parse).and_then(|n| n.uri.user).map(text);
-    let line = msg.header(HeaderName::Diversion).and_then(NameAddr::parse).and_then(|n| n.uri.user).map(text);
+    // The line the customer dialled: the Diversion user, else (from the PBX) a To user that is
+    // one of the portal's lines.
+    let diversion = msg.header(HeaderName::Diversion).and_then(NameAddr::parse).and_then(|n| n.uri.user).map(text);
+    let to_line = || {
+        let user = user_of(msg.to())?;
+        let number = crate::routing::number::normalize_number(&user)?;
+        portal.lines.contains_key(&number.as_u64()).then_some(user)
+    };
+    let line = diversion.or_else(|| if direction == Direction::FromPbx { to_line() } else { None });
     Some(Event::Offered(Offer {
         leg,
         portal: portal.portal.id,

@@ -121,15 +121,16 @@ pub(crate) fn classify(snap: &Snapshot, peer: Peer, msg: &SipMessage, registrar:
     }
 }
 
-/// The mapping whose static contact is `peer`: the exact address on UDP; on a stream (the phone
-/// connects from an ephemeral port) its IP, for the mapping of the From user. Several mappings
-/// at one address are told apart by the From user; a tie is nobody's.
+/// The mapping whose static contact is `peer`: the exact address; or the contact's host, for the
+/// mapping of the From user (a phone connects over a stream from an ephemeral port, or sends
+/// from a second socket). Several mappings at one address are told apart by the From user; a tie
+/// is nobody's.
 fn static_agent(snap: &Snapshot, peer: Peer, from_user: &[u8]) -> Option<(Arc<PortalEntry>, String)> {
     let mut found: Option<(Arc<PortalEntry>, String)> = None;
     let mut ties = 0;
     for p in snap.portals.values() {
         for (addr, ext) in &p.agent_contacts {
-            let here = *addr == peer.addr || (peer.transport != Transport::Udp && addr.ip() == peer.addr.ip() && ext.as_bytes() == from_user);
+            let here = *addr == peer.addr || (addr.ip() == peer.addr.ip() && ext.as_bytes() == from_user);
             if !here {
                 continue;
             }

@@ -96,9 +96,19 @@ async fn first_or_last_talker_setting_flips_the_finish_user_on_a_transferred_cal
 async fn an_outgoing_call_from_an_unmapped_extension_goes_to_the_default_outgoing_responsible() {
     let fake = FakeB24::spawn().await;
     let o = office(&fake).await;
+    // Extension 199 has no mapping; its phone sits on an agent's address (not the PBX's). It is
+    // an agent once the PBX (its registrar) accepted its registration through callgate: before
+    // that its call is nobody's and refused.
+    let at = free_addr(phone_ip("101"));
+    let refused = Sipp::new("agent-dial.xml", &o.sip).at(at).key("ext", "199").key("dial", CUSTOMER).key("talk_ms", "300").run().await;
+    assert_eq!(refused.successful, 0, "{}", refused.screen);
+    let registrar = Sipp::new("pbx-registrar.xml", &o.sip).port(o.pbx).key("user", "199").key("password", "199-secret").key("realm", "pbx").key("granted", "600").spawn();
+    let phone = Sipp::new("phone-register.xml", &o.sip).at(at).key("ext", "199").key("domain", "office.bitrix24.ru").key("expires", "600").key("granted", "600");
+    phone.args(&["-au", "199", "-ap", "199-secret", "-auth_uri", "office.bitrix24.ru"]).run().await.assert_all_ok(1);
+    let registrar = registrar.wait().await;
+    assert_eq!(registrar.successful, 1, "{}", registrar.screen);
     let pbx = o.pbx_answers("pbx-uas-answer.xml");
-    // Extension 199 has no mapping; its phone sits on an agent's address (not the PBX's).
-    let phone = Sipp::new("agent-dial.xml", &o.sip).at(free_addr(phone_ip("101"))).key("ext", "199").key("dial", CUSTOMER).key("talk_ms", "300").run().await;
+    let phone = Sipp::new("agent-dial.xml", &o.sip).at(at).key("ext", "199").key("dial", CUSTOMER).key("talk_ms", "300").run().await;
     let pbx = pbx.wait().await;
     assert_eq!(pbx.successful, 1, "{}", pbx.screen);
     phone.assert_all_ok(1);

@@ -166,7 +166,6 @@ async fn an_outgoing_call_the_pbx_challenges_is_one_answered_call() {
 /// PBX once it answers the challenge. Someone who knows the extension but not the password is
 /// challenged again, never reaches the PBX, and leaves no call behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the edge trust model"]
 async fn an_ip_phone_with_credentials_from_callgate_answers_its_challenge_and_calls_out() {
     let o = Office::open("udp").await;
     o.set_contact("102", None).await;
@@ -252,7 +251,6 @@ async fn reported(fake: &FakeB24, n: usize) -> Vec<CallState> {
 /// tracked under its own portal and reported to its own Bitrix24 only. An agent's call out from
 /// B's phone is B's too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the edge trust model"]
 async fn two_portals_on_one_pbx_address_each_get_only_their_own_calls() {
     let (gw, pbx, [a, b]) = two_tenants().await;
     let sip = gw.addresses["sip_udp"].clone();

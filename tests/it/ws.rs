@@ -286,7 +286,7 @@ async fn revoked_credentials_no_longer_register() {
 }
 
 #[tokio::test]
-async fn credentials_need_a_mapped_extension_a_webrtc_portal_and_the_admin_token() {
+async fn credentials_need_a_mapped_extension_and_the_admin_token_in_either_mode() {
     let w = Widget::open().await;
     assert_eq!(w.credentials("999").await.0, 404);
     let path = format!("/api/v1/portals/{}/agents/101/credentials", w.portal);
@@ -295,8 +295,9 @@ async fn credentials_need_a_mapped_extension_a_webrtc_portal_and_the_admin_token
     let mut s = w.gw.api(Method::GET, &settings, None).await.1;
     s["telephony_mode"] = json!("ip");
     assert_eq!(w.gw.api(Method::PUT, &settings, Some(s)).await.0, 200);
+    // IP mode: the password is an IP phone's for callgate's own digest challenge.
     let (status, body) = w.credentials("101").await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(status == 201 || status == 200, "{status} {body}");
 }
 
 #[tokio::test]
