@@ -253,8 +253,16 @@ mod tests {
         for i in 0..MAX_PENDING_PER_PORTAL {
             assert_eq!(c.add(click(1, i)), Added::Pending);
         }
-        assert_eq!(c.add(click(1, MAX_PENDING_PER_PORTAL)), Added::Full, "portal 1 is full");
-        assert_eq!(c.add(click(2, 0)), Added::Pending, "another portal still adds");
+        assert_eq!(
+            c.add(click(1, MAX_PENDING_PER_PORTAL)),
+            Added::Full,
+            "portal 1 is full"
+        );
+        assert_eq!(
+            c.add(click(2, 0)),
+            Added::Pending,
+            "another portal still adds"
+        );
         let mut portal = 3;
         while c.len() < MAX_PENDING {
             for i in 0..MAX_PENDING_PER_PORTAL.min(MAX_PENDING - c.len()) {
@@ -264,6 +272,10 @@ mod tests {
         }
         assert_eq!(c.add(click(portal, 0)), Added::Full, "everyone is full");
         assert_eq!(c.take_expired(1000).len(), MAX_PENDING);
-        assert_eq!(c.add(click(1, 0)), Added::Pending, "room again after expiry");
+        assert_eq!(
+            c.add(click(1, 0)),
+            Added::Pending,
+            "room again after expiry"
+        );
     }
 }

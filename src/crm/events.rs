@@ -241,14 +241,25 @@ pub struct EventsHub {
 }
 
 impl EventsHub {
-    /// A hub over `inbox` and `tokens`; `public_url` is the `http.public_url` setting.
-    pub fn new(inbox: Arc<EventInbox>, tokens: Arc<Tokens>, public_url: &str) -> Self {
+    /// A hub over `inbox` and `tokens`, binding events to the listener's own address until
+    /// [`Self::with_public_url`] names one.
+    pub fn new(inbox: Arc<EventInbox>, tokens: Arc<Tokens>) -> Self {
         Self {
             installer: Installer::new(Arc::clone(&tokens)),
             inbox,
             tokens,
-            public_url: public_url.trim().trim_end_matches('/').to_owned(),
+            public_url: String::new(),
         }
+    }
+
+    /// Binds the app's events under `public_url` (the `http.public_url` setting; empty: none).
+    #[must_use]
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        public_url
+            .trim()
+            .trim_end_matches('/')
+            .clone_into(&mut self.public_url);
+        self
     }
 
     /// The URL the app's events are bound to (see [`handler_url`]).
@@ -267,13 +278,17 @@ impl EventsHub {
 ///
 /// # Errors
 /// Why no URL can be given (names the setting to fix).
-pub fn handler_url(public_url: &str, listener: Option<&str>, scheme: &str) -> Result<String, String> {
+pub fn handler_url(
+    public_url: &str,
+    listener: Option<&str>,
+    scheme: &str,
+) -> Result<String, String> {
     if !public_url.is_empty() {
         return Ok(format!("{public_url}{EVENTS_PATH}"));
     }
-    let addr: std::net::SocketAddr = listener
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| "http.public_url is not set and the HTTP listener's address is unknown".to_owned())?;
+    let addr: std::net::SocketAddr = listener.and_then(|a| a.parse().ok()).ok_or_else(|| {
+        "http.public_url is not set and the HTTP listener's address is unknown".to_owned()
+    })?;
     if addr.ip().is_unspecified() {
         return Err(format!(
             "http.public_url is not set and the HTTP listener is bound to the wildcard address {addr}; set http.public_url to the URL Bitrix24 reaches callgate at"

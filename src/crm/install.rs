@@ -219,11 +219,18 @@ impl Installer {
         let pid = portal.portal.id;
         let outcome = self.verify_and_store(portal, auth).await;
         match &outcome {
-            Ok(done) => tracing::info!(portal = pid, outcome = done.as_str(), "Bitrix24 app installation accepted"),
+            Ok(done) => tracing::info!(
+                portal = pid,
+                outcome = done.as_str(),
+                "Bitrix24 app installation accepted"
+            ),
             Err(e @ (InstallError::Mismatch(_) | InstallError::Unverified(_))) => {
                 tracing::warn!(portal = pid, error = %e, "an ONAPPINSTALL was refused");
                 self.with(pid, |st| {
-                    st.last_refused = Some(Refusal { at: now_s(), reason: e.to_string() });
+                    st.last_refused = Some(Refusal {
+                        at: now_s(),
+                        reason: e.to_string(),
+                    });
                 });
             }
             Err(_) => {}
@@ -237,15 +244,23 @@ impl Installer {
         auth: &BTreeMap<String, String>,
     ) -> Result<Installed, InstallError> {
         let offer = Offer::parse(auth)?;
-        let app = app_of(portal).ok_or(InstallError::Mismatch("the portal is not set up as an OAuth app"))?;
+        let app = app_of(portal).ok_or(InstallError::Mismatch(
+            "the portal is not set up as an OAuth app",
+        ))?;
         let domain = portal.portal.domain.as_str();
         if !endpoint_on_portal(offer.client_endpoint, domain) {
-            return Err(InstallError::Mismatch("client_endpoint is not the portal's REST endpoint"));
+            return Err(InstallError::Mismatch(
+                "client_endpoint is not the portal's REST endpoint",
+            ));
         }
         let _slot = self.slot(portal.portal.id)?;
         let fresh = tokio::time::timeout(VERIFY_TIMEOUT, self.prove(&app, domain, &offer))
             .await
-            .map_err(|_| InstallError::Unverified(CrmError::Network { message: "the verification timed out".into() }))??;
+            .map_err(|_| {
+                InstallError::Unverified(CrmError::Network {
+                    message: "the verification timed out".into(),
+                })
+            })??;
         let decision = self.decide(portal, &offer).await?;
         let rearmed = matches!(decision, Decision::Replace { rearmed: true });
         let (application_token, installed) = match decision {
@@ -270,7 +285,12 @@ impl Installer {
     }
 
     /// Steps 2-4 of the module doc; the refreshed tokens on success.
-    async fn prove(&self, app: &App<'_>, domain: &str, offer: &Offer<'_>) -> Result<TokenSet, InstallError> {
+    async fn prove(
+        &self,
+        app: &App<'_>,
+        domain: &str,
+        offer: &Offer<'_>,
+    ) -> Result<TokenSet, InstallError> {
         let client = self.tokens.client();
         let refresh = Secret::new(offer.refresh_token);
         let fresh = oauth::refresh(client, app.oauth_server, app.client_id, app.client_secret, &refresh)
@@ -280,24 +300,36 @@ impl Installer {
                 _ => InstallError::Mismatch("the OAuth server does not refresh these tokens for this application's client_id/client_secret"),
             })?;
         check_identity(&fresh, offer.member_id, domain)?;
-        let ep = Endpoint::oauth(&fresh.client_endpoint, fresh.access_token.clone())
-            .map_err(|_| InstallError::Mismatch("the OAuth server's client_endpoint is not a usable URL"))?;
+        let ep =
+            Endpoint::oauth(&fresh.client_endpoint, fresh.access_token.clone()).map_err(|_| {
+                InstallError::Mismatch("the OAuth server's client_endpoint is not a usable URL")
+            })?;
         match client.call(&ep, "app.info", &Params::new()).await {
             Ok(r) if names_app(&r.result, app.client_id) => Ok(fresh),
             Ok(_) => Err(InstallError::Mismatch("app.info names another application")),
             Err(e) if e.retryable() => Err(InstallError::Unverified(e)),
-            Err(_) => Err(InstallError::Mismatch("the refreshed token does not work on the portal")),
+            Err(_) => Err(InstallError::Mismatch(
+                "the refreshed token does not work on the portal",
+            )),
         }
     }
 
     /// The replacement rules of the module doc.
-    async fn decide(&self, portal: &PortalEntry, offer: &Offer<'_>) -> Result<Decision, InstallError> {
+    async fn decide(
+        &self,
+        portal: &PortalEntry,
+        offer: &Offer<'_>,
+    ) -> Result<Decision, InstallError> {
         let pid = portal.portal.id;
         let Some(old) = self.tokens.installation(pid).await? else {
             return Ok(Decision::New);
         };
         let now = now_s();
-        if self.state(pid).rearmed_until.is_some_and(|until| until > now) {
+        if self
+            .state(pid)
+            .rearmed_until
+            .is_some_and(|until| until > now)
+        {
             return Ok(Decision::Replace { rearmed: true });
         }
         if old.member_id != offer.member_id {
@@ -317,26 +349,36 @@ impl Installer {
         let client = self.tokens.client();
         let got = self
             .tokens
-            .call(portal, |ep| async move { client.call(&ep, "app.info", &Params::new()).await })
+            .call(portal, |ep| async move {
+                client.call(&ep, "app.info", &Params::new()).await
+            })
             .await;
         match got {
             Ok(_) => Ok(true),
             Err(AccessError::Crm(e)) if e.retryable() => Err(InstallError::Unverified(e)),
-            Err(AccessError::Store(m)) => Err(InstallError::Unverified(CrmError::Network { message: m })),
+            Err(AccessError::Store(m)) => {
+                Err(InstallError::Unverified(CrmError::Network { message: m }))
+            }
             Err(_) => Ok(false),
         }
     }
 
     /// Takes the portal's verification slot, or `Busy`.
     fn slot(&self, portal: PortalId) -> Result<Slot<'_>, InstallError> {
-        let permit = Arc::clone(&self.verifying).try_acquire_owned().map_err(|_| InstallError::Busy)?;
+        let permit = Arc::clone(&self.verifying)
+            .try_acquire_owned()
+            .map_err(|_| InstallError::Busy)?;
         let mut portals = self.portals.lock();
         let st = portals.entry(portal).or_default();
         if st.verifying {
             return Err(InstallError::Busy);
         }
         st.verifying = true;
-        Ok(Slot { installer: self, portal, _permit: permit })
+        Ok(Slot {
+            installer: self,
+            portal,
+            _permit: permit,
+        })
     }
 
     /// Lets the next verified install of `portal` replace its installation, for
@@ -355,7 +397,12 @@ impl Installer {
 
     /// The portal's bookkeeping (an expired re-arm shows as none).
     pub fn state(&self, portal: PortalId) -> InstallState {
-        let mut st = self.portals.lock().get(&portal).cloned().unwrap_or_default();
+        let mut st = self
+            .portals
+            .lock()
+            .get(&portal)
+            .cloned()
+            .unwrap_or_default();
         st.rearmed_until = st.rearmed_until.filter(|until| *until > now_s());
         st
     }
@@ -376,25 +423,41 @@ impl Installer {
 /// Step 3: the OAuth server's answer is about this member and this portal.
 fn check_identity(fresh: &TokenSet, member_id: &str, domain: &str) -> Result<(), InstallError> {
     if fresh.member_id.is_empty() {
-        return Err(InstallError::Mismatch("the OAuth server's answer names no member_id"));
+        return Err(InstallError::Mismatch(
+            "the OAuth server's answer names no member_id",
+        ));
     }
     if fresh.member_id != member_id {
-        return Err(InstallError::Mismatch("member_id differs from the OAuth server's"));
+        return Err(InstallError::Mismatch(
+            "member_id differs from the OAuth server's",
+        ));
     }
     if !endpoint_on_portal(&fresh.client_endpoint, domain) {
-        return Err(InstallError::Mismatch("the OAuth server names another portal's client_endpoint"));
+        return Err(InstallError::Mismatch(
+            "the OAuth server names another portal's client_endpoint",
+        ));
     }
     Ok(())
 }
 
 /// `app.info` names `client_id`: its `CODE` (documented), or a `client_id` field if present.
 fn names_app(info: &Value, client_id: &str) -> bool {
-    ["CODE", "client_id"].iter().any(|k| info[*k].as_str() == Some(client_id))
+    ["CODE", "client_id"]
+        .iter()
+        .any(|k| info[*k].as_str() == Some(client_id))
 }
 
 fn app_of(portal: &PortalEntry) -> Option<App<'_>> {
     match &portal.portal.auth {
-        Some(Auth::OAuth { client_id, client_secret, oauth_server }) => Some(App { client_id, client_secret, oauth_server }),
+        Some(Auth::OAuth {
+            client_id,
+            client_secret,
+            oauth_server,
+        }) => Some(App {
+            client_id,
+            client_secret,
+            oauth_server,
+        }),
         _ => None,
     }
 }
@@ -425,28 +488,53 @@ mod tests {
         let ep = "https://a.bitrix24.ru/rest/";
         assert!(check_identity(&fresh("m1", ep), "m1", d).is_ok());
         for (member, endpoint) in [("", ep), ("m2", ep), ("m1", "https://b.bitrix24.ru/rest/")] {
-            assert!(matches!(check_identity(&fresh(member, endpoint), "m1", d), Err(InstallError::Mismatch(_))), "{member} {endpoint}");
+            assert!(
+                matches!(
+                    check_identity(&fresh(member, endpoint), "m1", d),
+                    Err(InstallError::Mismatch(_))
+                ),
+                "{member} {endpoint}"
+            );
         }
     }
 
     #[test]
     fn app_info_must_name_the_configured_client_id() {
         let id = "local.56017020f07e17.98523769";
-        assert!(names_app(&json!({"ID": "7", "CODE": id, "VERSION": 1, "STATUS": "L"}), id));
-        assert!(!names_app(&json!({"ID": "7", "CODE": "local.other", "VERSION": 1}), id));
-        assert!(!names_app(&json!({"ID": "7", "VERSION": 1}), id), "no CODE is no match");
+        assert!(names_app(
+            &json!({"ID": "7", "CODE": id, "VERSION": 1, "STATUS": "L"}),
+            id
+        ));
+        assert!(!names_app(
+            &json!({"ID": "7", "CODE": "local.other", "VERSION": 1}),
+            id
+        ));
+        assert!(
+            !names_app(&json!({"ID": "7", "VERSION": 1}), id),
+            "no CODE is no match"
+        );
         assert!(!names_app(&json!([]), id));
     }
 
     #[test]
     fn installs_missing_a_field_name_it() {
-        let auth: BTreeMap<String, String> = [("member_id", "m"), ("application_token", "t"), ("client_endpoint", "e")]
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        assert!(matches!(Offer::parse(&auth), Err(InstallError::Missing("refresh_token"))));
+        let auth: BTreeMap<String, String> = [
+            ("member_id", "m"),
+            ("application_token", "t"),
+            ("client_endpoint", "e"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        assert!(matches!(
+            Offer::parse(&auth),
+            Err(InstallError::Missing("refresh_token"))
+        ));
         let mut no_member = auth.clone();
         no_member.insert("member_id".into(), "  ".into());
-        assert!(matches!(Offer::parse(&no_member), Err(InstallError::Missing("member_id"))));
+        assert!(matches!(
+            Offer::parse(&no_member),
+            Err(InstallError::Missing("member_id"))
+        ));
     }
 }

@@ -90,14 +90,24 @@ impl Drop for Claim {
 impl InFlight {
     /// A slot and the agent, or the finish status of a click that cannot be placed now.
     fn claim(self: &Arc<Self>, portal: PortalId, extension: &str) -> Result<Claim, Failure> {
-        let slot = Arc::clone(&self.slots)
-            .try_acquire_owned()
-            .map_err(|_| ("503", format!("{MAX_ORIGINATIONS} click-to-calls are being placed already")))?;
+        let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            (
+                "503",
+                format!("{MAX_ORIGINATIONS} click-to-calls are being placed already"),
+            )
+        })?;
         let agent = (portal, extension.to_owned());
         if !self.agents.lock().insert(agent.clone()) {
-            return Err(("486", "the agent is being rung for another click-to-call".to_owned()));
+            return Err((
+                "486",
+                "the agent is being rung for another click-to-call".to_owned(),
+            ));
         }
-        Ok(Claim { in_flight: Arc::clone(self), agent, _slot: slot })
+        Ok(Claim {
+            in_flight: Arc::clone(self),
+            agent,
+            _slot: slot,
+        })
     }
 }
 
@@ -516,11 +526,19 @@ mod tests {
     fn originations_are_bounded_in_all_and_per_agent() {
         let o = SipOriginator::default();
         let first = o.in_flight.claim(1, "101").unwrap();
-        assert_eq!(o.in_flight.claim(1, "101").err().map(|f| f.0), Some("486"), "one per agent");
+        assert_eq!(
+            o.in_flight.claim(1, "101").err().map(|f| f.0),
+            Some("486"),
+            "one per agent"
+        );
         let others: Vec<Claim> = (1..MAX_ORIGINATIONS)
             .map(|i| o.in_flight.claim(2, &i.to_string()).unwrap())
             .collect();
-        assert_eq!(o.in_flight.claim(3, "101").err().map(|f| f.0), Some("503"), "all slots taken");
+        assert_eq!(
+            o.in_flight.claim(3, "101").err().map(|f| f.0),
+            Some("503"),
+            "all slots taken"
+        );
         drop(first);
         assert!(o.in_flight.claim(1, "101").is_ok(), "released on drop");
         drop(others);

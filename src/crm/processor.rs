@@ -197,7 +197,11 @@ impl EventProcessor {
             Added::Pending => {}
             Added::Duplicate => return "duplicate",
             Added::Full => {
-                tracing::warn!(portal = pid, user, "click-to-call refused: too many clicks are pending; finishing it");
+                tracing::warn!(
+                    portal = pid,
+                    user,
+                    "click-to-call refused: too many clicks are pending; finishing it"
+                );
                 self.finish_clicks(vec![unplaced(pid, call_id, user)]).await;
                 return "shed";
             }

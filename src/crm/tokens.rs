@@ -119,7 +119,11 @@ impl Tokens {
         {
             Err(e) if e.needs_token_refresh() => {
                 let refresh = |current: TokenSet| {
-                    let client = Client { id: client_id, secret: client_secret, oauth_server };
+                    let client = Client {
+                        id: client_id,
+                        secret: client_secret,
+                        oauth_server,
+                    };
                     self.refresh_and_persist(id, domain, current, client)
                 };
                 let fresh = cell
@@ -255,7 +259,10 @@ fn checked_refresh(portal: PortalId, domain: &str, current: TokenSet, fresh: Tok
         current.client_endpoint
     };
     if !fresh.member_id.is_empty() && fresh.member_id != current.member_id {
-        tracing::warn!(portal, "the OAuth server's refresh answer names another member_id; the installation's is kept");
+        tracing::warn!(
+            portal,
+            "the OAuth server's refresh answer names another member_id; the installation's is kept"
+        );
     }
     TokenSet {
         client_endpoint: endpoint,
@@ -336,7 +343,11 @@ mod tests {
         let evil = set("https://evil.example/rest/", "m2", "new");
         let got = checked_refresh(1, d, current.clone(), evil);
         assert_eq!(
-            (got.client_endpoint.as_str(), got.member_id.as_str(), got.access_token.expose()),
+            (
+                got.client_endpoint.as_str(),
+                got.member_id.as_str(),
+                got.access_token.expose()
+            ),
             ("https://a.bitrix24.ru/rest/", "m1", "new"),
             "the rotated tokens are taken, the identity is not"
         );

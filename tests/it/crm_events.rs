@@ -369,7 +369,11 @@ async fn an_expired_token_is_refreshed_once_while_twenty_intents_wait() {
     assert!(phone.wait().await.successful >= n as u64 - 1);
     let calls = finished_calls(&fake, n).await;
     assert_eq!(calls.len(), n);
-    assert_eq!(fake.refresh_count(), refreshes + 1, "one refresh for everyone");
+    assert_eq!(
+        fake.refresh_count(),
+        refreshes + 1,
+        "one refresh for everyone"
+    );
     let stored = fake.oauth_requests();
     assert_eq!(stored.len(), requests + 1, "{stored:#?}");
 }
@@ -385,7 +389,10 @@ async fn a_refused_refresh_keeps_the_intents_until_the_app_is_reinstalled() {
     let phone = o.phone("101", "agent-answer.xml", &[]);
     o.pbx_calls("101", "pbx-answered.xml", "e-reinstall", &[], vec![phone])
         .await;
-    wait_for("a refused refresh", || fake.oauth_requests().len() > requests).await;
+    wait_for("a refused refresh", || {
+        fake.oauth_requests().len() > requests
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         fake.registered().is_empty(),

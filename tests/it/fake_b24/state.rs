@@ -247,7 +247,10 @@ impl State {
         let (id, code) = match &caller.owner {
             super::auth::Owner::App {
                 app_id, client_id, ..
-            } => (json!(app_id.to_string()), json!(self.knobs.app_code.as_ref().unwrap_or(client_id))),
+            } => (
+                json!(app_id.to_string()),
+                json!(self.knobs.app_code.as_ref().unwrap_or(client_id)),
+            ),
             super::auth::Owner::Webhook { .. } => (Value::Null, Value::Null),
         };
         json!({

@@ -308,15 +308,31 @@ async fn app_info_is_the_documented_shape_and_a_refresh_token_of_another_app_is_
     let theirs = fake.install_app("local.theirs.2", "s2");
     let info = |token: String| {
         let url = format!("{}app.info", ours.client_endpoint);
-        async move { answer(client().get(url).query(&[("auth", token)]).send().await.unwrap()).await }
+        async move {
+            answer(
+                client()
+                    .get(url)
+                    .query(&[("auth", token)])
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
     };
     let (status, body) = info(ours.access_token.clone()).await;
     assert_eq!(status, 200, "{body}");
     let r = &body["result"];
     assert_eq!(r["CODE"], "local.ours.1");
     assert!(r["ID"].is_string(), "ID is a string: {r}");
-    assert!(r.get("member_id").is_none(), "app.info names no member_id: {r}");
-    assert_eq!(info(theirs.access_token.clone()).await.1["result"]["CODE"], "local.theirs.2");
+    assert!(
+        r.get("member_id").is_none(),
+        "app.info names no member_id: {r}"
+    );
+    assert_eq!(
+        info(theirs.access_token.clone()).await.1["result"]["CODE"],
+        "local.theirs.2"
+    );
     // The OAuth server refreshes a token only for the app it was issued to.
     let refresh = |client_id: &str, secret: &str, token: &str| {
         let q = [
@@ -327,14 +343,36 @@ async fn app_info_is_the_documented_shape_and_a_refresh_token_of_another_app_is_
         ];
         client().get(fake.oauth_token_url()).query(&q).send()
     };
-    let (status, body) = answer(refresh("local.ours.1", "s1", &theirs.refresh_token).await.unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    let (status, body) = answer(
+        refresh("local.ours.1", "s1", &theirs.refresh_token)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     fake.invalidate_refresh_tokens();
-    let (status, body) = answer(refresh("local.ours.1", "s1", &ours.refresh_token).await.unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "invalidated");
+    let (status, body) = answer(
+        refresh("local.ours.1", "s1", &ours.refresh_token)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "invalidated"
+    );
     let fresh = fake.issue_tokens("local.ours.1");
     fake.set_token_answer_member_id(false);
-    let (status, body) = answer(refresh("local.ours.1", "s1", &fresh.refresh_token).await.unwrap()).await;
+    let (status, body) = answer(
+        refresh("local.ours.1", "s1", &fresh.refresh_token)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("member_id").is_none());
 }
