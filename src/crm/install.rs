@@ -266,7 +266,12 @@ impl Installer {
         let (application_token, installed) = match decision {
             Decision::New => (Secret::new(offer.application_token), Installed::New),
             Decision::Replace { .. } => (Secret::new(offer.application_token), Installed::Replaced),
-            Decision::KeepToken(kept) => (kept, Installed::TokensUpdated),
+            Decision::KeepToken(kept) => {
+                if !kept.ct_eq(offer.application_token.as_bytes()) {
+                    tracing::warn!(portal = portal.portal.id, "an install over the working installation brought another application_token; the stored one is kept (re-arm the installation if this was a genuine reinstall)");
+                }
+                (kept, Installed::TokensUpdated)
+            }
         };
         let stored = PortalTokens {
             portal: portal.portal.id,
@@ -536,5 +541,45 @@ mod tests {
             Offer::parse(&no_member),
             Err(InstallError::Missing("member_id"))
         ));
+    }
+
+    fn installer() -> (Arc<Installer>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let store = crate::store::StoreHandle::new(Arc::new(store));
+        let client = crate::crm::CrmClient::builder().build().unwrap();
+        (Installer::new(Tokens::new(client, store)), dir)
+    }
+
+    #[test]
+    fn one_verification_per_portal_and_a_few_in_all() {
+        let (inst, _dir) = installer();
+        let first = inst.slot(1).unwrap();
+        assert!(
+            matches!(inst.slot(1), Err(InstallError::Busy)),
+            "one per portal"
+        );
+        let others: Vec<_> = (2..=MAX_VERIFYING as PortalId)
+            .map(|p| inst.slot(p).unwrap())
+            .collect();
+        assert!(
+            matches!(inst.slot(99), Err(InstallError::Busy)),
+            "a few in all"
+        );
+        drop(first);
+        assert!(inst.slot(1).is_ok(), "released on drop");
+        drop(others);
+    }
+
+    #[test]
+    fn a_rearm_shows_until_it_is_used_or_expires() {
+        let (inst, _dir) = installer();
+        assert_eq!(inst.state(1).rearmed_until, None);
+        let until = inst.rearm(1);
+        assert!(until >= now_s() + REARM_WINDOW.as_secs() - 1);
+        assert_eq!(inst.state(1).rearmed_until, Some(until));
+        assert_eq!(inst.state(2).rearmed_until, None, "per portal");
+        inst.with(1, |st| st.rearmed_until = Some(now_s() - 1));
+        assert_eq!(inst.state(1).rearmed_until, None, "expired");
     }
 }
