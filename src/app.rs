@@ -129,7 +129,7 @@ impl Gateway {
         let clicks = Arc::new(crate::crm::events::ClickToCalls::default());
         let (tokens, workers) = start_crm(&cfg, &state, effects, boot, &clicks, &crm_tasks, &crm_cancel)?;
         let index_sync = crate::crm::IndexSync::start(Arc::clone(&tokens), &state.store, &state.directory, &crm_tasks, &crm_cancel);
-        let events = start_events(&state, tokens, workers, clicks, Arc::clone(&index_sync), &crm_tasks, &crm_cancel);
+        let events = start_events(&state, tokens, workers, clicks, Arc::clone(&index_sync), &crm_tasks, &crm_cancel).with_public_url(&cfg.http.public_url);
         // Not a child of `shutdown`: SIP keeps serving open dialogs while calls drain.
         let sip_cancel = CancellationToken::new();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
@@ -319,7 +319,7 @@ fn start_events(
     let originate: Arc<dyn crate::crm::events::Originate> = Arc::new(crate::crm::originate::SipOriginator::default());
     let processor = EventProcessor { store: state.store.clone(), directory: state.directory.clone(), tokens: Arc::clone(&tokens), workers, index, clicks, originate: Some(originate) };
     tasks.spawn(processor.run(rx, tasks.clone(), cancel.clone()));
-    EventsHub { inbox, tokens }
+    EventsHub::new(inbox, tokens)
 }
 
 /// The browser agents' registrar (WebRTC widget) with the stored credentials and a fresh nonce

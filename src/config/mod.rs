@@ -126,6 +126,11 @@ pub struct HttpConfig {
     pub rate_per_source: f64,
     /// Requests a source may send in a burst.
     pub burst_per_source: u32,
+    /// The base URL Bitrix24 reaches this listener at (`https://callgate.example.com`, a path
+    /// prefix allowed): the app's events are bound to `{public_url}/api/v1/bitrix24/events`.
+    /// Never taken from request headers. Empty: the listener's own bound address, and no
+    /// binding at all when it is a wildcard (0.0.0.0, ::).
+    pub public_url: String,
 }
 
 impl Default for HttpConfig {
@@ -139,6 +144,7 @@ impl Default for HttpConfig {
             tls_key: String::new(),
             rate_per_source: 50.0,
             burst_per_source: 200,
+            public_url: String::new(),
         }
     }
 }

@@ -55,6 +55,9 @@ impl Config {
         if self.http.body_limit_bytes < 1024 {
             errs.push("http.body_limit_bytes", "must be at least 1024");
         }
+        if let Err(m) = check_public_url(&self.http.public_url) {
+            errs.push("http.public_url", m);
+        }
         if self.http.request_timeout.is_zero() {
             errs.push("http.request_timeout", "must be greater than zero");
         }
@@ -88,6 +91,25 @@ impl Config {
         }
         self.media.check(errs);
     }
+}
+
+/// `http.public_url`: empty, or an absolute http(s) URL without credentials, query or fragment
+/// (the events handler path is appended to it).
+fn check_public_url(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let url = url::Url::parse(value).map_err(|_| "must be an absolute URL such as https://callgate.example.com")?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err("must be an https:// (or http://) URL");
+    }
+    if url.host_str().is_none_or(str::is_empty) || !url.username().is_empty() || url.password().is_some() {
+        return Err("must name a host and no credentials");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must have no query or fragment");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -180,6 +202,18 @@ mod tests {
         assert_eq!(keys(&e), ["sip.tls_key", "sip.tls_cert", "http.tls_cert", "http.tls_key", "crm.ca_file", "sip.rate_per_source", "http.rate_per_source"]);
         let cfg = load("[sip]\nrate_per_source = 0.0\n[http]\nrate_per_source = 0.0\n", &[]).unwrap();
         assert_eq!(cfg.sip.rate_per_source, 0.0, "0 turns a limit off");
+    }
+
+    #[test]
+    fn the_public_url_is_an_absolute_http_url_or_empty() {
+        for good in ["", "https://callgate.example.com", "https://gw.example.com:8443/callgate/", "http://203.0.113.5:8080"] {
+            assert_eq!(check_public_url(good), Ok(()), "{good}");
+        }
+        for bad in ["callgate.example.com", "ftp://x", "https://u:p@x", "https://x/?a=1", "https://x/#f"] {
+            assert!(check_public_url(bad).is_err(), "{bad}");
+        }
+        let e = load("[http]\npublic_url = \"gw.example.com\"\n", &[]).unwrap_err();
+        assert_eq!(keys(&e), ["http.public_url"]);
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! reports that call (no second register; show/hide/finish use the click's CALL_ID); the event
 //! processor finishes the clicks that expire unplaced. [`Originate`] is the port that rings the
 //! agent (`originate::SipOriginator` in production).
+//!
+//! Bounded: at most [`MAX_PENDING_PER_PORTAL`] clicks per portal and [`MAX_PENDING`] in all (a
+//! click lives 2 minutes); beyond that a click is refused ([`Added::Full`]) and the processor
+//! finishes it at once, so one portal's burst cannot grow memory or crowd out the others.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +36,22 @@ pub struct PendingClick {
     pub unplaced_status: String,
 }
 
+/// Clicks pending at most, all portals together.
+pub const MAX_PENDING: usize = 4096;
+/// Clicks pending at most per portal.
+pub const MAX_PENDING_PER_PORTAL: usize = 256;
+
+/// What [`ClickToCalls::add`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Now pending.
+    Pending,
+    /// Its CALL_ID is already pending.
+    Duplicate,
+    /// The portal (or everyone) has as many pending as allowed.
+    Full,
+}
+
 /// Pending click-to-calls, shared by the event processor (adds, expires) and the outbox rules
 /// (take the one an outgoing call matches). A handful at a time: a vector under a short lock.
 #[derive(Debug, Default)]
@@ -40,16 +60,20 @@ pub struct ClickToCalls {
 }
 
 impl ClickToCalls {
-    /// Adds `click`; false when its CALL_ID is already pending.
-    pub fn add(&self, click: PendingClick) -> bool {
+    /// Adds `click` unless its CALL_ID is already pending or the bounds are reached.
+    pub fn add(&self, click: PendingClick) -> Added {
         let mut p = self.pending.lock();
         if p.iter()
             .any(|c| c.portal == click.portal && c.call_id == click.call_id)
         {
-            return false;
+            return Added::Duplicate;
+        }
+        let of_portal = p.iter().filter(|c| c.portal == click.portal).count();
+        if p.len() >= MAX_PENDING || of_portal >= MAX_PENDING_PER_PORTAL {
+            return Added::Full;
         }
         p.push(click);
-        true
+        Added::Pending
     }
 
     /// Takes the oldest live click of `user` to `number` in `portal`.
@@ -193,9 +217,9 @@ mod tests {
             expires_at_ms: at,
             unplaced_status: "603-S".into(),
         };
-        assert!(c.add(click("A", 1000)));
-        assert!(!c.add(click("A", 1000)), "one per CALL_ID");
-        assert!(c.add(click("B", 500)));
+        assert_eq!(c.add(click("A", 1000)), Added::Pending);
+        assert_eq!(c.add(click("A", 1000)), Added::Duplicate, "one per CALL_ID");
+        assert_eq!(c.add(click("B", 500)), Added::Pending);
         assert_eq!(c.take(2, 11, 79_161_234_567, 0), None);
         assert_eq!(c.take(1, 12, 79_161_234_567, 0), None);
         assert_eq!(
@@ -212,5 +236,46 @@ mod tests {
             [("B", "486")]
         );
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn pending_clicks_are_bounded_per_portal_and_in_all() {
+        let c = ClickToCalls::default();
+        let click = |portal, i: usize| PendingClick {
+            portal,
+            call_id: format!("externalCall.{i}"),
+            user: 11,
+            extension: "101".into(),
+            number: 79_161_234_567,
+            expires_at_ms: 1000,
+            unplaced_status: "603-S".into(),
+        };
+        for i in 0..MAX_PENDING_PER_PORTAL {
+            assert_eq!(c.add(click(1, i)), Added::Pending);
+        }
+        assert_eq!(
+            c.add(click(1, MAX_PENDING_PER_PORTAL)),
+            Added::Full,
+            "portal 1 is full"
+        );
+        assert_eq!(
+            c.add(click(2, 0)),
+            Added::Pending,
+            "another portal still adds"
+        );
+        let mut portal = 3;
+        while c.len() < MAX_PENDING {
+            for i in 0..MAX_PENDING_PER_PORTAL.min(MAX_PENDING - c.len()) {
+                assert_eq!(c.add(click(portal, i)), Added::Pending);
+            }
+            portal += 1;
+        }
+        assert_eq!(c.add(click(portal, 0)), Added::Full, "everyone is full");
+        assert_eq!(c.take_expired(1000).len(), MAX_PENDING);
+        assert_eq!(
+            c.add(click(1, 0)),
+            Added::Pending,
+            "room again after expiry"
+        );
     }
 }

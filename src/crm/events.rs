@@ -13,9 +13,10 @@
 //! finished when it expires (an open call would capture the next one, §11.1). Origination itself
 //! goes through the optional [`Originate`] port.
 //!
-//! Installation (`ONAPPINSTALL`) is handled synchronously by [`install`]: the tokens are checked
-//! against the portal (`app.info` on the `client_endpoint`, which must be on the portal's domain)
-//! before they are stored, since anyone can POST an install.
+//! Installation (`ONAPPINSTALL`) is handled synchronously by the [`Installer`]
+//! (`super::install`): proof that the tokens are this app's on this portal before anything is
+//! stored, since anyone can POST an install. The app's events are then bound to the handler URL
+//! from configuration ([`EventsHub::handler_url`]), never to one a request names.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,13 +25,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::params::Params;
 use super::tokens::Tokens;
-use super::{CrmError, CrmKind};
-use crate::config::Secret;
+use super::CrmKind;
 use crate::routing::PortalEntry;
-use crate::settings::{normalize_domain, Auth, PortalId};
-use crate::store::PortalTokens;
+use crate::settings::{Auth, PortalId};
+
+pub use super::install::{InstallError, Installed, Installer};
 
 pub use super::clicks::{ClickToCalls, Originate, OriginateFuture, PendingClick};
 pub use super::processor::EventProcessor;
@@ -69,7 +69,7 @@ pub struct InboundEvent {
     pub data: BTreeMap<String, String>,
     /// `ts` (Bitrix24's unix time).
     pub ts: Option<i64>,
-    /// For `ONAPPINSTALL`: the URL the install reached, to bind the app's events to.
+    /// For `ONAPPINSTALL`: the configured URL to bind the app's events to.
     pub handler_url: Option<String>,
 }
 
@@ -224,6 +224,9 @@ impl EventInbox {
     }
 }
 
+/// The path of the events endpoint, appended to the public URL.
+pub const EVENTS_PATH: &str = "/api/v1/bitrix24/events";
+
 /// What the HTTP endpoint needs from the CRM side (handed to the router as an extension).
 #[derive(Clone)]
 pub struct EventsHub {
@@ -231,104 +234,68 @@ pub struct EventsHub {
     pub inbox: Arc<EventInbox>,
     /// Endpoints and tokens (installations).
     pub tokens: Arc<Tokens>,
+    /// Verifies and stores installs.
+    pub installer: Arc<Installer>,
+    /// `http.public_url` without its trailing slash; empty when not configured.
+    public_url: String,
 }
 
-/// Why an install was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum InstallError {
-    /// A required `auth[...]` field is missing.
-    #[error("auth[{0}] is required")]
-    Missing(&'static str),
-    /// The tokens do not belong to this portal.
-    #[error("the installation does not match the portal: {0}")]
-    Mismatch(&'static str),
-    /// The portal could not be asked (network, rate limit).
-    #[error("the portal could not verify the installation: {0}")]
-    Unverified(CrmError),
-    /// The store failed.
-    #[error("storing the installation failed: {0}")]
-    Store(#[from] crate::store::StoreError),
+impl EventsHub {
+    /// A hub over `inbox` and `tokens`, binding events to the listener's own address until
+    /// [`Self::with_public_url`] names one.
+    pub fn new(inbox: Arc<EventInbox>, tokens: Arc<Tokens>) -> Self {
+        Self {
+            installer: Installer::new(Arc::clone(&tokens)),
+            inbox,
+            tokens,
+            public_url: String::new(),
+        }
+    }
+
+    /// Binds the app's events under `public_url` (the `http.public_url` setting; empty: none).
+    #[must_use]
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        public_url
+            .trim()
+            .trim_end_matches('/')
+            .clone_into(&mut self.public_url);
+        self
+    }
+
+    /// The URL the app's events are bound to (see [`handler_url`]).
+    ///
+    /// # Errors
+    /// Why no URL can be given (names the setting to fix).
+    pub fn handler_url(&self, listener: Option<&str>, scheme: &str) -> Result<String, String> {
+        handler_url(&self.public_url, listener, scheme)
+    }
 }
 
-/// `ONAPPINSTALL` for an OAuth `portal`: checks that the `client_endpoint` is on the portal's
-/// domain and that its access token works there for this `member_id` (`app.info`), then stores
-/// the installation (replacing any earlier one) and puts its tokens in force.
+/// `{public_url}/api/v1/bitrix24/events`; without a public URL, this listener's own bound
+/// address (`listener`, with `scheme`): it comes from the socket, not from a request, so at
+/// worst events do not arrive, and they never go elsewhere. A wildcard address (0.0.0.0, ::)
+/// is not a URL anyone can reach: no URL then.
 ///
 /// # Errors
-/// [`InstallError`].
-pub async fn install(
-    tokens: &Tokens,
-    portal: &PortalEntry,
-    auth: &BTreeMap<String, String>,
-) -> Result<(), InstallError> {
-    let field = |k: &'static str| {
-        auth.get(k)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-            .ok_or(InstallError::Missing(k))
-    };
-    let (member_id, app_token, endpoint) = (
-        field("member_id")?,
-        field("application_token")?,
-        field("client_endpoint")?,
-    );
-    let (access, refresh) = (field("access_token")?, field("refresh_token")?);
-    if normalize_domain(endpoint).ok().as_deref() != Some(portal.portal.domain.as_str()) {
-        return Err(InstallError::Mismatch(
-            "client_endpoint is not on the portal's domain",
+/// Why no URL can be given (names the setting to fix).
+pub fn handler_url(
+    public_url: &str,
+    listener: Option<&str>,
+    scheme: &str,
+) -> Result<String, String> {
+    if !public_url.is_empty() {
+        return Ok(format!("{public_url}{EVENTS_PATH}"));
+    }
+    let addr: std::net::SocketAddr = listener.and_then(|a| a.parse().ok()).ok_or_else(|| {
+        "http.public_url is not set and the HTTP listener's address is unknown".to_owned()
+    })?;
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "http.public_url is not set and the HTTP listener is bound to the wildcard address {addr}; set http.public_url to the URL Bitrix24 reaches callgate at"
         ));
     }
-    let ep = super::Endpoint::oauth(endpoint, Secret::new(access))
-        .map_err(|_| InstallError::Mismatch("client_endpoint is not a usable URL"))?;
-    let info = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokens.client().call(&ep, "app.info", &Params::new()),
-    )
-    .await;
-    let info = info.map_err(|_| {
-        InstallError::Unverified(CrmError::Network {
-            message: "app.info timed out".into(),
-        })
-    })?;
-    match info {
-        Ok(r)
-            if r.result["member_id"]
-                .as_str()
-                .is_none_or(|m| m == member_id) => {}
-        Ok(_) => {
-            return Err(InstallError::Mismatch(
-                "member_id differs from the portal's",
-            ))
-        }
-        Err(e) if e.retryable() => return Err(InstallError::Unverified(e)),
-        Err(_) => {
-            return Err(InstallError::Mismatch(
-                "the access token does not work on the portal",
-            ))
-        }
-    }
-    let now_s = super::now_ms() / 1000;
-    let expires = auth.get("expires").and_then(|v| v.parse().ok());
-    let expires_in = auth
-        .get("expires_in")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(3600);
-    let t = PortalTokens {
-        portal: portal.portal.id,
-        member_id: member_id.to_owned(),
-        application_token: Secret::new(app_token),
-        client_endpoint: endpoint.to_owned(),
-        access_token: Secret::new(access),
-        refresh_token: Secret::new(refresh),
-        expires_at_unix: expires.unwrap_or(now_s + expires_in),
-    };
-    tokens.install(t).await?;
-    tracing::info!(
-        portal = portal.portal.id,
-        "Bitrix24 app installed: tokens stored"
-    );
-    Ok(())
+    let scheme = if scheme == "https" { "https" } else { "http" };
+    Ok(format!("{scheme}://{addr}{EVENTS_PATH}"))
 }
 
 /// Whether `portal` is configured as an OAuth app.
@@ -400,6 +367,22 @@ mod tests {
         d.forget(1, "k");
         assert!(d.first(1, "k", t0 + Duration::from_secs(302)));
         assert!(d.seen.len() <= 2 && d.order.len() <= 3);
+    }
+
+    #[test]
+    fn the_handler_url_comes_from_configuration_or_the_bound_address() {
+        assert_eq!(
+            handler_url("https://gw.example.com/cg", Some("0.0.0.0:8080"), "http").as_deref(),
+            Ok("https://gw.example.com/cg/api/v1/bitrix24/events")
+        );
+        assert_eq!(
+            handler_url("", Some("203.0.113.5:8443"), "https").as_deref(),
+            Ok("https://203.0.113.5:8443/api/v1/bitrix24/events")
+        );
+        let wildcard = handler_url("", Some("0.0.0.0:8080"), "http").unwrap_err();
+        assert!(wildcard.contains("http.public_url"), "{wildcard}");
+        assert!(handler_url("", Some("[::]:8080"), "http").is_err());
+        assert!(handler_url("", None, "http").is_err());
     }
 
     #[test]

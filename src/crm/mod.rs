@@ -6,7 +6,7 @@
 //! started and woken on demand) that `plan`s `batch` requests and sends them through the
 //! [`Bitrix`] port (`port`: the REST client with the portal's webhook or OAuth token, `tokens`).
 //! `reconcile` finishes calls a crash left open. Inbound: `events` (the endpoint's checks and
-//! de-duplication), `processor` (click-to-call through `clicks` and `originate`, CRM changes),
+//! de-duplication), `install` (the proof an `ONAPPINSTALL` must bring), `processor` (click-to-call through `clicks` and `originate`, CRM changes),
 //! `sync` and `lookup` (the personal-manager index from Bitrix24).
 //!
 //! REST client layer (bitrix24-rest.md §1-§5), usable without the outbox:
@@ -28,6 +28,7 @@ pub mod client;
 pub mod error;
 pub mod clicks;
 pub mod events;
+pub mod install;
 pub mod originate;
 mod processor;
 pub mod limiter;

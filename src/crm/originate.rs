@@ -15,16 +15,25 @@
 //! Shape: `Leg` builds the messages (pure, tested); [`SipOriginator`] drives them with
 //! RFC 3261 timers (A/E retransmission from 500 ms, B/F 32 s), a CANCEL when the agent does not
 //! answer in time, and the ACK for every final answer.
+//!
+//! Bounded: at most [`MAX_ORIGINATIONS`] at once (each holds a socket for up to the answer
+//! timeout plus Timer B), and one per agent (a phone rung for a click is busy for the next):
+//! beyond that a click fails at once with `503` or `486`, its finish status.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::events::{Originate, OriginateFuture, PendingClick};
 use crate::routing::PortalEntry;
+use crate::settings::PortalId;
 use crate::sip::core::{write_response, HeaderName, Method, SipMessage, Uri};
 
 /// Timer T1 (RFC 3261).
@@ -34,18 +43,71 @@ const T2: Duration = Duration::from_secs(4);
 /// Timers B and F: 64·T1.
 const TIMER_B: Duration = Duration::from_secs(32);
 
+/// Originations in flight at most.
+pub const MAX_ORIGINATIONS: usize = 64;
+
 /// Originates over UDP from an ephemeral socket.
 #[derive(Debug, Clone)]
 pub struct SipOriginator {
     /// How long the agent's phone may ring before the INVITE is cancelled.
     pub answer_timeout: Duration,
+    in_flight: Arc<InFlight>,
 }
 
 impl Default for SipOriginator {
     fn default() -> Self {
         Self {
             answer_timeout: Duration::from_secs(30),
+            in_flight: Arc::new(InFlight {
+                slots: Arc::new(Semaphore::new(MAX_ORIGINATIONS)),
+                agents: Mutex::new(HashSet::new()),
+            }),
         }
+    }
+}
+
+/// What is being originated now.
+#[derive(Debug)]
+struct InFlight {
+    slots: Arc<Semaphore>,
+    /// Agents being rung (portal, extension); short critical sections.
+    agents: Mutex<HashSet<(PortalId, String)>>,
+}
+
+/// One origination's claim on a slot and on its agent; released on drop.
+struct Claim {
+    in_flight: Arc<InFlight>,
+    agent: (PortalId, String),
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.in_flight.agents.lock().remove(&self.agent);
+    }
+}
+
+impl InFlight {
+    /// A slot and the agent, or the finish status of a click that cannot be placed now.
+    fn claim(self: &Arc<Self>, portal: PortalId, extension: &str) -> Result<Claim, Failure> {
+        let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            (
+                "503",
+                format!("{MAX_ORIGINATIONS} click-to-calls are being placed already"),
+            )
+        })?;
+        let agent = (portal, extension.to_owned());
+        if !self.agents.lock().insert(agent.clone()) {
+            return Err((
+                "486",
+                "the agent is being rung for another click-to-call".to_owned(),
+            ));
+        }
+        Ok(Claim {
+            in_flight: Arc::clone(self),
+            agent,
+            _slot: slot,
+        })
     }
 }
 
@@ -70,6 +132,7 @@ type Failure = (&'static str, String);
 
 impl SipOriginator {
     async fn run(&self, portal: &PortalEntry, click: &PendingClick) -> Result<(), Failure> {
+        let _claim = self.in_flight.claim(click.portal, &click.extension)?;
         let mapping = portal
             .by_extension
             .get(&click.extension)
@@ -457,6 +520,28 @@ mod tests {
 
     fn parse(b: &[u8]) -> SipMessage {
         SipMessage::parse(Bytes::copy_from_slice(b)).unwrap()
+    }
+
+    #[test]
+    fn originations_are_bounded_in_all_and_per_agent() {
+        let o = SipOriginator::default();
+        let first = o.in_flight.claim(1, "101").unwrap();
+        assert_eq!(
+            o.in_flight.claim(1, "101").err().map(|f| f.0),
+            Some("486"),
+            "one per agent"
+        );
+        let others: Vec<Claim> = (1..MAX_ORIGINATIONS)
+            .map(|i| o.in_flight.claim(2, &i.to_string()).unwrap())
+            .collect();
+        assert_eq!(
+            o.in_flight.claim(3, "101").err().map(|f| f.0),
+            Some("503"),
+            "all slots taken"
+        );
+        drop(first);
+        assert!(o.in_flight.claim(1, "101").is_ok(), "released on drop");
+        drop(others);
     }
 
     #[test]

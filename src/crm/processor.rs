@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::clicks::{ClickToCalls, Originate, PendingClick};
+use super::clicks::{Added, ClickToCalls, Originate, PendingClick};
 use super::client::BatchCommand;
 use super::events::{classify, EventKind, InboundEvent, BOUND_EVENTS, CLICK_TTL_MS, QUEUE};
 use super::params::Params;
@@ -193,8 +193,18 @@ impl EventProcessor {
             expires_at_ms: super::now_ms() + CLICK_TTL_MS,
             unplaced_status: "603-S".into(),
         };
-        if !self.clicks.add(click.clone()) {
-            return "duplicate";
+        match self.clicks.add(click.clone()) {
+            Added::Pending => {}
+            Added::Duplicate => return "duplicate",
+            Added::Full => {
+                tracing::warn!(
+                    portal = pid,
+                    user,
+                    "click-to-call refused: too many clicks are pending; finishing it"
+                );
+                self.finish_clicks(vec![unplaced(pid, call_id, user)]).await;
+                return "shed";
+            }
         }
         tracing::info!(portal = pid, user, extension = %click.extension, "click-to-call pending");
         if let Some(o) = &self.originate {

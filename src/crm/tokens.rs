@@ -10,6 +10,10 @@
 //! happens at the end of the refresh future instead): a restart never comes back with a refresh
 //! token the OAuth server has already replaced.
 //!
+//! The refresh answer is the OAuth server's word, but its `client_endpoint` is still checked
+//! against the portal's domain before it is used or stored ([`endpoint_on_portal`]): an answer
+//! naming another host keeps the stored endpoint (the tokens, already rotated, are stored).
+//!
 //! A refused refresh (`invalid_grant`: the refresh token expired after 180 days or the app was
 //! reinstalled elsewhere) cannot heal by itself: it is logged as an error telling the admin to
 //! reinstall the app, and callers keep retrying with their own backoff.
@@ -25,7 +29,7 @@ use super::error::CrmError;
 use super::oauth::{self, TokenCell, TokenSet};
 use crate::config::Secret;
 use crate::routing::PortalEntry;
-use crate::settings::{Auth, PortalId};
+use crate::settings::{normalize_domain, Auth, PortalId};
 use crate::store::{PortalTokens, StoreError, StoreHandle};
 
 /// Why a portal could not be called.
@@ -104,7 +108,7 @@ impl Tokens {
             }) => (client_id, client_secret, oauth_server),
             None => return Err(AccessError::NoCredentials),
         };
-        let id = portal.portal.id;
+        let (id, domain) = (portal.portal.id, portal.portal.domain.as_str());
         let cell = self.cell(id).await?.ok_or(AccessError::NotInstalled)?;
         let tokens = cell.current().await;
         match op(Endpoint::oauth(
@@ -115,7 +119,12 @@ impl Tokens {
         {
             Err(e) if e.needs_token_refresh() => {
                 let refresh = |current: TokenSet| {
-                    self.refresh_and_persist(id, current, client_id, client_secret, oauth_server)
+                    let client = Client {
+                        id: client_id,
+                        secret: client_secret,
+                        oauth_server,
+                    };
+                    self.refresh_and_persist(id, domain, current, client)
                 };
                 let fresh = cell
                     .refreshed_after(&tokens.access_token, refresh, |_| {
@@ -150,6 +159,14 @@ impl Tokens {
         stored
     }
 
+    /// The portal's stored installation, if any (straight from the store).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn installation(&self, portal: PortalId) -> Result<Option<PortalTokens>, StoreError> {
+        self.store.run(move |s| s.portal_tokens(portal)).await
+    }
+
     /// Forgets a portal's cell (deleted, or its installation replaced outside this registry).
     pub fn forget(&self, portal: PortalId) {
         self.cells.remove(&portal);
@@ -176,27 +193,19 @@ impl Tokens {
     async fn refresh_and_persist(
         &self,
         portal: PortalId,
+        domain: &str,
         current: TokenSet,
-        client_id: &str,
-        client_secret: &Secret,
-        oauth_server: &str,
+        app: Client<'_>,
     ) -> Result<TokenSet, CrmError> {
         let fresh = oauth::refresh(
             &self.client,
-            oauth_server,
-            client_id,
-            client_secret,
+            app.oauth_server,
+            app.id,
+            app.secret,
             &current.refresh_token,
         )
         .await?;
-        let stored = TokenSet {
-            member_id: if fresh.member_id.is_empty() {
-                current.member_id
-            } else {
-                fresh.member_id.clone()
-            },
-            ..fresh.clone()
-        };
+        let stored = checked_refresh(portal, domain, current, fresh);
         for attempt in 1..=5u32 {
             let t = stored.clone();
             let now = super::now_ms();
@@ -229,6 +238,51 @@ impl Tokens {
     }
 }
 
+/// The configured app a refresh speaks for.
+#[derive(Clone, Copy)]
+struct Client<'a> {
+    id: &'a str,
+    secret: &'a Secret,
+    oauth_server: &'a str,
+}
+
+/// The refreshed set as it may be used: the identity (`member_id`, `client_endpoint`) stays the
+/// installation's unless the answer names the same portal; the rotated tokens are always taken
+/// (the old refresh token is spent).
+fn checked_refresh(portal: PortalId, domain: &str, current: TokenSet, fresh: TokenSet) -> TokenSet {
+    let endpoint = if endpoint_on_portal(&fresh.client_endpoint, domain) {
+        fresh.client_endpoint
+    } else {
+        if !fresh.client_endpoint.is_empty() {
+            tracing::warn!(portal, "the OAuth server's refresh answer names a client_endpoint off the portal's domain; the stored endpoint is kept");
+        }
+        current.client_endpoint
+    };
+    if !fresh.member_id.is_empty() && fresh.member_id != current.member_id {
+        tracing::warn!(
+            portal,
+            "the OAuth server's refresh answer names another member_id; the installation's is kept"
+        );
+    }
+    TokenSet {
+        client_endpoint: endpoint,
+        member_id: current.member_id,
+        ..fresh
+    }
+}
+
+/// True when `endpoint` is `http(s)://<the portal's host[:port]>/rest/` (the only shape
+/// Bitrix24 hands out), so no answer can point calls at another host or path.
+pub(crate) fn endpoint_on_portal(endpoint: &str, portal_domain: &str) -> bool {
+    let Ok(url) = url::Url::parse(endpoint.trim()) else {
+        return false;
+    };
+    url.path() == "/rest/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && normalize_domain(endpoint).ok().as_deref() == Some(portal_domain)
+}
+
 /// A refresh failure: `Auth` (`invalid_grant`, `invalid_client`, ...) needs a human.
 fn refused(portal: PortalId, e: CrmError) -> AccessError {
     match e {
@@ -248,5 +302,56 @@ fn token_set(t: &PortalTokens) -> TokenSet {
         expires_at_unix: t.expires_at_unix,
         client_endpoint: t.client_endpoint.clone(),
         member_id: t.member_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(endpoint: &str, member: &str, access: &str) -> TokenSet {
+        TokenSet {
+            access_token: Secret::new(access),
+            refresh_token: Secret::new(format!("r-{access}")),
+            expires_at_unix: 100,
+            client_endpoint: endpoint.into(),
+            member_id: member.into(),
+        }
+    }
+
+    #[test]
+    fn only_the_portals_rest_path_is_its_endpoint() {
+        let d = "https://a.bitrix24.ru/";
+        assert!(endpoint_on_portal("https://a.bitrix24.ru/rest/", d));
+        assert!(endpoint_on_portal("https://A.Bitrix24.ru:443/rest/", d));
+        for bad in [
+            "https://evil.example/rest/",
+            "https://a.bitrix24.ru.evil.example/rest/",
+            "https://a.bitrix24.ru/oauth/token/",
+            "https://a.bitrix24.ru/rest/?x=1",
+            "https://a.bitrix24.ru:8443/rest/",
+            "",
+        ] {
+            assert!(!endpoint_on_portal(bad, d), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_naming_another_host_or_member_keeps_the_installations_identity() {
+        let d = "https://a.bitrix24.ru/";
+        let current = set("https://a.bitrix24.ru/rest/", "m1", "old");
+        let evil = set("https://evil.example/rest/", "m2", "new");
+        let got = checked_refresh(1, d, current.clone(), evil);
+        assert_eq!(
+            (
+                got.client_endpoint.as_str(),
+                got.member_id.as_str(),
+                got.access_token.expose()
+            ),
+            ("https://a.bitrix24.ru/rest/", "m1", "new"),
+            "the rotated tokens are taken, the identity is not"
+        );
+        let same = set("https://a.bitrix24.ru/rest/", "m1", "new");
+        assert_eq!(checked_refresh(1, d, current, same.clone()), same);
     }
 }

@@ -10,14 +10,18 @@
 //! processes); 400 naming the malformed field; 403 for an unknown portal or a wrong token; 503
 //! when the processing queue is full (Bitrix24 does not retry: the drop shows in its log, and
 //! here in `callgate_b24_events_total{outcome="shed"}`). `ONAPPINSTALL` for a portal set up as
-//! an OAuth app (found by `auth[domain]`) is verified and stored before the answer.
+//! an OAuth app (found by `auth[domain]`) is verified and stored before the answer
+//! (`crm::install`: 403 without proof that it is this app on this portal, or over a working
+//! installation of another member; 503 while it cannot be verified). The app's events are then
+//! bound to the configured `http.public_url` (or this listener's own address), never to a URL
+//! taken from `Host` or `X-Forwarded-*` headers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -25,11 +29,10 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::crm::events::{
-    classify, install, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered, BOUND_EVENTS,
-};
+use crate::crm::events::{classify, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered, BOUND_EVENTS};
+use crate::crm::install::EventsBinding;
 use crate::routing::PortalEntry;
-use crate::settings::normalize_domain;
+use crate::settings::{normalize_domain, PortalId};
 use crate::store::PortalTokens;
 
 /// Event bodies are small; anything bigger is not Bitrix24.
@@ -132,17 +135,9 @@ async fn receive(
     State(state): State<AppState>,
     hub: Option<Extension<EventsHub>>,
     headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (label, outcome, resp) = match handle(
-        &state,
-        hub.map(|Extension(h)| h),
-        &headers,
-        uri.path(),
-        body,
-    )
-    .await
+    let (label, outcome, resp) = match handle(&state, hub.map(|Extension(h)| h), &headers, body).await
     {
         Ok((label, outcome)) => (
             label,
@@ -176,7 +171,6 @@ async fn handle(
     state: &AppState,
     hub: Option<EventsHub>,
     headers: &HeaderMap,
-    path: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Handled {
     let body = body.map_err(|e| {
@@ -213,7 +207,7 @@ async fn handle(
         ));
     };
     if kind == EventKind::Install {
-        return install_event(state, &hub, headers, path, ev)
+        return install_event(state, &hub, ev)
             .await
             .map(|o| (label, o))
             .map_err(|e| (label, e));
@@ -251,13 +245,7 @@ async fn handle(
 }
 
 /// `ONAPPINSTALL`: the portal (by `auth[domain]`) must be set up as an OAuth app.
-async fn install_event(
-    state: &AppState,
-    hub: &EventsHub,
-    headers: &HeaderMap,
-    path: &str,
-    ev: RawEvent,
-) -> Result<&'static str, Refused> {
+async fn install_event(state: &AppState, hub: &EventsHub, ev: RawEvent) -> Result<&'static str, Refused> {
     let domain = ev
         .auth
         .get("domain")
@@ -273,45 +261,47 @@ async fn install_event(
     let portal = portal.ok_or(Refused::Forbidden(
         "no portal with this domain is set up as an OAuth app",
     ))?;
-    match install(&hub.tokens, &portal, &ev.auth).await {
-        Ok(()) => {}
-        Err(InstallError::Missing(f)) => {
-            return Err(malformed(&format!("auth[{f}]"), "is required"))
-        }
-        Err(InstallError::Mismatch(why)) => {
-            tracing::warn!(
-                portal = portal.portal.id,
-                why,
-                "an ONAPPINSTALL was refused"
-            );
-            return Err(Refused::Forbidden(why));
-        }
-        Err(InstallError::Unverified(e)) => {
-            return Err(Refused::Unavailable(format!(
-                "the portal could not verify the installation: {e}"
-            )))
-        }
+    let installed = match hub.installer.install(&portal, &ev.auth).await {
+        Ok(done) => done,
+        Err(InstallError::Missing(f)) => return Err(malformed(&format!("auth[{f}]"), "is required")),
+        Err(InstallError::Mismatch(why)) => return Err(Refused::Forbidden(why)),
+        Err(e @ (InstallError::Unverified(_) | InstallError::Busy)) => return Err(Refused::Unavailable(e.to_string())),
         Err(e) => return Err(Refused::Internal(e.to_string())),
-    }
-    // Binding the app's events is a few REST calls: the processor does it after the answer.
+    };
+    bind_events(state, hub, portal.portal.id, ev);
+    Ok(installed.as_str())
+}
+
+/// Queues `event.bind` for the configured handler URL (the processor makes the REST calls after
+/// the answer), or records why nothing can be bound.
+fn bind_events(state: &AppState, hub: &EventsHub, portal: PortalId, ev: RawEvent) {
+    let (listener, scheme) = {
+        let addresses = state.addresses.read();
+        (addresses.get("http").cloned(), addresses.get("http_scheme").cloned().unwrap_or_default())
+    };
+    let at = crate::telemetry::unix_ms() / 1000;
+    let handler = match hub.handler_url(listener.as_deref(), &scheme) {
+        Ok(url) => url,
+        Err(reason) => {
+            tracing::error!(portal, %reason, "installed, but the app's events cannot be bound");
+            hub.installer.events_bound(portal, EventsBinding::NotBound { reason, at });
+            return;
+        }
+    };
     let bind = InboundEvent {
-        portal: portal.portal.id,
+        portal,
         name: ev.event,
         data: ev.data,
         ts: ev.ts,
-        handler_url: Some(handler_url(headers, path)),
+        handler_url: Some(handler.clone()),
     };
-    if hub
-        .inbox
-        .offer(bind, tokio::time::Instant::now().into_std())
-        == Offered::Full
-    {
-        tracing::warn!(
-            portal = portal.portal.id,
-            "installed, but the event queue is full: the app's events were not bound"
-        );
+    if hub.inbox.offer(bind, tokio::time::Instant::now().into_std()) == Offered::Full {
+        let reason = "the event queue was full: the app's events were not bound; install again".to_owned();
+        tracing::warn!(portal, "installed, but the event queue is full: the app's events were not bound");
+        hub.installer.events_bound(portal, EventsBinding::NotBound { reason, at });
+        return;
     }
-    Ok("installed")
+    hub.installer.events_bound(portal, EventsBinding::Requested { handler, at });
 }
 
 /// The portal by `auth[member_id]` (OAuth installations), else by `auth[domain]`; with its
@@ -350,26 +340,6 @@ async fn resolve(
         .await
         .map_err(|e| Refused::Internal(e.to_string()))?;
     Ok((portal, tokens))
-}
-
-/// Where Bitrix24 reached us: `X-Forwarded-Proto`/`X-Forwarded-Host` behind a proxy, else the
-/// `Host` header (plain http only for loopback hosts).
-fn handler_url(headers: &HeaderMap, path: &str) -> String {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let host = get("x-forwarded-host")
-        .or_else(|| get("host"))
-        .unwrap_or("localhost");
-    let loopback =
-        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-    let scheme = get("x-forwarded-proto").unwrap_or(if loopback { "http" } else { "https" });
-    format!("{scheme}://{host}{path}")
 }
 
 /// A bounded metrics label: the events callgate knows (the install and those it binds), else
@@ -500,19 +470,5 @@ mod tests {
             Some(("data", Some("A[B][C]".to_owned())))
         );
         assert_eq!(split_key("x]"), None);
-    }
-
-    #[test]
-    fn handler_url_follows_the_proxy_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("host", "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(
-            handler_url(&h, "/api/v1/bitrix24/events"),
-            "http://127.0.0.1:8080/api/v1/bitrix24/events"
-        );
-        h.insert("x-forwarded-host", "gw.example.com".parse().unwrap());
-        assert_eq!(handler_url(&h, "/e"), "https://gw.example.com/e");
-        h.insert("x-forwarded-proto", "http".parse().unwrap());
-        assert_eq!(handler_url(&h, "/e"), "http://gw.example.com/e");
     }
 }

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod fuzz;
 mod health;
+mod install;
 mod json;
 mod media;
 mod limit;
@@ -90,6 +91,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .merge(media::routes())
         .merge(sync::routes())
         .merge(agents::routes())
+        .merge(install::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .merge(route::public_routes())
         .merge(events::routes())

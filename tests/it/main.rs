@@ -4,6 +4,7 @@
 mod abuse;
 mod attack_sip;
 mod api;
+mod attack_install;
 mod binary;
 mod browser;
 mod common;

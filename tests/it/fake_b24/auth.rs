@@ -133,6 +133,8 @@ pub struct AuthState {
     pub token_ttl: Duration,
     pub strict_rotation: bool,
     pub refresh_count: usize,
+    /// The token answer names `member_id` (always, on Bitrix24; off only to test a client).
+    pub answer_member_id: bool,
     next_app_id: u64,
 }
 
@@ -151,6 +153,7 @@ impl Default for AuthState {
             token_ttl: Duration::from_secs(3600),
             strict_rotation: true,
             refresh_count: 0,
+            answer_member_id: true,
             next_app_id: 3,
         }
     }
@@ -237,6 +240,12 @@ impl AuthState {
         self.access.values_mut().for_each(|t| t.revoked = true);
     }
 
+    /// Every refresh token issued so far stops working (180 days passed, or the app was
+    /// removed): refreshes answer invalid_grant.
+    pub fn invalidate_refresh_tokens(&mut self) {
+        self.refresh.values_mut().for_each(|t| t.valid = false);
+    }
+
     /// Webhook path credentials → the caller, or 401 INVALID_CREDENTIALS.
     pub fn webhook(&self, user: &str, code: &str) -> Result<Caller, ApiError> {
         let hook = self
@@ -288,7 +297,13 @@ impl AuthState {
     /// The OAuth server: `(status, JSON body)`.
     pub fn token_endpoint(&mut self, p: &Param, now: Now, endpoints: &Endpoints) -> (u16, Value) {
         match self.grant(p, now) {
-            Ok(issued) => (200, endpoints.token_json(&issued)),
+            Ok(issued) => {
+                let mut body = endpoints.token_json(&issued);
+                if !self.answer_member_id {
+                    body.as_object_mut().map(|o| o.remove("member_id"));
+                }
+                (200, body)
+            }
             Err((status, code, desc)) => {
                 (status, json!({ "error": code, "error_description": desc }))
             }

@@ -254,6 +254,22 @@ impl FakeB24 {
         self.with(|s| s.auth.strict_rotation = strict);
     }
 
+    /// Every refresh token issued so far stops working (invalid_grant), as after 180 days.
+    pub fn invalidate_refresh_tokens(&self) {
+        self.with(|s| s.auth.invalidate_refresh_tokens());
+    }
+
+    /// Whether token answers name `member_id` (default true, as Bitrix24 always does).
+    pub fn set_token_answer_member_id(&self, on: bool) {
+        self.with(|s| s.auth.answer_member_id = on);
+    }
+
+    /// The portal gets a new `member_id` (as if it were created again under the same address):
+    /// token answers and events name it from now on.
+    pub fn set_member_id(&self, member_id: &str) {
+        self.with(|s| s.endpoints.member_id = member_id.to_owned());
+    }
+
     /// Successful refresh_token grants so far.
     pub fn refresh_count(&self) -> usize {
         self.with(|s| s.auth.refresh_count)
@@ -422,6 +438,12 @@ impl FakeB24 {
     /// App event deliveries carry access tokens (default); false = "done by automation".
     pub fn set_event_tokens(&self, on: bool) {
         self.with(|s| s.knobs.event_tokens = on);
+    }
+
+    /// `app.info` answers `code` as CODE instead of the calling app's client_id (a portal that
+    /// speaks for another app); None = the real answer.
+    pub fn set_app_info_code(&self, code: Option<&str>) {
+        self.with(|s| s.knobs.app_code = code.map(str::to_owned));
     }
 
     /// Delay before each automatic event delivery (e.g. > 15 s to test staleness handling).

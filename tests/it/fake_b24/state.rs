@@ -39,6 +39,8 @@ pub struct Knobs {
     pub event_tokens: bool,
     /// Delay before each automatic event delivery.
     pub delivery_delay: Duration,
+    /// `app.info` answers this `CODE` instead of the calling app's client_id.
+    pub app_code: Option<String>,
 }
 
 impl Default for Knobs {
@@ -52,6 +54,7 @@ impl Default for Knobs {
             lead_creation_error: None,
             event_tokens: true,
             delivery_delay: Duration::ZERO,
+            app_code: None,
         }
     }
 }
@@ -237,17 +240,22 @@ impl State {
         }
     }
 
+    /// `app.info` as documented (bitrix24-rest.md has no page; the method's doc page lists
+    /// ID as a string, CODE = the app's client_id, VERSION, STATUS, INSTALLED, PAYMENT_EXPIRED,
+    /// DAYS, LICENSE): no `member_id`.
     fn app_info(&self, caller: &Caller) -> Value {
         let (id, code) = match &caller.owner {
             super::auth::Owner::App {
                 app_id, client_id, ..
-            } => (json!(app_id), json!(client_id)),
+            } => (
+                json!(app_id.to_string()),
+                json!(self.knobs.app_code.as_ref().unwrap_or(client_id)),
+            ),
             super::auth::Owner::Webhook { .. } => (Value::Null, Value::Null),
         };
         json!({
             "ID": id, "CODE": code, "VERSION": 1, "STATUS": "L", "INSTALLED": true,
-            "PAYMENT_EXPIRED": "N", "DAYS": null, "LICENSE": "ru_project", "LICENSE_TYPE": "project",
-            "LICENSE_FAMILY": "project", "member_id": self.endpoints.member_id,
+            "PAYMENT_EXPIRED": "N", "DAYS": null, "LICENSE": "ru_project",
         })
     }
 }

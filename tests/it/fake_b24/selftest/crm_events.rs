@@ -300,3 +300,79 @@ async fn im_notify_validates_and_records_notifications() {
         vec![(11, "Missed call from VIP".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn app_info_is_the_documented_shape_and_a_refresh_token_of_another_app_is_refused() {
+    let fake = FakeB24::spawn().await;
+    let ours = fake.install_app("local.ours.1", "s1");
+    let theirs = fake.install_app("local.theirs.2", "s2");
+    let info = |token: String| {
+        let url = format!("{}app.info", ours.client_endpoint);
+        async move {
+            answer(
+                client()
+                    .get(url)
+                    .query(&[("auth", token)])
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, body) = info(ours.access_token.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let r = &body["result"];
+    assert_eq!(r["CODE"], "local.ours.1");
+    assert!(r["ID"].is_string(), "ID is a string: {r}");
+    assert!(
+        r.get("member_id").is_none(),
+        "app.info names no member_id: {r}"
+    );
+    assert_eq!(
+        info(theirs.access_token.clone()).await.1["result"]["CODE"],
+        "local.theirs.2"
+    );
+    // The OAuth server refreshes a token only for the app it was issued to.
+    let refresh = |client_id: &str, secret: &str, token: &str| {
+        let q = [
+            ("grant_type", "refresh_token".to_owned()),
+            ("client_id", client_id.to_owned()),
+            ("client_secret", secret.to_owned()),
+            ("refresh_token", token.to_owned()),
+        ];
+        client().get(fake.oauth_token_url()).query(&q).send()
+    };
+    let (status, body) = answer(
+        refresh("local.ours.1", "s1", &theirs.refresh_token)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    fake.invalidate_refresh_tokens();
+    let (status, body) = answer(
+        refresh("local.ours.1", "s1", &ours.refresh_token)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "invalidated"
+    );
+    let fresh = fake.issue_tokens("local.ours.1");
+    fake.set_token_answer_member_id(false);
+    let (status, body) = answer(
+        refresh("local.ours.1", "s1", &fresh.refresh_token)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("member_id").is_none());
+}
