@@ -94,13 +94,15 @@ pub(crate) struct Engine {
     pub(crate) registrar: Registrar,
     pub(crate) timers: Timers,
     heap: BinaryHeap<Reverse<(Instant, TxRef)>>,
+    /// Live server transactions per source address (see [`Engine::load_of`]).
+    per_source: HashMap<std::net::IpAddr, u32>,
     /// Per-process random keys: a sender cannot craft colliding transaction keys.
     keys: RandomState,
 }
 
 impl Engine {
     pub(crate) fn new(timers: Timers) -> Self {
-        Self { servers: HashMap::new(), clients: HashMap::new(), registrar: Registrar::default(), timers, heap: BinaryHeap::new(), keys: RandomState::new() }
+        Self { servers: HashMap::new(), clients: HashMap::new(), registrar: Registrar::default(), timers, heap: BinaryHeap::new(), per_source: HashMap::new(), keys: RandomState::new() }
     }
 
     /// The key of the client transaction with our branch `branch` (the CANCEL for an INVITE
@@ -122,7 +124,11 @@ impl Engine {
         } else {
             ServerTx::NonInvite(ServerNonInvite::new(reliable, self.timers))
         };
-        self.servers.insert(key, ServerEntry { tx, peer, request: req.buffer().slice_ref(req.as_bytes()), client: None, purpose, final_status: None });
+        let old = self.servers.insert(key, ServerEntry { tx, peer, request: req.buffer().slice_ref(req.as_bytes()), client: None, purpose, final_status: None });
+        *self.per_source.entry(peer.addr.ip()).or_default() += 1;
+        if let Some(old) = old {
+            self.release_source(old.peer);
+        }
     }
 
     /// Starts a client transaction sending `fwd` to `target` on behalf of server `server`.
@@ -312,7 +318,9 @@ impl Engine {
             ServerTx::NonInvite(t) => t.poll_timeout(),
         };
         if terminated {
-            self.servers.remove(&key);
+            if let Some(s) = self.servers.remove(&key) {
+                self.release_source(s.peer);
+            }
         } else if let Some(at) = next {
             self.heap.push(Reverse((at, TxRef::Server(key))));
         }
@@ -399,6 +407,21 @@ impl Engine {
         for (key, server) in gone {
             self.clients.remove(&key);
             self.give_up(server, 480, "Temporarily Unavailable", io);
+        }
+    }
+
+    /// Live server transactions started by requests from `ip`.
+    pub(crate) fn load_of(&self, ip: std::net::IpAddr) -> u32 {
+        self.per_source.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn release_source(&mut self, peer: Peer) {
+        let ip = peer.addr.ip();
+        if let Some(n) = self.per_source.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
         }
     }
 

@@ -284,7 +284,9 @@ impl Proxy {
     /// Stateful forwarding: a server transaction upstream, a client transaction downstream.
     #[allow(clippy::too_many_arguments)]
     fn forward(&self, eng: &mut Engine, msg: &SipMessage, method: Method, key: u64, hop: NextHop, in_dialog: bool, purpose: Purpose, sender: &Sender, strip_routes: bool, peer: Peer, io: &mut Io<'_>) {
-        if eng.servers.len() >= MAX_TRANSACTIONS {
+        // Bounded state: in all, and per source that is not a PBX (an agent's phone, or an office
+        // of phones behind one address, needs far fewer).
+        if eng.servers.len() >= MAX_TRANSACTIONS || (!sender.is_pbx() && eng.load_of(peer.addr.ip()) >= MAX_PER_SOURCE) {
             self.metrics.refused.increment(1);
             return reply(msg, 503, "Service Unavailable", &[("Retry-After", b"5")], peer, io);
         }
@@ -374,6 +376,8 @@ fn single<T>(mut v: Vec<T>) -> Option<T> {
 /// Live server transactions at most: past this a new request is answered 503 (memory stays
 /// bounded whatever arrives).
 pub(crate) const MAX_TRANSACTIONS: usize = 200_000;
+/// Live server transactions at most per source address that is not a PBX's.
+pub(crate) const MAX_PER_SOURCE: u32 = 1_000;
 
 /// The server transaction key (RFC 3261 §17.2.3): top Via branch, sent-by and method (ACK and
 /// CANCEL match their INVITE); RFC 2543 peers without a magic-cookie branch by Call-ID, From

@@ -196,3 +196,18 @@ fn a_webrtc_portal_takes_no_calls_from_ip_phones() {
     // The PBX still reaches the extension (in a real gateway: its browser).
     assert_eq!(h.recv(PBX, &pbx_invite("101", "w-2", "z9hG4bK-w-2"), 10).to(PHONE_101).len(), 1);
 }
+
+#[test]
+fn one_source_holds_at_most_a_thousand_transactions_and_others_are_unaffected() {
+    let h = Harness::new();
+    // Phone 101 (an agent) sends 1,000 INVITEs the PBX never answers: all relayed; the next gets 503.
+    for i in 0..1_000 {
+        let sent = h.recv(PHONE_101, &invite_from(PHONE_101, "sip:555@127.0.0.1:5060", &format!("flood-{i}"), ""), 0);
+        assert_eq!(sent.to(PBX).len(), 1, "call {i}");
+    }
+    let over = h.recv(PHONE_101, &invite_from(PHONE_101, "sip:555@127.0.0.1:5060", "flood-x", ""), 1);
+    assert_eq!(status(&over, PHONE_101), Some(503));
+    assert!(over.to(PBX).is_empty());
+    // The PBX's call to 101 still goes through.
+    assert_eq!(h.recv(PBX, &pbx_invite("101", "in-cap", "z9hG4bK-pbx-cap"), 2).to(PHONE_101).len(), 1);
+}
