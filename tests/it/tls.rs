@@ -120,7 +120,14 @@ impl TlsBinary {
     }
 
     async fn tls_connect(&self, addr: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        self.tls_connect_from(addr, crate::common::PBX_IP).await
+    }
+
+    /// A TLS connection to `addr` from the local address `from`.
+    async fn tls_connect_from(&self, addr: &str, from: std::net::IpAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(from, 0)).unwrap();
+        let tcp = sock.connect(addr.parse().unwrap()).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(self.rustls_client());
         let name = ServerName::try_from("127.0.0.1").unwrap();
         connector
@@ -287,6 +294,22 @@ async fn tls_everywhere_https_admin_sip_over_tls_call_and_wss_registration() {
         .api(reqwest::Method::GET, "/api/v1/decisions?limit=1", None)
         .await;
     assert_eq!(decisions[0]["reason"], "personal_manager", "{decisions}");
+
+    // Over TLS too, an outsider (127.0.0.5) gets 403 for a routing request and for a call out
+    // (toll fraud), and nothing of it is decided or relayed.
+    let mut evil = b.tls_connect_from(&sip_tls, crate::common::ATTACKER_IP).await;
+    let evil_local: SocketAddr = evil.get_ref().0.local_addr().unwrap();
+    for (ruri, id) in [("pm-route", "tls-evil-1"), ("0088216000001", "tls-evil-2")] {
+        let invite = format!(
+            "INVITE sip:{ruri}@{sip_tls};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {evil_local};branch=z9hG4bK{id}\r\nMax-Forwards: 70\r\n\
+             From: <sip:101@{REALM}>;tag=e1\r\nTo: <sip:{ruri}@{REALM}>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        evil.write_all(invite.as_bytes()).await.unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(read_sip(&mut evil, &mut buf).await.status(), Some(403), "{id}");
+    }
+    let (_, decisions) = b.api(reqwest::Method::GET, "/api/v1/decisions?limit=1", None).await;
+    assert_eq!(decisions[0]["call_id"].as_str().map(|c| c.starts_with("tls-evil")), Some(false), "{decisions}");
 
     // WSS: a browser agent registers at wss://.../sip (challenge, then 200).
     let (status, creds) = b
