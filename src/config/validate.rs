@@ -105,9 +105,6 @@ impl Config {
         if !(8192..=16 * 1024 * 1024).contains(&h.max_header_bytes) {
             errs.push("http.max_header_bytes", "must be between 8192 and 16777216");
         }
-        if h.max_connections_per_source > h.max_connections {
-            errs.push("http.max_connections_per_source", "must be at most http.max_connections (0 turns it off)");
-        }
         for origin in &h.allowed_origins {
             if !origin_ok(origin) {
                 errs.push("http.allowed_origins", format!("`{origin}` is not an origin like https://host[:port] (or *)"));
@@ -199,11 +196,11 @@ mod tests {
     #[test]
     fn http_connection_limits_are_checked() {
         let e = load(
-            "[http]\nheader_read_timeout = \"0s\"\nmax_header_bytes = 100\nmax_connections = 100\nmax_connections_per_source = 101\nallowed_origins = [\"https://ok.example:8443\", \"evil.example\", \"https://x/path\"]\n",
+            "[http]\nheader_read_timeout = \"0s\"\nmax_header_bytes = 100\nallowed_origins = [\"https://ok.example:8443\", \"evil.example\", \"https://x/path\"]\n",
             &[],
         )
         .unwrap_err();
-        assert_eq!(keys(&e), ["http.header_read_timeout", "http.max_header_bytes", "http.max_connections_per_source", "http.allowed_origins", "http.allowed_origins"]);
+        assert_eq!(keys(&e), ["http.header_read_timeout", "http.max_header_bytes", "http.allowed_origins", "http.allowed_origins"]);
         let cfg = load("[http]\nallowed_origins = [\"*\"]\nmax_connections_per_source = 0\n", &[("CALLGATE__HTTP__IDLE_TIMEOUT", "5s")]).unwrap();
         assert_eq!(cfg.http.allowed_origins, ["*"]);
         assert_eq!(cfg.http.idle_timeout, std::time::Duration::from_secs(5));

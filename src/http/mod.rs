@@ -21,6 +21,7 @@ mod limit;
 mod openapi;
 mod portals;
 mod route;
+mod serve;
 mod sync;
 mod ui;
 mod widget;
@@ -42,11 +43,11 @@ use tower_http::trace::TraceLayer;
 use crate::config::Secret;
 use crate::store::StoreHandle;
 
-pub use conns::{Counted, Limited};
 pub use error::ApiError;
 #[doc(hidden)]
 pub use fuzz::{fuzz_admin_json, fuzz_event_form};
 pub use json::ApiJson;
+pub use serve::{serve, ConnLimits};
 
 /// What every handler can reach.
 #[derive(Clone)]
