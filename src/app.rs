@@ -166,7 +166,7 @@ impl Gateway {
         tasks.spawn(Arc::clone(&hub).tick(SIP_TICK));
         tasks.spawn(media_gone(media_events, Arc::clone(&front), Arc::clone(&hub), sip_cancel.clone()));
         let per_source = crate::limit::Rate::new(cfg.http.rate_per_source, cfg.http.burst_per_source);
-        let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source };
+        let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source, allowed_origins: cfg.http.allowed_origins.clone() };
         let ws_limits = WsLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, ..WsLimits::default() };
         let websocket = WsEndpoint::with_tls(Arc::clone(&hub), ws_limits, tasks.clone(), http_tls.is_some());
         let router = http::router(state.clone(), limits)
