@@ -2,6 +2,7 @@
 //! The integration test binary (one binary, so the crate links once). Modules by capability.
 
 mod abuse;
+mod attack_http;
 mod api;
 mod binary;
 mod browser;
