@@ -488,7 +488,7 @@ mod tests {
         let l = SourceLimiter::new(Rate::new(100.0, 10), Rate::unlimited(), 1000, t0);
         // 1,000 spoofed sources send one message each: the table is full.
         for i in 0..1000u32 {
-            let a = IpAddr::from((0x0a00_0000 | i * 997).to_be_bytes());
+            let a = IpAddr::from((0x0a00_0000 | (i * 997)).to_be_bytes());
             assert_eq!(l.check(a, t0, 0, || false), Verdict::Allow);
         }
         assert_eq!(l.sources(), 1000);

@@ -40,7 +40,7 @@ impl OriginPolicy {
         let Some(origin) = headers.get(ORIGIN) else { return true };
         let Ok(origin) = origin.to_str() else { return false };
         let origin = normalise(origin);
-        if self.any || self.allowed.iter().any(|a| *a == origin) {
+        if self.any || self.allowed.contains(&origin) {
             return true;
         }
         let host = headers.get(HOST).and_then(|h| h.to_str().ok()).map(str::trim);
