@@ -193,8 +193,9 @@ impl std::fmt::Debug for SourceLimiter {
 /// How often [`SourceLimiter::sweep`] really scans.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// How often a full table is scanned for buckets it can forget (a scan of 65,536 buckets takes
-/// about a millisecond, so a flood of new sources costs at most 1% of a core in scans).
+/// How often a full table is scanned for buckets it can forget (a scan of 65,536 buckets took
+/// 0.45-0.6 ms in a release build, so a flood of new sources costs at most about 0.6% of a core
+/// in scans).
 pub const EVICT_EVERY: Duration = Duration::from_millis(100);
 
 impl SourceLimiter {
