@@ -46,15 +46,17 @@ async fn index(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `frame-ancestors 'self' https://<portal domain> ...`; a domain that is not a plain host name
-/// is left out (it must not be able to add directives).
+/// `frame-ancestors 'self' https://<portal host> ...` from the portals' normalised domains
+/// (`https://host[:port]/`); anything else is left out (it must not be able to add directives).
 fn frame_ancestors<'a>(domains: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::from("frame-ancestors 'self'");
     for d in domains {
-        let plain = !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+        let origin = d.trim_end_matches('/');
+        let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")).unwrap_or("");
+        let plain = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
         if plain {
-            out.push_str(" https://");
-            out.push_str(d);
+            out.push(' ');
+            out.push_str(origin);
         }
     }
     out
@@ -76,7 +78,7 @@ mod tests {
 
     #[test]
     fn only_the_portals_may_frame_the_page() {
-        let fa = frame_ancestors(["office.bitrix24.ru", "evil.example; script-src *", "b24.example.com:8443"].into_iter());
+        let fa = frame_ancestors(["https://office.bitrix24.ru/", "https://evil.example; script-src *", "office.example", "https://b24.example.com:8443/"].into_iter());
         assert_eq!(fa, "frame-ancestors 'self' https://office.bitrix24.ru https://b24.example.com:8443");
         assert!(!CSP.contains("frame-ancestors"), "set per request");
         assert!(APP.contains("sameOriginWs(params.get('ws'))"), "the ws prefill is checked");

@@ -261,6 +261,10 @@ async fn a_foreign_page_cannot_open_a_sip_websocket_while_the_widget_and_listed_
     assert_eq!(register(&mut listed, 1, None).await.status(), Some(401));
     let mut plain = sip_ws(&gw, "127.0.0.4", None).await.expect("no Origin");
     assert_eq!(register(&mut plain, 1, None).await.status(), Some(401));
+    // The widget itself may be framed by its portal's pages only (no clickjacking elsewhere).
+    let page = gw.client.get(format!("{}/widget/", gw.base)).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains(&format!("frame-ancestors 'self' https://{REALM}")) && !csp.contains("frame-ancestors *"), "{csp}");
 }
 
 #[tokio::test]
