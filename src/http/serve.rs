@@ -95,7 +95,7 @@ async fn accept(listener: &TcpListener, slots: &Slots, stop: &CancellationToken)
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((tcp, addr)) => return Some((tcp, addr, global)),
+            Ok((tcp, addr)) => return Some((tcp, canonical(addr), global)),
             Err(e) => {
                 // Out of descriptors and the like: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "http accept failed");
@@ -103,6 +103,12 @@ async fn accept(listener: &TcpListener, slots: &Slots, stop: &CancellationToken)
             }
         }
     }
+}
+
+/// The peer as IPv4 when a dual-stack listener (`[::]`) shows an IPv4 client as `::ffff:a.b.c.d`:
+/// trust (`trusted_pbx`), rate limits and connection caps are all written in IPv4 terms.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// One connection, from the handshake (HTTPS) to its close.
@@ -196,5 +202,18 @@ fn close_reason(e: &hyper::Error) -> &'static str {
         "bad_request"
     } else {
         "error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_seen_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:10.0.0.5]:5060".parse().unwrap();
+        assert_eq!(canonical(mapped), "10.0.0.5:5060".parse::<SocketAddr>().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
     }
 }
