@@ -167,7 +167,7 @@ impl Gateway {
         tasks.spawn(Arc::clone(&hub).tick(SIP_TICK));
         tasks.spawn(media_gone(media_events, Arc::clone(&front), Arc::clone(&hub), sip_cancel.clone()));
         let per_source = crate::limit::Rate::new(cfg.http.rate_per_source, cfg.http.burst_per_source);
-        let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source };
+        let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source, allowed_origins: cfg.http.allowed_origins.clone() };
         let ws_limits = WsLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, ..WsLimits::default() };
         let websocket = WsEndpoint::with_tls(Arc::clone(&hub), ws_limits, tasks.clone(), http_tls.is_some());
         let router = http::router(state.clone(), limits)
@@ -178,7 +178,7 @@ impl Gateway {
         // HTTP stays up while calls drain (in-flight admin requests, the events endpoint); /ready
         // answers 503 from the first moment of the shutdown.
         let http_stop = CancellationToken::new();
-        let mut server = std::pin::pin!(serve_http(http, http_tls, cfg.http.max_connections, router, &tasks, http_stop.clone()));
+        let mut server = std::pin::pin!(serve_http(http, http_tls, &cfg.http, router, http_stop.clone()));
         tracing::info!("callgate ready");
         let failed = tokio::select! {
             r = &mut server => Some(r),
@@ -214,22 +214,18 @@ impl Gateway {
     }
 }
 
-/// Serves HTTP (or HTTPS and WSS with `tls`), at most `max` connections at once, until `stop`
+/// Serves HTTP (or HTTPS and WSS with `tls`) within the `[http]` connection limits until `stop`
 /// fires and the open requests finish.
-async fn serve_http(http: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, max: usize, router: axum::Router, tasks: &TaskTracker, stop: CancellationToken) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let signal = {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
+async fn serve_http(http: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, cfg: &crate::config::HttpConfig, router: axum::Router, stop: CancellationToken) -> anyhow::Result<()> {
+    let limits = http::ConnLimits {
+        max_connections: cfg.max_connections,
+        max_per_source: cfg.max_connections_per_source,
+        header_read_timeout: cfg.header_read_timeout,
+        idle_timeout: cfg.idle_timeout,
+        max_header_bytes: cfg.max_header_bytes,
     };
-    match tls {
-        None => axum::serve(http::Limited::new(http, max).tap_io(|_| {}), service).with_graceful_shutdown(signal).await.context("http server"),
-        Some(config) => {
-            let listener = crate::tls::TlsListener::spawn(http, config, tasks, stop).context("https listener")?;
-            axum::serve(http::Limited::new(listener, max).tap_io(|_| {}), service).with_graceful_shutdown(signal).await.context("https server")
-        }
-    }
+    let what = if tls.is_some() { "https server" } else { "http server" };
+    http::serve(http, tls, router, limits, stop).await.context(what)
 }
 
 /// New calls are refused by now; waits until the tracker has no open call or `grace` passed.

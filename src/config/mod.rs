@@ -131,6 +131,25 @@ pub struct HttpConfig {
     /// Never taken from request headers. Empty: the listener's own bound address, and no
     /// binding at all when it is a wildcard (0.0.0.0, ::).
     pub public_url: String,
+    /// Open connections at most per source (an IPv4 address, an IPv6 /64), SIP WebSockets
+    /// included; more are closed at once. 0 turns it off (behind a reverse proxy every client
+    /// has the proxy's address).
+    pub max_connections_per_source: usize,
+    /// How long a client may take to send a request's headers, counted from the moment the
+    /// server waits for them (a new connection, or the end of the previous response): also how
+    /// long a kept-alive connection may wait for its next request.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long, while no request is being
+    /// handled, is closed (a client that stopped reading a response or sending a body).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) a connection buffers; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Origins (`https://host[:port]`) whose pages may open `GET /sip` WebSockets, besides the
+    /// listener's own origin (the widget's); `*` allows any. Requests without `Origin`
+    /// (non-browser SIP clients) are allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -145,6 +164,11 @@ impl Default for HttpConfig {
             rate_per_source: 50.0,
             burst_per_source: 200,
             public_url: String::new(),
+            max_connections_per_source: 64,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            allowed_origins: Vec::new(),
         }
     }
 }

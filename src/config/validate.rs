@@ -61,6 +61,7 @@ impl Config {
         if self.http.request_timeout.is_zero() {
             errs.push("http.request_timeout", "must be greater than zero");
         }
+        self.check_http_connections(errs);
         if self.store.path.as_os_str().is_empty() {
             errs.push("store.path", "must be set");
         }
@@ -110,6 +111,37 @@ fn check_public_url(value: &str) -> Result<(), &'static str> {
         return Err("must have no query or fragment");
     }
     Ok(())
+}
+
+impl Config {
+    /// The HTTP connection limits: timeouts, head size, allowed origins.
+    fn check_http_connections(&self, errs: &mut ConfigErrors) {
+        let h = &self.http;
+        if h.header_read_timeout.is_zero() || h.header_read_timeout.as_secs() > 3600 {
+            errs.push("http.header_read_timeout", "must be between 1ms and 1h");
+        }
+        if h.idle_timeout.is_zero() || h.idle_timeout.as_secs() > 86_400 {
+            errs.push("http.idle_timeout", "must be between 1ms and 24h");
+        }
+        // hyper refuses (panics on) a buffer below 8 KiB.
+        if !(8192..=16 * 1024 * 1024).contains(&h.max_header_bytes) {
+            errs.push("http.max_header_bytes", "must be between 8192 and 16777216");
+        }
+        for origin in &h.allowed_origins {
+            if !origin_ok(origin) {
+                errs.push("http.allowed_origins", format!("`{origin}` is not an origin like https://host[:port] (or *)"));
+            }
+        }
+    }
+}
+
+/// `*`, or `http(s)://host[:port]` with nothing after it.
+fn origin_ok(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https") && !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
 }
 
 #[cfg(test)]
@@ -181,6 +213,19 @@ mod tests {
     fn type_errors_in_several_sections_are_all_reported() {
         let e = load("[sip]\nno_decision_code = \"x\"\n[shutdown]\ngrace = 5\n", &[]).unwrap_err();
         assert_eq!(keys(&e), ["sip", "shutdown"]);
+    }
+
+    #[test]
+    fn http_connection_limits_are_checked() {
+        let e = load(
+            "[http]\nheader_read_timeout = \"0s\"\nmax_header_bytes = 100\nallowed_origins = [\"https://ok.example:8443\", \"evil.example\", \"https://x/path\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&e), ["http.header_read_timeout", "http.max_header_bytes", "http.allowed_origins", "http.allowed_origins"]);
+        let cfg = load("[http]\nallowed_origins = [\"*\"]\nmax_connections_per_source = 0\n", &[("CALLGATE__HTTP__IDLE_TIMEOUT", "5s")]).unwrap();
+        assert_eq!(cfg.http.allowed_origins, ["*"]);
+        assert_eq!(cfg.http.idle_timeout, std::time::Duration::from_secs(5));
     }
 
     #[test]

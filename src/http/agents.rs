@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
+use super::origin::OriginPolicy;
 use super::{portals, ApiError, AppState};
 use crate::settings::{Mapping, Portal};
 use crate::sip::transport::WsEndpoint;
@@ -39,12 +40,20 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// `GET /sip`: upgrades to a SIP-over-WebSocket flow when the client offers the `sip`
-/// subprotocol (RFC 7118 §4), else 400. Over `max_connections`: 503.
+/// subprotocol (RFC 7118 §4), else 400. A page of a foreign origin: 403 (`origin.rs`). Over
+/// `max_connections`: 503.
 pub(super) async fn sip_websocket(
     ws: WebSocketUpgrade,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(endpoint): Extension<Arc<WsEndpoint>>,
+    Extension(origins): Extension<Arc<OriginPolicy>>,
+    headers: HeaderMap,
 ) -> Response {
+    if !origins.allows(&headers) {
+        metrics::counter!("callgate_http_ws_origin_refused_total").increment(1);
+        tracing::debug!(%addr, origin = ?headers.get(axum::http::header::ORIGIN), "SIP WebSocket from a foreign origin refused");
+        return answer(StatusCode::FORBIDDEN, "forbidden", "this page's origin may not open SIP WebSockets (http.allowed_origins)");
+    }
     let ws = ws.protocols(["sip"]);
     if ws.selected_protocol().is_none() {
         return ApiError::BadRequest("the WebSocket subprotocol \"sip\" is required (RFC 7118)".into()).into_response();

@@ -19,8 +19,12 @@ pub(super) fn asset(content_type: &'static str, body: &'static str) -> Response 
 
 /// The HTML page `body` as an [`asset`], under the Content-Security-Policy `csp`.
 pub(super) fn page(body: &'static str, csp: &'static str) -> Response {
+    page_under(body, HeaderValue::from_static(csp))
+}
+
+/// [`page`] with a policy made per request.
+pub(super) fn page_under(body: &'static str, csp: HeaderValue) -> Response {
     let mut resp = asset("text/html; charset=utf-8", body);
-    resp.headers_mut()
-        .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+    resp.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
     resp
 }

@@ -2,9 +2,12 @@
 //! `/api/v1`): `429 Too Many Requests` with `Retry-After` beyond `http.rate_per_source`
 //! (after `http.burst_per_source`).
 //!
-//! Requests carrying the valid admin token and requests from a trusted PBX address (the HTTP
-//! routing endpoint) are not limited: the limit is against token guessing and floods from
-//! unknown sources. Requests without a peer address (in-memory tests) pass.
+//! Requests carrying the valid admin token and requests from a PBX address some portal trusts
+//! (its `trusted_pbx` networks or its `pbx_host`: the same trust as SIP, for the HTTP routing
+//! endpoint) are not limited: the limit is against token guessing and floods from unknown
+//! sources. Nothing else is exempt: with no `trusted_pbx` configured, loopback is limited like
+//! any address (behind a local reverse proxy every client would otherwise be exempt). Requests
+//! without a peer address (in-memory tests) pass.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

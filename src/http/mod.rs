@@ -20,8 +20,10 @@ mod json;
 mod media;
 mod limit;
 mod openapi;
+mod origin;
 mod portals;
 mod route;
+mod serve;
 mod sync;
 mod ui;
 mod widget;
@@ -43,11 +45,11 @@ use tower_http::trace::TraceLayer;
 use crate::config::Secret;
 use crate::store::StoreHandle;
 
-pub use conns::{Counted, Limited};
 pub use error::ApiError;
 #[doc(hidden)]
 pub use fuzz::{fuzz_admin_json, fuzz_event_form};
 pub use json::ApiJson;
+pub use serve::{serve, ConnLimits};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -73,7 +75,7 @@ pub struct AppState {
 }
 
 /// Limits for the whole router.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpLimits {
     /// Largest body.
     pub body_limit: usize,
@@ -81,6 +83,8 @@ pub struct HttpLimits {
     pub timeout: Duration,
     /// Requests per source address under `/api/v1` (unknown sources without the admin token).
     pub per_source: crate::limit::Rate,
+    /// Origins whose pages may open `GET /sip` besides callgate's own (`origin.rs`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Builds the router.
@@ -111,6 +115,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/sip", get(agents::sip_websocket))
         .merge(widget::routes())
         .merge(ui::routes())
+        .layer(axum::Extension(Arc::new(origin::OriginPolicy::new(&limits.allowed_origins))))
         .layer(middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.timeout))

@@ -1,5 +1,10 @@
 //! `GET /api/v1/route`: the routing decision as JSON, for PBX scenarios that call HTTP; the
 //! personal-manager index upload; the decision audit.
+//!
+//! `/route` answers the admin token, or a source the SIP side would trust as the PBX of the
+//! request's portal (its `trusted_pbx` networks or its `pbx_host` address; any portal's when the
+//! request names no line and several portals exist). Nothing is trusted that was not configured,
+//! so with no `trusted_pbx` and a remote `pbx_host`, only the token works; everyone else gets 403.
 
 use std::net::SocketAddr;
 

@@ -2,9 +2,9 @@
 //!
 //! - [`server_config`] loads a PEM certificate chain and key into a rustls `ServerConfig` (SIP
 //!   over TLS, HTTPS/WSS on the HTTP listener). Errors name the file, never its contents.
-//! - [`TlsListener`] makes any TCP listener an `axum::serve` listener: handshakes run in their own
-//!   tasks (at most [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]), so one slow
-//!   or silent client never holds up the accept loop.
+//! - [`TlsHandshaker`] runs HTTPS handshakes in each connection's own task (at most
+//!   [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]), so one slow or silent client
+//!   never holds up the HTTP accept loop.
 //! - [`dev_pki`] makes a throw-away development CA and a server certificate signed by it
 //!   (`callgate gen-cert`, and the tests). No key is ever committed: see `certs/README.md`.
 //!
@@ -19,9 +19,10 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use listener::TlsListener;
+pub use listener::TlsHandshaker;
 
-/// Handshakes in progress at most per listener; more connections wait in the kernel's backlog.
+/// Handshakes in progress at most per listener; more connections wait for their turn (within
+/// [`HANDSHAKE_TIMEOUT`]).
 pub const MAX_HANDSHAKES: usize = 256;
 /// A client that has not finished its handshake within this is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

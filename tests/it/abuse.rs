@@ -228,12 +228,20 @@ async fn the_admin_surface_has_no_cors_and_limits_bodies() {
 }
 
 #[tokio::test]
-async fn http_connections_beyond_the_cap_wait_until_one_closes() {
+async fn http_connections_beyond_the_global_cap_wait_until_one_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut gw = TestGateway::spawn_on(dir.path(), |c| c.http.max_connections = 16).await;
+    // Every client here is on 127.0.0.1: the per-source cap is off to show the global one
+    // (tests/it/attack_http.rs has the per-source cap and the header timeout that ends a
+    // slowloris).
+    let mut gw = TestGateway::spawn_on(dir.path(), |c| {
+        c.http.max_connections = 16;
+        c.http.max_connections_per_source = 0;
+        c.http.header_read_timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
     gw.keep_dir(dir);
     let addr = gw.base.trim_start_matches("http://").to_owned();
-    // Sixteen idle connections (a slowloris) take every slot.
+    // Sixteen idle connections take every slot (until the header timeout closes them).
     let mut idle = Vec::new();
     for _ in 0..16 {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod attack_sip;
+mod attack_http;
 mod api;
 mod attack_install;
 mod binary;

@@ -42,7 +42,22 @@
   var params = new URLSearchParams(location.search);
   $('extension').value = params.get('ext') || '';
   $('domain').value = params.get('domain') || location.hostname;
-  $('ws-url').value = params.get('ws') || ((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/sip');
+  $('ws-url').value = sameOriginWs(params.get('ws')) || ((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/sip');
+
+  // A `ws` prefill is taken only when it points at this page's own host: a link must not be
+  // able to send an agent's digest answers to someone else's WebSocket (which could relay them
+  // and register as the agent). The agent may still type another URL.
+  function sameOriginWs(value) {
+    if (!value) { return null; }
+    try {
+      var url = new URL(value, location.href);
+      var secure = location.protocol === 'https:';
+      var scheme = url.protocol === 'wss:' || (!secure && url.protocol === 'ws:');
+      return scheme && url.host === location.host ? url.href : null;
+    } catch (e) {
+      return null;
+    }
+  }
 
   var ua = null;
   var session = null;
