@@ -705,6 +705,7 @@ mod tests {
         let response = SipMessage::parse(Bytes::from_static(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\nTo: <sip:a@b>;tag=1\r\nFrom: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")).unwrap();
         // Responses: only from a flow holding a registration (an unregistered socket cannot
         // inject answers into the proxy's transactions); the proxy then matches branch and flow.
+        let mut out = Outbox::new();
         assert!(f.reg.on_websocket(&response, other, f.t0, &mut out), "dropped from an unregistered flow");
         assert!(!f.reg.on_websocket(&response, f.peer, f.t0, &mut out), "goes on from a registered one");
         assert!(out.reply.is_empty() && out.sends.is_empty(), "a dropped response is not answered");
