@@ -33,6 +33,7 @@ fn config(base: u16) -> MediaConfig {
         rtp_ports: (base + 10, base + 29),
         max_sessions: 4,
         consent_timeout: Duration::from_secs(4),
+        idle_timeout: Duration::from_secs(300),
     }
 }
 
