@@ -226,6 +226,7 @@ fn server_key(eng: &Engine, msg: &SipMessage, method: Method) -> u64 {
 }
 
 fn reply(msg: &SipMessage, status: u16, reason: &str, peer: Peer, io: &mut Io<'_>) {
+    io.note_local_final(msg, peer, status);
     let mut buf = BytesMut::new();
     write_response(msg, status, reason, Some(&to_tag_for(msg)), &[], &mut buf);
     io.out.send(peer, buf.freeze());

@@ -135,6 +135,28 @@ pub(crate) fn parse_flow_token(user: &[u8]) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// The proxy itself sent a final non-2xx answer to an initial INVITE: it refused it (483, 404,
+/// 403 ...) or gave up on it (408 after Timer B or C, 480 when the target's flow closed, 500).
+/// Whatever was set up for that call ahead of the proxy (a browser call's media session) can go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFinal {
+    /// The INVITE's Call-ID.
+    pub call_id: Bytes,
+    /// The INVITE's From tag.
+    pub from_tag: Option<Bytes>,
+    /// Where the INVITE came from (and the answer went).
+    pub peer: Peer,
+    /// The status sent.
+    pub status: u16,
+}
+
+/// Hears of every [`LocalFinal`], after the message or tick that caused it was handled and the
+/// proxy's lock released. Must not block.
+pub trait LocalFinalHook: Send + Sync {
+    /// A final non-2xx answer for `answer.call_id` was sent by the proxy itself.
+    fn local_final(&self, answer: &LocalFinal);
+}
+
 struct ProxyMetrics {
     forwarded: metrics::Counter,
     refused: metrics::Counter,
@@ -168,6 +190,8 @@ pub struct Proxy {
     metrics: ProxyMetrics,
     /// Browser agents' WebSocket flows (WebRTC widget), consulted before the registrar.
     flows: Option<std::sync::Arc<dyn FlowLocator>>,
+    /// Told about every initial INVITE the proxy answered itself with a final non-2xx.
+    local_final_hook: Option<std::sync::Arc<dyn LocalFinalHook>>,
 }
 
 impl Proxy {
@@ -183,7 +207,16 @@ impl Proxy {
             next_branch: AtomicU64::new(1),
             metrics: ProxyMetrics::new(),
             flows: None,
+            local_final_hook: None,
         }
+    }
+
+    /// `hook` hears of every initial INVITE the proxy answers itself with a final non-2xx
+    /// (see [`LocalFinalHook`]).
+    #[must_use]
+    pub fn with_local_final_hook(mut self, hook: std::sync::Arc<dyn LocalFinalHook>) -> Self {
+        self.local_final_hook = Some(hook);
+        self
     }
 
     /// Routes requests for extensions registered over WebSocket to their flow (see
@@ -198,11 +231,13 @@ impl Proxy {
     /// ends (a ringing INVITE gets 480 upstream, the tracker a failed leg).
     pub fn flow_gone(&self, peer: Peer, now: Instant, out: &mut Outbox) {
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         eng.target_gone(peer, &mut io);
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
     }
 
     /// Live (server, client) transactions.
@@ -220,7 +255,7 @@ impl Proxy {
     pub fn handle(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
         let snap = self.directory.snapshot();
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         if msg.is_request() {
             self.request(&mut eng, msg, peer, &snap, &mut io);
         } else {
@@ -228,6 +263,16 @@ impl Proxy {
         }
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
+        }
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
+    }
+
+    /// Tells the [`LocalFinalHook`] (outside the lock: it may take locks of its own).
+    fn tell_local_finals(&self, finals: Vec<LocalFinal>) {
+        let Some(hook) = &self.local_final_hook else { return };
+        for answer in &finals {
+            hook.local_final(answer);
         }
     }
 }
@@ -250,10 +295,12 @@ impl SipHandler for Proxy {
 
     fn on_tick(&self, now: Instant, out: &mut Outbox) {
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         eng.fire_timers(&mut io);
         eng.registrar.expire(now);
         self.calls.feed(now, io.events.drain(..));
         self.calls.tick(now);
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
     }
 }
