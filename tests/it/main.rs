@@ -3,6 +3,7 @@
 
 mod abuse;
 mod api;
+mod attack_media;
 mod binary;
 mod browser;
 mod common;
