@@ -76,7 +76,11 @@ impl PbxLeg {
             let Ok(rtp) = UdpSocket::bind((ip, port)).await else {
                 continue;
             };
-            let Ok(rtcp) = UdpSocket::bind((ip, port + 1)).await else {
+            // The pool hands out only ports whose +1 is in the range.
+            let Some(rtcp_port) = port.checked_add(1) else {
+                continue;
+            };
+            let Ok(rtcp) = UdpSocket::bind((ip, rtcp_port)).await else {
                 continue;
             };
             let leg = Self {

@@ -225,6 +225,7 @@ pub(crate) async fn rtcp_to_pbx(relay: Arc<Relay>, cancel: CancellationToken, cn
             _ = tick.tick() => {
                 let Some(to) = relay.pbx.remote().rtcp else { continue };
                 let last_ts = relay.to_pbx.lock().as_ref().map_or(0, Rewriter::last_ts);
+                // RTCP's packet and octet counts are 32-bit and wrap (RFC 3550 §6.4.1).
                 let info = SenderInfo {
                     ssrc: relay.ssrc_to_pbx,
                     packets: relay.counters.to_pbx.load(Ordering::Relaxed) as u32,
