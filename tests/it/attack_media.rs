@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use callgate::sip::core::SipMessage;
 use callgate::webrtc::media::MediaAnchor;
 use serde_json::Value;
 use tokio::net::UdpSocket;
@@ -116,19 +117,52 @@ struct Call {
 }
 
 async fn connected_call(o: &mut Office, id: &str) -> Call {
+    let (invite, rtp) = ringing_call(o, id).await;
+    answered(o, &invite, rtp).await
+}
+
+/// The PBX calls 101 with its RTP socket in the SDP; the agent's WebSocket gets the INVITE and
+/// answers 180.
+async fn ringing_call(o: &mut Office, id: &str) -> (SipMessage, Arc<UdpSocket>) {
     let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let sdp = pbx_sdp(rtp.local_addr().unwrap().port(), "0 101", "a=sendrecv\r\n");
     o.pbx_sends(&o.invite(id, 70, &sdp)).await;
     let invite = o.agent.request("INVITE", id).await;
+    o.agent.answer(&invite, 180, "Ringing", "").await;
+    (invite, rtp)
+}
+
+/// The browser answers the ringing `invite`; its media connects.
+async fn answered(o: &mut Office, invite: &SipMessage, rtp: Arc<UdpSocket>) -> Call {
+    let id = String::from_utf8_lossy(invite.call_id().unwrap()).into_owned();
     let browser = FakeBrowser::new(&[("audio/PCMU", 0)], true).await;
-    let answer = browser_answer(&browser, &invite).await;
-    o.agent.answer(&invite, 200, "OK", &answer).await;
-    let ok = o.pbx_gets(id, |m| m.status() == Some(200)).await;
+    let answer = browser_answer(&browser, invite).await;
+    o.agent.answer(invite, 200, "OK", &answer).await;
+    let ok = o.pbx_gets(&id, |m| m.status() == Some(200)).await;
     let plain = std::str::from_utf8(ok.body()).unwrap();
     assert!(plain.contains("RTP/AVP") && plain.contains("c=IN IP4 127.0.0.1"), "the PBX gets plain RTP:\n{plain}");
     let anchor = SocketAddr::from(([127, 0, 0, 1], our_rtp_port(plain)));
     assert!(browser.connected(WAIT).await, "browser never connected");
-    Call { id: id.to_owned(), browser, rtp, anchor, dialog: Office::dialog_of(&ok) }
+    Call { id, browser, rtp, anchor, dialog: Office::dialog_of(&ok) }
+}
+
+/// Sends `forged` from `attacker` and waits until the last one (an INVITE with branch
+/// `last_branch`) has its final answer: everything before it was handled by then.
+async fn attack(o: &Office, attacker: &UdpSocket, forged: &[String], last_branch: &str) {
+    for text in forged {
+        attacker.send_to(text.as_bytes(), o.sip).await.unwrap();
+    }
+    let mut buf = vec![0u8; 65_536];
+    bounded("the last forged message's answer", async {
+        loop {
+            let (n, _) = attacker.recv_from(&mut buf).await.unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.contains(last_branch) && !text.starts_with("SIP/2.0 100") {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The media entry of call `id` in `GET /api/v1/media`.
@@ -188,47 +222,51 @@ async fn refused_invites_leave_no_media_session_and_the_pbx_next_call_gets_media
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_for_an_anchored_call_from_another_address_leaves_its_media_alone() {
     let mut o = Office::open(|_| {}).await;
-    let mut call = connected_call(&mut o, "victim-1").await;
-    let session = entry(&o.media().await, "victim-1").expect("anchored")["session"].clone();
-    let stop = CancellationToken::new();
-    pbx_sender(call.rtp.clone(), call.anchor, 0, 101, stop.clone());
-    browser_gets(&mut call.browser, 5).await;
-
-    // The attacker knows the Call-ID, the tags and the route, and sends from 127.0.0.5: a BYE,
-    // a CANCEL, a re-INVITE moving the PBX's media to itself, final answers to the INVITE, and
-    // the INVITE again with Max-Forwards 0 (which the proxy refuses).
     let attacker = UdpSocket::bind((ATTACKER, 0)).await.unwrap();
     let evil_rtp = UdpSocket::bind((ATTACKER, 0)).await.unwrap();
     let me = attacker.local_addr().unwrap();
     let evil_sdp = pbx_sdp(evil_rtp.local_addr().unwrap().port(), "0 101", "a=sendrecv\r\n").replace("127.0.0.1", ATTACKER);
-    let to = call.dialog.to.clone();
-    let forged = [
-        o.in_dialog(me, &call.dialog, &call.id, "BYE", 5, ""),
-        o.in_dialog(me, &call.dialog, &call.id, "INVITE", 6, &evil_sdp),
-        invite_from(me, o.sip, &call.id, 70, "").replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
-        format!("SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-x\r\nFrom: <sip:79161234567@{me}>;tag=pbx-tag\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", o.sip, call.id),
-        invite_from(me, o.sip, &call.id, 0, &evil_sdp),
+    let id = "victim-1";
+    let last_branch = format!("branch=z9hG4bK-{id}-0");
+
+    // While it rings, the attacker (who knows the Call-ID and the PBX's tag) sends from
+    // 127.0.0.5: a CANCEL, a 486 for the INVITE, and the INVITE again with Max-Forwards 0 (which
+    // the proxy refuses: for the attacker's source, not the PBX's).
+    let (invite, rtp) = ringing_call(&mut o, id).await;
+    let session = entry(&o.media().await, id).expect("anchored while ringing")["session"].clone();
+    let busy = format!(
+        "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-x\r\nFrom: <sip:79161234567@{me}>;tag=pbx-tag\r\nTo: <sip:101@{}>;tag=evil\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        o.sip, o.sip
+    );
+    let ringing_forgeries = [
+        invite_from(me, o.sip, id, 70, "").replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
+        busy,
+        invite_from(me, o.sip, id, 0, &evil_sdp),
     ];
-    for text in &forged {
-        attacker.send_to(text.as_bytes(), o.sip).await.unwrap();
-    }
-    // The last one (Max-Forwards 0) gets its final answer: everything before it was handled.
-    let mut buf = vec![0u8; 65_536];
-    let last_branch = format!("branch=z9hG4bK-{}-0", call.id);
-    bounded("the refused INVITE's answer", async {
-        loop {
-            let (n, _) = attacker.recv_from(&mut buf).await.unwrap();
-            let text = String::from_utf8_lossy(&buf[..n]);
-            if text.contains(&last_branch) && !text.starts_with("SIP/2.0 100") {
-                break;
-            }
-        }
-    })
-    .await;
+    attack(&o, &attacker, &ringing_forgeries, &last_branch).await;
+    let media = o.media().await;
+    assert_eq!(entry(&media, id).map(|e| &e["session"]), Some(&session), "the ringing call kept its media: {media:#}");
+
+    // The agent answers: media flows.
+    let mut call = answered(&mut o, &invite, rtp).await;
+    let stop = CancellationToken::new();
+    pbx_sender(call.rtp.clone(), call.anchor, 0, 101, stop.clone());
+    browser_gets(&mut call.browser, 5).await;
+
+    // In the call: a BYE, a re-INVITE moving the PBX's media to the attacker, and the refused
+    // INVITE again.
+    // (A new branch: the first refused INVITE's transaction still retransmits its answer.)
+    let again = format!("{last_branch}-again");
+    let answered_forgeries = [
+        o.in_dialog(me, &call.dialog, id, "BYE", 5, ""),
+        o.in_dialog(me, &call.dialog, id, "INVITE", 6, &evil_sdp),
+        invite_from(me, o.sip, id, 0, &evil_sdp).replace(&last_branch, &again),
+    ];
+    attack(&o, &attacker, &answered_forgeries, &again).await;
 
     // Same session, still latched to the PBX, audio still flowing both ways; nothing to the attacker.
     let media = o.media().await;
-    let e = entry(&media, "victim-1").unwrap_or_else(|| panic!("the call lost its media: {media:#}"));
+    let e = entry(&media, id).unwrap_or_else(|| panic!("the call lost its media: {media:#}"));
     assert_eq!((&e["session"], media["open_sessions"].as_u64()), (&session, Some(1)), "{media:#}");
     assert_eq!(e["stats"]["pbx_latched"], call.rtp.local_addr().unwrap().to_string(), "{media:#}");
     let rx = call.browser.rx.as_mut().unwrap();
@@ -241,7 +279,7 @@ async fn sip_for_an_anchored_call_from_another_address_leaves_its_media_alone() 
     // The PBX's own BYE ends it.
     stop.cancel();
     let pbx = o.pbx.local_addr().unwrap();
-    o.pbx_sends(&o.in_dialog(pbx, &call.dialog, &call.id, "BYE", 7, "")).await;
+    o.pbx_sends(&o.in_dialog(pbx, &call.dialog, id, "BYE", 7, "")).await;
     o.assert_no_media_left().await;
     call.browser.close().await;
 }
@@ -252,10 +290,7 @@ async fn a_session_whose_browser_never_connects_is_closed_when_idle_while_a_quie
     // A connected call that sends no RTP at all for longer than the idle timeout.
     let mut call = connected_call(&mut o, "quiet-1").await;
     // A call the browser never answers (it only rings).
-    let sdp = pbx_sdp(4000, "0 101", "a=sendrecv\r\n");
-    o.pbx_sends(&o.invite("ringing-1", 70, &sdp)).await;
-    let invite = o.agent.request("INVITE", "ringing-1").await;
-    o.agent.answer(&invite, 180, "Ringing", "").await;
+    ringing_call(&mut o, "ringing-1").await;
     let media = o.media().await;
     assert_eq!(media["open_sessions"], 2, "{media:#}");
 
