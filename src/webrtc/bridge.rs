@@ -111,7 +111,8 @@ struct Dialog {
     /// To). Together with the Call-ID and the two sides below it names the dialog.
     caller_tag: Option<Box<[u8]>>,
     /// The PBX side's address: the INVITE's source for the PBX's calls; for the browser's, the
-    /// first message from the PBX side (until then any PBX address of a WebRTC portal).
+    /// first message from the PBX side. Besides it, any WebRTC portal's PBX address (its
+    /// `pbx_host` or a `trusted_pbx` network) is the PBX side.
     pbx_ip: Option<IpAddr>,
     /// The offer waiting for an answer, and its CSeq.
     pending: Option<(u32, Pending)>,
@@ -223,19 +224,25 @@ impl Bridge {
     }
 
     /// Whether `msg` from `peer` belongs to the dialog of `party`: the caller's tag in From or
-    /// To, and from the browser's own flow or the PBX side's address.
+    /// To, and from the browser's own flow or the PBX side (see `Dialog::pbx_ip`).
     fn is_party(&self, party: &Party, msg: &SipMessage, peer: Peer) -> bool {
         let tag = party.caller_tag.as_deref();
         let tagged = msg.from().and_then(|f| f.tag) == tag || msg.to().and_then(|t| t.tag) == tag;
+        let ip = peer.addr.ip();
         let side = if peer.transport.is_websocket() {
             peer == party.browser
         } else {
-            match party.pbx_ip {
-                Some(ip) => same_host(ip, peer.addr.ip()),
-                None => self.directory.snapshot().portals.values().any(|p| is_pbx_of(p, peer.addr.ip())),
-            }
+            // A PBX may answer or hang up from another node of its own (another `trusted_pbx`
+            // address): any WebRTC portal's PBX address is the PBX side.
+            party.pbx_ip.is_some_and(|p| same_host(p, ip)) || self.is_webrtc_pbx(ip)
         };
         tagged && side
+    }
+
+    /// Whether `ip` is the PBX of a WebRTC-mode portal.
+    fn is_webrtc_pbx(&self, ip: IpAddr) -> bool {
+        let snap = self.directory.snapshot();
+        snap.portals.values().any(|p| p.portal.settings.telephony_mode == TelephonyMode::Webrtc && is_pbx_of(p, ip))
     }
 
     /// The browser flow an initial INVITE from `peer` is for: `peer` is the PBX of a WebRTC-mode
