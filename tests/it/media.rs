@@ -436,7 +436,13 @@ async fn browser_calls_out_the_pbx_picks_pcma_dtmf_pts_are_remapped_and_a_vanish
         "telephone-event remapped 126 -> 101: {:?}",
         back.iter().map(|p| p.0).collect::<Vec<_>>()
     );
-    assert!(anchor.stats(id).unwrap().dtmf_packets >= 5);
+    let st = anchor.stats(id).unwrap();
+    assert!(st.dtmf_packets >= 5, "{st:?}");
+    assert_eq!(
+        st.pbx_latched,
+        Some(pbx.local_addr().unwrap()),
+        "latched onto the PBX's own source (its answer's address)"
+    );
 
     // The browser holds (sendonly): the PBX is offered sendonly, its recvonly goes back.
     let re = bounded("browser re-offer", b.offer())
