@@ -136,11 +136,14 @@ impl Gateway {
         let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
         let local = Local { udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()), tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()) };
         let agents = start_registrar(&state).await?;
-        let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default()).with_agents(Arc::clone(&agents) as Arc<dyn crate::proxy::AgentDirectory>)
-            .with_route_key(route_key(&cfg)?);
-        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_config(&cfg)?).await.context("starting the media anchor ([media])")?;
         let bridge = Arc::new(crate::webrtc::Bridge::new(anchor, Arc::clone(&agents), state.directory.clone()));
+        // The proxy's own refusals of an INVITE release the media the bridge set up for it.
+        let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default())
+            .with_agents(Arc::clone(&agents) as Arc<dyn crate::proxy::AgentDirectory>)
+            .with_route_key(route_key(&cfg)?)
+            .with_local_final_hook(Arc::clone(&bridge) as Arc<dyn crate::proxy::LocalFinalHook>);
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _ = state.media.set(Arc::clone(&bridge));
         let front = Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy))
             .with_websocket(Arc::clone(&agents))
@@ -165,7 +168,8 @@ impl Gateway {
         // 62.5 ms). Every tick wakes the runtime, so it is not finer than it needs to be: at 20 ms
         // the idle process spent 0.6% of a core on wake-ups (115 a second), at 50 ms half that.
         tasks.spawn(Arc::clone(&hub).tick(SIP_TICK));
-        tasks.spawn(media_gone(media_events, Arc::clone(&front), Arc::clone(&hub), sip_cancel.clone()));
+        let sweep = idle_sweep(cfg.media.idle_timeout);
+        tasks.spawn(media_gone(media_events, Arc::clone(&front), Arc::clone(&bridge), Arc::clone(&hub), sweep, sip_cancel.clone()));
         let per_source = crate::limit::Rate::new(cfg.http.rate_per_source, cfg.http.burst_per_source);
         let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source, allowed_origins: cfg.http.allowed_origins.clone() };
         let ws_limits = WsLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, ..WsLimits::default() };
@@ -447,27 +451,59 @@ pub fn import_index(cfg: &Config, portal: i64, file: &Path, replace: bool) -> an
 /// The media anchor's settings from `[media]` (validated with the rest of the config; a bad
 /// section stops the start with every bad key named).
 fn media_config(cfg: &Config) -> anyhow::Result<crate::webrtc::media::MediaConfig> {
+    if cfg.media.idle_timeout <= cfg.calls.ring_timeout {
+        tracing::warn!(idle_timeout = ?cfg.media.idle_timeout, ring_timeout = ?cfg.calls.ring_timeout, "media.idle_timeout is not above calls.ring_timeout: a call to a browser agent that rings long may lose its media");
+    }
     cfg.media.anchor_config().map_err(|errs| {
         let list: Vec<String> = errs.into_iter().map(|(k, m)| format!("{k}: {m}")).collect();
         anyhow::anyhow!("bad [media] settings: {}", list.join("; "))
     })
 }
 
-/// Browsers the media anchor lost (ICE consent, DTLS closed): their calls are hung up through
-/// the proxy as if the browser had sent BYE. Ends when the anchor does.
-/// Also ends with SIP (`cancel`): it holds the front, which holds the anchor's sender.
-async fn media_gone(mut events: tokio::sync::mpsc::Receiver<crate::webrtc::media::MediaEvent>, front: Arc<Front>, hub: Arc<Hub>, cancel: CancellationToken) {
-    while let Some(event) = tokio::select! {
-        () = cancel.cancelled() => None,
-        e = events.recv() => e,
-    } {
-        if let crate::webrtc::media::MediaEvent::BrowserGone { id, reason } = event {
-            tracing::info!(session = id.0, reason, "browser media gone");
-            let mut out = crate::sip::transport::Outbox::new();
-            front.media_gone(id, tokio::time::Instant::now().into_std(), &mut out);
-            for (to, data) in out.sends.drain(..) {
-                hub.send(to, data);
+/// Browsers the media anchor lost (ICE consent, DTLS closed) and sessions it found idle (every
+/// `sweep`): their calls are hung up through the proxy as if the browser had sent BYE. Ends when
+/// the anchor does. Also ends with SIP (`cancel`): it holds the front, which holds the anchor's
+/// sender.
+async fn media_gone(
+    mut events: tokio::sync::mpsc::Receiver<crate::webrtc::media::MediaEvent>,
+    front: Arc<Front>,
+    bridge: Arc<crate::webrtc::Bridge>,
+    hub: Arc<Hub>,
+    sweep: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(sweep);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            e = events.recv() => match e {
+                Some(crate::webrtc::media::MediaEvent::BrowserGone { id, reason }) => {
+                    tracing::info!(session = id.0, reason, "browser media gone");
+                    hang_up_media(&front, &hub, id);
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = tick.tick() => {
+                for id in bridge.anchor().expire_idle(tokio::time::Instant::now().into_std()) {
+                    hang_up_media(&front, &hub, id);
+                }
             }
         }
+    }
+}
+
+/// How often idle media sessions are looked for: a quarter of the timeout, within 250 ms..5 s.
+fn idle_sweep(idle_timeout: std::time::Duration) -> std::time::Duration {
+    (idle_timeout / 4).clamp(std::time::Duration::from_millis(250), std::time::Duration::from_secs(5))
+}
+
+/// Ends the call of media session `id` through the proxy and sends what that produced.
+fn hang_up_media(front: &Front, hub: &Arc<Hub>, id: crate::webrtc::media::SessionId) {
+    let mut out = crate::sip::transport::Outbox::new();
+    front.media_gone(id, tokio::time::Instant::now().into_std(), &mut out);
+    for (to, data) in out.sends.drain(..) {
+        hub.send(to, data);
     }
 }

@@ -27,6 +27,10 @@ pub struct MediaSection {
     /// No ICE consent from the browser this long ends its leg.
     #[serde(with = "humantime_serde")]
     pub consent_timeout: Duration,
+    /// A session that never reached ICE and saw no SDP operation and no RTP this long is closed
+    /// (and its call hung up). Keep it above `calls.ring_timeout` and the proxy's Timer C (3 min).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for MediaSection {
@@ -38,6 +42,7 @@ impl Default for MediaSection {
             rtp_ports: "30000-30999".to_owned(),
             max_sessions: 1000,
             consent_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -110,6 +115,11 @@ impl MediaSection {
                 "must be between 1s and 5m".to_owned(),
             ));
         }
+        if self.idle_timeout < Duration::from_secs(1)
+            || self.idle_timeout > Duration::from_secs(3600)
+        {
+            errs.push(("media.idle_timeout", "must be between 1s and 1h".to_owned()));
+        }
         match (bind_ip, advertise_ip, webrtc, rtp) {
             (Ok(bind_ip), Ok(advertise_ip), Ok(webrtc_ports), Ok(rtp_ports)) if errs.is_empty() => {
                 Ok(crate::webrtc::media::MediaConfig {
@@ -119,6 +129,7 @@ impl MediaSection {
                     rtp_ports,
                     max_sessions: self.max_sessions,
                     consent_timeout: self.consent_timeout,
+                    idle_timeout: self.idle_timeout,
                 })
             }
             _ => Err(errs),
@@ -162,8 +173,8 @@ mod tests {
             (None, (40000, 40999), (30000, 30999))
         );
         assert_eq!(
-            (c.max_sessions, c.consent_timeout),
-            (1000, Duration::from_secs(30))
+            (c.max_sessions, c.consent_timeout, c.idle_timeout),
+            (1000, Duration::from_secs(30), Duration::from_secs(300))
         );
     }
 
@@ -174,6 +185,7 @@ mod tests {
             &[
                 ("CALLGATE__MEDIA__RTP_PORTS", "32000-32099"),
                 ("CALLGATE__MEDIA__CONSENT_TIMEOUT", "10s"),
+                ("CALLGATE__MEDIA__IDLE_TIMEOUT", "10m"),
             ],
         )
         .unwrap();
@@ -183,12 +195,13 @@ mod tests {
             (c.rtp_ports, c.max_sessions, c.consent_timeout),
             ((32000, 32099), 5, Duration::from_secs(10))
         );
+        assert_eq!(c.idle_timeout, Duration::from_secs(600));
     }
 
     #[test]
     fn every_bad_key_is_reported() {
         let err = load(
-            "[media]\nbind_ip = \"here\"\nadvertise_ip = \"x\"\nwebrtc_ports = \"40000-30000\"\nrtp_ports = \"3\"\nmax_sessions = 0\nconsent_timeout = \"0s\"\n",
+            "[media]\nbind_ip = \"here\"\nadvertise_ip = \"x\"\nwebrtc_ports = \"40000-30000\"\nrtp_ports = \"3\"\nmax_sessions = 0\nconsent_timeout = \"0s\"\nidle_timeout = \"2h\"\n",
             &[],
         )
         .unwrap_err()
@@ -200,6 +213,7 @@ mod tests {
             "media.rtp_ports",
             "media.max_sessions",
             "media.consent_timeout",
+            "media.idle_timeout",
         ] {
             assert!(err.contains(key), "{key} not reported in:\n{err}");
         }

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::observe;
 use super::registrar::{PendingRegister, Registrar};
+use super::LocalFinal;
 use crate::calls::Event;
 use crate::sip::core::transaction::{ClientInvite, ClientInviteState, ClientNonInvite, Output, ServerInvite, ServerNonInvite, Timers};
 use crate::sip::core::{to_tag_for, write_cancel, write_forwarded_response, write_response, SipMessage};
@@ -85,6 +86,24 @@ pub(crate) struct Io<'a> {
     pub(crate) out: &'a mut Outbox,
     pub(crate) events: Vec<Event>,
     pub(crate) now: Instant,
+    /// Initial INVITEs answered here with a final non-2xx, for the [`super::LocalFinalHook`]
+    /// (told once the proxy's lock is released).
+    pub(crate) local_finals: Vec<LocalFinal>,
+}
+
+impl<'a> Io<'a> {
+    pub(crate) fn new(out: &'a mut Outbox, now: Instant) -> Self {
+        Self { out, events: Vec::new(), now, local_finals: Vec::new() }
+    }
+
+    /// The proxy itself answered `req` (from `peer`) with `status`: noted when that is a final
+    /// non-2xx to an initial INVITE (what was set up ahead of the proxy for it can go).
+    pub(crate) fn note_local_final(&mut self, req: &SipMessage, peer: Peer, status: u16) {
+        let initial_invite = req.method() == Some(crate::sip::core::Method::Invite) && req.to().is_some_and(|t| t.tag.is_none());
+        let Some(call_id) = req.call_id().filter(|_| status >= 300 && initial_invite) else { return };
+        let from_tag = req.from().and_then(|f| f.tag).map(Bytes::copy_from_slice);
+        self.local_finals.push(LocalFinal { call_id: Bytes::copy_from_slice(call_id), from_tag, peer, status });
+    }
 }
 
 /// All transactions of the proxy.
@@ -170,6 +189,7 @@ impl Engine {
         let Ok(req) = SipMessage::parse(s.request.clone()) else { return };
         let mut buf = BytesMut::new();
         write_response(&req, status, reason, Some(&to_tag_for(&req)), &[], &mut buf);
+        io.note_local_final(&req, s.peer, status);
         self.respond(key, buf.freeze(), status, io);
     }
 
@@ -428,5 +448,81 @@ impl Engine {
     /// Live transactions (server, client).
     pub(crate) fn counts(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
+    }
+}
+
+#[cfg(test)]
+mod local_final_tests {
+    //! The [`super::super::LocalFinalHook`]: which answers the proxy makes itself are reported.
+
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
+    use super::super::{Local, LocalFinal, LocalFinalHook, Proxy};
+    use super::*;
+    use crate::calls::{CallsHandle, TrackerConfig};
+    use crate::routing::{Directory, PortalEntry};
+    use crate::settings::{Mapping, Portal, PortalSettings};
+    use crate::sip::transport::SipHandler;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<LocalFinal>>);
+
+    impl LocalFinalHook for Recorder {
+        fn local_final(&self, answer: &LocalFinal) {
+            self.0.lock().push(answer.clone());
+        }
+    }
+
+    const PBX: &str = "127.0.0.1:5080";
+
+    fn proxy(hook: Arc<Recorder>) -> (Proxy, Instant) {
+        let settings = PortalSettings { active: true, pbx_host: PBX.into(), ..PortalSettings::default() };
+        let portal = Portal { id: 1, name: None, domain: "https://office.bitrix24.ru/".into(), auth: None, settings };
+        let phone = Mapping { id: 1, user_id: 11, extension: "101".into(), use_for_personal_manager: true, contact: Some("sip:101@127.0.0.1:6001".into()) };
+        let directory = Directory::default();
+        directory.install_for_test(vec![PortalEntry::build(portal, vec![phone], Vec::new())]);
+        let local = Local { udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None };
+        let t0 = Instant::now();
+        let calls = CallsHandle::new(TrackerConfig::default(), t0, 1_700_000_000_000);
+        (Proxy::new(directory, local, calls, Timers::RFC3261).with_local_final_hook(hook), t0)
+    }
+
+    fn pbx() -> Peer {
+        Peer { addr: PBX.parse().unwrap(), transport: Transport::Udp }
+    }
+
+    fn request(method: &str, call_id: &str, branch: &str, max_forwards: u8, to_tag: &str) -> Bytes {
+        Bytes::from(format!(
+            "{method} sip:101@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch={branch}\r\nMax-Forwards: {max_forwards}\r\n\
+             From: <sip:79161234567@{PBX}>;tag=pbx-tag\r\nTo: <sip:101@127.0.0.1:5060>{to_tag}\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 {method}\r\nContact: <sip:79161234567@{PBX}>\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    #[test]
+    fn refused_and_abandoned_initial_invites_are_reported_nothing_else() {
+        let hook = Arc::new(Recorder::default());
+        let (proxy, t0) = proxy(Arc::clone(&hook));
+        let mut out = Outbox::new();
+        // Refused at once: Max-Forwards 0.
+        proxy.on_message(request("INVITE", "hop", "z9hG4bK-1", 0, ""), pbx(), t0, &mut out);
+        let want = LocalFinal { call_id: Bytes::from_static(b"hop"), from_tag: Some(Bytes::from_static(b"pbx-tag")), peer: pbx(), status: 483 };
+        assert_eq!(*hook.0.lock(), vec![want]);
+        // Not initial INVITEs: a re-INVITE or an OPTIONS refused the same way are not reported.
+        proxy.on_message(request("INVITE", "re", "z9hG4bK-2", 0, ";tag=agent"), pbx(), t0, &mut out);
+        proxy.on_message(request("OPTIONS", "opt", "z9hG4bK-3", 0, ""), pbx(), t0, &mut out);
+        assert_eq!(hook.0.lock().len(), 1);
+        // Forwarded to the phone, which never answers: nothing until Timer B gives up (408).
+        proxy.on_message(request("INVITE", "silent", "z9hG4bK-4", 70, ""), pbx(), t0, &mut out);
+        proxy.on_tick(t0 + Duration::from_secs(31), &mut out);
+        assert_eq!(hook.0.lock().len(), 1);
+        proxy.on_tick(t0 + Duration::from_secs(33), &mut out);
+        let last = hook.0.lock().last().cloned().unwrap();
+        assert_eq!((&last.call_id[..], last.status, last.peer), (&b"silent"[..], 408, pbx()));
+        // Reported once: the transaction has its final answer now.
+        proxy.on_tick(t0 + Duration::from_secs(300), &mut out);
+        assert_eq!(hook.0.lock().len(), 2);
     }
 }

@@ -398,6 +398,7 @@ fn server_key(eng: &Engine, msg: &SipMessage, method: Method) -> u64 {
 }
 
 fn reply(msg: &SipMessage, status: u16, reason: &str, headers: &[(&str, &[u8])], peer: Peer, io: &mut Io<'_>) {
+    io.note_local_final(msg, peer, status);
     let mut buf = BytesMut::new();
     write_response(msg, status, reason, Some(&to_tag_for(msg)), headers, &mut buf);
     io.out.send(peer, buf.freeze());

@@ -100,6 +100,28 @@ impl Local {
 
 }
 
+/// The proxy itself sent a final non-2xx answer to an initial INVITE: it refused it (483, 404,
+/// 403 ...) or gave up on it (408 after Timer B or C, 480 when the target's flow closed, 500).
+/// Whatever was set up for that call ahead of the proxy (a browser call's media session) can go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFinal {
+    /// The INVITE's Call-ID.
+    pub call_id: Bytes,
+    /// The INVITE's From tag.
+    pub from_tag: Option<Bytes>,
+    /// Where the INVITE came from (and the answer went).
+    pub peer: Peer,
+    /// The status sent.
+    pub status: u16,
+}
+
+/// Hears of every [`LocalFinal`], after the message or tick that caused it was handled and the
+/// proxy's lock released. Must not block.
+pub trait LocalFinalHook: Send + Sync {
+    /// A final non-2xx answer for `answer.call_id` was sent by the proxy itself.
+    fn local_final(&self, answer: &LocalFinal);
+}
+
 struct ProxyMetrics {
     forwarded: metrics::Counter,
     refused: metrics::Counter,
@@ -134,6 +156,8 @@ pub struct Proxy {
     agents: Option<std::sync::Arc<dyn AgentDirectory>>,
     /// Signs and checks callgate's Record-Route and Path tokens.
     route_key: RouteKey,
+    /// Told about every initial INVITE the proxy answered itself with a final non-2xx.
+    local_final_hook: Option<std::sync::Arc<dyn LocalFinalHook>>,
 }
 
 impl Proxy {
@@ -148,7 +172,16 @@ impl Proxy {
             metrics: ProxyMetrics::new(),
             agents: None,
             route_key: RouteKey::new(&rand::random()),
+            local_final_hook: None,
         }
+    }
+
+    /// `hook` hears of every initial INVITE the proxy answers itself with a final non-2xx
+    /// (see [`LocalFinalHook`]).
+    #[must_use]
+    pub fn with_local_final_hook(mut self, hook: std::sync::Arc<dyn LocalFinalHook>) -> Self {
+        self.local_final_hook = Some(hook);
+        self
     }
 
     /// Browser agents (their flows) and agents' issued credentials (see [`AgentDirectory`]).
@@ -170,11 +203,13 @@ impl Proxy {
     /// ends (a ringing INVITE gets 480 upstream, the tracker a failed leg).
     pub fn flow_gone(&self, peer: Peer, now: Instant, out: &mut Outbox) {
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         eng.target_gone(peer, &mut io);
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
     }
 
     /// Live (server, client) transactions.
@@ -191,12 +226,22 @@ impl Proxy {
     pub fn handle(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
         let snap = self.directory.snapshot();
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         if let Some(admitted) = self.admit_in(&eng, msg, peer, &snap, &mut io) {
             self.handle_admitted(&mut eng, msg, peer, admitted, &mut io);
         }
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
+        }
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
+    }
+
+    /// Tells the [`LocalFinalHook`] (outside the lock: it may take locks of its own).
+    fn tell_local_finals(&self, finals: Vec<LocalFinal>) {
+        let Some(hook) = &self.local_final_hook else { return };
+        for answer in &finals {
+            hook.local_final(answer);
         }
     }
 
@@ -205,19 +250,24 @@ impl Proxy {
     pub fn admit(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) -> Option<Admitted> {
         let snap = self.directory.snapshot();
         let eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
-        self.admit_in(&eng, msg, peer, &snap, &mut io)
+        let mut io = Io::new(out, now);
+        let admitted = self.admit_in(&eng, msg, peer, &snap, &mut io);
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
+        admitted
     }
 
     /// Carries out an earlier [`Self::admit`] for `msg` (the same message, or the media
     /// bridge's rewrite of it).
     pub fn handle_as(&self, msg: &SipMessage, peer: Peer, admitted: Admitted, now: Instant, out: &mut Outbox) {
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         self.handle_admitted(&mut eng, msg, peer, admitted, &mut io);
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
     }
 
     /// A BYE callgate itself sends for a browser agent that vanished (its flow closed, its media
@@ -227,7 +277,7 @@ impl Proxy {
         let Some(uri) = bye.request_uri().and_then(Uri::parse) else { return };
         let Some(to) = target::uri_peer(&uri, Transport::Udp) else { return };
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         let key = eng.server_key((bye.call_id(), bye.cseq().map(|c| c.seq), "hang-up"));
         let hop = target::NextHop { peer: to, request_uri: None, pop_route: 0 };
         let admitted = Admitted::hang_up(key, hop);
@@ -235,6 +285,8 @@ impl Proxy {
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
     }
 }
 
@@ -256,10 +308,12 @@ impl SipHandler for Proxy {
 
     fn on_tick(&self, now: Instant, out: &mut Outbox) {
         let mut eng = self.engine.lock();
-        let mut io = Io { out, events: Vec::new(), now };
+        let mut io = Io::new(out, now);
         eng.fire_timers(&mut io);
         eng.registrar.expire(now);
         self.calls.feed(now, io.events.drain(..));
         self.calls.tick(now);
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
     }
 }

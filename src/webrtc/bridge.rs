@@ -12,12 +12,25 @@
 //! operation), and what it takes to hang up for a browser that vanished
 //! ([`Bridge::flow_closed`], [`Bridge::session_gone`] build the BYE the browser would have sent).
 //!
+//! Who gets media (hostile by default):
+//! - a session opens only for an initial INVITE with SDP from a browser agent's flow (the
+//!   registrar admitted it) or from a WebRTC portal's PBX (its `pbx_host` address or a
+//!   `trusted_pbx` network) for one of that portal's registered browser agents;
+//! - it closes on BYE, CANCEL, a final non-2xx from the other side, the browser's flow closing,
+//!   the anchor losing the browser or finding the session idle, and on every final non-2xx the
+//!   proxy answers itself ([`LocalFinalHook`]: 483, 404, 408, 480 ...), so a refused INVITE
+//!   leaves no session behind;
+//! - a dialog is the Call-ID, the caller's From tag and its two sides (the browser's flow, the
+//!   PBX's address): a BYE, CANCEL, re-INVITE or response from anyone else for a known Call-ID
+//!   does not touch the media.
+//!
 //! The media calls are async (the `webrtc` crate); this stage waits for them on the thread that
 //! delivered the message (bounded by a timeout), never under the proxy's lock. Calls to browser
 //! agents are few next to the redirect traffic, which never reaches this stage.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +40,8 @@ use parking_lot::Mutex;
 
 use super::media::{MediaAnchor, MediaError, SessionId};
 use super::Registrar;
-use crate::proxy::FlowLocator;
-use crate::routing::Directory;
+use crate::proxy::{FlowLocator, LocalFinal, LocalFinalHook};
+use crate::routing::{Directory, PortalEntry};
 use crate::settings::TelephonyMode;
 use crate::sip::core::{HeaderName, Method, SipMessage, Uri};
 use crate::sip::transport::Peer;
@@ -58,11 +71,49 @@ enum Pending {
     BrowserReoffer,
 }
 
+impl Pending {
+    /// Whether the browser answers this offer (else the PBX does).
+    fn browser_answers(self) -> bool {
+        matches!(self, Self::PbxOffer | Self::PbxReoffer)
+    }
+}
+
+/// What a new anchored call needs besides the INVITE.
+struct NewCall {
+    browser: Peer,
+    creator: Peer,
+    pbx_ip: Option<IpAddr>,
+    kind: Pending,
+}
+
+/// Who may act on a dialog (copied out of the map so no lock is held while checking).
+struct Party {
+    browser: Peer,
+    pbx_ip: Option<IpAddr>,
+    caller_tag: Option<Box<[u8]>>,
+}
+
+impl Party {
+    fn of(d: &Dialog) -> Self {
+        Self { browser: d.browser, pbx_ip: d.pbx_ip, caller_tag: d.caller_tag.clone() }
+    }
+}
+
 /// A browser agent's dialog with media anchored here.
 struct Dialog {
     session: SessionId,
     /// The browser's WebSocket flow.
     browser: Peer,
+    /// Where the initial INVITE came from (the PBX, or the browser's flow): only the proxy's
+    /// refusal of that INVITE ends the media ([`LocalFinalHook`]).
+    creator: Peer,
+    /// The caller's From tag: every request and response of the dialog carries it (in From or
+    /// To). Together with the Call-ID and the two sides below it names the dialog.
+    caller_tag: Option<Box<[u8]>>,
+    /// The PBX side's address: the INVITE's source for the PBX's calls; for the browser's, the
+    /// first message from the PBX side. Besides it, any WebRTC portal's PBX address (its
+    /// `pbx_host` or a `trusted_pbx` network) is the PBX side.
+    pbx_ip: Option<IpAddr>,
     /// The offer waiting for an answer, and its CSeq.
     pending: Option<(u32, Pending)>,
     /// Rewritten bodies by (CSeq, request?, from the browser?): retransmissions reuse them.
@@ -124,51 +175,93 @@ impl Bridge {
     }
 
     /// Looks at `msg` from `peer` before the proxy does.
+    ///
+    /// A message for an anchored Call-ID acts on its media only when it comes from one of the
+    /// dialog's two sides (the browser's flow, the PBX's address) and carries the caller's tag;
+    /// anything else is passed on untouched (the proxy decides what to do with it) and counted.
     pub fn rewrite(&self, msg: &SipMessage, peer: Peer) -> Rewrite {
         let from_browser = peer.transport.is_websocket();
         let Some(call_id) = msg.call_id() else { return Rewrite::Pass };
         let Some(cseq) = msg.cseq() else { return Rewrite::Pass };
-        let known = self.dialogs.lock().contains_key(call_id);
+        let party = self.dialogs.lock().get(call_id).map(Party::of);
+        let Some(party) = party else { return self.maybe_new_call(msg, call_id, cseq.seq, peer) };
+        if !self.is_party(&party, msg, peer) {
+            metrics::counter!("callgate_media_foreign_sip_total").increment(1);
+            tracing::debug!(call_id = %String::from_utf8_lossy(call_id), addr = %peer.addr, "SIP for an anchored call from outside it; its media is left alone");
+            return Rewrite::Pass;
+        }
+        if !from_browser && party.pbx_ip.is_none() {
+            if let Some(d) = self.dialogs.lock().get_mut(call_id) {
+                d.pbx_ip.get_or_insert(peer.addr.ip());
+            }
+        }
         if msg.is_request() {
             let Some(method) = msg.method() else { return Rewrite::Pass };
-            let in_dialog = msg.to().and_then(|t| t.tag).is_some();
-            if !known {
-                if method != Method::Invite || in_dialog || msg.body().is_empty() {
-                    return Rewrite::Pass;
-                }
-                return if from_browser {
-                    self.new_call(msg, call_id, cseq.seq, peer, Pending::BrowserOffer)
-                } else {
-                    match self.browser_target(msg) {
-                        Some(flow) => self.new_call(msg, call_id, cseq.seq, flow, Pending::PbxOffer),
-                        None => Rewrite::Pass,
-                    }
-                };
-            }
-            self.in_dialog_request(msg, method, call_id, cseq.seq, from_browser)
-        } else {
-            if !known || cseq.method_kind() != Method::Invite {
-                return Rewrite::Pass;
-            }
-            self.invite_response(msg, call_id, cseq.seq, from_browser)
+            return self.in_dialog_request(msg, method, call_id, cseq.seq, from_browser);
         }
+        if cseq.method_kind() != Method::Invite {
+            return Rewrite::Pass;
+        }
+        self.invite_response(msg, call_id, cseq.seq, from_browser)
     }
 
-    /// The browser flow an initial INVITE from the PBX is for: its Request-URI user is an
-    /// extension registered over WebSocket in a WebRTC-mode portal.
-    fn browser_target(&self, msg: &SipMessage) -> Option<Peer> {
+    /// A message for a Call-ID with no media here: a new call when it is an initial INVITE with
+    /// SDP from a browser agent's flow, or from a WebRTC portal's PBX for one of its browser
+    /// agents.
+    fn maybe_new_call(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, peer: Peer) -> Rewrite {
+        let Some(method) = msg.method() else { return Rewrite::Pass };
+        let in_dialog = msg.to().and_then(|t| t.tag).is_some();
+        if method != Method::Invite || in_dialog || msg.body().is_empty() {
+            return Rewrite::Pass;
+        }
+        let call = if peer.transport.is_websocket() {
+            NewCall { browser: peer, creator: peer, pbx_ip: None, kind: Pending::BrowserOffer }
+        } else {
+            let Some(flow) = self.browser_target(msg, peer) else { return Rewrite::Pass };
+            NewCall { browser: flow, creator: peer, pbx_ip: Some(peer.addr.ip()), kind: Pending::PbxOffer }
+        };
+        self.new_call(msg, call_id, cseq, call)
+    }
+
+    /// Whether `msg` from `peer` belongs to the dialog of `party`: the caller's tag in From or
+    /// To, and from the browser's own flow or the PBX side (see `Dialog::pbx_ip`).
+    fn is_party(&self, party: &Party, msg: &SipMessage, peer: Peer) -> bool {
+        let tag = party.caller_tag.as_deref();
+        let tagged = msg.from().and_then(|f| f.tag) == tag || msg.to().and_then(|t| t.tag) == tag;
+        let ip = peer.addr.ip();
+        let side = if peer.transport.is_websocket() {
+            peer == party.browser
+        } else {
+            // A PBX may answer or hang up from another node of its own (another `trusted_pbx`
+            // address): any WebRTC portal's PBX address is the PBX side.
+            party.pbx_ip.is_some_and(|p| same_host(p, ip)) || self.is_webrtc_pbx(ip)
+        };
+        tagged && side
+    }
+
+    /// Whether `ip` is the PBX of a WebRTC-mode portal.
+    fn is_webrtc_pbx(&self, ip: IpAddr) -> bool {
+        let snap = self.directory.snapshot();
+        snap.portals.values().any(|p| p.portal.settings.telephony_mode == TelephonyMode::Webrtc && is_pbx_of(p, ip))
+    }
+
+    /// The browser flow an initial INVITE from `peer` is for: `peer` is the PBX of a WebRTC-mode
+    /// portal, and the Request-URI user is an extension of that portal registered over
+    /// WebSocket. Anyone else gets no media session (whatever the proxy then does with it).
+    fn browser_target(&self, msg: &SipMessage, peer: Peer) -> Option<Peer> {
         let ruri = msg.request_uri().and_then(Uri::parse)?;
         let ext = std::str::from_utf8(ruri.user?).ok()?;
         let snap = self.directory.snapshot();
         snap.portals
             .values()
-            .filter(|p| p.portal.settings.telephony_mode == TelephonyMode::Webrtc)
+            .filter(|p| p.portal.settings.telephony_mode == TelephonyMode::Webrtc && is_pbx_of(p, peer.addr.ip()))
             .find_map(|p| self.registrar.locate(p.portal.id, ext))
             .map(|(peer, _)| peer)
     }
 
-    fn new_call(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, browser: Peer, kind: Pending) -> Rewrite {
+    fn new_call(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, call: NewCall) -> Rewrite {
         let label = String::from_utf8_lossy(call_id).into_owned();
+        let kind = call.kind;
         let result = match kind {
             Pending::PbxOffer => self.wait(self.anchor.pbx_offer(&label, msg.body())),
             _ => self.wait(self.anchor.browser_offer(&label, msg.body())),
@@ -181,7 +274,10 @@ impl Bridge {
         let pbx_contact = (kind == Pending::PbxOffer).then(|| msg.contact().map(|c| text(c.uri.raw))).flatten();
         let dialog = Dialog {
             session,
-            browser,
+            browser: call.browser,
+            creator: call.creator,
+            caller_tag: msg.from().and_then(|f| f.tag).map(Box::from),
+            pbx_ip: call.pbx_ip,
             pending: Some((cseq, kind)),
             rewritten: vec![((cseq, true, kind == Pending::BrowserOffer), body.clone())],
             browser_cseq: if kind == Pending::BrowserOffer { cseq } else { 0 },
@@ -250,6 +346,11 @@ impl Bridge {
             // the 2xx carries the answer, so the other side gets the provisional without it.
             let early_sdp = status > 100 && !msg.body().is_empty();
             return if early_sdp { Rewrite::Replace(Box::new(with_body(msg, b""))) } else { Rewrite::Pass };
+        }
+        // Only the side the offer went to answers it.
+        let pending = self.dialogs.lock().get(call_id).and_then(|d| d.pending).filter(|(c, _)| *c == cseq);
+        if pending.is_some_and(|(_, kind)| kind.browser_answers() != from_browser) {
+            return Rewrite::Pass;
         }
         if status >= 300 {
             let initial = self.dialogs.lock().get(call_id).is_some_and(|d| d.bye.is_none() && d.pending.is_some_and(|(c, _)| c == cseq));
@@ -381,6 +482,40 @@ impl Bridge {
         };
         out.unwrap_or_else(|_| Err(MediaError::Engine("media operation timed out".into())))
     }
+}
+
+/// The proxy refused (or gave up on) an initial INVITE: when it is the one that set up a call
+/// here (same Call-ID, From tag and source) and that call was never answered, its media goes.
+/// Nothing else is touched: the same Call-ID refused for another source, or a re-INVITE.
+impl LocalFinalHook for Bridge {
+    fn local_final(&self, answer: &LocalFinal) {
+        let gone = {
+            let mut dialogs = self.dialogs.lock();
+            let ours = dialogs.get(&answer.call_id[..]).is_some_and(|d| {
+                d.bye.is_none() && d.creator == answer.peer && d.caller_tag.as_deref() == answer.from_tag.as_deref()
+            });
+            if ours {
+                dialogs.remove(&answer.call_id[..])
+            } else {
+                None
+            }
+        };
+        if let Some(d) = gone {
+            self.close(d.session);
+            metrics::counter!("callgate_media_released_on_local_answer_total").increment(1);
+            tracing::debug!(call_id = %String::from_utf8_lossy(&answer.call_id), session = d.session.0, status = answer.status, "media released: the proxy answered the INVITE itself");
+        }
+    }
+}
+
+/// Whether `ip` may act as `p`'s PBX: its `pbx_host` address or a `trusted_pbx` network.
+fn is_pbx_of(p: &PortalEntry, ip: IpAddr) -> bool {
+    p.pbx_addr.is_some_and(|a| same_host(a.ip(), ip)) || p.trusts(ip)
+}
+
+/// The same host (an IPv4-mapped IPv6 address equals its IPv4 form).
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
 }
 
 fn refuse(e: &MediaError, call: &str) -> Rewrite {

@@ -6,6 +6,7 @@ mod attack_sip;
 mod attack_http;
 mod api;
 mod attack_install;
+mod attack_media;
 mod binary;
 mod browser;
 mod common;

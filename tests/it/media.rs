@@ -5,6 +5,7 @@
 //! browser reported as `BrowserGone`. Every wait is bounded (10 s).
 
 pub mod browser;
+pub mod office;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,16 +17,16 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(10);
 
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, f)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 /// Each test gets its own port ranges so parallel tests never collide.
-fn config(base: u16) -> MediaConfig {
+pub fn config(base: u16) -> MediaConfig {
     MediaConfig {
         bind_ip: "127.0.0.1".parse().unwrap(),
         advertise_ip: None,
@@ -33,23 +34,24 @@ fn config(base: u16) -> MediaConfig {
         rtp_ports: (base + 10, base + 29),
         max_sessions: 4,
         consent_timeout: Duration::from_secs(4),
+        idle_timeout: Duration::from_secs(300),
     }
 }
 
-fn pbx_sdp(port: u16, m: &str, extra: &str) -> String {
+pub fn pbx_sdp(port: u16, m: &str, extra: &str) -> String {
     format!(
         "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=pbx\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {m}\r\n\
          a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n{extra}"
     )
 }
 
-fn m_line(sdp: &str) -> &str {
+pub fn m_line(sdp: &str) -> &str {
     sdp.lines()
         .find(|l| l.starts_with("m=audio"))
         .unwrap_or_else(|| panic!("no m=audio in {sdp}"))
 }
 
-fn our_rtp_port(plain: &str) -> u16 {
+pub fn our_rtp_port(plain: &str) -> u16 {
     m_line(plain)
         .split_whitespace()
         .nth(1)
@@ -58,7 +60,7 @@ fn our_rtp_port(plain: &str) -> u16 {
         .unwrap()
 }
 
-fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     b[2..4].copy_from_slice(&seq.to_be_bytes());
     b[4..8].copy_from_slice(&ts.to_be_bytes());
@@ -68,17 +70,17 @@ fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The payload of PBX packet `i`: distinct bytes, so the browser can prove nothing was changed.
-fn payload(i: u16) -> Vec<u8> {
+pub fn payload(i: u16) -> Vec<u8> {
     (0..160u16)
         .map(|k| (i.wrapping_mul(7).wrapping_add(k)) as u8)
         .collect()
 }
 
-const PBX_SSRC: u32 = 0x5151_5151;
+pub const PBX_SSRC: u32 = 0x5151_5151;
 
 /// Sends `pt` audio every 20 ms (at most 500 packets) until `stop`; every 10th packet is a
 /// telephone-event packet with `dtmf_pt`.
-fn pbx_sender(
+pub fn pbx_sender(
     sock: std::sync::Arc<UdpSocket>,
     to: SocketAddr,
     pt: u8,
@@ -105,7 +107,7 @@ fn pbx_sender(
 }
 
 /// Collects `n` packets the browser received, bounded.
-async fn browser_gets(b: &mut FakeBrowser, n: usize) -> Vec<browser::Rtp> {
+pub async fn browser_gets(b: &mut FakeBrowser, n: usize) -> Vec<browser::Rtp> {
     let rx = b.rx.as_mut().unwrap();
     let mut v = Vec::new();
     while v.len() < n {
@@ -119,7 +121,7 @@ async fn browser_gets(b: &mut FakeBrowser, n: usize) -> Vec<browser::Rtp> {
 }
 
 /// Receives `n` RTP packets at the PBX socket, bounded; returns (pt, seq, ssrc, payload).
-async fn pbx_gets(sock: &UdpSocket, n: usize) -> Vec<(u8, u16, u32, Vec<u8>)> {
+pub async fn pbx_gets(sock: &UdpSocket, n: usize) -> Vec<(u8, u16, u32, Vec<u8>)> {
     let mut buf = [0u8; 2048];
     let mut v = Vec::new();
     while v.len() < n {
@@ -132,14 +134,14 @@ async fn pbx_gets(sock: &UdpSocket, n: usize) -> Vec<(u8, u16, u32, Vec<u8>)> {
     v
 }
 
-async fn browser_sends(b: &FakeBrowser, pt: u8, count: u16) {
+pub async fn browser_sends(b: &FakeBrowser, pt: u8, count: u16) {
     for i in 0..count {
         assert!(b.send(pt, 7000 + i, 160 * u32::from(i), &[0xd5; 160]).await || i == 0);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     bounded(what, async {
         for _ in 0..1000 {
             if f() {
@@ -152,7 +154,7 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     .await;
 }
 
-async fn all_released(anchor: &MediaAnchor) {
+pub async fn all_released(anchor: &MediaAnchor) {
     wait_until("sessions, ports and peer connections released", || {
         anchor.open_sessions() == 0
             && anchor.ports_in_use() == (0, 0)
@@ -161,7 +163,7 @@ async fn all_released(anchor: &MediaAnchor) {
     .await;
 }
 
-async fn next_gone(events: &mut mpsc::Receiver<MediaEvent>, id: SessionId) -> &'static str {
+pub async fn next_gone(events: &mut mpsc::Receiver<MediaEvent>, id: SessionId) -> &'static str {
     bounded("BrowserGone", async {
         loop {
             match events.recv().await {
@@ -302,7 +304,16 @@ async fn pbx_calls_a_browser_media_is_relayed_unchanged_both_ways_and_hold_carri
         st.from_pbx_packets >= 25 && st.to_browser_packets >= 25 && st.to_pbx_packets >= 20,
         "{st:?}"
     );
-    assert!(st.pbx_latched.is_some(), "latched onto the PBX's source");
+    assert_eq!(
+        st.pbx_latched,
+        Some(pbx.local_addr().unwrap()),
+        "latched onto the PBX's own source"
+    );
+    assert_eq!(
+        (st.foreign_rtp_dropped, st.foreign_rtcp_dropped),
+        (0, 0),
+        "{st:?}"
+    );
 
     // The PBX holds (sendonly): the browser is offered sendonly, its recvonly goes back.
     let re = bounded(
@@ -425,7 +436,13 @@ async fn browser_calls_out_the_pbx_picks_pcma_dtmf_pts_are_remapped_and_a_vanish
         "telephone-event remapped 126 -> 101: {:?}",
         back.iter().map(|p| p.0).collect::<Vec<_>>()
     );
-    assert!(anchor.stats(id).unwrap().dtmf_packets >= 5);
+    let st = anchor.stats(id).unwrap();
+    assert!(st.dtmf_packets >= 5, "{st:?}");
+    assert_eq!(
+        st.pbx_latched,
+        Some(pbx.local_addr().unwrap()),
+        "latched onto the PBX's own source (its answer's address)"
+    );
 
     // The browser holds (sendonly): the PBX is offered sendonly, its recvonly goes back.
     let re = bounded("browser re-offer", b.offer())

@@ -10,12 +10,15 @@
 //! - `sdp`: our SDP policy: parse the plain side, build the plain side, filter the WebRTC side.
 //! - `rewrite`: per-leg RTP header rewriting (SSRC, continuous seq/ts, PT map).
 //! - `ports`: the UDP port allocator for both ranges.
-//! - `pbx_leg`: the plain RTP/RTCP socket pair toward the PBX (symmetric RTP latching, RTCP RR/SR).
+//! - `pbx_leg`: the plain RTP/RTCP socket pair toward the PBX (symmetric RTP latching, only to the
+//!   address the PBX's SDP named; RTCP RR/SR).
 //! - `leg`: the [`BrowserLeg`](leg::BrowserLeg) trait, our seam over the WebRTC library.
 //! - `rtc_leg`: that trait implemented with `webrtc` 0.21.1.
 //! - `session`: one bridged call: the two legs and the offer/answer state.
 //! - `relay`: the packet path of a session and its two tasks (PBX -> browser, RTCP).
+//! - `idle`: when a session nobody uses is closed ([`MediaAnchor::expire_idle`]).
 
+mod idle;
 mod leg;
 mod pbx_leg;
 mod ports;
@@ -28,7 +31,7 @@ mod session;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::sync::mpsc;
@@ -49,6 +52,9 @@ pub struct MediaConfig {
     pub max_sessions: usize,
     /// No ICE consent / no media from the browser this long -> [`MediaEvent::BrowserGone`].
     pub consent_timeout: Duration,
+    /// A session that never reached ICE and saw no SDP operation and no RTP this long is closed
+    /// by [`MediaAnchor::expire_idle`] (keep it above the ringing limits; see `idle.rs`).
+    pub idle_timeout: Duration,
 }
 
 impl Default for MediaConfig {
@@ -60,6 +66,7 @@ impl Default for MediaConfig {
             rtp_ports: (30_000, 30_999),
             max_sessions: 1000,
             consent_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -157,6 +164,14 @@ pub struct SessionStats {
     pub dtmf_packets: u64,
     /// RTCP packets sent to the PBX.
     pub rtcp_to_pbx: u64,
+    /// RTCP packets received from the PBX (its SDP's address).
+    pub rtcp_from_pbx: u64,
+    /// RTP datagrams on the PBX leg from an address the PBX's SDP did not name (dropped).
+    pub foreign_rtp_dropped: u64,
+    /// RTCP datagrams on the PBX leg from such an address (dropped; ours are not re-pointed).
+    pub foreign_rtcp_dropped: u64,
+    /// ICE connected with the browser (once).
+    pub ice_connected: bool,
     /// The relayed codec, once negotiated ("PCMU"/"PCMA").
     pub codec: Option<&'static str>,
     /// DTLS-SRTP is up with the browser.
@@ -322,6 +337,27 @@ impl MediaAnchor {
         self.inner.sessions.get(&id).map(|s| s.stats())
     }
 
+    /// Closes every session idle at `now` (never reached ICE, no SDP operation and no RTP for
+    /// `idle_timeout`; see `idle.rs`) and returns them, so the caller can end their calls. Call
+    /// it every few seconds; the first call after a session opened starts its clock.
+    pub fn expire_idle(&self, now: Instant) -> Vec<SessionId> {
+        let limit = self.inner.cfg.idle_timeout;
+        // Collected first: closing removes from the map, which must not happen while iterating.
+        let idle: Vec<SessionId> = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|e| e.value().is_idle(now, limit))
+            .map(|e| *e.key())
+            .collect();
+        for id in &idle {
+            tracing::info!(session = %id, ?limit, "media session idle (no ICE, no RTP, no SDP); closed");
+            metrics::counter!("callgate_media_sessions_idle_total").increment(1);
+            self.close(*id);
+        }
+        idle
+    }
+
     /// Sessions open now.
     pub fn open_sessions(&self) -> usize {
         self.inner.sessions.len()
@@ -385,10 +421,13 @@ impl MediaAnchor {
 
     fn session(&self, id: SessionId) -> Result<Arc<session::Session>, MediaError> {
         // Clone the handle out so no DashMap guard lives across an await.
-        self.inner
+        let s = self
+            .inner
             .sessions
             .get(&id)
             .map(|s| Arc::clone(&s))
-            .ok_or(MediaError::UnknownSession)
+            .ok_or(MediaError::UnknownSession)?;
+        s.touch();
+        Ok(s)
     }
 }

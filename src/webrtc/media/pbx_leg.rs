@@ -1,8 +1,15 @@
 //! The plain RTP leg toward the PBX: an RTP/RTCP socket pair from `rtp_ports` (even port RTP,
-//! +1 RTCP), the PBX's address from its SDP, then latched onto the actual source of the first
-//! packet (symmetric RTP, RFC 4961: a PBX behind NAT sends from where it wants to receive), and
-//! a minimal RTCP of our own: an SR (or RR before we sent anything) + SDES CNAME every
-//! [`RTCP_INTERVAL`]. The PBX's RTCP is received and counted but not interpreted.
+//! +1 RTCP), the PBX's address from its SDP, then latched onto the actual source port of the
+//! first RTP packet from that address (symmetric RTP, RFC 4961: a PBX behind a port-translating
+//! NAT sends from where it wants to receive), and a minimal RTCP of our own: an SR (or RR before
+//! we sent anything) + SDES CNAME every [`RTCP_INTERVAL`]. The PBX's RTCP is received and counted
+//! but not interpreted.
+//!
+//! Who may be the PBX: only the IP address the PBX's SDP named (`c=`). A packet from any other
+//! address is [`Source::Foreign`], before and after latching, RTP and RTCP alike: an attacker
+//! spraying the port range can neither take the latch (and with it the agent's voice) nor
+//! re-point our RTCP. A port change from the SDP's address is fine (NAT); once latched, only that
+//! source is the PBX until a new SDP moves it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +39,22 @@ pub(crate) struct Remote {
     pub(crate) from_sdp: Option<SocketAddr>,
 }
 
+/// Who a datagram on the PBX leg came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The PBX (the latched source, or RTCP from the SDP's address).
+    Pbx,
+    /// The SDP's address but not the PBX's stream: not RTP, or another port after latching.
+    Other,
+    /// Any other address (or no SDP yet): dropped and counted.
+    Foreign,
+}
+
+/// Whether two addresses are the same host (an IPv4-mapped IPv6 source equals its IPv4 form).
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
 /// The socket pair and the PBX's address.
 pub(crate) struct PbxLeg {
     pub(crate) rtp: UdpSocket,
@@ -53,7 +76,11 @@ impl PbxLeg {
             let Ok(rtp) = UdpSocket::bind((ip, port)).await else {
                 continue;
             };
-            let Ok(rtcp) = UdpSocket::bind((ip, port + 1)).await else {
+            // The pool hands out only ports whose +1 is in the range.
+            let Some(rtcp_port) = port.checked_add(1) else {
+                continue;
+            };
+            let Ok(rtcp) = UdpSocket::bind((ip, rtcp_port)).await else {
                 continue;
             };
             let leg = Self {
@@ -69,43 +96,62 @@ impl PbxLeg {
 
     /// The PBX's SDP said where it wants media. A new address forgets the latched source; the
     /// same address again (a re-INVITE) keeps it. `addr` is `None` on hold (`c=0.0.0.0`): the
-    /// old destination is kept.
+    /// old destination is kept. An RTCP port of 0 (or none past 65535) means no RTCP.
     pub(crate) fn set_from_sdp(&self, addr: Option<IpAddr>, port: u16, rtcp_port: Option<u16>) {
         let Some(ip) = addr else { return };
         let mut r = self.remote.lock();
         let rtp = SocketAddr::new(ip, port);
         if r.from_sdp != Some(rtp) {
+            let rtcp = rtcp_port
+                .or_else(|| port.checked_add(1))
+                .filter(|p| *p != 0);
             *r = Remote {
                 rtp: Some(rtp),
-                rtcp: Some(SocketAddr::new(
-                    ip,
-                    rtcp_port.unwrap_or(port.wrapping_add(1)),
-                )),
+                rtcp: rtcp.map(|p| SocketAddr::new(ip, p)),
                 latched: false,
                 from_sdp: Some(rtp),
             };
         }
     }
 
-    /// Whether a packet from `from` is the PBX's: latches onto the first source seen after the
-    /// SDP (symmetric RTP), then accepts only that source (until an SDP moves the PBX).
-    pub(crate) fn accept_rtp_from(&self, from: SocketAddr) -> bool {
+    /// Who sent an RTP datagram from `from` (`is_rtp`: it parsed as RTP). The first RTP
+    /// packet from the SDP's address latches its source port (symmetric RTP); after that only
+    /// that source is the PBX, until an SDP moves it.
+    pub(crate) fn rtp_source(&self, from: SocketAddr, is_rtp: bool) -> Source {
         let mut r = self.remote.lock();
+        if !r.from_sdp.is_some_and(|sdp| same_ip(sdp.ip(), from.ip())) {
+            return Source::Foreign;
+        }
+        if !is_rtp {
+            return Source::Other;
+        }
         if r.latched {
-            return r.rtp == Some(from);
+            return if r.rtp == Some(from) {
+                Source::Pbx
+            } else {
+                Source::Other
+            };
         }
         if r.rtp != Some(from) {
             // The RTCP source usually moves with it (NAT keeps the port pair only by luck).
-            r.rtcp = Some(SocketAddr::new(from.ip(), from.port().wrapping_add(1)));
+            if let Some(port) = from.port().checked_add(1) {
+                r.rtcp = Some(SocketAddr::new(from.ip(), port));
+            }
         }
         r.rtp = Some(from);
         r.latched = true;
-        true
+        Source::Pbx
     }
 
-    /// RTCP from the PBX: latch its source as our RTCP destination.
-    pub(crate) fn latch_rtcp(&self, from: SocketAddr) {
-        self.remote.lock().rtcp = Some(from);
+    /// RTCP from `from`: when it is the PBX's (the SDP's address), its source becomes our RTCP
+    /// destination; a foreign source changes nothing.
+    pub(crate) fn rtcp_source(&self, from: SocketAddr) -> Source {
+        let mut r = self.remote.lock();
+        if !r.from_sdp.is_some_and(|sdp| same_ip(sdp.ip(), from.ip())) {
+            return Source::Foreign;
+        }
+        r.rtcp = Some(from);
+        Source::Pbx
     }
 
     pub(crate) fn remote(&self) -> Remote {
@@ -203,23 +249,35 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn latches_onto_the_first_source_then_only_that_one() {
+    async fn leg() -> (PbxLeg, PortLease) {
         let pool = PortPool::new((31_000, 31_999), 2).unwrap();
-        let (leg, _lease) = PbxLeg::bind("127.0.0.1".parse().unwrap(), &pool)
+        PbxLeg::bind("127.0.0.1".parse().unwrap(), &pool)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn latches_onto_the_first_source_from_the_sdp_address_then_only_that_one() {
+        let (leg, _lease) = leg().await;
         leg.set_from_sdp(Some("127.0.0.1".parse().unwrap()), 4000, None);
-        assert_eq!(leg.remote().rtcp, Some("127.0.0.1:4001".parse().unwrap()));
-        let nat: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        assert!(leg.accept_rtp_from(nat));
-        assert!(leg.accept_rtp_from(nat));
-        assert!(
-            !leg.accept_rtp_from("127.0.0.1:6000".parse().unwrap()),
-            "a stranger after latching"
+        assert_eq!(leg.remote().rtcp, Some(sa("127.0.0.1:4001")));
+        // A port change from the SDP's address is fine (NAT): the latch follows it.
+        let nat = sa("127.0.0.1:5000");
+        assert_eq!(leg.rtp_source(nat, true), Source::Pbx);
+        assert_eq!(leg.rtp_source(nat, true), Source::Pbx);
+        assert_eq!(
+            leg.rtp_source(sa("127.0.0.1:6000"), true),
+            Source::Other,
+            "a second stream after latching"
         );
-        assert_eq!(leg.remote().rtp, Some(nat));
-        assert_eq!(leg.remote().rtcp, Some("127.0.0.1:5001".parse().unwrap()));
+        assert_eq!(
+            (leg.remote().rtp, leg.remote().rtcp),
+            (Some(nat), Some(sa("127.0.0.1:5001")))
+        );
         // A re-INVITE with the same address keeps the latch; hold (no address) keeps it too.
         leg.set_from_sdp(None, 4000, None);
         leg.set_from_sdp(Some("127.0.0.1".parse().unwrap()), 4000, None);
@@ -229,10 +287,74 @@ mod tests {
         assert_eq!(
             (r.rtp, r.rtcp, r.latched),
             (
-                Some("127.0.0.2:4100".parse().unwrap()),
-                Some("127.0.0.2:4200".parse().unwrap()),
+                Some(sa("127.0.0.2:4100")),
+                Some(sa("127.0.0.2:4200")),
                 false
             )
+        );
+        assert_eq!(
+            leg.rtp_source(nat, true),
+            Source::Foreign,
+            "the old address is nobody once the SDP moved"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_address_never_takes_the_latch_or_the_rtcp_before_or_after_latching() {
+        let (leg, _lease) = leg().await;
+        let attacker = sa("127.0.0.5:17000");
+        // No SDP yet: nobody is the PBX.
+        assert_eq!(leg.rtp_source(sa("127.0.0.1:4000"), true), Source::Foreign);
+        leg.set_from_sdp(Some("127.0.0.1".parse().unwrap()), 4000, Some(4001));
+        // Before the PBX's first packet the attacker sprays RTP and RTCP: nothing moves.
+        for _ in 0..3 {
+            assert_eq!(leg.rtp_source(attacker, true), Source::Foreign);
+            assert_eq!(leg.rtcp_source(attacker), Source::Foreign);
+        }
+        let r = leg.remote();
+        assert_eq!(
+            (r.rtp, r.rtcp, r.latched),
+            (
+                Some(sa("127.0.0.1:4000")),
+                Some(sa("127.0.0.1:4001")),
+                false
+            )
+        );
+        // Garbage from the PBX's address does not latch either; its first RTP packet does.
+        assert_eq!(leg.rtp_source(sa("127.0.0.1:4000"), false), Source::Other);
+        assert!(!leg.remote().latched);
+        assert_eq!(leg.rtp_source(sa("127.0.0.1:4000"), true), Source::Pbx);
+        // After latching: still foreign, and the PBX's own RTCP may move our RTCP destination.
+        assert_eq!(leg.rtp_source(attacker, true), Source::Foreign);
+        assert_eq!(leg.rtcp_source(attacker), Source::Foreign);
+        assert_eq!(leg.rtcp_source(sa("127.0.0.1:4555")), Source::Pbx);
+        let r = leg.remote();
+        assert_eq!(
+            (r.rtp, r.rtcp, r.latched),
+            (Some(sa("127.0.0.1:4000")), Some(sa("127.0.0.1:4555")), true)
+        );
+    }
+
+    #[tokio::test]
+    async fn edge_ports_and_mapped_addresses() {
+        let (leg, _lease) = leg().await;
+        // The last port has no +1: no RTCP destination rather than port 0 (or a panic).
+        leg.set_from_sdp(Some("127.0.0.1".parse().unwrap()), 65_535, None);
+        assert_eq!(leg.remote().rtcp, None);
+        leg.set_from_sdp(Some("127.0.0.1".parse().unwrap()), 4000, Some(0));
+        assert_eq!(leg.remote().rtcp, None, "a=rtcp:0 is no address");
+        // A source at port 65535 latches; its RTCP guess would overflow and is left alone.
+        assert_eq!(leg.rtp_source(sa("127.0.0.1:65535"), true), Source::Pbx);
+        assert_eq!(leg.remote().rtcp, None);
+        // A dual-stack socket sees IPv4 sources as IPv4-mapped IPv6: the same host.
+        leg.set_from_sdp(Some("127.0.0.1".parse().unwrap()), 4100, None);
+        assert_eq!(
+            leg.rtp_source(sa("[::ffff:127.0.0.1]:4100"), true),
+            Source::Pbx
+        );
+        assert_eq!(
+            leg.rtp_source(sa("[::ffff:127.0.0.5]:4100"), true),
+            Source::Foreign
         );
     }
 }

@@ -29,7 +29,15 @@ impl PortPool {
         if lo == 0 || lo > hi {
             return Err(format!("`{lo}-{hi}` is not a range of non-zero ports"));
         }
-        let first = if step == 2 { lo + (lo % 2) } else { lo };
+        // An odd 65535 has no even port at or above it: no pair (and no overflow).
+        let first = if step == 2 {
+            lo.checked_add(lo % 2)
+        } else {
+            Some(lo)
+        };
+        let Some(first) = first else {
+            return Err(format!("`{lo}-{hi}` holds no usable port"));
+        };
         let free: VecDeque<u16> = (u32::from(first)..=u32::from(hi))
             .step_by(usize::from(step))
             .filter(|p| step == 1 || *p < u32::from(hi))
@@ -103,6 +111,9 @@ mod tests {
             ((30000, 30000), 2, None),
             ((5, 4), 1, None),
             ((0, 10), 1, None),
+            ((65_535, 65_535), 2, None),
+            ((65_534, 65_535), 2, Some(1)),
+            ((65_535, 65_535), 1, Some(1)),
         ];
         for (range, step, want) in table {
             let got = PortPool::new(*range, *step).ok().map(|p| p.capacity());

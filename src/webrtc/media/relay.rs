@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::leg::{BrowserLeg, LegSink, LegState};
-use super::pbx_leg::{rtcp_report, PbxLeg, SenderInfo, RTCP_INTERVAL};
+use super::pbx_leg::{rtcp_report, PbxLeg, SenderInfo, Source, RTCP_INTERVAL};
 use super::rewrite::{Rewriter, Rewritten, RtpPacket};
 use super::{MediaEvent, SessionId};
 
@@ -28,6 +28,12 @@ pub(crate) struct Counters {
     pub(crate) to_pbx_bytes: AtomicU64,
     pub(crate) dtmf: AtomicU64,
     pub(crate) rtcp_to_pbx: AtomicU64,
+    pub(crate) rtcp_from_pbx: AtomicU64,
+    /// Datagrams on the PBX leg from an address the PBX's SDP did not name (dropped).
+    pub(crate) foreign_rtp: AtomicU64,
+    pub(crate) foreign_rtcp: AtomicU64,
+    /// SDP operations on the session (a sign of life for the idle sweep).
+    pub(crate) signalling: AtomicU64,
 }
 
 /// The packet path, shared by the relay task and the engine's callbacks. It does not own the
@@ -40,6 +46,8 @@ pub(crate) struct Relay {
     pub(crate) counters: Counters,
     pub(crate) codec: Mutex<Option<&'static str>>,
     pub(crate) dtls: AtomicBool,
+    /// ICE connected with the browser once: its consent checks now say whether it lives.
+    pub(crate) ice: AtomicBool,
     /// Set before we close the leg ourselves: its "closed" is then no news for the proxy.
     pub(crate) closing: AtomicBool,
     pub(crate) gone: AtomicBool,
@@ -56,6 +64,8 @@ pub(crate) struct PacketMetrics {
     browser_out: metrics::Counter,
     pbx_in: metrics::Counter,
     pbx_out: metrics::Counter,
+    foreign_rtp: metrics::Counter,
+    foreign_rtcp: metrics::Counter,
 }
 
 impl PacketMetrics {
@@ -66,6 +76,8 @@ impl PacketMetrics {
             browser_out: c("browser", "out"),
             pbx_in: c("pbx", "in"),
             pbx_out: c("pbx", "out"),
+            foreign_rtp: metrics::counter!("callgate_media_foreign_packets_total", "kind" => "rtp"),
+            foreign_rtcp: metrics::counter!("callgate_media_foreign_packets_total", "kind" => "rtcp"),
         }
     }
 }
@@ -108,7 +120,10 @@ impl LegSink for Relay {
 
     fn on_state(&self, state: LegState) {
         match state {
-            LegState::IceConnected => self.event(MediaEvent::IceConnected { id: self.id }),
+            LegState::IceConnected => {
+                self.ice.store(true, Ordering::Relaxed);
+                self.event(MediaEvent::IceConnected { id: self.id });
+            }
             LegState::DtlsConnected => {
                 self.dtls.store(true, Ordering::Relaxed);
                 self.event(MediaEvent::DtlsConnected { id: self.id });
@@ -127,7 +142,8 @@ impl LegSink for Relay {
     }
 }
 
-/// PBX -> browser: receive, latch, rewrite, hand to the engine. Ends on cancel.
+/// PBX -> browser: receive, check the source (only the PBX's SDP address; others are counted
+/// and dropped), latch, rewrite, hand to the engine. Ends on cancel.
 pub(crate) async fn pbx_to_browser(
     relay: Arc<Relay>,
     leg: Arc<dyn BrowserLeg>,
@@ -146,12 +162,17 @@ pub(crate) async fn pbx_to_browser(
                 }
             },
         };
-        let Some(pkt) = RtpPacket::parse(&buf[..n]) else {
-            continue;
-        };
-        if !relay.pbx.accept_rtp_from(from) {
-            continue;
+        let pkt = RtpPacket::parse(&buf[..n]);
+        match relay.pbx.rtp_source(from, pkt.is_some()) {
+            Source::Pbx => {}
+            Source::Other => continue,
+            Source::Foreign => {
+                relay.counters.foreign_rtp.fetch_add(1, Ordering::Relaxed);
+                relay.metrics.foreign_rtp.increment(1);
+                continue;
+            }
         }
+        let Some(pkt) = pkt else { continue };
         relay.counters.from_pbx.fetch_add(1, Ordering::Relaxed);
         relay
             .counters
@@ -180,7 +201,8 @@ pub(crate) async fn pbx_to_browser(
 /// Delay of our first RTCP report toward the PBX.
 const RTCP_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Our RTCP toward the PBX every [`RTCP_INTERVAL`]; the PBX's RTCP is counted and dropped.
+/// Our RTCP toward the PBX every [`RTCP_INTERVAL`]; the PBX's RTCP is counted and dropped, RTCP
+/// from anyone else counted as foreign (it never re-points ours).
 pub(crate) async fn rtcp_to_pbx(relay: Arc<Relay>, cancel: CancellationToken, cname: String) {
     // The first report goes out shortly after the PBX's address is known, then every interval.
     let first = tokio::time::Instant::now() + RTCP_FIRST;
@@ -192,12 +214,18 @@ pub(crate) async fn rtcp_to_pbx(relay: Arc<Relay>, cancel: CancellationToken, cn
             () = cancel.cancelled() => break,
             r = relay.pbx.rtcp.recv_from(&mut buf) => {
                 if let Ok((_, from)) = r {
-                    relay.pbx.latch_rtcp(from);
+                    if relay.pbx.rtcp_source(from) == Source::Pbx {
+                        relay.counters.rtcp_from_pbx.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        relay.counters.foreign_rtcp.fetch_add(1, Ordering::Relaxed);
+                        relay.metrics.foreign_rtcp.increment(1);
+                    }
                 }
             }
             _ = tick.tick() => {
                 let Some(to) = relay.pbx.remote().rtcp else { continue };
                 let last_ts = relay.to_pbx.lock().as_ref().map_or(0, Rewriter::last_ts);
+                // RTCP's packet and octet counts are 32-bit and wrap (RFC 3550 §6.4.1).
                 let info = SenderInfo {
                     ssrc: relay.ssrc_to_pbx,
                     packets: relay.counters.to_pbx.load(Ordering::Relaxed) as u32,

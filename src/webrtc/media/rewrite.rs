@@ -6,6 +6,10 @@
 //! brought a new source) the outgoing numbers continue from where they were, with the marker
 //! bit set. Payload types are mapped codec -> codec and telephone-event -> telephone-event;
 //! anything else is dropped (the browser was only offered those two).
+//!
+//! Arithmetic on wire values: lengths and offsets are checked (a hostile header gives `None`,
+//! never a panic); sequence numbers and timestamps are modular by definition (RFC 3550 §5.1:
+//! they wrap), so their arithmetic wraps on purpose and nothing else.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -25,37 +29,39 @@ impl RtpPacket {
     /// Parses an RTP datagram; `None` for anything that is not RTP version 2 (RTCP on a muxed
     /// port has PT 200-204 after the marker bit, which we also refuse).
     pub(crate) fn parse(buf: &[u8]) -> Option<Self> {
-        if buf.len() < 12 || buf[0] >> 6 != 2 {
+        // Every offset below comes from the wire: checked, so a hostile length is `None`.
+        let head: &[u8; 12] = buf.get(..12)?.try_into().ok()?;
+        if head[0] >> 6 != 2 {
             return None;
         }
-        let padding = buf[0] & 0x20 != 0;
-        let extension = buf[0] & 0x10 != 0;
-        let csrc = usize::from(buf[0] & 0x0f);
-        let marker = buf[1] & 0x80 != 0;
-        let pt = buf[1] & 0x7f;
+        let padding = head[0] & 0x20 != 0;
+        let extension = head[0] & 0x10 != 0;
+        let csrc = usize::from(head[0] & 0x0f);
+        let marker = head[1] & 0x80 != 0;
+        let pt = head[1] & 0x7f;
         if (72..=76).contains(&pt) {
             return None; // RTCP SR/RR/SDES/BYE/APP seen with the marker bit
         }
-        let mut off = 12 + 4 * csrc;
+        let mut off = csrc.checked_mul(4)?.checked_add(12)?;
         if extension {
-            let len = buf.get(off + 2..off + 4)?;
-            off += 4 + 4 * usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let len = buf.get(off.checked_add(2)?..off.checked_add(4)?)?;
+            let words = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            off = off.checked_add(4)?.checked_add(words.checked_mul(4)?)?;
         }
         let mut end = buf.len();
         if padding {
+            // The last byte counts the padding, itself included: 0 is not a valid count.
             let pad = usize::from(*buf.last()?);
-            end = end.checked_sub(pad)?;
+            end = end.checked_sub(pad).filter(|_| pad > 0)?;
         }
-        if off > end {
-            return None;
-        }
+        let payload = buf.get(off..end)?;
         Some(Self {
             marker,
             pt,
-            seq: u16::from_be_bytes([buf[2], buf[3]]),
-            ts: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
-            ssrc: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
-            payload: Bytes::copy_from_slice(&buf[off..end]),
+            seq: u16::from_be_bytes([head[2], head[3]]),
+            ts: u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
+            ssrc: u32::from_be_bytes([head[8], head[9], head[10], head[11]]),
+            payload: Bytes::copy_from_slice(payload),
         })
     }
 
@@ -232,6 +238,18 @@ mod tests {
             (vec![0x80, 0, 0, 1], None),                         // short
             (vec![0x80, 0xc8, 0, 6, 0, 0, 0, 2, 0, 0, 0, 3], None), // RTCP SR
             (vec![0xa0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 40], None), // padding past the end
+            (vec![0xa0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0], None), // padding count 0
+            (vec![0x8f, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3], None), // 15 CSRCs announced, none there
+            (
+                vec![
+                    0x90, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0xbe, 0xde, 0xff, 0xff,
+                ],
+                None,
+            ), // extension of 65535 words
+            (
+                vec![0x90, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0xbe, 0xde],
+                None,
+            ), // extension header cut short
         ];
         for (i, (bytes, want)) in table.into_iter().enumerate() {
             let got = RtpPacket::parse(&bytes).map(|p| p.payload.to_vec());

@@ -5,13 +5,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::idle::IdleWatch;
 use super::leg::{BrowserLeg, LegParams, LegSink};
 use super::pbx_leg::PbxLeg;
 use super::ports::{PortLease, PortPool};
@@ -99,6 +100,8 @@ pub(crate) struct Session {
     closed: AtomicBool,
     /// Our address in SDP toward the PBX.
     advertise_ip: IpAddr,
+    // Touched only by the anchor's idle sweep.
+    idle: Mutex<IdleWatch>,
 }
 
 impl Session {
@@ -183,6 +186,7 @@ impl Session {
             counters: Counters::default(),
             codec: Mutex::new(None),
             dtls: AtomicBool::new(false),
+            ice: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             events: ctx.events.clone(),
@@ -201,6 +205,7 @@ impl Session {
             tasks: ctx.tasks.clone(),
             closed: AtomicBool::new(false),
             advertise_ip: ctx.advertise_ip,
+            idle: Mutex::new(IdleWatch::default()),
         });
         s.tasks.spawn(pbx_to_browser(
             Arc::clone(&s.relay),
@@ -423,6 +428,21 @@ impl Session {
         });
     }
 
+    /// An SDP operation is about to run on this session (a sign of life for the idle sweep).
+    pub(crate) fn touch(&self) {
+        self.relay.counters.signalling.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the session has been idle for `limit` at `now` (see `idle.rs` for the rule).
+    pub(crate) fn is_idle(&self, now: Instant, limit: Duration) -> bool {
+        let c = &self.relay.counters;
+        let activity = [&c.signalling, &c.from_pbx, &c.from_browser]
+            .iter()
+            .fold(0u64, |sum, a| sum.wrapping_add(a.load(Ordering::Relaxed)));
+        let connected = self.relay.ice.load(Ordering::Relaxed) || self.relay.dtls.load(Ordering::Relaxed);
+        self.idle.lock().is_idle(activity, connected, now, limit)
+    }
+
     pub(crate) fn stats(&self) -> SessionStats {
         let c = &self.relay.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -435,6 +455,10 @@ impl Session {
             from_pbx_bytes: get(&c.from_pbx_bytes),
             dtmf_packets: get(&c.dtmf),
             rtcp_to_pbx: get(&c.rtcp_to_pbx),
+            rtcp_from_pbx: get(&c.rtcp_from_pbx),
+            foreign_rtp_dropped: get(&c.foreign_rtp),
+            foreign_rtcp_dropped: get(&c.foreign_rtcp),
+            ice_connected: self.relay.ice.load(Ordering::Relaxed),
             codec: *self.relay.codec.lock(),
             dtls_connected: self.relay.dtls.load(Ordering::Relaxed),
             pbx_latched: Some(self.relay.pbx.remote())
