@@ -56,16 +56,9 @@ async fn routing_gateway(tweak: impl FnOnce(&mut callgate::config::Config)) -> T
         )
         .await;
     assert_eq!(status, 201);
-    let resp = gw
-        .client
-        .post(format!("{}/api/v1/portals/{id}/index", gw.base))
-        .bearer_auth(TOKEN)
-        .header("content-type", "text/csv")
-        .body("number,user_id\n79161234567,5\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    gw.upload_index(id, "number,user_id
+79161234567,5
+").await;
     gw
 }
 

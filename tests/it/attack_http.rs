@@ -306,16 +306,9 @@ async fn routing_portal(gw: &TestGateway, trusted: &[&str], pbx_host: &str) -> i
     assert_eq!(status, 200, "{body}");
     let m = json!({"user_id": 5, "extension": "101", "use_for_personal_manager": true});
     assert_eq!(gw.api(Method::POST, &format!("/api/v1/portals/{id}/mappings"), Some(m)).await.0, 201);
-    let resp = gw
-        .client
-        .post(format!("{}/api/v1/portals/{id}/index", gw.base))
-        .bearer_auth(TOKEN)
-        .header("content-type", "text/csv")
-        .body("number,user_id\n79161234567,5\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    gw.upload_index(id, "number,user_id
+79161234567,5
+").await;
     id
 }
 

@@ -35,20 +35,7 @@ async fn setup() -> Setup {
     let mut gw = TestGateway::spawn_on(dir.path(), |_| {}).await;
     gw.keep_dir(dir);
     let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let portal = gw.portal(REALM).await;
-    let path = format!("/api/v1/portals/{portal}/settings");
-    let mut settings = gw.api(Method::GET, &path, None).await.1;
-    settings["telephony_mode"] = json!("webrtc");
-    settings["pbx_host"] = json!(pbx.local_addr().unwrap().to_string());
-    let (status, body) = gw.api(Method::PUT, &path, Some(settings)).await;
-    assert_eq!(status, 200, "{body}");
-    let m = json!({ "user_id": 11, "extension": "101", "use_for_personal_manager": false, "contact": null });
-    let (status, body) = gw.api(Method::POST, &format!("/api/v1/portals/{portal}/mappings"), Some(m)).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = gw.api(Method::POST, &format!("/api/v1/portals/{portal}/agents/101/credentials"), None).await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["realm"], REALM, "{body}");
-    let password = body["password"].as_str().unwrap().to_owned();
+    let (portal, password) = gw.webrtc_portal(REALM, pbx.local_addr().unwrap()).await;
     Setup { gw, portal, pbx, password }
 }
 

@@ -129,6 +129,32 @@ impl TestGateway {
         json_of(req.send().await.expect("request sent")).await
     }
 
+    /// Imports `csv` (`number,user_id` rows) into portal `id`'s personal-manager index.
+    pub async fn upload_index(&self, id: i64, csv: &str) {
+        let url = format!("{}/api/v1/portals/{id}/index", self.base);
+        let resp = self.client.post(url).bearer_auth(TOKEN).header("content-type", "text/csv").body(csv.to_owned()).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    /// A portal on `realm` in WebRTC mode whose PBX is `pbx`, with extension 101 (user 11)
+    /// holding fresh browser credentials: (portal id, 101's password).
+    pub async fn webrtc_portal(&self, realm: &str, pbx: std::net::SocketAddr) -> (i64, String) {
+        let portal = self.portal(realm).await;
+        let path = format!("/api/v1/portals/{portal}/settings");
+        let mut settings = self.api(Method::GET, &path, None).await.1;
+        settings["telephony_mode"] = serde_json::json!("webrtc");
+        settings["pbx_host"] = serde_json::json!(pbx.to_string());
+        let (status, body) = self.api(Method::PUT, &path, Some(settings)).await;
+        assert_eq!(status, 200, "{body}");
+        let m = serde_json::json!({ "user_id": 11, "extension": "101", "use_for_personal_manager": false, "contact": null });
+        let (status, body) = self.api(Method::POST, &format!("/api/v1/portals/{portal}/mappings"), Some(m)).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self.api(Method::POST, &format!("/api/v1/portals/{portal}/agents/101/credentials"), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["realm"], realm, "{body}");
+        (portal, body["password"].as_str().unwrap().to_owned())
+    }
+
     /// Creates a portal and returns its id.
     pub async fn portal(&self, domain: &str) -> i64 {
         let (status, body) = self.api(Method::POST, "/api/v1/portals", Some(serde_json::json!({ "domain": domain }))).await;
