@@ -6,10 +6,11 @@
 # response-time repartition, CPU per call and callgate's ratio to Kamailio. Loopback only.
 #
 #   bash benches/proxy_vs_kamailio.sh [CALLS] [RATE]        (defaults 20000 2000)
+#   ACTIVE=false bash benches/proxy_vs_kamailio.sh ...      (portal inactive: no CRM recording)
 #
 # Needs: apt-get install sip-tester kamailio; python3; the anchors in ../shared/anchors.
 set -euo pipefail
-calls=${1:-20000} rate=${2:-2000}
+calls=${1:-20000} rate=${2:-2000} active=${ACTIVE:-true}
 here=$(cd "$(dirname "$0")/.." && pwd)
 anchors=${ANCHORS:-$here/../shared/anchors}
 d=$(mktemp -d /tmp/callgate-proxy-bench.XXXXXX)
@@ -56,7 +57,7 @@ api() { curl -sf -H "Authorization: Bearer $token" -H 'content-type: application
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18081/ready >/dev/null && break; sleep 0.1; done
 pid=$(api -X POST http://127.0.0.1:18081/api/v1/portals -d '{"domain":"bench.bitrix24.ru"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 api -X PUT "http://127.0.0.1:18081/api/v1/portals/$pid/settings" \
-  -d '{"active":true,"incoming":{"default_responsible":1},"outgoing":{"default_responsible":1},"pbx_host":"127.0.0.1:5095"}' >/dev/null
+  -d '{"active":'"$active"',"incoming":{"default_responsible":1},"outgoing":{"default_responsible":1},"pbx_host":"127.0.0.1:5095","trusted_pbx":["127.0.0.1"]}' >/dev/null
 api -X POST "http://127.0.0.1:18081/api/v1/portals/$pid/mappings" \
   -d '{"user_id":101,"extension":"agent101","contact":"sip:agent101@127.0.0.1:5090"}' >/dev/null
 for r in "$rate" "$((rate * 2))"; do

@@ -304,7 +304,9 @@ impl Proxy {
             _ => None,
         };
         let correlation = sender.portal().map(|p| p.portal.settings.correlation_header.clone()).unwrap_or_default();
-        let agent = matches!(sender, Sender::Agent { .. });
+        // Everyone but the PBX is held to the agents' rules (a dialog end that authenticated when
+        // the dialog began is known only by its flow now).
+        let agent = !sender.is_pbx();
         let strip = |name: HeaderName, raw: &[u8]| (strip_routes && name == HeaderName::Route) || (agent && trust::agent_may_not_send(name, raw, &correlation) && name != HeaderName::Route);
         let edit = RequestEdit {
             request_uri: hop.request_uri.as_deref().map(str::as_bytes),
