@@ -329,7 +329,8 @@ pub fn run_keep_going(
     static LAST: parking_lot::Mutex<String> = parking_lot::Mutex::new(String::new());
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
-        let place = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        // Where in callgate: a panic inside std (`Instant + Duration`) is named by its caller.
+        let place = callgate_frame().or_else(|| info.location().map(|l| format!("{}:{}", l.file(), l.line()))).unwrap_or_default();
         let what = info.payload().downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
         *LAST.lock() = format!("{place}: {what}");
     }));
@@ -348,6 +349,17 @@ pub fn run_keep_going(
     }
     std::panic::set_hook(previous);
     stats
+}
+
+/// The innermost frame of the panicking thread in this crate's `src/` (not the fuzzer's own).
+fn callgate_frame() -> Option<String> {
+    let trace = std::backtrace::Backtrace::force_capture().to_string();
+    trace
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("at "))
+        .find(|l| l.contains("src/") && !l.contains("/rustc/") && !l.contains("/.cargo/") && !l.contains("fuzzing"))
+        .map(|l| l.rsplit_once(':').map_or(l, |(file_line, _column)| file_line).to_owned())
 }
 
 /// xorshift64*: small, fast, reproducible.

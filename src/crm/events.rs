@@ -308,12 +308,11 @@ pub async fn install(
             ))
         }
     }
-    let now_s = super::now_ms() / 1000;
-    let expires = auth.get("expires").and_then(|v| v.parse().ok());
-    let expires_in = auth
-        .get("expires_in")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(3600);
+    let expires_at_unix = install_expiry(
+        auth.get("expires").map(String::as_str),
+        auth.get("expires_in").map(String::as_str),
+        super::now_ms() / 1000,
+    );
     let t = PortalTokens {
         portal: portal.portal.id,
         member_id: member_id.to_owned(),
@@ -321,7 +320,7 @@ pub async fn install(
         client_endpoint: endpoint.to_owned(),
         access_token: Secret::new(access),
         refresh_token: Secret::new(refresh),
-        expires_at_unix: expires.unwrap_or(now_s + expires_in),
+        expires_at_unix,
     };
     tokens.install(t).await?;
     tracing::info!(
@@ -329,6 +328,13 @@ pub async fn install(
         "Bitrix24 app installed: tokens stored"
     );
     Ok(())
+}
+
+/// When an installation's access token expires: `expires` (unix seconds) as given, else
+/// `now_s + expires_in` (an hour when absent), saturating: the numbers come from the request.
+fn install_expiry(expires: Option<&str>, expires_in: Option<&str>, now_s: u64) -> u64 {
+    let expires_in = expires_in.and_then(|v| v.parse::<u64>().ok()).unwrap_or(3600);
+    expires.and_then(|v| v.parse().ok()).unwrap_or_else(|| now_s.saturating_add(expires_in))
 }
 
 /// Whether `portal` is configured as an OAuth app.
@@ -422,5 +428,15 @@ mod tests {
             Offered::Queued,
             "a shed event is not a repeat"
         );
+    }
+
+    #[test]
+    fn an_installation_expiry_from_absurd_numbers_saturates() {
+        let now = 1_780_000_000;
+        assert_eq!(install_expiry(None, Some("3600"), now), now + 3600);
+        assert_eq!(install_expiry(Some("1780003600"), Some("1"), now), 1_780_003_600);
+        assert_eq!(install_expiry(None, Some("18446744073709551615"), now), u64::MAX);
+        assert_eq!(install_expiry(None, Some("99999999999999999999999"), now), now + 3600, "not a u64: the default");
+        assert_eq!(install_expiry(None, None, u64::MAX), u64::MAX);
     }
 }

@@ -315,6 +315,8 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
         seq(0, &[(2, 0, invite("sip:79161234567@127.0.0.1:5060", "127.0.0.2:5060", "UDP", "101", "79161234567", "c4", PBX_SDP)), (2, 5, ack("sip:79161234567@127.0.0.1:5080", "127.0.0.2:5060", "c4", "101", "79161234567")), (2, 40, bye("sip:79161234567@127.0.0.1:5080", "127.0.0.2:5060", "c4", "101", "79161234567", 2))]),
         // 102 registers through callgate (the PBX's 200 binds it), then the PBX calls 102.
         seq(0, &[(3, 0, register("102", "127.0.0.3:5060", "UDP", None)), (0, 10, pbx_invite("102", "c5"))]),
+        // F4: the PBX grants 102's registration for 18446744073709551615 seconds.
+        seq(0, &[(0x83, 0, register("102", "127.0.0.3:5060", "UDP", None)), (3, 10, register("102", "127.0.0.3:5060", "UDP", None))]),
         // WebRTC mode, agent 103 registered: the PBX calls 103, then 103 calls out.
         seq(3, &[(0, 0, pbx_invite("103", "c6")), (4, 0, invite("sip:79161234567@office.bitrix24.ru", "fz.invalid", "WSS", "103", "79161234567", "c7", &browser_sdp()))]),
         // A REFER in an answered call (a blind transfer by 101).
@@ -322,7 +324,7 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
         // F1: an outsider calls an international number.
         seq(0, &[(5, 0, invite("sip:0088216000001@127.0.0.1:5060", "127.0.0.5:5060", "UDP", "101", "0088216000001", "a1", PBX_SDP))]),
         // F3/F4: REGISTER routed to the attacker's registrar, answered with an absurd Expires.
-        seq(0, &[(5 | 0xc0, 0, register("101", "127.0.0.5:5060", "UDP", Some("<sip:127.0.0.1:5060;lr>, <sip:127.0.0.5:16200;lr>")))]),
+        seq(0, &[(0x85, 0, register("101", "127.0.0.5:5060", "UDP", Some("<sip:127.0.0.1:5060;lr>, <sip:127.0.0.5:16200;lr>")))]),
         // F5: a response with a second Via to an internal TCP service.
         seq(0, &[(6, 0, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-x, SIP/2.0/TCP 127.0.0.6:16300;branch=y\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: r\r\nCSeq: 1 OPTIONS\r\nContent-Length: 4\r\n\r\nPING".to_vec())]),
         // F6: a response over a WebSocket nobody registered, and an OPTIONS over TCP.

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod api;
+mod attack_listener;
 mod binary;
 mod browser;
 mod common;

@@ -226,3 +226,88 @@ async fn drain_frames<S: AsyncWrite + Unpin>(buf: &mut BytesMut, stream: &mut S,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use tokio::io::DuplexStream;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::sip::transport::SipHandler;
+
+    /// Answers every message with a 1 KiB response (more than the test pipe holds).
+    struct Answers;
+
+    impl SipHandler for Answers {
+        fn on_message(&self, _: Bytes, _: Peer, _: StdInstant, out: &mut Outbox) {
+            out.reply.extend_from_slice(&reply());
+        }
+        fn on_bad_frame(&self, _: &[u8], _: Peer, _: &mut BytesMut) {}
+        fn on_tick(&self, _: StdInstant, _: &mut Outbox) {}
+    }
+
+    fn reply() -> Vec<u8> {
+        let mut r = b"SIP/2.0 200 OK\r\nX-Pad: ".to_vec();
+        r.resize(1020, b'x');
+        r.extend_from_slice(b"\r\n\r\n");
+        r
+    }
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nCall-ID: a\r\nContent-Length: 0\r\n\r\n";
+
+    /// A connection task over a 256-byte pipe; the test holds the peer's end.
+    fn start(limits: TcpLimits) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let hub = Hub::new(Arc::new(Answers), limits, TaskTracker::new(), CancellationToken::new());
+        let (peer_end, ours) = tokio::io::duplex(256);
+        let (_tx, rx) = mpsc::channel(8);
+        let peer = Peer { addr: "127.0.0.5:5070".parse().unwrap(), transport: Transport::Tcp };
+        let task = tokio::spawn(async move {
+            let _keep = _tx;
+            connection(ours, peer, rx, &hub).await;
+        });
+        (peer_end, task)
+    }
+
+    async fn answered(peer: &mut DuplexStream, request: &[u8]) {
+        peer.write_all(request).await.unwrap();
+        let mut got = vec![0; reply().len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, reply());
+    }
+
+    fn limits() -> TcpLimits {
+        TcpLimits { idle: Duration::from_secs(3600), write_timeout: Duration::from_secs(10), frame_timeout: Duration::from_secs(30), ..TcpLimits::default() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_loses_its_connection_at_the_write_deadline() {
+        let (mut peer, task) = start(limits());
+        answered(&mut peer, OPTIONS).await;
+        let t0 = Instant::now();
+        // Asks again, never reads: the 1 KiB answer cannot be written.
+        peer.write_all(OPTIONS).await.unwrap();
+        task.await.unwrap();
+        let held = t0.elapsed();
+        assert!(held >= Duration::from_secs(10) && held < Duration::from_secs(3600), "closed by the write deadline, not idleness: {held:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_trickled_past_the_frame_deadline_closes_the_connection() {
+        let (mut peer, task) = start(limits());
+        // A frame that takes a while (within the deadline) is answered.
+        let (head, tail) = OPTIONS.split_at(20);
+        peer.write_all(head).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        answered(&mut peer, tail).await;
+        // A header that never ends.
+        let t0 = Instant::now();
+        peer.write_all(b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.5").await.unwrap();
+        task.await.unwrap();
+        let held = t0.elapsed();
+        assert!(held >= Duration::from_secs(30) && held < Duration::from_secs(3600), "closed by the frame deadline: {held:?}");
+        let mut rest = Vec::new();
+        assert_eq!(peer.read_to_end(&mut rest).await.unwrap(), 0, "nothing answered to the unfinished frame");
+    }
+}
