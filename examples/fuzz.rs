@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use callgate::fuzzing::{run, run_keep_going, Target};
+use callgate::fuzzing::{edge_coverage, run, run_keep_going, Target};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +49,10 @@ fn main() {
         stats.inputs as f64 / secs,
         stats.panics
     );
+    if target == Target::Edge {
+        let (registered, anchored) = edge_coverage();
+        println!("edge: the browser agent registered in {registered} inputs; the bridge anchored media in {anchored}");
+    }
     if stats.panics > 0 {
         std::process::exit(1);
     }

@@ -97,6 +97,13 @@ pub fn edge(data: &[u8]) {
     edge::edge(data);
 }
 
+/// What the edge target reached so far in this process: inputs whose browser agent registered
+/// with its digest, and inputs with a call whose media the bridge anchored.
+pub fn edge_coverage() -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    (edge::REGISTERED.load(Ordering::Relaxed), edge::ANCHORED.load(Ordering::Relaxed))
+}
+
 /// The SIP tokens and the edge target's own (record separators, absurd numbers, routes).
 fn edge_tokens() -> &'static [&'static [u8]] {
     static TOKENS: OnceLock<Vec<&'static [u8]>> = OnceLock::new();

@@ -26,6 +26,7 @@
 //! this finds the inputs that break an invariant with a panic, an overflow or an index.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,11 @@ use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 use crate::store::AgentCredential;
 use crate::webrtc::media::{MediaAnchor, MediaConfig};
 use crate::webrtc::{Bridge, Credentials, Registrar, RegistrarConfig};
+
+/// Inputs in which agent 103's digest registration succeeded / a call had its media anchored
+/// by the bridge (shown after a run: the deep paths must be reached, not only the parser).
+pub(super) static REGISTERED: AtomicU64 = AtomicU64::new(0);
+pub(super) static ANCHORED: AtomicU64 = AtomicU64::new(0);
 
 /// Separates records in an input.
 pub(super) const RS: u8 = 0x1e;
@@ -157,6 +163,9 @@ impl Core {
         let auth = digest::authorization("103", REALM, &nonce, &format!("sip:{REALM}"), "REGISTER", PASSWORD, Some((1, "fz")));
         out.clear();
         self.front.on_message(register_103(2, Some(&auth)), browser, self.at(clock), &mut out);
+        if out.reply.starts_with(b"SIP/2.0 200") {
+            REGISTERED.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Every request in `out.sends` answered by its destination, as `ctl` says.
@@ -177,7 +186,11 @@ impl Core {
 
     /// Ends the media sessions this input opened (their ports go back to the pool).
     fn close(&self) {
-        for (_, session) in self.bridge.calls() {
+        let calls = self.bridge.calls();
+        if !calls.is_empty() {
+            ANCHORED.fetch_add(1, Ordering::Relaxed);
+        }
+        for (_, session) in calls {
             self.bridge.anchor().close(session);
         }
     }

@@ -35,12 +35,12 @@ const ATTACKER: &str = "127.0.0.5";
 struct Fragile;
 
 impl SipHandler for Fragile {
-    fn on_message(&self, data: Bytes, _: Peer, _: std::time::Instant, out: &mut Outbox) {
+    fn on_message(&self, data: Bytes, _: Peer, _: Instant, out: &mut Outbox) {
         assert!(!data.starts_with(b"CRASH "), "a bug reached by a message");
         out.reply.extend_from_slice(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n");
     }
     fn on_bad_frame(&self, _: &[u8], _: Peer, _: &mut BytesMut) {}
-    fn on_tick(&self, _: std::time::Instant, _: &mut Outbox) {}
+    fn on_tick(&self, _: Instant, _: &mut Outbox) {}
 }
 
 fn request(method: &str) -> Vec<u8> {
@@ -110,7 +110,7 @@ async fn ready(gw: &TestGateway) -> (u16, Value) {
 /// A portal whose PBX is `pbx` (a socket of the test) with extension 102 (no static contact).
 async fn office(gw: &TestGateway, pbx: SocketAddr) {
     let id = gw.portal("listen.bitrix24.ru").await;
-    let (status, body) = gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(json!({ "active": true, "pbx_host": pbx.to_string() }))).await;
+    let (status, body) = gw.api(Method::PUT, &format!("/api/v1/portals/{id}/settings"), Some(json!({ "active": true, "pbx_host": pbx.to_string(), "incoming": { "default_responsible": 1 }, "outgoing": { "default_responsible": 1 } }))).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = gw.api(Method::POST, &format!("/api/v1/portals/{id}/mappings"), Some(json!({ "user_id": 12, "extension": "102" }))).await;
     assert_eq!(status, 201, "{body}");
