@@ -1,8 +1,8 @@
 //! Nothing from the wire stops a listener, and secrets at rest stay private.
 //!
 //! - A panic while handling a message (a bug a message reaches) is caught, counted in
-//!   `callgate_listener_panics_total`, and the listener answers the next message, on UDP and on
-//!   the same TCP connection.
+//!   `callgate_listener_panics_total`, and the listener answers the next message, on UDP, on
+//!   the same TCP connection and on the same WebSocket flow.
 //! - The review's F4: a registrar's 200 with `Expires: 18446744073709551615` once killed the
 //!   UDP thread while `/ready` stayed 200. Now UDP keeps answering and `/ready` says so.
 //! - A listener loop that ends anyway (its socket broke under it) turns `/ready` into 503 with
@@ -101,6 +101,50 @@ async fn a_panic_while_handling_a_message_is_counted_and_the_listener_answers_th
     tokio::task::spawn_blocking(move || driver.join()).await.unwrap();
     tasks.close();
     tasks.wait().await;
+}
+
+#[tokio::test]
+async fn a_panic_while_handling_a_websocket_message_leaves_the_flow_open_and_answering() {
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::extract::ConnectInfo;
+    use callgate::sip::transport::{WsEndpoint, WsLimits};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+    let hub = Hub::new(Arc::new(Fragile), TcpLimits::default(), tasks.clone(), cancel.clone());
+    let ep = WsEndpoint::new(Arc::clone(&hub), WsLimits::default(), tasks.clone());
+    let app = axum::Router::new().route(
+        "/sip",
+        axum::routing::get(move |ws: WebSocketUpgrade, ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
+            let permit = ep.admit().unwrap();
+            ws.protocols(["sip"]).on_upgrade(move |s| async move { ep.serve(s, addr, false, permit) })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/sip", listener.local_addr().unwrap());
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service).with_graceful_shutdown(async move { stop.cancelled().await }).await.unwrap();
+    });
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    let mut ws = tokio_tungstenite::connect_async(req).await.unwrap().0;
+
+    ws.send(Message::binary(request("CRASH"))).await.unwrap();
+    ws.send(Message::binary(request("OPTIONS"))).await.unwrap();
+    let answer = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer in time").expect("the flow stays open").unwrap() {
+            Message::Text(t) => break t.as_str().to_owned(),
+            Message::Binary(b) => break String::from_utf8_lossy(&b).into_owned(),
+            _ => {}
+        }
+    };
+    assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer:?}");
+    assert_eq!(hub.listeners().panics("sip_ws"), 1);
+    cancel.cancel();
 }
 
 async fn ready(gw: &TestGateway) -> (u16, Value) {

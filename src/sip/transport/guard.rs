@@ -85,9 +85,10 @@ impl Listeners {
         Alive { listeners: Arc::clone(self), listener, cancel }
     }
 
-    /// Every listener with its state, by name.
+    /// Every listener with a loop of its own (not WebSocket flows: the HTTP listener runs them),
+    /// with its state, by name.
     pub fn states(&self) -> Vec<(&'static str, ListenerState)> {
-        self.entries.lock().iter().map(|(name, e)| (*name, state_of(e))).collect()
+        self.entries.lock().iter().filter(|(_, e)| e.started > 0).map(|(name, e)| (*name, state_of(e))).collect()
     }
 
     /// Whether every listener that started is still running.
