@@ -152,7 +152,13 @@ impl Gateway {
             .with_draining(Arc::clone(&draining));
         let front = Arc::new(front);
         let handler: Arc<dyn SipHandler> = Arc::clone(&front) as Arc<dyn SipHandler>;
-        let tcp_limits = TcpLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, idle: std::time::Duration::from_secs(300) };
+        let tcp_limits = TcpLimits {
+            max_message: cfg.sip.max_message_bytes,
+            max_connections: cfg.sip.max_tcp_connections,
+            idle: std::time::Duration::from_secs(300),
+            write_timeout: cfg.sip.write_timeout,
+            frame_timeout: cfg.sip.frame_timeout,
+        };
         let hub = Hub::new(handler, tcp_limits, tasks.clone(), sip_cancel.clone());
         let udp = match sip_udp {
             Some(sock) => Some(UdpDriver::spawn(sock, cfg.sip.udp_threads, cfg.sip.max_message_bytes, &hub).context("starting sip.udp")?),
@@ -178,7 +184,8 @@ impl Gateway {
             .layer(axum::Extension(index_sync))
             .layer(axum::Extension(events))
             .layer(axum::Extension(agents))
-            .layer(axum::Extension(websocket));
+            .layer(axum::Extension(websocket))
+            .layer(axum::Extension(Arc::clone(hub.listeners())));
         // HTTP stays up while calls drain (in-flight admin requests, the events endpoint); /ready
         // answers 503 from the first moment of the shutdown.
         let http_stop = CancellationToken::new();
@@ -362,6 +369,7 @@ fn admin_token(cfg: &Config) -> anyhow::Result<Secret> {
         let t = text.trim();
         if t.len() >= 16 {
             tracing::info!(path = %path.display(), "admin token read from file");
+            keep_private(&path).with_context(|| format!("making {} private", path.display()))?;
             return Ok(Secret::new(t));
         }
     }
@@ -390,12 +398,27 @@ fn route_key(cfg: &Config) -> anyhow::Result<crate::proxy::RouteKey> {
     Ok(crate::proxy::RouteKey::new(&secret))
 }
 
+/// Writes `text` to `path`, mode 0600 whatever the umask and whatever mode a file already
+/// there had (`mode` applies only to a file this call creates, so the open file is chmodded
+/// before the secret goes in).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")
+}
+
+/// Tightens an existing token file another version or an operator left readable by others.
+fn keep_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the admin token file was readable by others; now 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// Installs ring as the process's one rustls crypto provider (reqwest is built without one).

@@ -1,6 +1,10 @@
 //! Fuzz targets and a dependency-free mutation fuzzer (issue 8).
 //!
-//! Three targets, each a function of arbitrary bytes that must never panic:
+//! Four targets, each a function of arbitrary bytes that must never panic:
+//! - [`edge`]: sequences of SIP messages from the PBX, phones, a browser agent and an attacker
+//!   (UDP, TCP, WebSocket) through the whole front door: redirect listener, edge proxy, browser
+//!   registrar and media bridge, with a simulated clock and far ends answering what callgate
+//!   sends (see `fuzzing/edge.rs` for the input format);
 //! - [`sip`]: stream framing (`frame_stream`, whole and in pieces: both must agree), the zero-copy parser, every
 //!   accessor the redirect listener and the proxy use, the 400/503 writers, number
 //!   normalisation, and the redirect listener's whole handler;
@@ -13,10 +17,12 @@
 //! or `RUSTC_BOOTSTRAP=1`) and of [`run`], a deterministic mutation fuzzer on stable Rust:
 //! seeds from a corpus, mutated by bit flips, interesting bytes, SIP/form/JSON tokens,
 //! insertions, deletions, duplications and splices with a xorshift generator, so a run is
-//! reproducible from its seed. `cargo run --release --example fuzz -- sip 10000000` is the long
-//! run; the test suite runs a short one of each target (`tests/it/fuzz.rs`).
+//! reproducible from its seed. `cargo run --release --example fuzz -- edge 10000000 1` is the
+//! long run; the test suite runs a short one of each target (`tests/it/fuzz.rs`).
 //!
 //! Not part of the gateway's API (`#[doc(hidden)]` at the crate root).
+
+mod edge;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -33,6 +39,8 @@ use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 /// A fuzz target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// [`edge`].
+    Edge,
     /// [`sip`].
     Sip,
     /// [`b24_event`].
@@ -42,9 +50,10 @@ pub enum Target {
 }
 
 impl Target {
-    /// By name: `sip`, `b24_event`, `admin_json`.
+    /// By name: `edge`, `sip`, `b24_event`, `admin_json`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
+            "edge" => Some(Self::Edge),
             "sip" => Some(Self::Sip),
             "b24_event" => Some(Self::B24Event),
             "admin_json" => Some(Self::AdminJson),
@@ -55,6 +64,7 @@ impl Target {
     /// Runs the target on one input.
     pub fn call(self, data: &[u8]) {
         match self {
+            Self::Edge => edge(data),
             Self::Sip => sip(data),
             Self::B24Event => b24_event(data),
             Self::AdminJson => admin_json(data),
@@ -64,6 +74,7 @@ impl Target {
     /// Built-in seeds (the run adds files given on the command line).
     pub fn seeds(self) -> Vec<Vec<u8>> {
         let list: &[&[u8]] = match self {
+            Self::Edge => return edge::seeds(),
             Self::Sip => SIP_SEEDS,
             Self::B24Event => EVENT_SEEDS,
             Self::AdminJson => JSON_SEEDS,
@@ -73,11 +84,30 @@ impl Target {
 
     fn tokens(self) -> &'static [&'static [u8]] {
         match self {
+            Self::Edge => edge_tokens(),
             Self::Sip => SIP_TOKENS,
             Self::B24Event => EVENT_TOKENS,
             Self::AdminJson => JSON_TOKENS,
         }
     }
+}
+
+/// The edge target: message sequences through the whole front door (`fuzzing/edge.rs`).
+pub fn edge(data: &[u8]) {
+    edge::edge(data);
+}
+
+/// What the edge target reached so far in this process: inputs whose browser agent registered
+/// with its digest, and inputs with a call whose media the bridge anchored.
+pub fn edge_coverage() -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    (edge::REGISTERED.load(Ordering::Relaxed), edge::ANCHORED.load(Ordering::Relaxed))
+}
+
+/// The SIP tokens and the edge target's own (record separators, absurd numbers, routes).
+fn edge_tokens() -> &'static [&'static [u8]] {
+    static TOKENS: OnceLock<Vec<&'static [u8]>> = OnceLock::new();
+    TOKENS.get_or_init(|| SIP_TOKENS.iter().chain(edge::TOKENS).copied().collect())
 }
 
 /// The SIP target: framing, parsing, accessors, answers, and the redirect handler.
@@ -227,6 +257,45 @@ pub struct Stats {
     pub bytes: u64,
     /// Longest input.
     pub longest: usize,
+    /// Inputs that panicked (only [`run_keep_going`] goes on after one).
+    pub panics: u64,
+}
+
+/// The inputs of a run: the corpus entries, then mutations of them, deterministic for `seed`.
+struct Inputs {
+    target: Target,
+    corpus: Vec<Vec<u8>>,
+    rng: XorShift,
+    max_len: usize,
+    input: Vec<u8>,
+    index: u64,
+}
+
+impl Inputs {
+    fn new(target: Target, extra_seeds: Vec<Vec<u8>>, seed: u64, max_len: usize) -> Self {
+        let mut corpus = target.seeds();
+        corpus.extend(extra_seeds);
+        Self { target, corpus, rng: XorShift(seed | 1), max_len, input: Vec::with_capacity(max_len), index: 0 }
+    }
+
+    /// The next input (its number, its bytes), counted into `stats`.
+    fn next(&mut self, stats: &mut Stats) -> (u64, &[u8]) {
+        self.input.clear();
+        let base = &self.corpus[(self.rng.next() % self.corpus.len() as u64) as usize];
+        self.input.extend_from_slice(base);
+        if self.index >= self.corpus.len() as u64 {
+            let rounds = 1 + self.rng.next() % 8;
+            for _ in 0..rounds {
+                mutate(&mut self.input, &self.corpus, self.target.tokens(), &mut self.rng, self.max_len);
+            }
+        }
+        let i = self.index;
+        self.index += 1;
+        stats.inputs += 1;
+        stats.bytes += self.input.len() as u64;
+        stats.longest = stats.longest.max(self.input.len());
+        (i, &self.input)
+    }
 }
 
 /// Runs `target` on `inputs` mutated inputs (seeds first), deterministic for `seed`. A panic in
@@ -238,34 +307,66 @@ pub fn run(
     seed: u64,
     max_len: usize,
 ) -> Stats {
-    let mut corpus = target.seeds();
-    corpus.extend(extra_seeds);
-    let mut rng = XorShift(seed | 1);
+    let mut gen = Inputs::new(target, extra_seeds, seed, max_len);
     let mut stats = Stats::default();
-    let mut input = Vec::with_capacity(max_len);
-    for i in 0..inputs {
-        input.clear();
-        let base = &corpus[(rng.next() % corpus.len() as u64) as usize];
-        input.extend_from_slice(base);
-        if i >= corpus.len() as u64 {
-            let rounds = 1 + rng.next() % 8;
-            for _ in 0..rounds {
-                mutate(&mut input, &corpus, target.tokens(), &mut rng, max_len);
-            }
-        }
-        stats.inputs += 1;
-        stats.bytes += input.len() as u64;
-        stats.longest = stats.longest.max(input.len());
-        let result = std::panic::catch_unwind(|| target.call(&input));
+    for _ in 0..inputs {
+        let (i, input) = gen.next(&mut stats);
+        let result = std::panic::catch_unwind(|| target.call(input));
         if let Err(panic) = result {
             eprintln!(
                 "fuzz {target:?}: panic on input #{i} (seed {seed}): {}",
-                hex::encode(&input)
+                hex::encode(input)
             );
             std::panic::resume_unwind(panic);
         }
     }
     stats
+}
+
+/// Like [`run`], but a panic is counted and the run goes on: for a long run on code with a
+/// known bug. Each distinct panic (by location and message) is printed once, with the first
+/// input that raised it in hex. Replaces the process's panic hook for the run.
+pub fn run_keep_going(
+    target: Target,
+    extra_seeds: Vec<Vec<u8>>,
+    inputs: u64,
+    seed: u64,
+    max_len: usize,
+) -> Stats {
+    static LAST: parking_lot::Mutex<String> = parking_lot::Mutex::new(String::new());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        // Where in callgate: a panic inside std (`Instant + Duration`) is named by its caller.
+        let place = callgate_frame().or_else(|| info.location().map(|l| format!("{}:{}", l.file(), l.line()))).unwrap_or_default();
+        let what = info.payload().downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+        *LAST.lock() = format!("{place}: {what}");
+    }));
+    let mut gen = Inputs::new(target, extra_seeds, seed, max_len);
+    let mut stats = Stats::default();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..inputs {
+        let (i, input) = gen.next(&mut stats);
+        if std::panic::catch_unwind(|| target.call(input)).is_err() {
+            stats.panics += 1;
+            let what = LAST.lock().clone();
+            if seen.insert(what.clone()) {
+                eprintln!("fuzz {target:?}: panic on input #{i} (seed {seed}) at {what}: {}", hex::encode(input));
+            }
+        }
+    }
+    std::panic::set_hook(previous);
+    stats
+}
+
+/// The innermost frame of the panicking thread in this crate's `src/` (not the fuzzer's own).
+fn callgate_frame() -> Option<String> {
+    let trace = std::backtrace::Backtrace::force_capture().to_string();
+    trace
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("at "))
+        .find(|l| l.contains("src/") && !l.contains("/rustc/") && !l.contains("/.cargo/") && !l.contains("fuzzing"))
+        .map(|l| l.rsplit_once(':').map_or(l, |(file_line, _column)| file_line).to_owned())
 }
 
 /// xorshift64*: small, fast, reproducible.

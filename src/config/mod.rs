@@ -81,6 +81,14 @@ pub struct SipConfig {
     pub trusted_rate: f64,
     /// Burst per trusted PBX address.
     pub trusted_burst: u32,
+    /// A SIP TCP/TLS write (reply or forwarded message) not finished within this closes the
+    /// connection: a peer that stops reading cannot hold a connection slot.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// A SIP message over TCP/TLS not complete this long after its first byte closes the
+    /// connection (headers trickled a byte at a time, a body announced and never sent).
+    #[serde(with = "humantime_serde")]
+    pub frame_timeout: Duration,
 }
 
 impl Default for SipConfig {
@@ -99,6 +107,8 @@ impl Default for SipConfig {
             burst_per_source: 200,
             trusted_rate: 50_000.0,
             trusted_burst: 100_000,
+            write_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -52,6 +52,11 @@ impl Config {
         if !(1..=64).contains(&self.sip.udp_threads) {
             errs.push("sip.udp_threads", "must be between 1 and 64");
         }
+        for (key, d) in [("sip.write_timeout", self.sip.write_timeout), ("sip.frame_timeout", self.sip.frame_timeout)] {
+            if d.is_zero() || d.as_secs() > 3600 {
+                errs.push(key, "must be between 1ms and 1h");
+            }
+        }
         if self.http.body_limit_bytes < 1024 {
             errs.push("http.body_limit_bytes", "must be at least 1024");
         }

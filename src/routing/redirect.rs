@@ -219,7 +219,7 @@ impl RedirectServer {
             self.metrics.remember_full.increment(1);
             return;
         }
-        self.answered.insert(key, Answered { answer, expires: now + TIMER_H });
+        self.answered.insert(key, Answered { answer, expires: now.checked_add(TIMER_H).unwrap_or(now) });
     }
 }
 

@@ -1,7 +1,15 @@
 //! The embedded SQLite store: one file, WAL journal, `synchronous=FULL` (a committed call-state
 //! change and its CRM intent survive a crash, DESIGN.md §5), foreign keys on.
+//!
+//! The database holds secrets (webhook URLs, OAuth client secrets and tokens, agents' HA1s), so
+//! it is private to the service's user whatever the umask: its folder is 0700 (created so, or
+//! tightened when it is ours and looser), and the database and its `-wal` and `-shm` files are
+//! 0600. SQLite creates the last two later, with the mode of the database; they are created
+//! empty and private before it opens anything (SQLite keeps an existing file's mode), and all
+//! three are checked again after the journal is switched to WAL.
 
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -26,14 +34,21 @@ impl SqliteStore {
     /// # Errors
     /// The folder cannot be created or the database cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let failed = |source| StoreError::Open { path: path.display().to_string(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+            private_dir(dir).map_err(failed)?;
+        }
+        for file in database_files(path) {
+            private_file(&file).map_err(failed)?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        for file in database_files(path) {
+            private_file(&file).map_err(failed)?;
+        }
         migrate(&conn)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -41,6 +56,53 @@ impl SqliteStore {
     /// Schema version after migration (for tests and diagnostics).
     pub fn schema_version(&self) -> i64 {
         self.conn.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap_or(-1)
+    }
+}
+
+/// The database and the two files SQLite keeps beside it in WAL mode.
+fn database_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Creates `dir` (and missing parents) 0700, or tightens an existing one to 0700 when this
+/// process's user owns it. A folder of someone else's (`/var/lib`), or a shared one with the
+/// sticky bit (`/tmp`), is left as it is with a warning: changing it would break others.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = meta.uid() == unsafe { libc::geteuid() };
+    if ours && mode & 0o1000 == 0 {
+        tracing::warn!(path = %dir.display(), mode = format!("{mode:o}"), "the data folder was open to other users; now 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    } else {
+        tracing::warn!(path = %dir.display(), mode = format!("{mode:o}"), "the data folder is open to other users and not ours to change; the database files stay 0600");
+        Ok(())
+    }
+}
+
+/// Makes `file` exist with mode 0600: created empty when missing (SQLite takes an empty file
+/// as a new database, WAL or shared-memory index), tightened when looser.
+fn private_file(file: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file) {
+        // The umask can only take bits away; set the mode anyway so it is exactly 0600.
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::metadata(file)?.mode() & 0o777 != 0o600 {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -358,6 +420,46 @@ mod tests {
         drop(s);
         let again = SqliteStore::open(&dir.path().join("sub/callgate.db")).unwrap();
         assert_eq!(again.schema_version(), MIGRATIONS.len() as i64);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn the_folder_and_the_database_files_are_private_even_with_a_loose_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // A folder and a database left world-readable by an earlier version (umask 022).
+        std::fs::DirBuilder::new().mode(0o755).create(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = data.join("callgate.db");
+        drop(SqliteStore::open(&db).unwrap());
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = SqliteStore::open(&db).unwrap();
+        s.insert_portal(&NewPortal { name: None, domain: "https://a.bitrix24.ru/".into(), auth: None }).unwrap();
+        assert_eq!(mode(&data), 0o700, "an existing loose folder is tightened");
+        for f in database_files(&db) {
+            assert!(f.exists(), "{} exists", f.display());
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+        // A fresh folder, nested.
+        let fresh = dir.path().join("a/b/callgate.db");
+        let _s = SqliteStore::open(&fresh).unwrap();
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        assert_eq!(mode(&fresh), 0o600);
+    }
+
+    #[test]
+    fn a_shared_sticky_folder_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let db = shared.join("callgate.db");
+        let _s = SqliteStore::open(&db).unwrap();
+        assert_eq!(std::fs::metadata(&shared).unwrap().mode() & 0o7777, 0o1777);
+        assert_eq!(mode(&db), 0o600, "the database is private anyway");
     }
 
     #[test]

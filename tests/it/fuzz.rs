@@ -14,6 +14,12 @@ fn rfc4475() -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn message_sequences_from_every_source_through_the_whole_front_door_never_panic() {
+    let stats = run(Target::Edge, Vec::new(), 3_000, 4, 8192);
+    assert_eq!(stats.inputs, 3_000);
+}
+
+#[test]
 fn the_sip_framing_and_parser_survive_mutated_input() {
     let stats = run(Target::Sip, rfc4475(), 20_000, 1, 8192);
     assert_eq!(stats.inputs, 20_000);

@@ -7,6 +7,7 @@ mod attack_http;
 mod api;
 mod attack_install;
 mod attack_media;
+mod attack_listener;
 mod binary;
 mod browser;
 mod common;

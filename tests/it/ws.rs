@@ -426,7 +426,7 @@ mod driver {
     async fn rig(ping_every: Duration, idle: Duration) -> Rig {
         let recorder = Arc::new(Recorder::default());
         let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
-        let tcp = TcpLimits { max_message: 65_535, max_connections: 10, idle: Duration::from_secs(60) };
+        let tcp = TcpLimits { max_message: 65_535, max_connections: 10, idle: Duration::from_secs(60), ..TcpLimits::default() };
         let hub = Hub::new(recorder.clone(), tcp, tasks.clone(), cancel.clone());
         let ep = WsEndpoint::new(hub.clone(), WsLimits { ping_every, idle, max_connections: 10, max_message: 65_535 }, tasks.clone());
         let app = Router::new().route(

@@ -67,7 +67,7 @@ pub use self::message::{SipMessage, UserTag, MAX_MESSAGE};
 pub use self::method::{CSeq, Method};
 pub use self::name_addr::NameAddr;
 pub use self::response::{to_tag_for, write_bad_frame, write_bad_request, write_response};
-pub use self::scan::{comma_values, raw_top_via, CommaValues};
+pub use self::scan::{comma_values, delta_seconds, raw_top_via, CommaValues};
 pub use self::table::MAX_HEADERS;
 pub use self::uri::{socket_addr, Uri};
 pub use self::via::Via;

@@ -134,6 +134,18 @@ pub(super) fn parse_u32(s: &[u8]) -> Option<u32> {
     })
 }
 
+/// A `delta-seconds` value (`Expires`, a Contact's `expires`, `Retry-After`, `Session-Expires`,
+/// `Min-SE`): all digits after trimming LWS, any length, saturating at `u32::MAX` as RFC 3261
+/// §25.1 asks ("a value larger than 2**32-1 ... is taken as 2**32-1"). `None` when not decimal.
+/// Callers clamp it further to their own bounds before adding it to a time.
+pub fn delta_seconds(value: &[u8]) -> Option<u32> {
+    let digits = trim_lws(value);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(parse_u32(digits).unwrap_or(u32::MAX))
+}
+
 /// Parses a port number (all digits, at most 65535).
 pub(super) fn parse_port(s: &[u8]) -> Option<u16> {
     parse_u32(s).and_then(|n| u16::try_from(n).ok())
@@ -440,6 +452,24 @@ mod tests {
         assert_eq!(trim_lws(b" \r\n\t a b \r\n "), b"a b");
         assert_eq!(trim_lws(b" \r\n"), b"");
         assert_eq!(trim_lws(b""), b"");
+    }
+
+    #[test]
+    fn delta_seconds_saturate_at_u32_max_and_refuse_what_is_not_decimal() {
+        let cases: &[(&[u8], Option<u32>)] = &[
+            (b"3600", Some(3600)),
+            (b" 0 ", Some(0)),
+            (b"4294967295", Some(u32::MAX)),
+            (b"4294967296", Some(u32::MAX)),
+            (b"18446744073709551615", Some(u32::MAX)),
+            (b"99999999999999999999999999999999999999999", Some(u32::MAX)),
+            (b"-1", None),
+            (b"1e9", None),
+            (b"", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(delta_seconds(input), *want, "{}", String::from_utf8_lossy(input));
+        }
     }
 
     #[test]

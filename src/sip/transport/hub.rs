@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::guard::{Guarded, Listeners, TIMERS};
 use super::tcp::{connection, TcpLimits};
 use super::{Outbox, Peer, SipHandler, Transport};
 
@@ -36,6 +37,7 @@ pub struct Hub {
     streams: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
     websockets: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
     handler: Arc<dyn SipHandler>,
+    listeners: Arc<Listeners>,
     limits: TcpLimits,
     rt: tokio::runtime::Handle,
     tasks: TaskTracker,
@@ -45,9 +47,17 @@ pub struct Hub {
 impl Hub {
     /// A hub whose outbound TCP connections feed what they read to `handler`. Must be called
     /// inside a tokio runtime (connections are spawned on it, also from the UDP threads).
+    /// Every driver calls `handler` through [`Guarded`]: its panics are caught and counted.
     pub fn new(handler: Arc<dyn SipHandler>, limits: TcpLimits, tasks: TaskTracker, cancel: CancellationToken) -> Arc<Self> {
         let rt = tokio::runtime::Handle::current();
-        Arc::new(Self { udp: OnceLock::new(), streams: DashMap::new(), websockets: DashMap::new(), handler, limits, rt, tasks, cancel })
+        let listeners = Arc::new(Listeners::default());
+        let handler: Arc<dyn SipHandler> = Arc::new(Guarded::new(handler, Arc::clone(&listeners)));
+        Arc::new(Self { udp: OnceLock::new(), streams: DashMap::new(), websockets: DashMap::new(), handler, listeners, limits, rt, tasks, cancel })
+    }
+
+    /// The listener loops of this hub and the panics caught in them (what `/ready` reports).
+    pub fn listeners(&self) -> &Arc<Listeners> {
+        &self.listeners
     }
 
     /// The socket UDP messages leave from (the UDP listener's).
@@ -55,7 +65,7 @@ impl Hub {
         let _ = self.udp.set(sock);
     }
 
-    /// The handler every transport feeds.
+    /// The handler every transport feeds (panics caught, see [`Guarded`]).
     pub fn handler(&self) -> &Arc<dyn SipHandler> {
         &self.handler
     }
@@ -161,6 +171,7 @@ impl Hub {
     /// Ticks the handler every `every` until cancelled, sending what the ticks produce (SIP
     /// timers fire at most `every` late; T1 is 500 ms).
     pub async fn tick(self: Arc<Self>, every: Duration) {
+        let _alive = self.listeners.start(TIMERS, self.cancel.clone());
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut out = Outbox::new();

@@ -20,10 +20,15 @@
 //!   address peers know), TCP over the connection to that peer, opened on demand. A proxy
 //!   forwards between transports, so both drivers hand what they cannot send themselves to it.
 //!
+//! - `guard`: supervision. Every driver calls the handler through [`Guarded`], so a panic in
+//!   it is caught and counted and the listener goes on; each listener loop holds an [`Alive`],
+//!   so one that ends anyway shows in [`Listeners`] (and `/ready`).
+//!
 //! Handlers receive whole messages (datagrams or frames) and the peer; they put the reply to that
 //! peer and any messages for other destinations into an [`Outbox`]. They never block.
 
 mod batch;
+mod guard;
 mod hub;
 mod tcp;
 mod tls;
@@ -35,6 +40,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+pub use guard::{listener_name, Alive, Guarded, ListenerState, Listeners, TIMERS};
 pub use hub::Hub;
 pub use tcp::{serve_tcp, TcpLimits};
 pub use tls::serve_tls;

@@ -27,6 +27,7 @@ pub async fn serve_tls(
     let acceptor = TlsAcceptor::from(config);
     let slots = Arc::new(Semaphore::new(hub.limits().max_connections));
     let refused = metrics::counter!("callgate_sip_tls_refused_total");
+    let _alive = hub.listeners().start("sip_tls", hub.cancel().clone());
     while let Some((stream, addr, permit)) = super::tcp::accept_next(&listener, &hub, &slots, &refused, "tls").await {
         let (hub, acceptor) = (Arc::clone(&hub), acceptor.clone());
         tasks.spawn(async move {

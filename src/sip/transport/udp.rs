@@ -34,7 +34,12 @@ impl UdpDriver {
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let (sock, hub) = (Arc::clone(&socket), Arc::clone(hub));
-            handles.push(std::thread::Builder::new().name(format!("sip-udp-{i}")).spawn(move || run(&sock, max_message, &hub))?);
+            let alive = hub.listeners().start("sip_udp", hub.cancel().clone());
+            handles.push(std::thread::Builder::new().name(format!("sip-udp-{i}")).spawn(move || {
+                // Held for the thread's life: however `run` ends, the hub hears of it.
+                let _alive = alive;
+                run(&sock, max_message, &hub);
+            })?);
         }
         Ok(Self { threads: handles })
     }
@@ -76,6 +81,10 @@ fn run(sock: &UdpSocket, max_message: usize, hub: &Arc<Hub>) {
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
             // ICMP port unreachable from an earlier send shows up here on Linux: not our problem.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) if is_fatal(&e) => {
+                tracing::error!(error = %e, "the sip udp socket is gone; this receive thread ends");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "udp receive failed");
                 std::thread::sleep(Duration::from_millis(10));
@@ -85,6 +94,12 @@ fn run(sock: &UdpSocket, max_message: usize, hub: &Arc<Hub>) {
             send_errors.increment(queue.flush(sock) as u64);
         }
     }
+}
+
+/// The socket itself is gone (closed or replaced under us): retrying cannot help, and a thread
+/// spinning on it would hide from `/ready` that nothing is received any more.
+fn is_fatal(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK))
 }
 
 /// UDP sends join this thread's batch; the rest goes through the hub.
