@@ -38,6 +38,7 @@ mod handle;
 mod leg;
 mod lifecycle;
 mod outcome;
+mod outlet;
 mod record;
 mod routed;
 mod time;
