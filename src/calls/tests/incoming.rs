@@ -397,3 +397,27 @@ fn record_serializes_as_snake_case_json() {
         serde_json::json!({"extension": "101", "user": 11})
     );
 }
+
+#[test]
+fn two_withheld_callers_at_once_are_two_calls_while_a_known_number_correlates() {
+    let mut h = Harness::new();
+    let mut first = incoming("L1", A);
+    first.remote = "anonymous".into();
+    let mut second = incoming("L2", B);
+    second.remote = "anonymous".into();
+    h.offer(first).ring("L1");
+    h.at(500).offer(second).ring("L2");
+    let started: Vec<String> = h.take().into_iter().filter(|e| e.starts_with("started")).collect();
+    assert_eq!(
+        started,
+        [
+            "started #1 incoming anonymous resp=Some(1) default_incoming",
+            "started #2 incoming anonymous resp=Some(1) default_incoming"
+        ],
+        "a hidden number identifies nobody"
+    );
+    h.at(600).offer(incoming("L3", C));
+    h.at(700).offer(incoming("L4", A));
+    let started: Vec<String> = h.take().into_iter().filter(|e| e.starts_with("started")).collect();
+    assert_eq!(started, ["started #3 incoming 79001234567 resp=Some(1) default_incoming"], "the same known caller is one call");
+}
