@@ -59,6 +59,7 @@ async fn a_routed_call_the_manager_misses_is_finished_for_the_incoming_default_w
     let f = calls[0].finished.as_ref().unwrap();
     assert_eq!((f.user_id, f.status_code.as_deref(), f.duration), (1, Some("304"), 0), "finished for the incoming default responsible: {f:#?}");
     assert!(calls[0].missed);
+    assert_eq!(calls[0].hides, [vec![12]], "the manager's card is hidden (the finish hides user 1's only)");
 
     let call = o.finished("r-missed").await;
     assert_eq!((call["responsible"].as_u64(), call["responsible_reason"].as_str()), (Some(1), Some("missed")), "{call:#}");
