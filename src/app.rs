@@ -149,7 +149,8 @@ impl Gateway {
             .with_websocket(Arc::clone(&agents))
             .with_bridge(Arc::clone(&bridge))
             .with_limiter(Arc::new(sip_limiter(&cfg)))
-            .with_draining(Arc::clone(&draining));
+            .with_draining(Arc::clone(&draining))
+            .with_call_gate(state.calls.clone());
         let front = Arc::new(front);
         let handler: Arc<dyn SipHandler> = Arc::clone(&front) as Arc<dyn SipHandler>;
         let tcp_limits = TcpLimits {
@@ -210,6 +211,11 @@ impl Gateway {
         tasks.close();
         if tokio::time::timeout(cfg.shutdown.grace, tasks.wait()).await.is_err() {
             tracing::warn!(grace = ?cfg.shutdown.grace, "tasks still running after the grace period; stopping anyway");
+        }
+        // Effects still waiting for room go to the recorder before it stops (bounded: a stuck
+        // store leaves them to the next start's reconciliation).
+        if tokio::time::timeout(cfg.shutdown.grace, state.calls.flush_effects()).await.is_err() {
+            tracing::warn!(effects = state.calls.spilled_effects(), "the Bitrix24 outbox recorder did not take every call effect in time");
         }
         drop(state); // the tracker's sink: the recorder drains what is left, then stops
         crm_cancel.cancel();

@@ -16,6 +16,9 @@
 //! 6. an internal leg pairs with the other half of an agent-to-agent call through the PBX
 //!    (reversed extension pair, opposite direction, offered within `correlation_window`).
 //!
+//! Rules 3 and 5 never match on a withheld number (`anonymous`: two hidden callers are not one
+//! customer).
+//!
 //! "Open" includes the linger period. Ties go to calls with a pending transfer, then to the
 //! newest call. The scans are linear: open calls are the concurrent calls, a few thousand at most.
 
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use super::call::Call;
 use super::effect::CallId;
-use super::event::{Direction, LegId, Offer};
+use super::event::{is_withheld, Direction, LegId, Offer};
 use super::record::CallKind;
 use super::time::Millis;
 
@@ -77,7 +80,7 @@ impl Open<'_> {
         let by = offer.referred_by.as_deref()?;
         let fits = |c: &&Call| {
             c.transfer_from(by)
-                || (c.customer == offer.remote && c.legs.iter().any(|l| &*l.rec.extension == by))
+                || (same_customer(c, offer) && c.legs.iter().any(|l| &*l.rec.extension == by))
         };
         let best = self
             .customer_calls(offer)
@@ -104,7 +107,7 @@ impl Open<'_> {
         let contradicts =
             |c: &Call| matches!((&c.correlation, &offer.correlation), (Some(a), Some(b)) if a != b);
         let fits = |c: &&Call| {
-            c.customer == offer.remote
+            same_customer(c, offer)
                 && !contradicts(c)
                 && self.recent(c)
                 && (c.kind == CallKind::Incoming || c.current.is_some() || c.transfer.is_some())
@@ -140,4 +143,9 @@ impl Open<'_> {
         };
         self.portal_calls(offer).filter(fits).map(|c| c.id).max()
     }
+}
+
+/// The leg's far end is the call's customer, by a number that identifies someone.
+fn same_customer(call: &Call, offer: &Offer) -> bool {
+    call.customer == offer.remote && !is_withheld(&offer.remote)
 }

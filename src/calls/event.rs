@@ -163,6 +163,13 @@ impl Event {
     }
 }
 
+/// A number the caller withheld (`anonymous`, `Restricted`, an empty caller): it holds no digit
+/// at all. Such a number identifies nobody: it never correlates two calls and Bitrix24 refuses
+/// it ("Unsupported phone number format"), so the CRM rules register a placeholder instead.
+pub fn is_withheld(number: &str) -> bool {
+    !number.bytes().any(|b| b.is_ascii_digit())
+}
+
 /// An initial INVITE between the PBX side and one agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offer {

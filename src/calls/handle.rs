@@ -5,12 +5,17 @@
 //! handlers; every call into it is short and never awaits. Time: the drivers pass monotonic
 //! `Instant`s; records need wall-clock times, so `now` is mapped through a base pair taken once
 //! at start-up (`Instant`, epoch milliseconds) — deterministic for a given `now`.
+//!
+//! Effects go to the outbox recorder through an [`Outlet`]: never dropped, and while its
+//! channel is nearly full [`CallsHandle::accepting_calls`] is `false`, which the SIP front door
+//! turns into `503` for new calls (back-pressure instead of loss, see `outlet.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::outlet::Outlet;
 use super::{CallId, CallRecord, Effect, Event, Millis, Tracker, TrackerConfig};
 
 /// Cheap to clone.
@@ -24,7 +29,7 @@ struct Inner {
     base: (Instant, u64),
     effects: EffectCounters,
     /// Where effects go (the Bitrix24 outbox recorder); bounded, never awaited here.
-    sink: Option<tokio::sync::mpsc::Sender<Effect>>,
+    sink: Option<Outlet>,
 }
 
 struct EffectCounters {
@@ -32,7 +37,8 @@ struct EffectCounters {
     show: metrics::Counter,
     hide: metrics::Counter,
     finished: metrics::Counter,
-    overflow: metrics::Counter,
+    /// Effects for a recorder that is gone (only after shutdown began).
+    lost: metrics::Counter,
 }
 
 impl CallsHandle {
@@ -42,16 +48,18 @@ impl CallsHandle {
     }
 
     /// Like [`Self::new`], sending every effect to `sink`. A full sink (the store stuck for
-    /// minutes) sheds effects visibly: counted in `callgate_calls_effects_overflow_total` and
-    /// logged at error level.
+    /// minutes) loses nothing: effects wait in the outlet's spill, in order (counted in
+    /// `callgate_calls_effects_overflow_total`, the spill's length in
+    /// `callgate_calls_effects_spilled`), and [`Self::accepting_calls`] turns `false`.
     pub fn with_sink(cfg: TrackerConfig, base: Instant, base_epoch_ms: u64, sink: Option<tokio::sync::mpsc::Sender<Effect>>) -> Self {
         let effects = EffectCounters {
             started: metrics::counter!("callgate_calls_effects_total", "effect" => "started"),
             show: metrics::counter!("callgate_calls_effects_total", "effect" => "show"),
             hide: metrics::counter!("callgate_calls_effects_total", "effect" => "hide"),
             finished: metrics::counter!("callgate_calls_effects_total", "effect" => "finished"),
-            overflow: metrics::counter!("callgate_calls_effects_overflow_total"),
+            lost: metrics::counter!("callgate_calls_effects_lost_total"),
         };
+        let sink = sink.map(Outlet::new);
         Self { inner: Arc::new(Inner { tracker: Mutex::new(Tracker::new(cfg)), base: (base, base_epoch_ms), effects, sink }) }
     }
 
@@ -78,7 +86,29 @@ impl CallsHandle {
         if t.poll_timeout().is_some_and(|d| d <= at) {
             t.handle_timeout(at);
         }
+        if let Some(sink) = &self.inner.sink {
+            sink.flush();
+        }
         self.drain(&mut t);
+    }
+
+    /// Whether new calls may be accepted: `false` while the path to the outbox recorder is
+    /// (nearly) full. Lock-free; the SIP front door asks it for every new INVITE.
+    pub fn accepting_calls(&self) -> bool {
+        self.inner.sink.as_ref().is_none_or(Outlet::accepting)
+    }
+
+    /// Effects waiting for room on the way to the outbox recorder.
+    pub fn spilled_effects(&self) -> usize {
+        self.inner.sink.as_ref().map_or(0, Outlet::spilled)
+    }
+
+    /// Hands every waiting effect to the outbox recorder, waiting for room (graceful shutdown,
+    /// once nothing feeds the tracker any more).
+    pub async fn flush_effects(&self) {
+        if let Some(sink) = &self.inner.sink {
+            sink.flush_all().await;
+        }
     }
 
     /// Counts effects and hands them to the sink (the Bitrix24 outbox recorder).
@@ -92,9 +122,9 @@ impl CallsHandle {
                 Effect::CallFinished(_) => c.finished.increment(1),
             }
             if let Some(sink) = &self.inner.sink {
-                if sink.try_send(e).is_err() {
-                    c.overflow.increment(1);
-                    tracing::error!("the Bitrix24 outbox recorder is not keeping up; a call effect was shed");
+                if !sink.push(e) {
+                    c.lost.increment(1);
+                    tracing::error!("the Bitrix24 outbox recorder has stopped; a call effect was not recorded");
                 }
             }
         }

@@ -38,6 +38,7 @@ mod handle;
 mod leg;
 mod lifecycle;
 mod outcome;
+mod outlet;
 mod record;
 mod routed;
 mod time;
@@ -48,7 +49,7 @@ mod transfer;
 mod tests;
 
 pub use effect::{CallId, Effect};
-pub use event::{Direction, Event, LegId, Offer, Policy, Side};
+pub use event::{is_withheld, Direction, Event, LegId, Offer, Policy, Side};
 pub use handle::CallsHandle;
 pub use leg::{EndReason, HoldPeriod, LegRecord, LegState, Role};
 pub use record::{

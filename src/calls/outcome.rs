@@ -11,6 +11,12 @@
 //!   "480" no answer or timeout, "603-S" the agent cancelled, other codes as they came; talk
 //!   that was too short to count gives "480" with `short_talk`.
 //! - Internal calls: answered when a leg was answered, else the outgoing codes; no responsible.
+//! - Responsible at the end: the first or last counted talker (incoming, per
+//!   `assign_responsible_to`); the incoming default for an unmapped talker and for a missed call,
+//!   **also when the call was routed to a personal manager** (the guide's rule: a missed call
+//!   is the default responsible's to handle; the manager who was rung stays visible in
+//!   `manager`, `routed_extension` and the legs); outgoing calls keep the user registered at
+//!   start.
 
 use super::call::Call;
 use super::event::Side;
@@ -165,9 +171,9 @@ impl Call {
                 (Some(*u), reason)
             }
             (CallKind::Incoming, Some(_)) => (default_incoming, ResponsibleReason::UnmappedTalker),
-            (CallKind::Incoming, None) => {
-                (self.manager.or(default_incoming), ResponsibleReason::Missed)
-            }
+            // The guide: a missed incoming call goes to the incoming default responsible, routed
+            // or not. The manager who was rung stays on the record (`manager`, the legs).
+            (CallKind::Incoming, None) => (default_incoming, ResponsibleReason::Missed),
             (CallKind::Outgoing, _) => self.responsible,
             (CallKind::Internal, _) => (None, ResponsibleReason::Internal),
         }

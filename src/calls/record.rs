@@ -105,7 +105,8 @@ pub enum ResponsibleReason {
     LastTalker,
     /// The talker's extension is unmapped: the incoming default.
     UnmappedTalker,
-    /// Missed: the routed manager, else the incoming default.
+    /// Missed: the incoming default, whether or not the call was routed to a personal manager
+    /// (`manager` still names the manager who was rung).
     Missed,
     /// Internal calls have no responsible.
     Internal,

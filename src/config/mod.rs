@@ -314,7 +314,7 @@ pub struct CrmConfig {
     /// Longest wait between delivery attempts.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
-    /// Call effects waiting to be written to the outbox at most.
+    /// Call effects on their way to the outbox; under a quarter free, new calls are refused.
     pub effects_queue: usize,
     /// After a batch that was not full, the next one waits this long (fewer, fuller requests).
     #[serde(with = "humantime_serde")]

@@ -4,8 +4,11 @@
 //! queued up meanwhile). Then the portals' delivery workers are woken (started if needed).
 //!
 //! Nothing is dropped here: a failed write is retried (with the effects kept) until the store
-//! answers again. The only loss window is the channel itself (a crash before the write), which
-//! the start-up reconciliation covers for calls already registered.
+//! answers again. Meanwhile the channel fills; the tracker's side then keeps further effects in
+//! order (its outlet's spill) and the SIP front door refuses new calls with 503, so back-pressure
+//! reaches the PBX instead of effects being shed. The only loss window is memory itself (a
+//! crash before the write), which the start-up reconciliation covers for calls already
+//! registered.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,12 @@
 //! reported calls, so a portal switched on mid-call never gets a finish without a register, and
 //! one switched off mid-call still gets its finish (every registered call is finished once).
 //!
+//! Withheld callers (`anonymous`, no digit in the number: Bitrix24 strips letters and refuses
+//! what is left empty with "Unsupported phone number format") are registered with
+//! PHONE_NUMBER [`WITHHELD_NUMBER`] and CRM_CREATE 0: the call is on record, but no lead is made
+//! for a number that identifies nobody. Feature codes and short internal numbers never get here:
+//! the tracker makes such calls internal (`internal_max_digits`).
+//!
 //! Click-to-call: an agent's outgoing call that matches a pending click (same portal, the
 //! clicking user, the same normalised number, see `events::ClickToCalls`) is not registered:
 //! Bitrix24 already did, and show/hide/finish go to the click's CALL_ID.
@@ -20,6 +26,10 @@ use crate::calls::{CallId, CallKind, CallRecord, Effect, ResponsibleReason};
 use crate::routing::PortalEntry;
 use crate::settings::{PortalId, UserId, UtmTag};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite};
+
+/// PHONE_NUMBER for a withheld caller: a digit, so Bitrix24 takes it; no real number, so it
+/// matches no CRM entity.
+pub(crate) const WITHHELD_NUMBER: &str = "0";
 
 /// Bitrix24 `TYPE`: 1 outgoing, 2 incoming.
 const TYPE_OUTGOING: u8 = 1;
@@ -109,9 +119,11 @@ fn register_params(p: &PortalEntry, kind: CallKind, customer: &str, line: Option
         CallKind::Outgoing => (TYPE_OUTGOING, s.outgoing.create_entity),
         _ => (TYPE_INCOMING, s.incoming.create_entity),
     };
+    let withheld = crate::calls::is_withheld(customer);
+    let (phone, create) = if withheld { (WITHHELD_NUMBER, false) } else { (customer, create) };
     let mut m = Map::new();
     m.insert("USER_ID".into(), json!(user));
-    m.insert("PHONE_NUMBER".into(), json!(customer));
+    m.insert("PHONE_NUMBER".into(), json!(phone));
     m.insert("TYPE".into(), json!(ty));
     m.insert("CRM_CREATE".into(), json!(u8::from(create)));
     m.insert("SHOW".into(), json!(0));
@@ -190,6 +202,33 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn portal() -> PortalEntry {
+        let mut settings = crate::settings::PortalSettings { active: true, ..Default::default() };
+        settings.incoming.default_responsible = Some(1);
+        settings.outgoing.default_responsible = Some(2);
+        let portal = crate::settings::Portal { id: 1, name: None, domain: "https://a.bitrix24.ru/".into(), auth: None, settings };
+        PortalEntry::build(portal, Vec::new(), Vec::new())
+    }
+
+    fn register_of(customer: &str) -> Value {
+        let mut rules = Rules::new(7, 0);
+        let started = Effect::CallStarted { call: CallId(1), portal: 1, kind: CallKind::Incoming, customer: customer.into(), line: None, responsible: Some(1), reason: ResponsibleReason::DefaultIncoming };
+        let mut out = OutboxWrite::default();
+        rules.apply(&started, Some(&portal()), 0, &mut out);
+        assert_eq!(out.intents.len(), 1);
+        out.intents.remove(0).payload
+    }
+
+    #[test]
+    fn a_withheld_caller_is_registered_with_the_placeholder_and_no_lead_a_real_one_as_is() {
+        for hidden in ["anonymous", "Restricted", ""] {
+            let p = register_of(hidden);
+            assert_eq!((&p["PHONE_NUMBER"], &p["CRM_CREATE"]), (&json!(WITHHELD_NUMBER), &json!(0)), "{hidden}: {p}");
+        }
+        let p = register_of("79161234567");
+        assert_eq!((&p["PHONE_NUMBER"], &p["CRM_CREATE"]), (&json!("79161234567"), &json!(1)), "the incoming toggle");
+    }
 
     #[test]
     fn iso_dates_have_an_offset() {

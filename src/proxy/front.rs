@@ -16,7 +16,11 @@
 //!   (a flood) nothing; responses and ACKs over the limit are dropped;
 //! - **draining** (graceful shutdown): a new call (an INVITE without a To tag) gets `503` +
 //!   `Retry-After`; in-dialog requests (ACK, BYE, re-INVITE) and responses still flow, so open
-//!   calls can end normally.
+//!   calls can end normally;
+//! - **back-pressure**: while the path from the call tracker to the Bitrix24 outbox is nearly
+//!   full ([`CallsHandle::accepting_calls`]), a new call is refused the same way (counted in
+//!   `callgate_sip_refused_overload_total`), so the calls already accepted keep their room and
+//!   none of their effects is dropped. Routing requests are not calls and still get answers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,13 +29,36 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::Proxy;
+use crate::calls::CallsHandle;
 use crate::limit::{SourceLimiter, Verdict};
 use crate::routing::{Directory, RedirectServer, Snapshot};
 use crate::sip::core::{to_tag_for, write_bad_request, write_response, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler};
 
-/// Retry-After of the 503 to new calls while draining: the PBX should try another node.
-const DRAINING_RETRY_AFTER: &[u8] = b"30";
+/// Why a new call is refused: its metric and the Retry-After of its 503.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// Graceful shutdown: the PBX should try another node.
+    Draining,
+    /// The outbox path is full: a short wait usually suffices.
+    Overload,
+}
+
+impl Refusal {
+    fn retry_after(self) -> &'static [u8] {
+        match self {
+            Self::Draining => b"30",
+            Self::Overload => b"5",
+        }
+    }
+
+    fn count(self) {
+        match self {
+            Self::Draining => metrics::counter!("callgate_sip_refused_draining_total").increment(1),
+            Self::Overload => metrics::counter!("callgate_sip_refused_overload_total").increment(1),
+        }
+    }
+}
 
 /// Redirect listener + proxy behind one [`SipHandler`].
 pub struct Front {
@@ -41,6 +68,8 @@ pub struct Front {
     websocket: Option<Arc<crate::webrtc::Registrar>>,
     limiter: Option<Arc<SourceLimiter>>,
     draining: Arc<AtomicBool>,
+    /// The call tracker whose outbox path may refuse new calls (none: never refused).
+    calls: Option<CallsHandle>,
     /// Media anchoring for browser agents' calls (WebRTC widget mode).
     bridge: Option<Arc<crate::webrtc::Bridge>>,
 }
@@ -48,7 +77,7 @@ pub struct Front {
 impl Front {
     /// Both roles on one listener.
     pub fn new(directory: Directory, redirect: Arc<RedirectServer>, proxy: Arc<Proxy>) -> Self {
-        Self { directory, redirect, proxy, websocket: None, limiter: None, draining: Arc::new(AtomicBool::new(false)), bridge: None }
+        Self { directory, redirect, proxy, websocket: None, limiter: None, draining: Arc::new(AtomicBool::new(false)), calls: None, bridge: None }
     }
 
     /// Per-source rate limits on every message (none without this).
@@ -63,6 +92,20 @@ impl Front {
     pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
         self.draining = draining;
         self
+    }
+
+    /// New calls are refused with 503 while `calls` says its outbox path is full.
+    #[must_use]
+    pub fn with_call_gate(mut self, calls: CallsHandle) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
+    /// Back-pressure: a new call (not a routing request) while the outbox path is full is
+    /// answered 503; returns whether it was.
+    fn refused_for_overload(&self, snap: &Snapshot, data: &Bytes, out: &mut Outbox) -> bool {
+        let full = self.calls.as_ref().is_some_and(|c| !c.accepting_calls());
+        full && !Self::for_redirect(snap, data) && refuse_new_call(data, Refusal::Overload, out)
     }
 
     /// The rate limit: `false` when the message must go no further (a 503 may be in `out`).
@@ -158,7 +201,10 @@ impl SipHandler for Front {
                 return;
             }
         }
-        if self.draining.load(Ordering::Relaxed) && refuse_new_call(&data, out) {
+        if self.draining.load(Ordering::Relaxed) && refuse_new_call(&data, Refusal::Draining, out) {
+            return;
+        }
+        if self.refused_for_overload(&snap, &data, out) {
             return;
         }
         if let (true, Some(registrar)) = (peer.transport.is_websocket(), &self.websocket) {
@@ -220,9 +266,9 @@ fn refuse_request(data: &Bytes, retry_after: &[u8], out: &mut Outbox) {
     }
 }
 
-/// While draining: a new call (INVITE without a To tag) is answered 503 and goes no further.
-/// Returns whether it was one.
-fn refuse_new_call(data: &Bytes, out: &mut Outbox) -> bool {
+/// While draining or overloaded: a new call (INVITE without a To tag) is answered 503 and goes
+/// no further. Returns whether it was one.
+fn refuse_new_call(data: &Bytes, why: Refusal, out: &mut Outbox) -> bool {
     if !data.starts_with(b"INVITE ") {
         return false;
     }
@@ -230,7 +276,111 @@ fn refuse_new_call(data: &Bytes, out: &mut Outbox) -> bool {
     if msg.to().is_some_and(|to| to.tag.is_some()) {
         return false; // a re-INVITE inside an open call
     }
-    metrics::counter!("callgate_sip_refused_draining_total").increment(1);
-    write_response(&msg, 503, "Service Unavailable", Some(&to_tag_for(&msg)), &[("Retry-After", DRAINING_RETRY_AFTER)], &mut out.reply);
+    why.count();
+    write_response(&msg, 503, "Service Unavailable", Some(&to_tag_for(&msg)), &[("Retry-After", why.retry_after())], &mut out.reply);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::calls::{Direction, Event, LegId, Offer, Policy, TrackerConfig};
+    use crate::routing::{DecisionLog, PortalEntry, RedirectConfig};
+    use crate::settings::{Mapping, Portal, PortalSettings};
+    use crate::sip::core::transaction::Timers;
+    use crate::sip::transport::Transport;
+
+    const PBX: &str = "127.0.0.1:5080";
+
+    fn udp(s: &str) -> Peer {
+        Peer { addr: s.parse::<SocketAddr>().expect("an address"), transport: Transport::Udp }
+    }
+
+    fn office() -> PortalEntry {
+        let settings = PortalSettings { active: true, pbx_host: PBX.into(), ..PortalSettings::default() };
+        let portal = Portal { id: 1, name: None, domain: "https://office.bitrix24.ru/".into(), auth: None, settings };
+        let m = Mapping { id: 1, user_id: 11, extension: "101".into(), use_for_personal_manager: true, contact: Some("sip:101@127.0.0.1:6001".into()) };
+        PortalEntry::build(portal, vec![m], Vec::new())
+    }
+
+    /// A front door for the office whose tracker sends effects into a channel of `slots`.
+    fn front(slots: usize) -> (Front, CallsHandle, tokio::sync::mpsc::Receiver<crate::calls::Effect>, Instant) {
+        let t0 = Instant::now();
+        let directory = Directory::default();
+        directory.install_for_test(vec![office()]);
+        let (tx, rx) = tokio::sync::mpsc::channel(slots);
+        let calls = CallsHandle::with_sink(TrackerConfig::default(), t0, 0, Some(tx));
+        let local = super::super::Local { udp: Some("127.0.0.1:5060".parse().expect("an address")), tcp: None };
+        let proxy = Proxy::new(directory.clone(), local, calls.clone(), Timers::RFC3261);
+        let redirect = RedirectServer::new(directory.clone(), RedirectConfig { no_decision_code: 404, max_remembered: 100 }, Arc::new(DecisionLog::new(10)));
+        let front = Front::new(directory, Arc::new(redirect), Arc::new(proxy)).with_call_gate(calls.clone());
+        (front, calls, rx, t0)
+    }
+
+    fn invite(user: &str, call_id: &str) -> Bytes {
+        let text = format!(
+            "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\n\
+             From: <sip:79161234567@{PBX}>;tag=pbx\r\nTo: <sip:{user}@127.0.0.1:5060>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:79161234567@{PBX}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        Bytes::from(text)
+    }
+
+    /// An offer fed straight to the tracker: one `CallStarted` effect into the channel.
+    fn other_call(n: u32) -> Event {
+        Event::Offered(Offer {
+            leg: LegId::from(format!("other-{n}").as_str()),
+            portal: 1,
+            policy: Policy::default(),
+            direction: Direction::FromPbx,
+            agent_extension: "101".into(),
+            agent_user: Some(11),
+            remote: format!("7900{n:07}").into(),
+            remote_is_extension: false,
+            correlation: None,
+            replaces: None,
+            referred_by: None,
+            line: None,
+        })
+    }
+
+    fn deliver(front: &Front, data: Bytes, now: Instant) -> Outbox {
+        let mut out = Outbox::new();
+        front.on_message(data, udp(PBX), now, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_full_outbox_path_refuses_new_calls_with_503_and_reopens_when_drained() {
+        let (front, calls, mut rx, t0) = front(8);
+        // The recorder is stalled: 8 calls' starts fill the channel (the gate closes below 2 free).
+        for n in 0..8 {
+            calls.feed(t0, [other_call(n)]);
+        }
+        assert!(!calls.accepting_calls());
+
+        // Attack on the queue (or just load): a new call is refused and leaves no state.
+        let out = deliver(&front, invite("101", "new-1"), t0);
+        let reply = String::from_utf8_lossy(&out.reply);
+        assert!(reply.starts_with("SIP/2.0 503 "), "{reply}");
+        assert!(reply.contains("Retry-After: 5\r\n"), "{reply}");
+        assert!(out.sends.is_empty(), "not relayed to the agent");
+        assert_eq!(calls.list(100).len(), 8, "no call was created for it");
+
+        // A routing request is not a call: the redirect listener still answers it.
+        let out = deliver(&front, invite("pm-route", "route-1"), t0);
+        let answered = [&out.reply[..]].into_iter().chain(out.sends.iter().map(|(_, b)| &b[..])).map(String::from_utf8_lossy).collect::<Vec<_>>().join("");
+        assert!(!answered.contains("503") && answered.contains("SIP/2.0 404"), "{answered}");
+
+        // The recorder catches up: the same call goes through.
+        while rx.try_recv().is_ok() {}
+        calls.tick(t0 + Duration::from_millis(50));
+        assert!(calls.accepting_calls());
+        let out = deliver(&front, invite("101", "new-2"), t0 + Duration::from_millis(60));
+        assert!(out.sends.iter().any(|(p, b)| p.addr.port() == 6001 && b.starts_with(b"INVITE ")), "relayed to 101's phone");
+        assert_eq!(calls.list(100).len(), 9);
+    }
 }

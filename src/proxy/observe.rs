@@ -32,12 +32,14 @@ pub(crate) fn offered(msg: &SipMessage, portal: &PortalEntry, direction: Directi
     let leg = leg_of(msg)?;
     let ruri_user = msg.request_uri().and_then(Uri::parse).and_then(|u| u.user).map(text);
     let (agent, remote) = match direction {
-        Direction::FromPbx => (ruri_user.or_else(|| user_of(msg.to()))?, caller(msg)?),
+        // A caller URI without a user part is a withheld number like `anonymous`.
+        Direction::FromPbx => (ruri_user.or_else(|| user_of(msg.to()))?, caller(msg).unwrap_or_else(|| Arc::from("anonymous"))),
         Direction::FromAgent => (user_of(msg.from())?, ruri_user.or_else(|| user_of(msg.to()))?),
     };
     let remote = if portal.by_extension.contains_key(remote.as_ref()) { remote } else { customer_text(remote.as_bytes()) };
     let agent_user = portal.by_extension.get(agent.as_ref()).map(|m| m.user_id);
-    let remote_is_extension = portal.by_extension.contains_key(remote.as_ref());
+    // Feature codes and short internal numbers are no customers either (`internal_max_digits`).
+    let remote_is_extension = portal.by_extension.contains_key(remote.as_ref()) || portal.portal.settings.is_internal_number(&remote);
     let correlation = portal.correlation(msg);
     let replaces = msg.header(HeaderName::Replaces).map(|v| LegId(text(call_id_part(v))));
     let referred_by = msg.header(HeaderName::ReferredBy).and_then(NameAddr::parse).and_then(|n| n.uri.user).map(text);

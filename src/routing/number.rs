@@ -6,6 +6,9 @@
 //! a bare 10-digit number -> `7` + it. A SIP URI (`sip:+7...@host;user=phone`) is reduced to its
 //! user part first. Anything left that is not 11-15 digits (or 7-10 digits in other plans) is not a
 //! customer number: extensions and garbage give `None`.
+//!
+//! [`is_internal_number`] tells feature codes and short internal numbers from customers (the
+//! portal's `internal_max_digits`).
 
 use std::fmt;
 
@@ -138,6 +141,18 @@ fn to_number(d: &[u8]) -> Option<Number> {
     }
 }
 
+/// A number that is not a customer's, whatever the portal's mappings say: a **feature code**
+/// (starts with `*` or `#`; in a SIP URI `#` arrives escaped as `%23`, e.g. `*97` voicemail,
+/// `#31#`) or a **short internal number** of 1 to `max_digits` digits (an extension callgate has
+/// no mapping for, a queue, an IVR, a service number such as 112). Calls with such a number on
+/// the far end are internal: nothing about them goes to Bitrix24, so no lead is created for them.
+pub fn is_internal_number(raw: &str, max_digits: u8) -> bool {
+    let s = raw.trim();
+    let feature = s.starts_with(['*', '#']) || s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%23") || p.eq_ignore_ascii_case("%2a"));
+    let short = !s.is_empty() && s.len() <= usize::from(max_digits) && s.bytes().all(|b| b.is_ascii_digit());
+    feature || short
+}
+
 fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
     let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
@@ -190,6 +205,19 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(normalize_number(input).map(Number::as_u64), *want, "{input}");
         }
+    }
+
+    #[test]
+    fn feature_codes_and_short_numbers_are_internal_customer_numbers_are_not() {
+        for internal in ["*97", "*", "#31#", "%2331%23", "%2A97", "101", "1001", " 112 ", "0"] {
+            assert!(is_internal_number(internal, 4), "{internal}");
+        }
+        for customer in ["79161234567", "+7 916 123-45-67", "10001", "4951234", "anonymous", "", "+101", "101a"] {
+            assert!(!is_internal_number(customer, 4), "{customer}");
+        }
+        assert!(is_internal_number("10001", 5), "the portal may allow longer extensions");
+        assert!(!is_internal_number("101", 0), "0: only feature codes");
+        assert!(is_internal_number("*97", 0));
     }
 
     #[test]

@@ -219,6 +219,17 @@ pub struct PortalSettings {
     pub correlation_header: String,
     /// Request-URI user that asks for a routing decision.
     pub routing_user: String,
+    /// Numbers of at most this many digits (and feature codes: `*97`, `#31#`) are not
+    /// customers: a call with one on the far end is internal (nothing goes to Bitrix24). 4 by
+    /// default; at most 6, so that no real subscriber number is ever taken for one.
+    pub internal_max_digits: u8,
+}
+
+impl PortalSettings {
+    /// The far end `number` of a call is not a customer (see `internal_max_digits`).
+    pub fn is_internal_number(&self, number: &str) -> bool {
+        crate::routing::number::is_internal_number(number, self.internal_max_digits)
+    }
 }
 
 impl Default for PortalSettings {
@@ -237,6 +248,7 @@ impl Default for PortalSettings {
             pbx_host: String::new(),
             correlation_header: "X-Call-Id".into(),
             routing_user: "pm-route".into(),
+            internal_max_digits: 4,
         }
     }
 }

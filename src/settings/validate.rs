@@ -45,6 +45,9 @@ impl FieldErrors {
 
 const DEFAULT_OAUTH_SERVER: &str = "https://oauth.bitrix.info/";
 
+/// `internal_max_digits` at most: the shortest subscriber numbers have 7 digits.
+const MAX_INTERNAL_DIGITS: u8 = 6;
+
 /// Checks a portal input; `existing` supplies the stored secret when the input omits or masks it.
 ///
 /// # Errors
@@ -142,6 +145,9 @@ pub fn check_settings(s: &PortalSettings) -> Result<(), FieldErrors> {
     }
     if s.min_talk_seconds > 3600 {
         errs.add("min_talk_seconds", "must be at most 3600");
+    }
+    if s.internal_max_digits > MAX_INTERNAL_DIGITS {
+        errs.add("internal_max_digits", format!("must be at most {MAX_INTERNAL_DIGITS} (longer numbers are customers')"));
     }
     check_network(s, &mut errs);
     errs.into_result(())
@@ -279,6 +285,20 @@ mod tests {
         let e = check_settings(&s).unwrap_err();
         let fields: Vec<_> = e.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["trusted_pbx[1]", "trusted_pbx[3]", "pbx_host", "correlation_header", "routing_user"]);
+    }
+
+    #[test]
+    fn internal_max_digits_is_bounded_and_defaults_to_four() {
+        let mut s = PortalSettings::default();
+        assert_eq!(s.internal_max_digits, 4);
+        assert!(s.is_internal_number("*97") && s.is_internal_number("105") && !s.is_internal_number("79161234567"));
+        s.internal_max_digits = 7;
+        let fields: Vec<_> = check_settings(&s).unwrap_err().0.into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["internal_max_digits"]);
+        s.internal_max_digits = 6;
+        assert!(check_settings(&s).is_ok());
+        let old: PortalSettings = serde_json::from_str(r#"{"min_talk_seconds": 3}"#).unwrap();
+        assert_eq!(old.internal_max_digits, 4, "stored settings without the field get the default");
     }
 
     #[test]

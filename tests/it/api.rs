@@ -16,7 +16,8 @@ fn full_settings() -> Value {
         "trusted_pbx": ["10.0.0.0/24", "192.0.2.7", "2001:db8::1"],
         "pbx_host": "10.0.0.2:5070",
         "correlation_header": "X-PBX-Call",
-        "routing_user": "manager-lookup"
+        "routing_user": "manager-lookup",
+        "internal_max_digits": 5
     })
 }
 

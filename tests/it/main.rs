@@ -21,6 +21,7 @@ mod fuzz;
 mod media;
 mod proxy;
 mod redirect;
+mod rules;
 mod tls;
 mod settings_page;
 mod shutdown;

@@ -293,7 +293,7 @@ fn routed(correlation: Option<&str>, manager: Option<u64>) -> Event {
 }
 
 #[test]
-fn routed_decision_makes_the_manager_responsible_at_start_and_when_missed() {
+fn routed_decision_registers_the_manager_and_a_miss_goes_to_the_incoming_default() {
     let mut h = Harness::new();
     h.ev(routed(Some("R1"), Some(50)));
     assert_eq!(h.t.waiting_decisions(), 1);
@@ -318,8 +318,36 @@ fn routed_decision_makes_the_manager_responsible_at_start_and_when_missed() {
     );
     assert_eq!(
         (r.responsible, r.responsible_reason),
-        (Some(50), ResponsibleReason::Missed)
+        (Some(DEFAULT_IN), ResponsibleReason::Missed),
+        "the guide: a missed incoming call is the incoming default responsible's, routed or not"
     );
+    assert_eq!(
+        (&*r.legs[0].extension, r.legs[0].user),
+        ("101", Some(11)),
+        "the leg that rang stays on the record"
+    );
+}
+
+#[test]
+fn routed_call_missed_by_a_busy_manager_while_open_shows_the_manager_then_the_default() {
+    let mut h = Harness::new();
+    h.ev(routed(Some("R2"), Some(11)));
+    h.at(100).offer(corr("R2", incoming("L1", A)));
+    let open = h.t.get(CallId(1)).expect("open call");
+    assert_eq!(
+        (open.responsible, open.responsible_reason, open.manager),
+        (Some(11), ResponsibleReason::PersonalManager, Some(11)),
+        "while it rings, the view shows who it was registered to"
+    );
+    h.at(2_000).fail("L1", 486);
+    h.at(5_000);
+    let r = h.record();
+    assert_eq!((r.outcome, r.failed_reason), (Some(Outcome::Missed), Some(FailedReason::Busy)));
+    assert_eq!(
+        (r.responsible, r.responsible_reason, r.manager),
+        (Some(DEFAULT_IN), ResponsibleReason::Missed, Some(11))
+    );
+    assert_eq!(r.routed_extension.as_deref(), Some("101"));
 }
 
 #[test]
@@ -368,4 +396,28 @@ fn record_serializes_as_snake_case_json() {
         json["first_talker"],
         serde_json::json!({"extension": "101", "user": 11})
     );
+}
+
+#[test]
+fn two_withheld_callers_at_once_are_two_calls_while_a_known_number_correlates() {
+    let mut h = Harness::new();
+    let mut first = incoming("L1", A);
+    first.remote = "anonymous".into();
+    let mut second = incoming("L2", B);
+    second.remote = "anonymous".into();
+    h.offer(first).ring("L1");
+    h.at(500).offer(second).ring("L2");
+    let started: Vec<String> = h.take().into_iter().filter(|e| e.starts_with("started")).collect();
+    assert_eq!(
+        started,
+        [
+            "started #1 incoming anonymous resp=Some(1) default_incoming",
+            "started #2 incoming anonymous resp=Some(1) default_incoming"
+        ],
+        "a hidden number identifies nobody"
+    );
+    h.at(600).offer(incoming("L3", C));
+    h.at(700).offer(incoming("L4", A));
+    let started: Vec<String> = h.take().into_iter().filter(|e| e.starts_with("started")).collect();
+    assert_eq!(started, ["started #3 incoming 79001234567 resp=Some(1) default_incoming"], "the same known caller is one call");
 }

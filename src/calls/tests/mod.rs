@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod backpressure;
 mod incoming;
 mod internal;
 mod outgoing;
