@@ -66,3 +66,28 @@ pub(super) fn load(conn: &Connection) -> Result<(Vec<CallCheckpoint>, Option<u64
     let alive: Option<i64> = conn.query_row("SELECT max(alive_ms) FROM calls_alive", [], |r| r.get(0))?;
     Ok((calls, alive.and_then(|a| u64::try_from(a).ok())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SqliteStore, Store};
+
+    fn row(key: &str, state: &str) -> CallCheckpoint {
+        CallCheckpoint { call_key: key.into(), portal: 1, state: state.into() }
+    }
+
+    #[test]
+    fn a_checkpoint_upserts_deletes_and_moves_alive_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        assert_eq!(s.call_checkpoints().unwrap(), (vec![], None), "nothing before the first checkpoint");
+        let w = CheckpointWrite { upsert: vec![row("b-1", "{1}"), row("b-2", "{2}")], delete: vec![], alive_ms: Some(1_000) };
+        s.checkpoint_calls(&w, 1_000).unwrap();
+        let w = CheckpointWrite { upsert: vec![row("b-1", "{1'}")], delete: vec!["b-2".into(), "unknown".into()], alive_ms: Some(2_000) };
+        s.checkpoint_calls(&w, 2_000).unwrap();
+        assert_eq!(s.call_checkpoints().unwrap(), (vec![row("b-1", "{1'}")], Some(2_000)));
+        let w = CheckpointWrite { delete: vec!["b-1".into()], ..CheckpointWrite::default() };
+        s.checkpoint_calls(&w, 3_000).unwrap();
+        assert_eq!(s.call_checkpoints().unwrap(), (vec![], Some(2_000)), "alive kept when not given");
+    }
+}

@@ -6,5 +6,6 @@ mod harness;
 mod incoming;
 mod internal;
 mod outgoing;
+mod restart;
 mod timers;
 mod transfer;
