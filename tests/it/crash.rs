@@ -177,6 +177,8 @@ async fn finished_once_as_answered(fake: &FakeB24, n: usize, talk: std::ops::Ran
     assert_eq!(fake.calls_of("telephony.externalcall.register").len(), n, "one register per call, none repeated after the restart");
     let finishes = fake.calls_of("telephony.externalcall.finish");
     assert_eq!(finishes.len(), n, "one finish per call");
+    let durations: Vec<u64> = calls.iter().filter_map(|c| c.finished.as_ref().map(|f| f.duration)).collect();
+    eprintln!("DURATION of the {n} calls: {durations:?}, expected within {talk:?}");
     for c in &calls {
         let f = c.finished.as_ref().unwrap_or_else(|| panic!("{} never finished", c.call_id));
         assert_eq!(c.registrations, 1, "{}", c.call_id);
@@ -187,22 +189,35 @@ async fn finished_once_as_answered(fake: &FakeB24, n: usize, talk: std::ops::Ran
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_up_at_a_sigkill_end_by_the_pbx_bye_after_the_restart_as_answered_with_the_full_talk() {
+    stop_mid_conversation_then_the_pbx_hangs_up(libc::SIGKILL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_up_past_the_shutdown_grace_are_taken_back_by_the_next_start() {
+    stop_mid_conversation_then_the_pbx_hangs_up(libc::SIGTERM).await;
+}
+
+/// 10 calls talking 6 s each; callgate gets `signal` about 2 s into the talk (SIGTERM: the
+/// 1 s grace runs out with the calls up) and is started again on the same data and port.
+async fn stop_mid_conversation_then_the_pbx_hangs_up(signal: i32) {
     crate::common::init_tracing();
     let fake = FakeB24::spawn().await;
     fake.add_user(crate::fake_b24::User::new(2, "Sales desk", None));
     let dir = tempfile::tempdir().unwrap();
     let sip = format!("127.0.0.1:{}", free_port());
-    let env = [("CALLGATE__CALLS__RESTORE_WAIT", "60s")];
+    let env = [("CALLGATE__CALLS__RESTORE_WAIT", "60s"), ("CALLGATE__SHUTDOWN__GRACE", "1s")];
     let mut gw = start_with(dir.path(), &sip, &env).await;
     let office = office(&gw.base, &fake).await;
 
-    // 10 calls talking 6 s each; callgate is killed about 2 s into the talk and restarted.
     let (n, hold_ms) = (10, 6_000);
     let (phone, pbx) = place_calls(&sip, &office, n, hold_ms);
     answered(&gw.base, n).await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    gw.child.0.kill().unwrap(); // SIGKILL
-    let _ = gw.child.0.wait();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    unsafe { libc::kill(gw.child.0.id() as i32, signal) };
+    let status = tokio::task::spawn_blocking(move || gw.child.0.wait().unwrap()).await.unwrap();
+    if signal == libc::SIGTERM {
+        assert_eq!(status.code(), Some(0), "a clean stop after the grace period");
+    }
     let _gw = start_with(dir.path(), &sip, &env).await;
 
     // The BYEs pass through the restarted callgate (Record-Route signed with route.key) and
