@@ -37,6 +37,21 @@ pub(crate) struct Dirty {
     pub(crate) gone: VecDeque<CallId>,
 }
 
+/// Gone calls remembered at most between two checkpoints. Only a tracker nobody checkpoints
+/// (tests, benches) reaches it; a row whose delete is forgotten is dropped or finished silently
+/// at the next restore (its finish is queued or delivered by then).
+const MAX_GONE: usize = 65_536;
+
+impl Dirty {
+    pub(crate) fn mark_gone(&mut self, id: CallId) {
+        self.changed.remove(&id);
+        if self.gone.len() >= MAX_GONE {
+            self.gone.pop_front();
+        }
+        self.gone.push_back(id);
+    }
+}
+
 /// What to write: the current state of every call changed since the last one, and the calls
 /// that finished (or were merged into another) since.
 #[derive(Debug, Default)]

@@ -360,7 +360,7 @@ impl Tracker {
         let Some(mut gone) = self.calls.remove(&from) else {
             return;
         };
-        self.dirty.gone.push_back(from);
+        self.dirty.mark_gone(from);
         if let Some(at) = gone.scheduled {
             self.timers.remove(&(at, from));
         }
@@ -410,7 +410,7 @@ impl Tracker {
         for leg in &call.legs {
             self.legs.remove(&leg.rec.leg);
         }
-        self.dirty.gone.push_back(id);
+        self.dirty.mark_gone(id);
         let record = Arc::new(call.finish());
         call.emit(&mut self.effects, Effect::CallFinished(record.clone()));
         self.finished.push_front(record);
