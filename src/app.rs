@@ -135,7 +135,8 @@ impl Gateway {
         let crm_cancel = CancellationToken::new();
         let crm_tasks = TaskTracker::new();
         let clicks = Arc::new(crate::crm::events::ClickToCalls::default());
-        let (tokens, workers) = start_crm(&cfg, &state, effects, boot, &restored.calls, &clicks, &crm_tasks, &crm_cancel)?;
+        let rules = crm_rules(&cfg, boot, &restored.calls, &clicks);
+        let (tokens, workers) = start_crm(&cfg, &state, effects, rules, &crm_tasks, &crm_cancel)?;
         // Stops with the outbox, after SIP: its last checkpoint holds the calls still open.
         crm_tasks.spawn(crate::calls::run_saver(state.calls.clone(), state.store.clone(), restored.keys, cfg.calls.checkpoint_interval, crm_cancel.clone()));
         let index_sync = crate::crm::IndexSync::start(Arc::clone(&tokens), &state.store, &state.directory, &crm_tasks, &crm_cancel);
@@ -284,19 +285,16 @@ fn tls_config(cert: &str, key: &str, alpn: &[&[u8]]) -> anyhow::Result<Option<Ar
 
 /// Starts the Bitrix24 side: the outbox recorder and a delivery worker for every portal with
 /// queued intents (more start when the recorder queues for them). Returns the portals' token
-/// registry, which the index sync and the events share, and the workers. Outgoing calls that
-/// match a pending click-to-call in `clicks` take its CALL_ID.
+/// registry, which the index sync and the events share, and the workers.
 fn start_crm(
     cfg: &Config,
     state: &AppState,
     effects: tokio::sync::mpsc::Receiver<crate::calls::Effect>,
-    boot: u64,
-    restored: &[crate::calls::RestoredCall],
-    clicks: &Arc<crate::crm::events::ClickToCalls>,
+    rules: crate::crm::Rules,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(Arc<crate::crm::Tokens>, Arc<crate::crm::Workers>)> {
-    use crate::crm::{CrmClient, RestBitrix, Rules, WorkerConfig, Workers};
+    use crate::crm::{CrmClient, RestBitrix, WorkerConfig, Workers};
     let mut builder = CrmClient::builder().request_timeout(cfg.crm.request_timeout);
     if !cfg.crm.ca_file.is_empty() {
         builder = builder.with_root_ca(std::fs::read(&cfg.crm.ca_file).with_context(|| format!("reading crm.ca_file {}", cfg.crm.ca_file))?);
@@ -306,13 +304,18 @@ fn start_crm(
     let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(Arc::clone(&tokens)));
     let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff, batch_interval: cfg.crm.batch_interval };
     let workers = Workers::new(state.store.clone(), state.directory.clone(), bitrix, wcfg, tasks.clone(), cancel.clone());
-    let window = u64::try_from(cfg.crm.show_hide_window.as_millis()).unwrap_or(300);
-    let rules = Rules::new(boot, window).with_click_to_calls(Arc::clone(clicks)).with_restored(restored);
     tasks.spawn(crate::crm::run_recorder(effects, rules, state.store.clone(), state.directory.clone(), Arc::clone(&workers), cancel.clone()));
     for portal in state.directory.snapshot().portals.keys() {
         workers.wake(*portal);
     }
     Ok((tokens, workers))
+}
+
+/// The rules that turn call effects into Bitrix24 intents for this run (`boot`): outgoing calls
+/// that match a pending click-to-call in `clicks` take its CALL_ID, restored calls keep their key.
+fn crm_rules(cfg: &Config, boot: u64, restored: &[crate::calls::RestoredCall], clicks: &Arc<crate::crm::events::ClickToCalls>) -> crate::crm::Rules {
+    let window = u64::try_from(cfg.crm.show_hide_window.as_millis()).unwrap_or(300);
+    crate::crm::Rules::new(boot, window).with_click_to_calls(Arc::clone(clicks)).with_restored(restored)
 }
 
 /// Starts the processor behind `POST /api/v1/bitrix24/events` (click-to-calls, CRM changes,
