@@ -238,6 +238,9 @@ impl Tracker {
         if found.is_some() {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.add_leg(now, offer);
+                if let Some(evidence) = call.restored.as_mut() {
+                    *evidence = (*evidence).max(now);
+                }
             }
         }
         self.legs.insert(offer.leg.clone(), id);

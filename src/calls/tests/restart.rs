@@ -100,6 +100,7 @@ fn a_blind_transfer_pending_at_the_crash_completes_after_the_restart() {
     assert_eq!(h.t.poll_timeout(), Some(Millis(61_000)), "still waits transfer_wait");
     h.at(33_000).offer(Offer { referred_by: Some("101".into()), ..last(incoming("L2", B)) }).ring("L2");
     h.at(40_000).answer("L2");
+    assert_eq!(h.t.poll_timeout(), Some(Millis(40_000 + WAIT)), "the new leg's events are evidence too");
     h.at(100_000).bye("L2", Side::Remote);
     h.at(102_000);
     assert_eq!(h.take(), ["show #1 [12]", "hide #1 [12]", "finished #1 200"]);
