@@ -158,3 +158,60 @@ impl Saver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::calls::{Direction, Event, Offer, Policy};
+    use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite, SqliteStore};
+
+    fn offer(leg: &str) -> Offer {
+        Offer {
+            leg: leg.into(),
+            portal: 1,
+            policy: Policy::default(),
+            direction: Direction::FromPbx,
+            agent_extension: Arc::from("101"),
+            agent_user: Some(11),
+            remote: Arc::from("79001234567"),
+            remote_is_extension: false,
+            correlation: Some(Arc::from(leg)),
+            replaces: None,
+            referred_by: None,
+            line: None,
+        }
+    }
+
+    fn crm_call(key: &str) -> CrmCall {
+        CrmCall { portal: 1, call_key: key.into(), external_call_id: format!("callgate-{key}"), b24_call_id: None, finished: false, start: serde_json::json!({}) }
+    }
+
+    #[test]
+    fn restore_takes_back_open_calls_under_their_keys_and_drops_finished_or_corrupt_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let now = Instant::now();
+        let old = CallsHandle::new(crate::calls::TrackerConfig::default(), now, 1_000);
+        old.feed(now, ["L1", "L2", "L3"].map(|l| Event::Offered(offer(l))));
+        let states: Vec<String> = old.checkpoint().saved.iter().map(|(_, s)| s.to_json()).collect();
+        let rows = ["100-1", "100-2", "100-3"].iter().zip(&states).map(|(k, s)| CallCheckpoint { call_key: (*k).into(), portal: 1, state: s.clone() });
+        let mut upsert: Vec<CallCheckpoint> = rows.collect();
+        upsert.push(CallCheckpoint { call_key: "100-9".into(), portal: 1, state: "not json".into() });
+        store.checkpoint_calls(&CheckpointWrite { upsert, delete: vec![], alive_ms: Some(5_000) }, 5_000).unwrap();
+        // Bitrix24 knows 100-1 (open) and 100-2 (its finish already queued); 100-3 was never reported.
+        let finish = NewIntent { portal: 1, call_key: "100-2".into(), kind: IntentKind::Finish, payload: serde_json::json!({}), not_before_ms: 0 };
+        store.outbox_write(&OutboxWrite { calls: vec![crm_call("100-1"), crm_call("100-2")], intents: vec![finish] }, 5_000).unwrap();
+
+        let new = CallsHandle::new(crate::calls::TrackerConfig::default(), now, 9_000);
+        let restored = restore_calls(&store, &new, 200, now).unwrap();
+        let got: Vec<(u64, &str, bool)> = restored.calls.iter().map(|c| (c.id.0, c.call_key.as_str(), c.reported)).collect();
+        assert_eq!(got, [(1, "100-1", true), (2, "100-3", false)]);
+        assert_eq!((restored.keys.key(CallId(1)), restored.keys.key(CallId(3))), ("100-1".to_owned(), "200-3".to_owned()), "new calls get this run's keys");
+        assert_eq!(new.open_count(), 2);
+        let left: Vec<String> = store.call_checkpoints().unwrap().0.into_iter().map(|r| r.call_key).collect();
+        assert_eq!(left, ["100-1", "100-3"], "the finished and the corrupt rows are deleted");
+        assert_eq!(new.get(CallId(1)).map(|r| r.started_at.0), Some(1_000), "times from the earlier run");
+    }
+}
