@@ -39,6 +39,8 @@ pub struct Gateway {
     effects: tokio::sync::mpsc::Receiver<crate::calls::Effect>,
     /// This run's id (start time, ms): keeps outbox call keys unique across restarts.
     boot: u64,
+    /// Calls the previous run left open, taken back from their checkpoints.
+    restored: crate::calls::Restored,
 }
 
 impl Gateway {
@@ -56,11 +58,17 @@ impl Gateway {
         let rows = directory.load_index_blocking(&store).context("loading the personal-manager index")?;
         tracing::info!(rows, "personal-manager index loaded from the store");
         let boot = crate::telemetry::unix_ms();
-        let reconciled = crate::crm::reconcile(store.inner(), &directory.snapshot(), boot).context("reconciling calls left open")?;
-        if reconciled > 0 {
-            tracing::warn!(calls = reconciled, "calls left open by the previous run will be finished in Bitrix24 (call_state_lost)");
-        }
         let (effects_tx, effects) = tokio::sync::mpsc::channel(cfg.crm.effects_queue);
+        let calls = CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx));
+        let restored = crate::calls::restore_calls(store.inner(), &calls, boot, std::time::Instant::now()).context("restoring open calls from their checkpoints")?;
+        if !restored.calls.is_empty() {
+            tracing::info!(calls = restored.calls.len(), "calls open at the last stop restored from their checkpoints");
+        }
+        let skip: std::collections::HashSet<String> = restored.calls.iter().map(|c| c.call_key.clone()).collect();
+        let reconciled = crate::crm::reconcile(store.inner(), &directory.snapshot(), boot, &skip).context("reconciling calls left open")?;
+        if reconciled > 0 {
+            tracing::warn!(calls = reconciled, "calls left open by the previous run without a checkpoint will be finished in Bitrix24 (call_state_lost)");
+        }
 
         let mut addresses = BTreeMap::new();
         let http_addr = listener_addr(&cfg.http.listen).ok().flatten().context("http.listen")?;
@@ -83,11 +91,11 @@ impl Gateway {
             metrics: crate::telemetry::metrics(),
             directory,
             decisions: Arc::new(DecisionLog::new(10_000)),
-            calls: CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx)),
+            calls,
             shutdown: shutdown.clone(),
             media: crate::webrtc::BridgeSlot::default(),
         };
-        Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot })
+        Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot, restored })
     }
 
     /// Bound addresses by listener name (`http`, `sip_udp`, `sip_tcp`, `sip_tls`), and
@@ -116,7 +124,7 @@ impl Gateway {
     /// # Errors
     /// A server failed while running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot } = self;
+        let Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot, restored } = self;
         for (name, addr) in &addresses {
             tracing::info!(listener = %name, %addr, "listening");
         }
@@ -127,7 +135,10 @@ impl Gateway {
         let crm_cancel = CancellationToken::new();
         let crm_tasks = TaskTracker::new();
         let clicks = Arc::new(crate::crm::events::ClickToCalls::default());
-        let (tokens, workers) = start_crm(&cfg, &state, effects, boot, &clicks, &crm_tasks, &crm_cancel)?;
+        let rules = crm_rules(&cfg, boot, &restored.calls, &clicks);
+        let (tokens, workers) = start_crm(&cfg, &state, effects, rules, &crm_tasks, &crm_cancel)?;
+        // Stops with the outbox, after SIP: its last checkpoint holds the calls still open.
+        crm_tasks.spawn(crate::calls::run_saver(state.calls.clone(), state.store.clone(), restored.keys, cfg.calls.checkpoint_interval, crm_cancel.clone()));
         let index_sync = crate::crm::IndexSync::start(Arc::clone(&tokens), &state.store, &state.directory, &crm_tasks, &crm_cancel);
         let events = start_events(&state, tokens, workers, clicks, Arc::clone(&index_sync), &crm_tasks, &crm_cancel).with_public_url(&cfg.http.public_url);
         // Not a child of `shutdown`: SIP keeps serving open dialogs while calls drain.
@@ -246,7 +257,8 @@ async fn serve_http(http: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, c
 }
 
 /// New calls are refused by now; waits until the tracker has no open call or `grace` passed.
-/// Calls still open after it are finished at the next start (`call_state_lost`).
+/// Calls still open after it are left to the next start: the last checkpoint (written when the
+/// outbox stops) holds them, and the next run restores them (`calls::restore_calls`).
 async fn drain_calls(calls: &CallsHandle, grace: std::time::Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     let open = calls.open_count();
@@ -258,7 +270,7 @@ async fn drain_calls(calls: &CallsHandle, grace: std::time::Duration) {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(open_calls = open, "grace period over with calls still open; they are finished as call_state_lost at the next start");
+            tracing::warn!(open_calls = open, "grace period over with calls still open; they are checkpointed and taken back at the next start");
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -286,18 +298,16 @@ fn tls_config(cert: &str, key: &str, alpn: &[&[u8]]) -> anyhow::Result<Option<Ar
 
 /// Starts the Bitrix24 side: the outbox recorder and a delivery worker for every portal with
 /// queued intents (more start when the recorder queues for them). Returns the portals' token
-/// registry, which the index sync and the events share, and the workers. Outgoing calls that
-/// match a pending click-to-call in `clicks` take its CALL_ID.
+/// registry, which the index sync and the events share, and the workers.
 fn start_crm(
     cfg: &Config,
     state: &AppState,
     effects: tokio::sync::mpsc::Receiver<crate::calls::Effect>,
-    boot: u64,
-    clicks: &Arc<crate::crm::events::ClickToCalls>,
+    rules: crate::crm::Rules,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(Arc<crate::crm::Tokens>, Arc<crate::crm::Workers>)> {
-    use crate::crm::{CrmClient, RestBitrix, Rules, WorkerConfig, Workers};
+    use crate::crm::{CrmClient, RestBitrix, WorkerConfig, Workers};
     let mut builder = CrmClient::builder().request_timeout(cfg.crm.request_timeout);
     if !cfg.crm.ca_file.is_empty() {
         builder = builder.with_root_ca(std::fs::read(&cfg.crm.ca_file).with_context(|| format!("reading crm.ca_file {}", cfg.crm.ca_file))?);
@@ -307,13 +317,18 @@ fn start_crm(
     let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(Arc::clone(&tokens)));
     let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff, batch_interval: cfg.crm.batch_interval };
     let workers = Workers::new(state.store.clone(), state.directory.clone(), bitrix, wcfg, tasks.clone(), cancel.clone());
-    let window = u64::try_from(cfg.crm.show_hide_window.as_millis()).unwrap_or(300);
-    let rules = Rules::new(boot, window).with_click_to_calls(Arc::clone(clicks));
     tasks.spawn(crate::crm::run_recorder(effects, rules, state.store.clone(), state.directory.clone(), Arc::clone(&workers), cancel.clone()));
     for portal in state.directory.snapshot().portals.keys() {
         workers.wake(*portal);
     }
     Ok((tokens, workers))
+}
+
+/// The rules that turn call effects into Bitrix24 intents for this run (`boot`): outgoing calls
+/// that match a pending click-to-call in `clicks` take its CALL_ID, restored calls keep their key.
+fn crm_rules(cfg: &Config, boot: u64, restored: &[crate::calls::RestoredCall], clicks: &Arc<crate::crm::events::ClickToCalls>) -> crate::crm::Rules {
+    let window = u64::try_from(cfg.crm.show_hide_window.as_millis()).unwrap_or(300);
+    crate::crm::Rules::new(boot, window).with_click_to_calls(Arc::clone(clicks)).with_restored(restored)
 }
 
 /// Starts the processor behind `POST /api/v1/bitrix24/events` (click-to-calls, CRM changes,

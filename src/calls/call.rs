@@ -64,6 +64,9 @@ pub(crate) struct Call {
     pub(crate) idle_since: Option<Millis>,
     /// The deadline this call is filed under in the tracker's timer set.
     pub(crate) scheduled: Option<Millis>,
+    /// Restored from a checkpoint after a restart: the last evidence that it was still up
+    /// (`checkpoint.rs`); `None` for calls of this run.
+    pub(crate) restored: Option<Millis>,
 }
 
 impl Call {
@@ -110,6 +113,7 @@ impl Call {
             responsible: (None, ResponsibleReason::Internal),
             idle_since: None,
             scheduled: None,
+            restored: None,
         };
         call.responsible = call.starting_responsible(offer.agent_user);
         call.emit_started(fx);

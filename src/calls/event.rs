@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::settings::{AssignTo, PortalId, UserId};
 
 /// A leg's identity: the SIP Call-ID of its INVITE dialog (one dialog between the PBX side and
 /// one agent). Serialised as a string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LegId(pub Arc<str>);
 
@@ -24,7 +24,7 @@ impl From<&str> for LegId {
 }
 
 /// The portal settings that shape a call's outcome, captured from the call's first offer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// Whether the first or the last talker becomes responsible on an answered incoming call.
     pub assign: AssignTo,
@@ -37,7 +37,7 @@ pub struct Policy {
 }
 
 /// Who sent the initial INVITE of a leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// The PBX called the agent.
@@ -58,7 +58,7 @@ impl Direction {
 }
 
 /// Which end of a leg sent a BYE, CANCEL or REFER.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The agent's phone or widget.

@@ -16,7 +16,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::outlet::Outlet;
-use super::{CallId, CallRecord, Effect, Event, Millis, Tracker, TrackerConfig};
+use super::{CallId, CallRecord, Checkpoint, Effect, Event, Millis, SavedCall, Tracker, TrackerConfig};
 
 /// Cheap to clone.
 #[derive(Clone)]
@@ -147,5 +147,25 @@ impl CallsHandle {
     /// One call, open or finished.
     pub fn get(&self, id: CallId) -> Option<CallRecord> {
         self.inner.tracker.lock().get(id).map(|r| (*r).clone())
+    }
+
+    /// What changed since the last checkpoint (clears it): see `checkpoint.rs`.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.inner.tracker.lock().take_checkpoint()
+    }
+
+    /// Takes back a call saved by an earlier run, up as of `evidence_ms` (unix ms); its new id,
+    /// or `None` when the saved state is unusable.
+    pub fn restore(&self, now: Instant, saved: SavedCall, evidence_ms: u64) -> Option<CallId> {
+        let at = self.millis(now);
+        let mut t = self.inner.tracker.lock();
+        let id = t.restore(at, saved, Millis(evidence_ms));
+        self.drain(&mut t);
+        id
+    }
+
+    /// `now` as the tracker's wall-clock milliseconds.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.millis(now).0
     }
 }

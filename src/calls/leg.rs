@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::event::{Direction, LegId, Offer, Side};
 use super::time::Millis;
 use crate::settings::UserId;
 
 /// Where a leg is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LegState {
     /// INVITE sent, no 18x yet.
@@ -28,7 +28,7 @@ pub enum LegState {
 }
 
 /// Why a leg ended. Serialised as `{"reason": "bye", "by": "agent"}`, `{"reason": "busy"}`, ...
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum EndReason {
     /// A BYE on the answered leg.
@@ -57,6 +57,9 @@ pub enum EndReason {
         /// The SIP status code.
         status: u16,
     },
+    /// Restored after a restart and never heard of again within `calls.restore_wait`: ended at
+    /// the last evidence that it was up (the BYE was lost or came while callgate was down).
+    Lost,
 }
 
 impl EndReason {
@@ -76,7 +79,7 @@ impl EndReason {
 }
 
 /// What a leg is to the customer call it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The leg carries (or is meant to carry) the customer: answering it can start a conversation.
@@ -87,7 +90,7 @@ pub enum Role {
 }
 
 /// A hold period on an answered leg; `to` is `None` while still on hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldPeriod {
     /// When the hold began.
     pub from: Millis,
@@ -96,7 +99,7 @@ pub struct HoldPeriod {
 }
 
 /// One leg as recorded on a call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegRecord {
     /// The dialog's Call-ID.
     pub leg: LegId,

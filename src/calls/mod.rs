@@ -27,9 +27,14 @@
 //!   its id: its legs become consultation legs of the customer call;
 //! - the call keeps the [`Policy`] of its first offer.
 //!
-//! Depends only on `settings` (ids and the assign rule).
+//! Restarts: open calls are checkpointed (`checkpoint.rs`: what is saved, how a restored call
+//! ends) by a driver (`saver.rs`) that also restores them at start.
+//!
+//! The tracker depends only on `settings` (ids and the assign rule); the drivers `handle.rs` and
+//! `saver.rs` add tokio and the store.
 
 mod call;
+mod checkpoint;
 mod conversation;
 mod correlate;
 mod effect;
@@ -41,6 +46,7 @@ mod outcome;
 mod outlet;
 mod record;
 mod routed;
+mod saver;
 mod time;
 mod tracker;
 mod transfer;
@@ -48,10 +54,12 @@ mod transfer;
 #[cfg(test)]
 mod tests;
 
+pub use checkpoint::{Checkpoint, SavedCall};
 pub use effect::{CallId, Effect};
 pub use event::{is_withheld, Direction, Event, LegId, Offer, Policy, Side};
 pub use handle::CallsHandle;
 pub use leg::{EndReason, HoldPeriod, LegRecord, LegState, Role};
+pub use saver::{restore_calls, run_saver, CallKeys, Restored, RestoredCall};
 pub use record::{
     CallKind, CallRecord, Conversation, FailedReason, Outcome, ResponsibleReason, Talker,
 };

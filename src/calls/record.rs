@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::effect::CallId;
 use super::event::LegId;
@@ -15,7 +15,7 @@ use super::time::Millis;
 use crate::settings::{PortalId, UserId};
 
 /// What kind of call this is (DESIGN.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallKind {
     /// The PBX offered a customer's call to an agent.
@@ -36,7 +36,7 @@ pub struct Talker {
 }
 
 /// A period in which one agent leg was connected to the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {
     /// The agent's leg.
     pub leg: LegId,
@@ -88,7 +88,7 @@ pub enum FailedReason {
 }
 
 /// Why `responsible` is who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponsibleReason {
     /// The routed personal manager (incoming, at start).

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::call::{Call, Effects};
+use super::checkpoint::{Checkpoint, Dirty, SavedCall};
 use super::correlate::Open;
 use super::effect::{CallId, Effect};
 use super::event::{Direction, Event, LegId, Offer};
@@ -34,6 +35,9 @@ pub struct TrackerConfig {
     pub ring_timeout: Duration,
     /// How many finished records are kept for the admin API (10 000).
     pub keep_finished: usize,
+    /// A call restored after a restart that sees no in-dialog event for this long after its
+    /// last evidence ends at that evidence (20 min; `checkpoint.rs`).
+    pub restore_wait: Duration,
 }
 
 impl Default for TrackerConfig {
@@ -45,6 +49,7 @@ impl Default for TrackerConfig {
             correlation_window: Duration::from_secs(60),
             ring_timeout: Duration::from_secs(180),
             keep_finished: 10_000,
+            restore_wait: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Tracker {
     finished: VecDeque<Arc<CallRecord>>,
     effects: Effects,
     ignored: u64,
+    /// Calls changed or gone since the last checkpoint.
+    dirty: Dirty,
 }
 
 impl Tracker {
@@ -77,6 +84,7 @@ impl Tracker {
             finished: VecDeque::new(),
             effects: VecDeque::new(),
             ignored: 0,
+            dirty: Dirty::default(),
         }
     }
 
@@ -123,6 +131,11 @@ impl Tracker {
                 continue;
             };
             call.scheduled = None;
+            if let Some(evidence) = call.restored.filter(|e| e.after(self.cfg.restore_wait) <= now) {
+                call.end_unheard(evidence, &mut self.effects);
+                self.finish(id);
+                continue;
+            }
             call.expire_rings(now, self.cfg.ring_timeout, &mut self.effects);
             call.refresh_idle(now);
             let due = call.finish_at(self.cfg.linger, self.cfg.transfer_wait);
@@ -178,6 +191,36 @@ impl Tracker {
         self.routed.len()
     }
 
+    /// What changed since the last checkpoint (see `checkpoint.rs`): the state of every call
+    /// changed since, and the calls gone since. Taking it clears the dirty set.
+    pub fn take_checkpoint(&mut self) -> Checkpoint {
+        let changed = std::mem::take(&mut self.dirty.changed);
+        let saved = changed.into_iter().filter_map(|id| Some((id, self.calls.get(&id)?.save())));
+        Checkpoint {
+            saved: saved.collect(),
+            gone: self.dirty.gone.drain(..).collect(),
+            open: self.calls.len(),
+        }
+    }
+
+    /// Takes back a call saved by an earlier run, under a new id, up as of `evidence` (see
+    /// `checkpoint.rs`). No effect is emitted: Bitrix24 already knows the call. `None` when
+    /// the saved form is inconsistent or one of its legs is already known.
+    pub fn restore(&mut self, now: Millis, saved: SavedCall, evidence: Millis) -> Option<CallId> {
+        let id = CallId(self.next_id);
+        let call = Call::restore(id, saved, evidence)?;
+        if call.legs.iter().any(|l| self.legs.contains_key(&l.rec.leg)) {
+            return None;
+        }
+        self.next_id += 1;
+        for leg in &call.legs {
+            self.legs.insert(leg.rec.leg.clone(), id);
+        }
+        self.calls.insert(id, call);
+        self.settle(now, id);
+        Some(id)
+    }
+
     fn offer(&mut self, now: Millis, offer: &Offer) {
         if self.legs.contains_key(&offer.leg) {
             self.ignored += 1;
@@ -195,6 +238,9 @@ impl Tracker {
         if found.is_some() {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.add_leg(now, offer);
+                if let Some(evidence) = call.restored.as_mut() {
+                    *evidence = (*evidence).max(now);
+                }
             }
         }
         self.legs.insert(offer.leg.clone(), id);
@@ -244,6 +290,9 @@ impl Tracker {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if let Some(evidence) = call.restored.as_mut() {
+            *evidence = (*evidence).max(now);
+        }
         let fx = &mut self.effects;
         match event {
             Event::Ringing { .. } => call.on_ringing(now, idx, fx),
@@ -314,6 +363,7 @@ impl Tracker {
         let Some(mut gone) = self.calls.remove(&from) else {
             return;
         };
+        self.dirty.mark_gone(from);
         if let Some(at) = gone.scheduled {
             self.timers.remove(&(at, from));
         }
@@ -330,11 +380,14 @@ impl Tracker {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        self.dirty.changed.insert(id);
         call.refresh_idle(now);
         let finish = call.finish_at(self.cfg.linger, self.cfg.transfer_wait);
+        let unheard = call.restored.map(|e| e.after(self.cfg.restore_wait));
         let due = finish
             .into_iter()
             .chain(call.ring_deadline(self.cfg.ring_timeout))
+            .chain(unheard)
             .min();
         if due == call.scheduled {
             return;
@@ -360,6 +413,7 @@ impl Tracker {
         for leg in &call.legs {
             self.legs.remove(&leg.rec.leg);
         }
+        self.dirty.mark_gone(id);
         let record = Arc::new(call.finish());
         call.emit(&mut self.effects, Effect::CallFinished(record.clone()));
         self.finished.push_front(record);

@@ -268,6 +268,13 @@ pub struct CallsConfig {
     pub ring_timeout: Duration,
     /// Finished calls kept for `/api/v1/calls`.
     pub keep_finished: usize,
+    /// Open calls are checkpointed to the store at most this often (what a crash can lose).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// A call restored after a restart with no in-dialog request for this long after its last
+    /// evidence is finished with what is known, ended at that evidence.
+    #[serde(with = "humantime_serde")]
+    pub restore_wait: Duration,
 }
 
 impl Default for CallsConfig {
@@ -279,6 +286,8 @@ impl Default for CallsConfig {
             correlation_window: Duration::from_secs(60),
             ring_timeout: Duration::from_secs(180),
             keep_finished: 10_000,
+            checkpoint_interval: Duration::from_millis(250),
+            restore_wait: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -293,6 +302,7 @@ impl CallsConfig {
             correlation_window: self.correlation_window,
             ring_timeout: self.ring_timeout,
             keep_finished: self.keep_finished,
+            restore_wait: self.restore_wait,
         }
     }
 }

@@ -92,6 +92,13 @@ impl Config {
         if self.calls.ring_timeout.is_zero() || self.calls.transfer_wait.is_zero() {
             errs.push("calls", "ring_timeout and transfer_wait must be above zero");
         }
+        let interval = self.calls.checkpoint_interval;
+        if interval < std::time::Duration::from_millis(10) || interval.as_secs() > 10 {
+            errs.push("calls.checkpoint_interval", "must be between 10ms and 10s");
+        }
+        if self.calls.restore_wait.is_zero() {
+            errs.push("calls.restore_wait", "must be above zero");
+        }
         if self.shutdown.grace.is_zero() || self.shutdown.grace.as_secs() > 3600 {
             errs.push("shutdown.grace", "must be between 1ms and 1h");
         }

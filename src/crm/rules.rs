@@ -16,7 +16,7 @@
 //! clicking user, the same normalised number, see `events::ClickToCalls`) is not registered:
 //! Bitrix24 already did, and show/hide/finish go to the click's CALL_ID.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -45,12 +45,14 @@ pub struct Rules {
     reported: HashSet<(PortalId, CallId)>,
     /// Pending click-to-calls (shared with the event processor).
     clicks: Option<Arc<ClickToCalls>>,
+    /// Calls restored from an earlier run keep that run's key.
+    restored: HashMap<CallId, String>,
 }
 
 impl Rules {
     /// `boot` is a value unique to this process run (start time in ms).
     pub fn new(boot: u64, window_ms: u64) -> Self {
-        Self { boot, window_ms, reported: HashSet::new(), clicks: None }
+        Self { boot, window_ms, reported: HashSet::new(), clicks: None, restored: HashMap::new() }
     }
 
     /// Outgoing calls matching a pending click-to-call take its CALL_ID instead of a register.
@@ -60,9 +62,25 @@ impl Rules {
         self
     }
 
-    /// The outbox key of a call of this run.
+    /// Calls restored after a restart: they keep their earlier key, and those Bitrix24 knows
+    /// (`reported`) get their show, hide and finish.
+    #[must_use]
+    pub fn with_restored(mut self, calls: &[crate::calls::RestoredCall]) -> Self {
+        for c in calls {
+            self.restored.insert(c.id, c.call_key.clone());
+            if c.reported {
+                self.reported.insert((c.portal, c.id));
+            }
+        }
+        self
+    }
+
+    /// The outbox key of a call: `{boot}-{id}` for this run's, the earlier key for restored ones.
     pub fn call_key(&self, call: CallId) -> String {
-        format!("{}-{}", self.boot, call.0)
+        match self.restored.get(&call) {
+            Some(key) => key.clone(),
+            None => format!("{}-{}", self.boot, call.0),
+        }
     }
 
     /// What `effect` means for `portal` (its settings now) at `now_ms`; appended to `out`.

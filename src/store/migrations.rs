@@ -89,4 +89,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         ha1 TEXT NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // 5: checkpoints of open calls (calls survive restarts): the tracker's saved state per call,
+    // by outbox key, and when the last checkpoint was written.
+    "CREATE TABLE call_checkpoints (
+        call_key TEXT PRIMARY KEY,
+        portal_id INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        saved_at INTEGER NOT NULL
+    );
+    CREATE TABLE calls_alive (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        alive_ms INTEGER NOT NULL
+    );",
 ];

@@ -6,6 +6,7 @@
 //! types only.
 
 mod agents;
+mod checkpoints;
 mod migrations;
 mod outbox;
 mod sqlite;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use crate::settings::{Auth, Line, Mapping, MappingInput, Portal, PortalId, PortalSettings};
 
 pub use agents::AgentCredential;
+pub use checkpoints::{CallCheckpoint, CheckpointWrite};
 pub use outbox::{CrmCall, Delivered, Intent, IntentKind, NewIntent, OutboxWrite};
 pub use sqlite::SqliteStore;
 pub use tokens::PortalTokens;
@@ -248,6 +250,18 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The database failed.
     fn list_agent_credentials(&self) -> Result<Vec<AgentCredential>, StoreError>;
+
+    /// Writes one checkpoint of the open calls in one transaction.
+    ///
+    /// # Errors
+    /// The database failed; nothing was written (the caller keeps the changes for the next one).
+    fn checkpoint_calls(&self, w: &CheckpointWrite, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Every saved open call, and when the last checkpoint was written (unix ms).
+    ///
+    /// # Errors
+    /// The database failed.
+    fn call_checkpoints(&self) -> Result<(Vec<CallCheckpoint>, Option<u64>), StoreError>;
 }
 
 /// A cloneable handle for async code.

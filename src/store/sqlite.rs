@@ -398,6 +398,14 @@ impl Store for SqliteStore {
         super::agents::delete(&self.conn.lock(), portal, mapping_id)
     }
 
+    fn checkpoint_calls(&self, w: &super::CheckpointWrite, now_ms: u64) -> Result<(), StoreError> {
+        super::checkpoints::write(&self.conn.lock(), w, now_ms)
+    }
+
+    fn call_checkpoints(&self) -> Result<(Vec<super::CallCheckpoint>, Option<u64>), StoreError> {
+        super::checkpoints::load(&self.conn.lock())
+    }
+
     fn list_agent_credentials(&self) -> Result<Vec<super::AgentCredential>, StoreError> {
         super::agents::list(&self.conn.lock())
     }

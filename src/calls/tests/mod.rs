@@ -7,5 +7,6 @@ mod backpressure;
 mod incoming;
 mod internal;
 mod outgoing;
+mod restart;
 mod timers;
 mod transfer;
