@@ -130,6 +130,8 @@ impl Gateway {
         let (tokens, workers) = start_crm(&cfg, &state, effects, boot, &clicks, &crm_tasks, &crm_cancel)?;
         let index_sync = crate::crm::IndexSync::start(Arc::clone(&tokens), &state.store, &state.directory, &crm_tasks, &crm_cancel);
         let events = start_events(&state, tokens, workers, clicks, Arc::clone(&index_sync), &crm_tasks, &crm_cancel).with_public_url(&cfg.http.public_url);
+        index_sync.resync_webhook_portals(cfg.crm.webhook_resync_interval);
+        crate::crm::events::OfflineEvents::new(Arc::clone(&events.tokens), state.directory.clone(), Arc::clone(&events.inbox)).start(cfg.crm.offline_events_interval, &crm_tasks, &crm_cancel);
         // Not a child of `shutdown`: SIP keeps serving open dialogs while calls drain.
         let sip_cancel = CancellationToken::new();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
