@@ -56,6 +56,7 @@ impl Gateway {
         let rows = directory.load_index_blocking(&store).context("loading the personal-manager index")?;
         tracing::info!(rows, "personal-manager index loaded from the store");
         let boot = crate::telemetry::unix_ms();
+        crate::crm::notices::set_boot(boot);
         let reconciled = crate::crm::reconcile(store.inner(), &directory.snapshot(), boot).context("reconciling calls left open")?;
         if reconciled > 0 {
             tracing::warn!(calls = reconciled, "calls left open by the previous run will be finished in Bitrix24 (call_state_lost)");

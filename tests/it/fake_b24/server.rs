@@ -392,11 +392,12 @@ fn upload(inner: &Inner, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Respons
 /// Sends queued event deliveries in the background (after `delivery_delay`); results land in
 /// `Events::delivered`. Tasks live as long as the runtime; a failed delivery is not retried.
 pub fn spawn_deliveries(inner: &Arc<Inner>) {
-    let (batch, delay) = {
+    let (batch, delay, down) = {
         let mut st = inner.lock();
         (
             std::mem::take(&mut st.events.outbox),
             st.knobs.delivery_delay,
+            st.knobs.handlers_down,
         )
     };
     for d in batch {
@@ -405,7 +406,11 @@ pub fn spawn_deliveries(inner: &Arc<Inner>) {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let status = post_form(&inner.http, &d.url, &d.pairs).await;
+            let status = if down {
+                None
+            } else {
+                post_form(&inner.http, &d.url, &d.pairs).await
+            };
             inner.lock().events.delivered.push(Delivered {
                 event: d.event,
                 url: d.url,

@@ -41,6 +41,9 @@ pub struct Knobs {
     pub delivery_delay: Duration,
     /// `app.info` answers this `CODE` instead of the calling app's client_id.
     pub app_code: Option<String>,
+    /// The online handlers are unreachable (callgate down): deliveries fail like a refused
+    /// connection and, as at Bitrix24, are not retried. Offline queues are unaffected.
+    pub handlers_down: bool,
 }
 
 impl Default for Knobs {
@@ -55,6 +58,7 @@ impl Default for Knobs {
             event_tokens: true,
             delivery_delay: Duration::ZERO,
             app_code: None,
+            handlers_down: false,
         }
     }
 }
