@@ -64,12 +64,26 @@ pub async fn handle(
         return upload(&inner, &uri, &headers, &body);
     }
     if path.starts_with("/rest/") {
+        if let Some(to) = moved(&inner, &uri, &headers) {
+            return (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
+        }
         return rest(inner, conn, uri, headers, body).await;
     }
     if path == "/oauth/token/" || path == "/oauth/token" {
         return oauth(inner, conn, uri, headers, body).await;
     }
     (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// The new location of a REST request sent to a former address of the portal.
+fn moved(inner: &Inner, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let st = inner.lock();
+    if !st.knobs.moved_from.iter().any(|h| h == host) {
+        return None;
+    }
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    Some(format!("{}{}", st.endpoints.base.trim_end_matches('/'), pq))
 }
 
 fn content_type(headers: &HeaderMap) -> String {

@@ -44,6 +44,9 @@ pub struct Knobs {
     /// The online handlers are unreachable (callgate down): deliveries fail like a refused
     /// connection and, as at Bitrix24, are not retried. Offline queues are unaffected.
     pub handlers_down: bool,
+    /// Former `host:port`s of a portal that moved: REST requests arriving for them (by `Host`)
+    /// answer 302 with the new address, as a renamed Bitrix24 portal does (§1.6).
+    pub moved_from: Vec<String>,
 }
 
 impl Default for Knobs {
@@ -59,6 +62,7 @@ impl Default for Knobs {
             delivery_delay: Duration::ZERO,
             app_code: None,
             handlers_down: false,
+            moved_from: Vec::new(),
         }
     }
 }
