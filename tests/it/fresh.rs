@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::common::sipp::Sipp;
 use crate::crm_events::{oauth_office_with, wait_for};
-use crate::fake_b24::{AppInstall, EntityKind, FakeB24};
+use crate::fake_b24::{AppInstall, EntityKind, FakeB24, Fault};
 use crate::proxy::{Office, CUSTOMER};
 
 /// An OAuth office with the app installed, reading offline events every 200 ms.
@@ -293,6 +293,31 @@ async fn a_portal_with_an_open_call_cannot_be_deleted_until_the_call_ends() {
     o.finished("fresh-open").await;
     wait_for("the call finished at Bitrix24", || fake.registered().first().is_some_and(|c| c.finished.is_some())).await;
     let (status, body) = o.gw.api(Method::DELETE, &path, None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(o.gw.api(Method::GET, &path, None).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_whose_ended_call_is_not_finished_in_bitrix24_yet_needs_force_to_be_deleted() {
+    let fake = FakeB24::spawn().await;
+    let o = Office::open_with("udp", Some(&fake.webhook_url()), |cfg| {
+        cfg.crm.request_timeout = Duration::from_secs(3);
+        cfg.crm.max_backoff = Duration::from_secs(1);
+    })
+    .await;
+    // Bitrix24 answers 503 to everything: the call ends here but cannot be finished there.
+    fake.set_fault_mode(Some(Fault::Overload503));
+    let phone = o.phone("101", "agent-answer.xml", &[]);
+    o.pbx_calls("101", "pbx-answered.xml", "fresh-unfinished", &[], vec![phone]).await;
+    o.finished("fresh-unfinished").await;
+    let path = format!("/api/v1/portals/{}", o.portal);
+    let (status, body) = o.gw.api(Method::DELETE, &path, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!((body["open_calls"].clone(), body["unfinished_in_bitrix24"].clone()), (json!(0), json!(1)), "{body}");
+    assert_eq!(o.gw.api(Method::GET, &path, None).await.0, 200, "the portal is untouched");
+    let (status, body) = o.gw.api(Method::DELETE, &format!("{path}?force=nope"), None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = o.gw.api(Method::DELETE, &format!("{path}?force=true"), None).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(o.gw.api(Method::GET, &path, None).await.0, 404);
 }
