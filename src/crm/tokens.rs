@@ -87,7 +87,14 @@ pub struct Tokens {
     /// portal's configured URL is still the old one (the stored settings are updated too, and
     /// win once the directory reloads them).
     moved: DashMap<PortalId, (String, Secret)>,
+    /// OAuth portals whose last redirect the OAuth server did not confirm, and when: further
+    /// redirects within [`UNCONFIRMED_MOVE_QUIET`] fail at once instead of refreshing again (each
+    /// refresh rotates the tokens, and Bitrix24 may block an app that refreshes too often).
+    unconfirmed_moves: DashMap<PortalId, std::time::Instant>,
 }
+
+/// How long an unconfirmed redirect of an OAuth portal is not checked again.
+const UNCONFIRMED_MOVE_QUIET: Duration = Duration::from_secs(600);
 
 impl Tokens {
     /// A registry calling through `client`, persisting to `store`.
@@ -97,6 +104,7 @@ impl Tokens {
             store,
             cells: DashMap::new(),
             moved: DashMap::new(),
+            unconfirmed_moves: DashMap::new(),
         })
     }
 
@@ -153,12 +161,19 @@ impl Tokens {
                 Ok(op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await?)
             }
             Err(CrmError::Moved { location }) => {
+                let quiet = self.unconfirmed_moves.get(&id).is_some_and(|at| at.elapsed() < UNCONFIRMED_MOVE_QUIET);
+                if quiet {
+                    moved_outcome("refused");
+                    return Err(CrmError::Moved { location }.into());
+                }
                 let fresh = refresh(Some(location.clone())).await?;
                 if fresh.client_endpoint == tokens.client_endpoint || !moved_endpoint(&fresh.client_endpoint, &location) {
+                    self.unconfirmed_moves.insert(id, std::time::Instant::now());
                     moved_outcome("refused");
                     tracing::error!(portal = id, "the portal answers with a redirect, but the OAuth server does not confirm the new address for this member_id; not followed (reinstall the app if the portal was renamed)");
                     return Err(CrmError::Moved { location }.into());
                 }
+                self.unconfirmed_moves.remove(&id);
                 moved_outcome("followed");
                 tracing::warn!(portal = id, endpoint = %fresh.client_endpoint, "the portal moved to a new address (confirmed by the OAuth server for the same member_id); following it and storing it");
                 Ok(op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await?)

@@ -183,10 +183,14 @@ async fn a_moved_oauth_portal_is_followed_only_when_the_oauth_server_names_the_s
     let (o, _app, _url) = installed(&fake).await;
     let old = o.gw.api(Method::GET, &install_of(&o), None).await.1["client_endpoint"].clone();
     fake.set_member_id("another-portal");
+    let refreshes = fake.refresh_count();
     fake.move_portal().await;
     fake.clear_requests();
     let (status, _) = o.gw.api(Method::POST, &format!("/api/v1/portals/{}/index/sync", o.portal), None).await;
     assert_ne!(status, 200);
+    let (status, _) = o.gw.api(Method::POST, &format!("/api/v1/portals/{}/index/sync", o.portal), None).await;
+    assert_ne!(status, 200);
+    assert_eq!(fake.refresh_count(), refreshes + 1, "an unconfirmed move is checked once, not on every request");
     assert_eq!(o.gw.api(Method::GET, &install_of(&o), None).await.1["client_endpoint"], old, "nothing stored");
     assert!(fake.requests().is_empty(), "no request reached the new address");
 }
