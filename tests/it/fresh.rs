@@ -113,6 +113,31 @@ async fn an_event_delivered_both_online_and_offline_is_processed_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_missed_while_down_is_finished_from_the_offline_queue_without_ringing() {
+    let fake = FakeB24::spawn().await;
+    let (o, _app, url) = installed(&fake).await;
+    // The agent's phone: anything callgate sends it arrives here.
+    let phone = tokio::net::UdpSocket::bind(o.phones["101"]).await.unwrap();
+    fake.set_handlers_down(true);
+    // Clicked 10 minutes ago while callgate was down: the agent has long given up.
+    fake.set_offline_backdate(Duration::from_secs(600));
+    let stale = fake.click_to_call(crate::crm_events::CLIENT_ID, 11, CUSTOMER, None);
+    wait_for("the online delivery failed", || {
+        fake.deliveries().iter().any(|d| d.event == "ONEXTERNALCALLSTART" && d.url == url && d.status.is_none())
+    })
+    .await;
+    wait_for("the stale click's call finished", || fake.call_state(&stale).is_some_and(|c| c.finished.is_some())).await;
+    let f = fake.call_state(&stale).unwrap().finished.unwrap();
+    assert_eq!((f.user_id, f.duration, f.status_code.as_deref()), (11, 0, Some("603-S")), "{f:#?}");
+    wait_for("the offline queue cleared", || fake.offline_queue().is_empty()).await;
+    let mut buf = [0u8; 2048];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), phone.recv_from(&mut buf)).await.is_err(),
+        "the agent's phone was not rung"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_portals_index_is_re_synced_periodically() {
     let fake = FakeB24::spawn().await;
     let o = Office::open_with("udp", Some(&fake.webhook_url()), |cfg| {

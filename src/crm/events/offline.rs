@@ -11,6 +11,9 @@
 //! `event.offline.clear`. A page that could not be queued (inbox full) or cleared keeps its
 //! `process_id`, which the next read names again, so Bitrix24 hands the same events back: none
 //! is lost to callgate's own back-pressure or a failed request.
+//!
+//! A click-to-call older than a click's lifetime (2 minutes) is not rung any more: its Bitrix24
+//! call is finished at once as not placed, like a click nobody can ring.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{classify, is_oauth, EventInbox, EventKind, InboundEvent, Offered, BOUND_EVENTS};
+use super::{classify, is_oauth, EventInbox, EventKind, InboundEvent, Offered, BOUND_EVENTS, CLICK_TTL_MS};
 use crate::crm::client::BatchCommand;
 use crate::crm::params::Params;
 use crate::crm::tokens::{AccessError, Tokens};
@@ -181,9 +184,15 @@ impl OfflineEvents {
     /// Hands a page's events to the inbox, in order; stops at the first that does not fit.
     fn offer(&self, portal: PortalId, page: OfflinePage) -> Drained {
         let mut d = Drained::default();
-        for ev in page.events {
-            if classify(&ev.name) == EventKind::Install {
-                continue;
+        let now_s = (crate::crm::now_ms() / 1000) as i64;
+        for mut ev in page.events {
+            match classify(&ev.name) {
+                EventKind::Install => continue,
+                EventKind::ClickToCall if stale_click(ev.ts, now_s) => {
+                    tracing::info!(portal, call_id = ev.data.get("CALL_ID").map(String::as_str), "a click-to-call older than its lifetime came from the offline queue: finished without ringing anyone");
+                    unplaceable(&mut ev.data);
+                }
+                _ => {}
             }
             let inbound = InboundEvent { portal, name: ev.name, data: ev.data, ts: ev.ts, handler_url: None };
             match self.inbox.offer(inbound, Instant::now()) {
@@ -242,6 +251,20 @@ impl OfflineEvents {
             .await?;
         Ok(())
     }
+}
+
+/// A click-to-call older than the time a click waits for its call: the agent clicked while
+/// callgate was down and has long given up; ringing the phone now would surprise them.
+fn stale_click(ts: Option<i64>, now_s: i64) -> bool {
+    ts.is_some_and(|ts| now_s.saturating_sub(ts) > (CLICK_TTL_MS / 1000) as i64)
+}
+
+/// Makes a click unplaceable (no number to call): the processor then finishes its Bitrix24 call
+/// at once as not placed (603-S), as it does for any click it cannot ring, so the open call does
+/// not capture the customer's next one.
+fn unplaceable(data: &mut BTreeMap<String, String>) {
+    data.remove("PHONE_NUMBER");
+    data.remove("PHONE_NUMBER_INTERNATIONAL");
 }
 
 /// Parses an `event.offline.get` result (pure). Lenient like every Bitrix24 answer: a missing or
@@ -359,6 +382,20 @@ mod tests {
         assert!(page.events[2].data.is_empty());
         assert_eq!(read_page(&json!({"process_id": null, "events": []})), OfflinePage::default());
         assert_eq!(read_page(&json!([])), OfflinePage::default(), "PHP's empty array");
+    }
+
+    #[test]
+    fn only_clicks_older_than_their_lifetime_are_stale() {
+        assert!(!stale_click(Some(1000), 1000 + 120));
+        assert!(stale_click(Some(1000), 1000 + 121));
+        assert!(!stale_click(None, 1_000_000), "no time: treated like an online click");
+        let mut data: BTreeMap<String, String> =
+            [("CALL_ID", "c"), ("USER_ID", "11"), ("PHONE_NUMBER", "8916"), ("PHONE_NUMBER_INTERNATIONAL", "+7916")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        unplaceable(&mut data);
+        assert_eq!(data.keys().map(String::as_str).collect::<Vec<_>>(), ["CALL_ID", "USER_ID"]);
     }
 
     #[test]

@@ -321,7 +321,7 @@ fn queue_offline(
         event: event.to_owned(),
         object: object.to_owned(),
         data: tree.to_json(),
-        unix: now.unix_secs(),
+        unix: now.unix_secs() - st.knobs.offline_backdate.as_secs() as i64,
         process_id: None,
     });
 }

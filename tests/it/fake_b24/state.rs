@@ -47,6 +47,9 @@ pub struct Knobs {
     /// Former `host:port`s of a portal that moved: REST requests arriving for them (by `Host`)
     /// answer 302 with the new address, as a renamed Bitrix24 portal does (§1.6).
     pub moved_from: Vec<String>,
+    /// Offline events are queued this long in the past: they waited at Bitrix24 while callgate
+    /// was down (the fake's clock only moves forward).
+    pub offline_backdate: std::time::Duration,
 }
 
 impl Default for Knobs {
@@ -63,6 +66,7 @@ impl Default for Knobs {
             app_code: None,
             handlers_down: false,
             moved_from: Vec::new(),
+            offline_backdate: std::time::Duration::ZERO,
         }
     }
 }
