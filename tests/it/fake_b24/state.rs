@@ -49,7 +49,7 @@ pub struct Knobs {
     pub moved_from: Vec<String>,
     /// Offline events are queued this long in the past: they waited at Bitrix24 while callgate
     /// was down (the fake's clock only moves forward).
-    pub offline_backdate: std::time::Duration,
+    pub offline_backdate: Duration,
 }
 
 impl Default for Knobs {
@@ -66,7 +66,7 @@ impl Default for Knobs {
             app_code: None,
             handlers_down: false,
             moved_from: Vec::new(),
-            offline_backdate: std::time::Duration::ZERO,
+            offline_backdate: Duration::ZERO,
         }
     }
 }
