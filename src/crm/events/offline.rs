@@ -15,7 +15,7 @@
 //! A click-to-call older than a click's lifetime (2 minutes) is not rung any more: its Bitrix24
 //! call is finished at once as not placed, like a click nobody can ring.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,8 +76,10 @@ pub struct OfflineEvents {
     /// Per portal, the `process_id` of a page read but not cleared: named in the next read.
     /// Short critical sections, never across an await.
     pending: Mutex<HashMap<PortalId, String>>,
-    /// Portals whose offline bindings were made in this process's life.
-    bound: Mutex<HashSet<PortalId>>,
+    /// Per portal, the installation (a digest of its `application_token`, which a reinstall
+    /// changes, and Bitrix24 drops an app's bindings on reinstall) whose offline events were
+    /// bound in this process's life.
+    bound: Mutex<HashMap<PortalId, u64>>,
 }
 
 impl OfflineEvents {
@@ -88,7 +90,7 @@ impl OfflineEvents {
             directory,
             inbox,
             pending: Mutex::new(HashMap::new()),
-            bound: Mutex::new(HashSet::new()),
+            bound: Mutex::new(HashMap::new()),
         })
     }
 
@@ -127,26 +129,26 @@ impl OfflineEvents {
             .collect();
         for portal in portals {
             let pid = portal.portal.id;
-            if !matches!(self.tokens.installation(pid).await, Ok(Some(_))) {
+            let Ok(Some(installed)) = self.tokens.installation(pid).await else {
                 continue;
-            }
-            if let Err(e) = self.drain(&portal).await {
+            };
+            if let Err(e) = self.drain(&portal, digest(installed.application_token.expose())).await {
                 metrics::counter!("callgate_b24_offline_reads_total", "outcome" => "failed").increment(1);
                 tracing::warn!(portal = pid, error = %e, "reading the Bitrix24 offline event queue failed; the next round tries again");
             }
         }
     }
 
-    /// Binds the offline events (once per process), then reads and clears pages until the
-    /// queue is empty, a page is held back, or [`MAX_PAGES`].
+    /// Binds the offline events (once per installation and process), then reads and clears
+    /// pages until the queue is empty, a page is held back, or [`MAX_PAGES`].
     ///
     /// # Errors
     /// Calling the portal failed.
-    pub async fn drain(&self, portal: &PortalEntry) -> Result<Drained, AccessError> {
+    async fn drain(&self, portal: &PortalEntry, installation: u64) -> Result<Drained, AccessError> {
         let pid = portal.portal.id;
-        if !self.bound.lock().contains(&pid) {
+        if self.bound.lock().get(&pid) != Some(&installation) {
             self.bind(portal).await?;
-            self.bound.lock().insert(pid);
+            self.bound.lock().insert(pid, installation);
         }
         let mut total = Drained::default();
         for _ in 0..MAX_PAGES {
@@ -251,6 +253,14 @@ impl OfflineEvents {
             .await?;
         Ok(())
     }
+}
+
+/// A digest of an installation's secret that tells installations apart without keeping it.
+fn digest(secret: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    secret.hash(&mut h);
+    h.finish()
 }
 
 /// A click-to-call older than the time a click waits for its call: the agent clicked while
