@@ -176,6 +176,9 @@ impl Tokens {
                 self.unconfirmed_moves.remove(&id);
                 moved_outcome("followed");
                 tracing::warn!(portal = id, endpoint = %fresh.client_endpoint, "the portal moved to a new address (confirmed by the OAuth server for the same member_id); following it and storing it");
+                if let Ok(domain) = normalize_domain(&fresh.client_endpoint) {
+                    self.store_portal(portal, domain, portal.portal.auth.clone()).await;
+                }
                 Ok(op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await?)
             }
             other => Ok(other?),
@@ -206,22 +209,23 @@ impl Tokens {
                 let new = Secret::new(new);
                 tracing::warn!(portal = id, error = %CrmError::Moved { location }, "the portal moved to another Bitrix24 address; following it and storing the webhook URL");
                 self.moved.insert(id, (url.expose().to_owned(), new.clone()));
-                self.store_webhook(portal, new.clone()).await;
+                let domain = normalize_domain(new.expose()).unwrap_or_else(|_| portal.portal.domain.clone());
+                self.store_portal(portal, domain, Some(Auth::Webhook { url: new.clone() })).await;
                 Ok(op(Endpoint::webhook(&new)?).await?)
             }
             other => Ok(other?),
         }
     }
 
-    /// Stores a followed webhook URL (and its domain) as the portal's; a failure is logged (the
-    /// move is still followed in memory, and found again after a restart).
-    async fn store_webhook(&self, portal: &PortalEntry, url: Secret) {
+    /// Stores a moved portal's new domain (and webhook URL): the settings, the install check
+    /// and a restart then know the new address. A failure is logged (the move is still followed
+    /// in memory, and found again after a restart).
+    async fn store_portal(&self, portal: &PortalEntry, domain: String, auth: Option<Auth>) {
         let p = &portal.portal;
-        let domain = normalize_domain(url.expose()).unwrap_or_else(|_| p.domain.clone());
-        let new = crate::store::NewPortal { name: p.name.clone(), domain, auth: Some(Auth::Webhook { url }) };
+        let new = crate::store::NewPortal { name: p.name.clone(), domain, auth };
         let id = p.id;
         if let Err(e) = self.store.run(move |s| s.update_portal(id, &new)).await {
-            tracing::error!(portal = id, error = %e, "storing the portal's new webhook URL failed");
+            tracing::error!(portal = id, error = %e, "storing the portal's new address failed");
         }
     }
 

@@ -198,6 +198,9 @@ async fn a_moved_oauth_portal_is_followed_only_when_the_oauth_server_names_the_s
     let stored = o.gw.api(Method::GET, &install, None).await.1["client_endpoint"].clone();
     assert_ne!(stored, old);
     assert_eq!(stored, json!(format!("{new_base}rest/")), "the new address is stored");
+    let (_, view) = o.gw.api(Method::GET, &format!("/api/v1/portals/{}", o.portal), None).await;
+    let new_host = new_base.trim_start_matches("http://").trim_end_matches('/');
+    assert!(view["domain"].as_str().is_some_and(|d| d.contains(new_host)), "the portal's domain follows: {view}");
     let refreshes = fake.refresh_count();
     let (status, _) = o.gw.api(Method::POST, &format!("/api/v1/portals/{}/index/sync", o.portal), None).await;
     assert_eq!(status, 200);
