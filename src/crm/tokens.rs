@@ -19,8 +19,8 @@
 //! or a token, anywhere else:
 //! * an OAuth app: a token refresh at the configured OAuth server must name the *same*
 //!   `member_id` and a `client_endpoint` on exactly the host the `Location` names; then that
-//!   endpoint is stored with the tokens (and its domain as the portal's) and the call is made once more there. Otherwise nothing
-//!   changes and the call fails as `Moved` (logged, counted).
+//!   endpoint is stored with the tokens (and its domain as the portal's) and the call is made
+//!   once more there. Otherwise nothing changes and the call fails as `Moved` (logged, counted).
 //! * a webhook (the URL is the credential): only to another Bitrix24 cloud host
 //!   ([`BITRIX24_CLOUD`]) with the very same `/rest/<user>/<code>/` path ([`webhook_move`]);
 //!   the new URL is stored as the portal's webhook and used from then on.
