@@ -58,6 +58,7 @@ impl Gateway {
         let rows = directory.load_index_blocking(&store).context("loading the personal-manager index")?;
         tracing::info!(rows, "personal-manager index loaded from the store");
         let boot = crate::telemetry::unix_ms();
+        crate::crm::notices::set_boot(boot);
         let (effects_tx, effects) = tokio::sync::mpsc::channel(cfg.crm.effects_queue);
         let calls = CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx));
         let restored = crate::calls::restore_calls(store.inner(), &calls, boot, std::time::Instant::now()).context("restoring open calls from their checkpoints")?;
@@ -141,6 +142,8 @@ impl Gateway {
         crm_tasks.spawn(crate::calls::run_saver(state.calls.clone(), state.store.clone(), restored.keys, cfg.calls.checkpoint_interval, crm_cancel.clone()));
         let index_sync = crate::crm::IndexSync::start(Arc::clone(&tokens), &state.store, &state.directory, &crm_tasks, &crm_cancel);
         let events = start_events(&state, tokens, workers, clicks, Arc::clone(&index_sync), &crm_tasks, &crm_cancel).with_public_url(&cfg.http.public_url);
+        index_sync.resync_webhook_portals(cfg.crm.webhook_resync_interval);
+        crate::crm::events::OfflineEvents::new(Arc::clone(&events.tokens), state.directory.clone(), Arc::clone(&events.inbox)).start(cfg.crm.offline_events_interval, &crm_tasks, &crm_cancel);
         // Not a child of `shutdown`: SIP keeps serving open dialogs while calls drain.
         let sip_cancel = CancellationToken::new();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };

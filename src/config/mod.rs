@@ -332,6 +332,15 @@ pub struct CrmConfig {
     /// PEM file of extra root CAs trusted for HTTPS to Bitrix24 (tests, private portals); the
     /// system's roots stay trusted. Empty: system roots only.
     pub ca_file: String,
+    /// Full re-sync of the personal-manager index of webhook portals (which get no CRM events)
+    /// this often; 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub webhook_resync_interval: Duration,
+    /// Installed OAuth apps' offline event queue (`event.offline.get`) is read at start and
+    /// this often, so events missed while callgate was down or unreachable are processed; 0
+    /// turns it off.
+    #[serde(with = "humantime_serde")]
+    pub offline_events_interval: Duration,
 }
 
 impl Default for CrmConfig {
@@ -345,6 +354,8 @@ impl Default for CrmConfig {
             effects_queue: 65_536,
             batch_interval: Duration::from_millis(1200),
             ca_file: String::new(),
+            webhook_resync_interval: Duration::from_secs(6 * 3600),
+            offline_events_interval: Duration::from_secs(30),
         }
     }
 }

@@ -598,3 +598,20 @@ fn record(method: &str, outcome: &Result<Response, CrmError>, took: Duration) {
     metrics::histogram!("callgate_crm_http_request_seconds", "method" => method)
         .record(took.as_secs_f64());
 }
+
+/// Errors Bitrix24 reports inside a successful `result` (pure): every top-level field named
+/// `*_ERROR` (`LEAD_CREATION_ERROR`) with a non-empty text, as (field, text). Bitrix24 answers
+/// 200 then and the request did take effect, so these are not [`CrmError`]s: the caller goes on
+/// and surfaces them (`crm::notices`).
+pub fn errors_inside(result: &Value) -> Vec<(String, String)> {
+    let Some(map) = result.as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter(|(k, _)| k.len() > "_ERROR".len() && k.to_ascii_uppercase().ends_with("_ERROR"))
+        .filter_map(|(k, v)| match v {
+            Value::String(s) if !s.trim().is_empty() => Some((k.clone(), s.trim().to_owned())),
+            _ => None,
+        })
+        .collect()
+}

@@ -13,6 +13,10 @@
 //! finished when it expires (an open call would capture the next one, §11.1). Origination itself
 //! goes through the optional [`Originate`] port.
 //!
+//! Events missed while callgate was down: an installed app also binds them as offline events,
+//! and [`OfflineEvents`] reads Bitrix24's queue at start and periodically into the same inbox
+//! (so they are parsed, de-duplicated and processed exactly like online ones).
+//!
 //! Installation (`ONAPPINSTALL`) is handled synchronously by the [`Installer`]
 //! (`super::install`): proof that the tokens are this app's on this portal before anything is
 //! stored, since anyone can POST an install. The app's events are then bound to the handler URL
@@ -31,6 +35,10 @@ use crate::routing::PortalEntry;
 use crate::settings::{Auth, PortalId};
 
 pub use super::install::{InstallError, Installed, Installer};
+
+mod offline;
+
+pub use offline::{read_page, Drained, OfflineEvent, OfflineEvents, OfflinePage};
 
 pub use super::clicks::{ClickToCalls, Originate, OriginateFuture, PendingClick};
 pub use super::processor::EventProcessor;

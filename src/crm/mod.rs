@@ -29,6 +29,7 @@ pub mod error;
 pub mod clicks;
 pub mod events;
 pub mod install;
+pub mod notices;
 pub mod originate;
 mod processor;
 pub mod limiter;

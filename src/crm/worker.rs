@@ -281,6 +281,7 @@ impl Worker {
         match cmd.kind {
             IntentKind::Register => {
                 let Some(call_id) = v["CALL_ID"].as_str() else { return };
+                super::notices::note(self.portal, &cmd.call_key, cmd.method, v);
                 self.known.insert(cmd.call_key.clone(), call_id.to_owned());
                 d.registered.push((self.portal, cmd.call_key.clone(), call_id.to_owned()));
                 let lead = v["CRM_CREATED_LEAD"].as_u64().or_else(|| v["CRM_CREATED_LEAD"].as_str().and_then(|s| s.parse().ok()));

@@ -27,7 +27,15 @@ async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>, axu
     Ok(Json(state.calls.list(limit)))
 }
 
-async fn one(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<CallRecord>, ApiError> {
+/// One call; with `bitrix24_notices` when Bitrix24 reported errors inside a successful answer
+/// for it (`LEAD_CREATION_ERROR`: registered, but no lead was created).
+async fn one(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     let id: u64 = raw.parse().map_err(|_| ApiError::NotFound("call"))?;
-    state.calls.get(CallId(id)).map(Json).ok_or(ApiError::NotFound("call"))
+    let call = state.calls.get(CallId(id)).ok_or(ApiError::NotFound("call"))?;
+    let notices = crate::crm::notices::for_call(call.portal, id);
+    let mut view = serde_json::to_value(&call).map_err(|e| ApiError::Internal(e.into()))?;
+    if let (false, Some(obj)) = (notices.is_empty(), view.as_object_mut()) {
+        obj.insert("bitrix24_notices".into(), serde_json::json!(notices));
+    }
+    Ok(Json(view))
 }

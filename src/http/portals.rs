@@ -1,9 +1,19 @@
 //! `/api/v1/portals` and its sub-resources: settings, mappings, lines.
+//!
+//! Deleting a portal while calls of it are still open is refused with 409 (and `Retry-After`)
+//! until they end: open in the tracker, or ended but not yet finished in Bitrix24 (the finish
+//! waits in the outbox). Their finish goes to Bitrix24 through the portal's credentials, which a
+//! delete would take away, leaving them open there for good (an open Bitrix24 call also captures
+//! the customer's next call). Hang them up, or wait, then delete again; `?force=true` deletes
+//! anyway (a Bitrix24 that refuses the finish for good would otherwise block the delete forever),
+//! and logs what it leaves open.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
+use serde_json::json;
 
 use super::{ApiError, ApiJson, AppState};
 use crate::settings::{
@@ -69,14 +79,58 @@ async fn update(State(state): State<AppState>, Path(raw): Path<String>, ApiJson(
     Ok(Json(PortalView::from(&portal)))
 }
 
-async fn remove(State(state): State<AppState>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+/// How long a client is asked to wait before deleting a portal with open calls again.
+const OPEN_CALLS_RETRY_AFTER_S: u64 = 30;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    /// Delete even with open calls (they are left open in Bitrix24).
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let pid = id(&raw, "portal")?;
+    let open = open_calls(&state, pid);
+    let unfinished = state.store.run(move |s| s.open_crm_calls()).await?.iter().filter(|c| c.portal == pid).count();
+    if open + unfinished > 0 {
+        if !q.force {
+            tracing::info!(portal = pid, open, unfinished, "portal delete refused: calls are still open");
+            return Ok(open_calls_refusal(open, unfinished));
+        }
+        tracing::warn!(portal = pid, open, unfinished, "portal deleted by force with calls still open: they stay open in Bitrix24");
+    }
     if !state.store.run(move |s| s.delete_portal(pid)).await? {
         return Err(ApiError::NotFound("portal"));
     }
     reload(&state).await?;
     tracing::info!(portal = pid, "portal deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Calls of `portal` the tracker still holds open.
+fn open_calls(state: &AppState, portal: PortalId) -> usize {
+    state.calls.list(usize::MAX).iter().filter(|c| c.portal == portal && c.ended_at.is_none()).count()
+}
+
+/// 409 naming the open calls; the portal and everything of it stay as they were.
+fn open_calls_refusal(open: usize, unfinished: usize) -> Response {
+    let body = json!({
+        "error": "conflict",
+        "message": format!("the portal has {open} open call(s) and {unfinished} not yet finished in Bitrix24; they are finished through this portal, so it can be deleted once they end (or with ?force=true, leaving them open in Bitrix24)"),
+        "fields": [{ "field": "open_calls", "message": format!("{open} open, {unfinished} not finished in Bitrix24") }],
+        "open_calls": open,
+        "unfinished_in_bitrix24": unfinished,
+    });
+    let mut resp = (StatusCode::CONFLICT, Json(body)).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(OPEN_CALLS_RETRY_AFTER_S));
+    resp
 }
 
 async fn get_settings(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<PortalSettings>, ApiError> {

@@ -1,11 +1,13 @@
 //! [`IndexSync`]: the personal-manager index service of the running gateway. At most one
 //! full sync per portal at a time (a second one is [`SyncError::Busy`]); one start-up sync per
 //! active portal with credentials, retried with backoff; the look-up task on index misses
-//! (`crm::lookup`); [`IndexSync::refresh_entity`] for CRM change events. Portals are called
+//! (`crm::lookup`); [`IndexSync::refresh_entity`] for CRM change events; the periodic re-sync
+//! of webhook portals ([`IndexSync::resync_webhook_portals`]). Portals are called
 //! through the gateway's one [`Tokens`] registry, so OAuth refreshes stay single flight.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -20,7 +22,7 @@ use crate::crm::tokens::{AccessError, Tokens};
 use crate::crm::types::{ContactOrLead, User};
 use crate::routing::number::normalize_number;
 use crate::routing::{Directory, PortalEntry};
-use crate::settings::PortalId;
+use crate::settings::{Auth, PortalId};
 use crate::store::{StoreError, StoreHandle};
 
 /// Why the index service could not do what was asked.
@@ -244,6 +246,58 @@ impl IndexSync {
             return Err(AccessError::NoCredentials.into());
         }
         Ok(entry)
+    }
+
+    /// Re-syncs the index of every active webhook portal every `every` (0: never), in a task
+    /// of its own until shutdown. Webhook portals get no CRM events, so without this their
+    /// index would only age; OAuth apps are kept fresh by their events (online and offline).
+    /// A portal already syncing is skipped for this round; a failed round waits for the next.
+    pub fn resync_webhook_portals(self: &Arc<Self>, every: Duration) {
+        if every.is_zero() {
+            return;
+        }
+        let this = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = this.cancel.cancelled() => return,
+                }
+                this.resync_round().await;
+            }
+        });
+    }
+
+    /// One round of [`Self::resync_webhook_portals`]: the portals one after the other (each
+    /// sync is paced at half the portal's budget already; in parallel they would not be
+    /// faster per portal, only burstier for the process).
+    async fn resync_round(self: &Arc<Self>) {
+        let due: Vec<PortalId> = self
+            .directory
+            .snapshot()
+            .portals
+            .iter()
+            .filter(|(_, e)| e.portal.settings.active && matches!(e.portal.auth, Some(Auth::Webhook { .. })))
+            .map(|(id, _)| *id)
+            .collect();
+        for portal in due {
+            let outcome = match self.start_sync(portal) {
+                Ok(handle) => handle.await.unwrap_or(Err(SyncError::Cancelled)),
+                Err(e) => Err(e),
+            };
+            let label = match &outcome {
+                Ok(_) => "ok",
+                Err(SyncError::Busy) => "busy",
+                Err(SyncError::Cancelled) => return,
+                Err(e) => {
+                    tracing::warn!(portal, error = %e, "periodic re-sync of the personal-manager index failed; next round tries again");
+                    "failed"
+                }
+            };
+            metrics::counter!("callgate_pm_resync_total", "outcome" => label).increment(1);
+        }
     }
 
     fn sync_active_portals(self: &Arc<Self>) {

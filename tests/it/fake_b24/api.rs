@@ -304,6 +304,23 @@ impl FakeB24 {
         self.with(|s| s.events.bindings.clone())
     }
 
+    /// Online event handlers unreachable (callgate down): deliveries fail and are dropped, as
+    /// Bitrix24 drops them; offline queues still fill.
+    pub fn set_handlers_down(&self, down: bool) {
+        self.with(|s| s.knobs.handlers_down = down);
+    }
+
+    /// Offline events fired from now on carry a `TIMESTAMP_X` this far in the past (they
+    /// waited in the queue while callgate was down).
+    pub fn set_offline_backdate(&self, d: Duration) {
+        self.with(|s| s.knobs.offline_backdate = d);
+    }
+
+    /// Offline events queued for apps (taken by a reader or not): (event, process_id).
+    pub fn offline_queue(&self) -> Vec<(String, Option<String>)> {
+        self.with(|s| s.events.offline.iter().map(|e| (e.event.clone(), e.process_id.clone())).collect())
+    }
+
     /// Automatic deliveries finished so far (status None = transport error, not retried).
     pub fn deliveries(&self) -> Vec<Delivered> {
         self.with(|s| s.events.delivered.clone())

@@ -193,7 +193,11 @@ pub fn get(ev: &Events, caller: &Caller) -> Result<Value, ApiError> {
     Ok(Value::Array(rows.collect()))
 }
 
-/// `event.offline.get`: `limit` (50), `clear` (1); with clear=0 the events get a process_id.
+/// `event.offline.get`: `limit` (50), `clear` (1), `process_id`. Like Bitrix24: up to `limit`
+/// unmarked events get the process_id (the one given, or a new one with clear=0), then every
+/// event marked with it is returned, so a reader that crashed or failed before
+/// `event.offline.clear` gets the same events again by naming its process_id. With clear=1 the
+/// returned events are deleted at once (process_id null).
 pub fn offline_get(
     ev: &mut Events,
     caller: &Caller,
@@ -201,24 +205,38 @@ pub fn offline_get(
     tz: i32,
 ) -> Result<Value, ApiError> {
     let owner = app_of(caller)?;
-    let limit = p.get("limit").and_then(Param::as_u64).unwrap_or(50) as usize;
+    let limit = p.get("limit").and_then(Param::as_u64).unwrap_or(50).min(50) as usize;
     let clear = p.get("clear").and_then(Param::flag).unwrap_or(true);
-    let process_id = (!clear).then(super::auth::random_hex);
-    let mut picked = Vec::new();
+    let given = p.get("process_id").and_then(Param::nonempty);
+    let process_id = given.unwrap_or_else(super::auth::random_hex);
+    let already = ev
+        .offline
+        .iter()
+        .filter(|e| e.owner == owner && e.process_id.as_deref() == Some(process_id.as_str()))
+        .count();
     for e in ev
         .offline
         .iter_mut()
         .filter(|e| e.owner == owner && e.process_id.is_none())
-        .take(limit)
+        .take(limit.saturating_sub(already))
     {
-        e.process_id = Some(process_id.clone().unwrap_or_default());
-        picked.push(json!({
-            "ID": e.id.to_string(), "TIMESTAMP_X": iso(e.unix, tz), "EVENT_NAME": e.event,
-            "EVENT_DATA": e.data, "EVENT_ADDITIONAL": {"user_id": "1"}, "MESSAGE_ID": e.id.to_string(),
-        }));
+        e.process_id = Some(process_id.clone());
     }
+    let picked: Vec<Value> = ev
+        .offline
+        .iter()
+        .filter(|e| e.owner == owner && e.process_id.as_deref() == Some(process_id.as_str()))
+        .map(|e| {
+            json!({
+                "ID": e.id.to_string(), "TIMESTAMP_X": iso(e.unix, tz), "EVENT_NAME": e.event,
+                "EVENT_DATA": e.data, "EVENT_ADDITIONAL": {"user_id": "1"}, "MESSAGE_ID": e.id.to_string(),
+            })
+        })
+        .collect();
     if clear {
-        ev.offline.retain(|e| e.process_id.as_deref() != Some(""));
+        ev.offline
+            .retain(|e| !(e.owner == owner && e.process_id.as_deref() == Some(process_id.as_str())));
+        return Ok(json!({ "process_id": null, "events": picked }));
     }
     Ok(json!({ "process_id": process_id, "events": picked }))
 }
@@ -303,7 +321,7 @@ fn queue_offline(
         event: event.to_owned(),
         object: object.to_owned(),
         data: tree.to_json(),
-        unix: now.unix_secs(),
+        unix: now.unix_secs() - st.knobs.offline_backdate.as_secs() as i64,
         process_id: None,
     });
 }

@@ -152,6 +152,32 @@ impl FakeB24 {
         }
     }
 
+    /// The portal moves to a new address (a second listener on 127.0.0.1, same state): REST
+    /// requests to the old one answer 302 to the new one from now on, the OAuth server (which
+    /// stays where it is) names the new `client_endpoint`, events carry the new domain.
+    /// Returns the new base URL.
+    pub async fn move_portal(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the moved portal binds");
+        let addr = listener.local_addr().expect("bound address");
+        let app = Router::new()
+            .fallback(server::handle)
+            .layer(DefaultBodyLimit::max(64 << 20))
+            .with_state(self.inner.clone());
+        // Lives as long as the test's runtime.
+        tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<Conn>();
+            let _ = axum::serve(FakeListener(listener), service).await;
+        });
+        self.with(|s| {
+            let old = std::mem::replace(&mut s.endpoints.domain, addr.to_string());
+            s.knobs.moved_from.push(old);
+            s.endpoints.base = format!("http://{addr}/");
+            s.endpoints.base.clone()
+        })
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.inner.lock())
     }

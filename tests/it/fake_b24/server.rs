@@ -64,12 +64,26 @@ pub async fn handle(
         return upload(&inner, &uri, &headers, &body);
     }
     if path.starts_with("/rest/") {
+        if let Some(to) = moved(&inner, &uri, &headers) {
+            return (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
+        }
         return rest(inner, conn, uri, headers, body).await;
     }
     if path == "/oauth/token/" || path == "/oauth/token" {
         return oauth(inner, conn, uri, headers, body).await;
     }
     (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// The new location of a REST request sent to a former address of the portal.
+fn moved(inner: &Inner, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let st = inner.lock();
+    if !st.knobs.moved_from.iter().any(|h| h == host) {
+        return None;
+    }
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    Some(format!("{}{}", st.endpoints.base.trim_end_matches('/'), pq))
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -392,11 +406,12 @@ fn upload(inner: &Inner, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Respons
 /// Sends queued event deliveries in the background (after `delivery_delay`); results land in
 /// `Events::delivered`. Tasks live as long as the runtime; a failed delivery is not retried.
 pub fn spawn_deliveries(inner: &Arc<Inner>) {
-    let (batch, delay) = {
+    let (batch, delay, down) = {
         let mut st = inner.lock();
         (
             std::mem::take(&mut st.events.outbox),
             st.knobs.delivery_delay,
+            st.knobs.handlers_down,
         )
     };
     for d in batch {
@@ -405,7 +420,11 @@ pub fn spawn_deliveries(inner: &Arc<Inner>) {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let status = post_form(&inner.http, &d.url, &d.pairs).await;
+            let status = if down {
+                None
+            } else {
+                post_form(&inner.http, &d.url, &d.pairs).await
+            };
             inner.lock().events.delivered.push(Delivered {
                 event: d.event,
                 url: d.url,

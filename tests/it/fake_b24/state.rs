@@ -41,6 +41,15 @@ pub struct Knobs {
     pub delivery_delay: Duration,
     /// `app.info` answers this `CODE` instead of the calling app's client_id.
     pub app_code: Option<String>,
+    /// The online handlers are unreachable (callgate down): deliveries fail like a refused
+    /// connection and, as at Bitrix24, are not retried. Offline queues are unaffected.
+    pub handlers_down: bool,
+    /// Former `host:port`s of a portal that moved: REST requests arriving for them (by `Host`)
+    /// answer 302 with the new address, as a renamed Bitrix24 portal does (§1.6).
+    pub moved_from: Vec<String>,
+    /// Offline events are queued this long in the past: they waited at Bitrix24 while callgate
+    /// was down (the fake's clock only moves forward).
+    pub offline_backdate: Duration,
 }
 
 impl Default for Knobs {
@@ -55,6 +64,9 @@ impl Default for Knobs {
             event_tokens: true,
             delivery_delay: Duration::ZERO,
             app_code: None,
+            handlers_down: false,
+            moved_from: Vec::new(),
+            offline_backdate: Duration::ZERO,
         }
     }
 }

@@ -175,6 +175,37 @@ async fn offline_events_keep_the_latest_state_per_object_until_fetched() {
 }
 
 #[tokio::test]
+async fn offline_events_taken_with_clear_0_come_back_under_their_process_id_until_cleared() {
+    let fake = FakeB24::spawn().await;
+    let app = fake.install_app("local.app.4", "s");
+    let call = |method: &str, extra: &[(&str, &str)]| {
+        let mut pairs = vec![("auth", app.access_token.clone())];
+        pairs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        client()
+            .post(format!("{}{method}", app.client_endpoint))
+            .form(&pairs)
+            .send()
+    };
+    let bind = [("event", "ONCRMLEADUPDATE"), ("event_type", "offline")];
+    assert_eq!(answer(call("event.bind", &bind).await.unwrap()).await.0, 200);
+    let lead = fake.add_lead("1", 11).to_string();
+    answer(call("crm.lead.update", &[("id", &lead), ("fields[COMMENTS]", "x")]).await.unwrap()).await;
+    let (_, body) = answer(call("event.offline.get", &[("clear", "0")]).await.unwrap()).await;
+    let pid = body["result"]["process_id"].as_str().expect("a process_id with clear=0").to_owned();
+    assert_eq!(body["result"]["events"].as_array().map(Vec::len), Some(1), "{body}");
+    let (_, body) = answer(call("event.offline.get", &[("clear", "0")]).await.unwrap()).await;
+    assert_eq!(body["result"]["events"], json!([]), "taken by the first reader");
+    let (_, body) = answer(call("event.offline.get", &[("clear", "0"), ("process_id", &pid)]).await.unwrap()).await;
+    assert_eq!(body["result"]["events"].as_array().map(Vec::len), Some(1), "the same again under its process_id");
+    assert_eq!(body["result"]["process_id"], json!(pid));
+    let (status, _) = answer(call("event.offline.clear", &[("process_id", &pid)]).await.unwrap()).await;
+    assert_eq!(status, 200);
+    let (_, body) = answer(call("event.offline.get", &[("clear", "0"), ("process_id", &pid)]).await.unwrap()).await;
+    assert_eq!(body["result"]["events"], json!([]), "cleared");
+    assert_eq!(fake.offline_queue(), vec![]);
+}
+
+#[tokio::test]
 async fn lead_update_sets_utm_fields_and_ignores_unknown_ones() {
     let fake = FakeB24::spawn().await;
     let lead = fake.add_lead("+79001234567", 11);
