@@ -86,6 +86,7 @@ impl Gateway {
             calls: CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx)),
             shutdown: shutdown.clone(),
             media: crate::webrtc::BridgeSlot::default(),
+            delivery_horizon: cfg.crm.delivery_horizon,
         };
         Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot })
     }
@@ -292,7 +293,7 @@ fn start_crm(
     let client = builder.build().context("building the Bitrix24 HTTP client")?;
     let tokens = crate::crm::Tokens::new(client, state.store.clone());
     let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(Arc::clone(&tokens)));
-    let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff, batch_interval: cfg.crm.batch_interval };
+    let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, min_backoff: cfg.crm.min_backoff, max_backoff: cfg.crm.max_backoff, delivery_horizon: cfg.crm.delivery_horizon, batch_interval: cfg.crm.batch_interval };
     let workers = Workers::new(state.store.clone(), state.directory.clone(), bitrix, wcfg, tasks.clone(), cancel.clone());
     let window = u64::try_from(cfg.crm.show_hide_window.as_millis()).unwrap_or(300);
     let rules = Rules::new(boot, window).with_click_to_calls(Arc::clone(clicks));

@@ -78,6 +78,12 @@ impl Config {
         if self.crm.burst == 0 || self.crm.burst > 250 {
             errs.push("crm.burst", "must be 1-250 (Bitrix24 refuses more than 50 queued requests, 250 on Enterprise)");
         }
+        if self.crm.min_backoff.is_zero() || self.crm.min_backoff > self.crm.max_backoff {
+            errs.push("crm.min_backoff", "must be above 0 and at most crm.max_backoff");
+        }
+        if self.crm.delivery_horizon < self.crm.max_backoff {
+            errs.push("crm.delivery_horizon", "must be at least crm.max_backoff");
+        }
         if self.crm.effects_queue < 1024 {
             errs.push("crm.effects_queue", "must be at least 1024");
         }

@@ -39,6 +39,7 @@ pub mod tokens;
 #[cfg(test)]
 mod tests;
 
+mod fallback;
 mod plan;
 mod port;
 mod reconcile;

@@ -89,4 +89,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         ha1 TEXT NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // 5: what delivery had to do differently for a call (a refused user replaced by the default
+    // responsible), shown with the call's delivery state; and the intents' age index.
+    "ALTER TABLE crm_calls ADD COLUMN notes TEXT;
+    CREATE INDEX outbox_age ON outbox(created_at);",
 ];
