@@ -16,6 +16,7 @@ mod crm_events;
 mod crm_sync;
 mod fake_b24;
 mod fake_b24_selftest;
+mod faults;
 mod fuzz;
 mod media;
 mod proxy;
