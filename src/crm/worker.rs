@@ -276,11 +276,13 @@ impl Worker {
         let portal = self.portal;
         let queued = self.store.run(move |s| s.registers_queued(portal, &keys)).await?;
         let now = super::now_ms();
-        let next = now + u64::try_from(self.cfg.min_backoff.as_millis()).unwrap_or(1000);
+        // Not before the register is tried again: waiting intents do not crowd the due window.
+        let soon = now + u64::try_from(self.cfg.min_backoff.as_millis()).unwrap_or(1000);
         let mut d = Delivered::default();
         for i in waiting {
-            if self.known.contains_key(&i.call_key) || queued.contains(&i.call_key) {
-                d.postponed.push((i.id, next));
+            let register_at = queued.iter().find(|(k, _)| *k == i.call_key).map(|(_, at)| *at);
+            if self.known.contains_key(&i.call_key) || register_at.is_some() {
+                d.postponed.push((i.id, soon.max(register_at.unwrap_or(0) + 1)));
             } else {
                 tracing::error!(portal, call = %i.call_key, kind = i.kind.as_str(), "the call's register was refused for good; intent kept in outbox_dead");
                 d.dead.push((i.id, "the call's register was refused (see its register in outbox_dead)".into()));

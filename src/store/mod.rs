@@ -207,11 +207,11 @@ pub trait Store: Send + Sync + 'static {
     /// The database failed.
     fn outbox_depth(&self) -> Result<usize, StoreError>;
 
-    /// Which of `call_keys` of `portal` still have a register queued.
+    /// Which of `call_keys` of `portal` still have a register queued, with when it is tried next.
     ///
     /// # Errors
     /// The database failed.
-    fn registers_queued(&self, portal: PortalId, call_keys: &[String]) -> Result<Vec<String>, StoreError>;
+    fn registers_queued(&self, portal: PortalId, call_keys: &[String]) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Intents queued since before `before_ms` (unix ms), all portals: the overdue ones.
     ///

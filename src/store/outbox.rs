@@ -223,8 +223,9 @@ pub(super) fn delivered(conn: &Connection, d: &Delivered, now_ms: u64) -> Result
         tx.execute("UPDATE outbox SET next_at = ?2 WHERE id = ?1", params![id, *at as i64])?;
     }
     if let Some(portal) = d.pull_forward {
-        // Only what failed before (attempts > 0): show/hide still in their window stay put.
-        tx.execute("UPDATE outbox SET next_at = ?2 WHERE portal_id = ?1 AND attempts > 0 AND next_at > ?2", params![portal, now_ms as i64])?;
+        // Everything: what failed, and what waits for a register that failed (a show or hide
+        // still in its aggregation window only goes a few hundred milliseconds early).
+        tx.execute("UPDATE outbox SET next_at = ?2 WHERE portal_id = ?1 AND next_at > ?2", params![portal, now_ms as i64])?;
     }
     insert_intents(&tx, &d.follow_ups, now_ms)?;
     tx.commit()?;
@@ -284,13 +285,13 @@ fn add_note(conn: &Connection, portal: PortalId, key: &str, note: &serde_json::V
     Ok(())
 }
 
-/// Which of `keys` still have a register queued.
-pub(super) fn registers_queued(conn: &Connection, portal: PortalId, keys: &[String]) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE portal_id = ?1 AND call_key = ?2 AND kind = 'register')")?;
+/// Which of `keys` still have a register queued, with when it is tried next (unix ms).
+pub(super) fn registers_queued(conn: &Connection, portal: PortalId, keys: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT MIN(next_at) FROM outbox WHERE portal_id = ?1 AND call_key = ?2 AND kind = 'register'")?;
     let mut out = Vec::new();
     for key in keys {
-        if stmt.query_row(params![portal, key], |r| r.get::<_, bool>(0))? {
-            out.push(key.clone());
+        if let Some(at) = stmt.query_row(params![portal, key], |r| r.get::<_, Option<i64>>(0))? {
+            out.push((key.clone(), at.max(0) as u64));
         }
     }
     Ok(out)

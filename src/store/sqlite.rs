@@ -312,7 +312,7 @@ impl Store for SqliteStore {
         super::outbox::depth(&self.conn.lock())
     }
 
-    fn registers_queued(&self, portal: PortalId, call_keys: &[String]) -> Result<Vec<String>, StoreError> {
+    fn registers_queued(&self, portal: PortalId, call_keys: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
         super::outbox::registers_queued(&self.conn.lock(), portal, call_keys)
     }
 
