@@ -291,10 +291,12 @@ impl Worker {
         self.store.run(move |s| s.outbox_delivered(&d, now)).await
     }
 
-    /// Refreshes the overdue gauge (every [`OVERDUE_CHECK`]); warns while anything is overdue.
+    /// Refreshes the overdue gauge (every [`OVERDUE_CHECK`], or half the horizon if shorter);
+    /// warns while anything is overdue.
     async fn check_overdue(&mut self) {
         let now = tokio::time::Instant::now();
-        if self.overdue_checked.is_some_and(|at| now.duration_since(at) < OVERDUE_CHECK) {
+        let every = OVERDUE_CHECK.min(self.cfg.delivery_horizon / 2);
+        if self.overdue_checked.is_some_and(|at| now.duration_since(at) < every) {
             return;
         }
         self.overdue_checked = Some(now);

@@ -20,6 +20,10 @@ const HOLD_MS: &str = "1500";
 const TALK_SECONDS: u64 = 2;
 
 async fn office(fake: &FakeB24) -> Office {
+    office_with(fake, |_| {}).await
+}
+
+async fn office_with(fake: &FakeB24, tweak: impl FnOnce(&mut callgate::config::Config)) -> Office {
     // User 2 is the portal's default responsible for outgoing calls (user 1 for incoming).
     fake.add_user(User::new(2, "Sales desk", None));
     Office::open_with("udp", Some(&fake.webhook_url()), |cfg| {
@@ -28,6 +32,7 @@ async fn office(fake: &FakeB24) -> Office {
         cfg.crm.max_backoff = Duration::from_secs(1);
         cfg.crm.request_timeout = Duration::from_secs(1);
         cfg.crm.batch_interval = Duration::from_millis(200);
+        tweak(cfg);
     })
     .await
 }
@@ -171,4 +176,34 @@ async fn users_deactivated_in_bitrix24_fall_back_to_the_directions_default_respo
     assert!(notes.contains(&(12, 2, "telephony.externalcall.register".to_owned())) && notes.contains(&(12, 2, "telephony.externalcall.finish".to_owned())), "{notes:?}");
     let metrics = o.gw.client.get(format!("{}/metrics", o.gw.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("callgate_crm_user_fallback_total")), "counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_past_the_delivery_horizon_are_kept_listed_and_delivered_once_the_portal_heals() {
+    let fake = FakeB24::spawn().await;
+    let o = office_with(&fake, |cfg| cfg.crm.delivery_horizon = Duration::from_secs(2)).await;
+    fake.set_fault_mode(Some(Fault::Overload503));
+    answered_calls(&o, "f-horizon").await;
+    // Past the horizon the waiting intents (registers, and the finishes that wait for them) are
+    // overdue: listed with the call, counted, never dropped.
+    let mut problems = serde_json::Value::Null;
+    for _ in 0..100 {
+        problems = o.gw.api(Method::GET, "/api/v1/calls?delivery=problems", None).await.1;
+        let overdue = |p: &serde_json::Value| p["queued"].as_array().is_some_and(|q| q.iter().any(|i| i["kind"] == "finish" && i["overdue"] == true));
+        if problems.as_array().is_some_and(|a| a.len() == CALLS && a.iter().all(overdue)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = problems.as_array().expect("a list");
+    assert_eq!(listed.len(), CALLS, "{problems:#}");
+    assert!(listed.iter().all(|p| p["call_id"].is_null() && p["finished"] == false && p["dead"].as_array().is_some_and(Vec::is_empty)), "{problems:#}");
+    let metrics = o.gw.client.get(format!("{}/metrics", o.gw.base)).send().await.unwrap().text().await.unwrap();
+    // The gauge is process-wide (other tests' gateways set it too): only its presence is checked.
+    assert!(metrics.lines().any(|l| l.starts_with("callgate_crm_overdue_intents ")), "the overdue gauge is exported");
+    fake.set_fault_mode(None);
+    let calls = settled(&fake, CALLS).await;
+    assert_exactly_once(&fake, &calls, CALLS, 1, 11, TALK_SECONDS);
+    let (_, after) = o.gw.api(Method::GET, "/api/v1/calls?delivery=problems", None).await;
+    assert_eq!(after, serde_json::json!([]), "nothing left to look at once delivered");
 }
