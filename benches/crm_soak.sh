@@ -9,6 +9,7 @@
 # calls finished twice, drain time (last heal to last successful finish).
 #
 #   bash benches/crm_soak.sh [CALLS] [RATE]        (defaults 600 4)
+#   PROFILE=debug bash benches/crm_soak.sh         (the debug build: no release compile)
 #
 # Needs: sipp (apt-get install sip-tester), curl, python3. Loopback only.
 set -euo pipefail
@@ -21,12 +22,13 @@ http=127.0.0.1:18480 sip=127.0.0.1:15460 pbx_port=15461 phone=127.0.0.2:15462
 cleanup() { for p in ${cg:-} ${fk:-} ${ph:-}; do kill "$p" 2>/dev/null || true; done; exec 3>&- 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-echo "== building callgate and the fake portal (release)"
-(cd "$here" && cargo build --release --quiet --bin callgate --example fake_portal)
+profile=${PROFILE:-release}
+echo "== building callgate and the fake portal ($profile)"
+(cd "$here" && cargo build $([ "$profile" = release ] && echo --release) --quiet --bin callgate --example fake_portal)
 
 echo "== fake portal"
 mkfifo "$d/fake.in"
-"$target/release/examples/fake_portal" <"$d/fake.in" >"$d/fake.out" 2>"$d/fake.err" & fk=$!
+"$target/$profile/examples/fake_portal" <"$d/fake.in" >"$d/fake.out" 2>"$d/fake.err" & fk=$!
 exec 3>"$d/fake.in"
 for _ in $(seq 50); do grep -q '^webhook ' "$d/fake.out" 2>/dev/null && break; sleep 0.1; done
 webhook=$(awk '/^webhook /{print $2; exit}' "$d/fake.out")
@@ -35,7 +37,7 @@ fake() { echo "$1" >&3; sleep 0.3; tail -n 1 "$d/fake.out"; }
 echo "== callgate ($d)"
 CALLGATE__HTTP__LISTEN=$http CALLGATE__SIP__UDP=$sip CALLGATE__SIP__TCP= CALLGATE__ADMIN__TOKEN=$token \
 CALLGATE__STORE__PATH=$d/callgate.db CALLGATE__LOG__LEVEL=warn \
-  "$target/release/callgate" >"$d/callgate.log" 2>&1 & cg=$!
+  bash -c 'cd "$1" && exec "$2" run' _ "$d" "$target/$profile/callgate" >"$d/callgate.log" 2>&1 & cg=$!
 for _ in $(seq 100); do curl -fs "http://$http/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 api() { curl -fsS -X "$1" "http://$http$2" -H "authorization: Bearer $token" -H 'content-type: application/json' ${3:+-d "$3"}; }
 id=$(api POST /api/v1/portals "{\"domain\":\"soak.bitrix24.ru\",\"auth\":{\"webhook_url\":\"$webhook\"}}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
