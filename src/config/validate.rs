@@ -235,6 +235,15 @@ mod tests {
     }
 
     #[test]
+    fn delivery_backoff_and_horizon_are_checked() {
+        let e = load("[crm]\nmin_backoff = \"0s\"\ndelivery_horizon = \"10s\"\n", &[]).unwrap_err();
+        assert_eq!(keys(&e), ["crm.min_backoff", "crm.delivery_horizon"]);
+        let cfg = load("[crm]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\n", &[("CALLGATE__CRM__DELIVERY_HORIZON", "2s")]).unwrap();
+        assert_eq!((cfg.crm.min_backoff, cfg.crm.delivery_horizon), (std::time::Duration::from_millis(100), std::time::Duration::from_secs(2)));
+        assert_eq!(load("", &[]).unwrap().crm.delivery_horizon, std::time::Duration::from_secs(48 * 3600), "at least 24 h by default");
+    }
+
+    #[test]
     fn secret_values_never_appear_in_errors() {
         let e = load("[admin]\ntoken = \"short secret\"\n", &[]).unwrap_err();
         assert_eq!(keys(&e), ["admin.token"]);

@@ -2,7 +2,9 @@
 //! portal: its unique EXTERNAL_CALL_ID, the CALL_ID Bitrix24 gave it, finished or not) and
 //! `outbox` (intents not yet delivered, in order). Written in one transaction per group of
 //! call-state changes; delivered intents are deleted in the same transaction that records what
-//! Bitrix24 answered, so a restart resumes exactly where delivery stopped.
+//! Bitrix24 answered, so a restart resumes exactly where delivery stopped. Migration 5 adds
+//! `crm_calls.notes` (what delivery did differently, e.g. a refused user replaced) and the
+//! intents' age index behind the overdue count and `delivery_problems`.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
