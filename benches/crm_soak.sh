@@ -32,7 +32,11 @@ mkfifo "$d/fake.in"
 exec 3>"$d/fake.in"
 for _ in $(seq 50); do grep -q '^webhook ' "$d/fake.out" 2>/dev/null && break; sleep 0.1; done
 webhook=$(awk '/^webhook /{print $2; exit}' "$d/fake.out")
-fake() { echo "$1" >&3; sleep 0.3; tail -n 1 "$d/fake.out"; }
+fake() { # a command to the fake; its answer (waited for: 10 s at most)
+  local n; n=$(wc -l <"$d/fake.out"); echo "$1" >&3
+  for _ in $(seq 100); do [ "$(wc -l <"$d/fake.out")" -gt "$n" ] && break; sleep 0.1; done
+  tail -n 1 "$d/fake.out"
+}
 
 echo "== callgate ($d)"
 CALLGATE__HTTP__LISTEN=$http CALLGATE__SIP__UDP=$sip CALLGATE__SIP__TCP= CALLGATE__ADMIN__TOKEN=$token \
