@@ -7,6 +7,7 @@
 #
 #   bash benches/proxy_vs_kamailio.sh [CALLS] [RATE]        (defaults 20000 2000)
 #   ACTIVE=false bash benches/proxy_vs_kamailio.sh ...      (portal inactive: no CRM recording)
+#   CALLGATE_BIN=path/to/callgate bash benches/...          (that binary, no build)
 #
 # Needs: apt-get install sip-tester kamailio; python3; the anchors in ../shared/anchors.
 set -euo pipefail
@@ -18,8 +19,11 @@ token=bench-token-0123456789abcdef
 cleanup() { for p in ${kpid:-} ${cpid:-} ${apid:-}; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-echo "== building callgate (release)"
-(cd "$here" && cargo build --release --quiet)
+bin=${CALLGATE_BIN:-$here/target/release/callgate}
+if [ -z "${CALLGATE_BIN:-}" ]; then
+  echo "== building callgate (release)"
+  (cd "$here" && cargo build --release --quiet)
+fi
 # One caller per call: legs without X-Call-Id of the same customer join one call (DESIGN.md §2),
 # so a small caller list would merge thousands of legs into a few calls.
 python3 "$anchors/numbers.py" "$d" $((calls * 2)) >/dev/null
@@ -51,7 +55,7 @@ kill "$kpid"; kpid=""; stop_agent
 echo "== callgate (udp 127.0.0.1:5072)"
 CALLGATE__SIP__UDP=127.0.0.1:5072 CALLGATE__SIP__TCP="" CALLGATE__SIP__TLS="" CALLGATE__HTTP__LISTEN=127.0.0.1:18081 \
 CALLGATE__STORE__PATH="$d/cg/callgate.db" CALLGATE__ADMIN__TOKEN=$token CALLGATE__LOG__LEVEL=warn \
-  "$here/target/release/callgate" run 2>"$d/callgate.log" &
+  "$bin" run 2>"$d/callgate.log" &
 cpid=$!
 api() { curl -sf -H "Authorization: Bearer $token" -H 'content-type: application/json' "$@"; }
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18081/ready >/dev/null && break; sleep 0.1; done

@@ -95,6 +95,7 @@ impl Gateway {
             calls,
             shutdown: shutdown.clone(),
             media: crate::webrtc::BridgeSlot::default(),
+            delivery_horizon: cfg.crm.delivery_horizon,
         };
         Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot, restored })
     }
@@ -318,7 +319,7 @@ fn start_crm(
     let client = builder.build().context("building the Bitrix24 HTTP client")?;
     let tokens = crate::crm::Tokens::new(client, state.store.clone());
     let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(Arc::clone(&tokens)));
-    let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, max_backoff: cfg.crm.max_backoff, batch_interval: cfg.crm.batch_interval };
+    let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, min_backoff: cfg.crm.min_backoff, max_backoff: cfg.crm.max_backoff, delivery_horizon: cfg.crm.delivery_horizon, batch_interval: cfg.crm.batch_interval };
     let workers = Workers::new(state.store.clone(), state.directory.clone(), bitrix, wcfg, tasks.clone(), cancel.clone());
     tasks.spawn(crate::crm::run_recorder(effects, rules, state.store.clone(), state.directory.clone(), Arc::clone(&workers), cancel.clone()));
     for portal in state.directory.snapshot().portals.keys() {

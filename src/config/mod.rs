@@ -321,9 +321,16 @@ pub struct CrmConfig {
     /// Time limit of one HTTP request to Bitrix24.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// First wait after a failed delivery attempt (doubles per attempt up to `max_backoff`).
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
     /// Longest wait between delivery attempts.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// An intent still undelivered this long after it was queued is overdue: it stays queued
+    /// and retried, and is counted and listed (`GET /api/v1/calls?delivery=problems`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_horizon: Duration,
     /// Call effects on their way to the outbox; under a quarter free, new calls are refused.
     pub effects_queue: usize,
     /// After a batch that was not full, the next one waits this long (fewer, fuller requests).
@@ -350,7 +357,9 @@ impl Default for CrmConfig {
             burst: 40,
             show_hide_window: Duration::from_millis(300),
             request_timeout: Duration::from_secs(30),
+            min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            delivery_horizon: Duration::from_secs(48 * 3600),
             effects_queue: 65_536,
             batch_interval: Duration::from_millis(1200),
             ca_file: String::new(),

@@ -83,6 +83,12 @@ impl Config {
         if self.crm.burst == 0 || self.crm.burst > 250 {
             errs.push("crm.burst", "must be 1-250 (Bitrix24 refuses more than 50 queued requests, 250 on Enterprise)");
         }
+        if self.crm.min_backoff.is_zero() || self.crm.min_backoff > self.crm.max_backoff {
+            errs.push("crm.min_backoff", "must be above 0 and at most crm.max_backoff");
+        }
+        if self.crm.delivery_horizon < self.crm.max_backoff {
+            errs.push("crm.delivery_horizon", "must be at least crm.max_backoff");
+        }
         if self.crm.effects_queue < 1024 {
             errs.push("crm.effects_queue", "must be at least 1024");
         }
@@ -238,6 +244,15 @@ mod tests {
         let cfg = load("[http]\nallowed_origins = [\"*\"]\nmax_connections_per_source = 0\n", &[("CALLGATE__HTTP__IDLE_TIMEOUT", "5s")]).unwrap();
         assert_eq!(cfg.http.allowed_origins, ["*"]);
         assert_eq!(cfg.http.idle_timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn delivery_backoff_and_horizon_are_checked() {
+        let e = load("[crm]\nmin_backoff = \"0s\"\ndelivery_horizon = \"10s\"\n", &[]).unwrap_err();
+        assert_eq!(keys(&e), ["crm.min_backoff", "crm.delivery_horizon"]);
+        let cfg = load("[crm]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\n", &[("CALLGATE__CRM__DELIVERY_HORIZON", "2s")]).unwrap();
+        assert_eq!((cfg.crm.min_backoff, cfg.crm.delivery_horizon), (std::time::Duration::from_millis(100), std::time::Duration::from_secs(2)));
+        assert_eq!(load("", &[]).unwrap().crm.delivery_horizon, std::time::Duration::from_secs(48 * 3600), "at least 24 h by default");
     }
 
     #[test]

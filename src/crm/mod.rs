@@ -3,8 +3,10 @@
 //!
 //! Delivery path: tracker effects -> `recorder` (group commits into the store's outbox, applying
 //! `rules`: DESIGN.md §5 with the portal's settings) -> one `worker` per portal (`wake`:
-//! started and woken on demand) that `plan`s `batch` requests and sends them through the
+//! started and woken on demand) that `plan`s `batch` requests (a finish only after its
+//! register's CALL_ID is stored: every resend is safe) and sends them through the
 //! [`Bitrix`] port (`port`: the REST client with the portal's webhook or OAuth token, `tokens`).
+//! `fallback` replaces users Bitrix24 refuses by the direction's default responsible.
 //! `reconcile` finishes calls a crash left open. Inbound: `events` (the endpoint's checks and
 //! de-duplication), `install` (the proof an `ONAPPINSTALL` must bring), `processor` (click-to-call through `clicks` and `originate`, CRM changes),
 //! `sync` and `lookup` (the personal-manager index from Bitrix24).
@@ -40,6 +42,7 @@ pub mod tokens;
 #[cfg(test)]
 mod tests;
 
+mod fallback;
 mod plan;
 mod port;
 mod reconcile;

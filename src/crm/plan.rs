@@ -1,7 +1,10 @@
 //! Planning one delivery round, pure: the portal's due intents (oldest first) and the CALL_IDs
-//! already known become at most 50 `batch` commands. A register and what follows it travel
-//! together, the followers naming its CALL_ID as `$result[key][CALL_ID]`; show and hide intents
-//! of one call due together merge into one command with a USER_ID array.
+//! already known become at most 50 `batch` commands. Show and hide may travel with their call's
+//! register, naming its CALL_ID as `$result[key][CALL_ID]` (both are harmless when repeated);
+//! a finish never does: it goes out only once the register's CALL_ID is stored. Otherwise a
+//! register+finish batch whose answer was lost would, sent again, register a second call
+//! (Bitrix24 hands the same CALL_ID back only for a call still open). Show and hide intents of
+//! one call due together merge into one command with a USER_ID array.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -66,10 +69,10 @@ pub(crate) fn plan(due: &[Intent], known: &HashMap<String, String>) -> Plan {
         }
         let call_id = match i.kind {
             IntentKind::Register | IntentKind::LeadUtm => CallRef::None,
-            _ => match (known.get(&i.call_key), registering.get(i.call_key.as_str())) {
+            kind => match (known.get(&i.call_key), registering.get(i.call_key.as_str())) {
                 (Some(id), _) => CallRef::Known(id.clone()),
-                (None, Some(key)) => CallRef::Result(key.clone()),
-                (None, None) => {
+                (None, Some(key)) if kind != IntentKind::Finish => CallRef::Result(key.clone()),
+                (None, _) => {
                     out.blocked.push(i.id);
                     continue;
                 }
@@ -145,16 +148,25 @@ mod tests {
     use super::*;
 
     fn intent(id: i64, call: &str, kind: IntentKind, payload: Value) -> Intent {
-        Intent { id, portal: 1, call_key: call.into(), kind, payload, attempts: 0 }
+        Intent { id, portal: 1, call_key: call.into(), kind, payload, attempts: 0, created_at_ms: 0 }
     }
 
     #[test]
-    fn a_register_and_its_finish_travel_together_with_a_result_reference() {
-        let due = [intent(1, "a", IntentKind::Register, json!({"USER_ID": 5})), intent(2, "a", IntentKind::Finish, json!({"USER_ID": 5}))];
+    fn a_finish_waits_for_its_registers_stored_call_id_while_a_show_may_ride_along() {
+        let due = [
+            intent(1, "a", IntentKind::Register, json!({"USER_ID": 5})),
+            intent(2, "a", IntentKind::Show, json!({"USER_ID": [5]})),
+            intent(3, "a", IntentKind::Hide, json!({"USER_ID": [5]})),
+            intent(4, "a", IntentKind::Finish, json!({"USER_ID": 5})),
+        ];
         let p = plan(&due, &HashMap::new());
-        assert_eq!(p.cmds.len(), 2);
-        assert_eq!(p.cmds[1].call_id, CallRef::Result("reg1".into()));
-        assert!(p.blocked.is_empty());
+        let got: Vec<_> = p.cmds.iter().map(|c| (c.kind, c.call_id.clone())).collect();
+        assert_eq!(got, [(IntentKind::Register, CallRef::None), (IntentKind::Show, CallRef::Result("reg1".into()))]);
+        // The finish waits for the next round, and the hide of its user with it.
+        assert_eq!(p.blocked, [4, 3]);
+        let known = HashMap::from([("a".to_owned(), "externalCall.x".to_owned())]);
+        let p = plan(&due[3..], &known);
+        assert_eq!(p.cmds[0].call_id, CallRef::Known("externalCall.x".into()));
     }
 
     #[test]

@@ -92,5 +92,5 @@ fn failure(e: AccessError) -> SendFailure {
 }
 
 fn outcome_of(e: &CrmError) -> CmdOutcome {
-    CmdOutcome::Err { retryable: e.retryable(), call_not_found: matches!(e, CrmError::CallNotFound { .. }), message: e.to_string() }
+    CmdOutcome::Err { retryable: e.retryable(), call_not_found: matches!(e, CrmError::CallNotFound { .. }), user_refused: matches!(e, CrmError::UserNotFound), message: e.to_string() }
 }

@@ -1,5 +1,8 @@
 //! `GET /api/v1/calls` and `/api/v1/calls/{id}`: tracked calls with their legs, conversations,
 //! first and last talker, and the responsible chosen with its reason (DESIGN.md §6).
+//! `GET /api/v1/calls?delivery=problems`: the calls whose Bitrix24 delivery needs the operator's
+//! eye, from the store (they outlive the tracker's memory and restarts): overdue intents,
+//! intents Bitrix24 refused for good, refused users replaced by the default responsible.
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
@@ -17,14 +20,29 @@ pub(super) fn routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     limit: Option<usize>,
+    delivery: Option<DeliveryFilter>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryFilter {
+    Problems,
 }
 
 /// Open calls first, newest first, then finished ones; `limit` defaults to 100 (at most 10,000).
-async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Vec<CallRecord>>, ApiError> {
+/// With `delivery=problems`: the store's calls with delivery trouble, newest first.
+async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = q.limit.unwrap_or(100).min(10_000);
+    if let Some(DeliveryFilter::Problems) = q.delivery {
+        let before = crate::telemetry::unix_ms().saturating_sub(u64::try_from(state.delivery_horizon.as_millis()).unwrap_or(u64::MAX));
+        let found = state.store.run(move |s| s.delivery_problems(before, limit)).await.map_err(ApiError::from)?;
+        return Ok(Json(found).into_response());
+    }
     // A copy taken under the tracker's lock: milliseconds even at the limit.
-    Ok(Json(state.calls.list(limit)))
+    let calls: Vec<CallRecord> = state.calls.list(limit);
+    Ok(Json(calls).into_response())
 }
 
 /// One call; with `bitrix24_notices` when Bitrix24 reported errors inside a successful answer

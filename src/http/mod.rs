@@ -72,6 +72,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The media bridge of browser agents' calls (`/api/v1/media`), set once SIP has started.
     pub media: crate::webrtc::BridgeSlot,
+    /// `crm.delivery_horizon`: intents queued longer are overdue (`/api/v1/calls?delivery=problems`).
+    pub delivery_horizon: Duration,
 }
 
 /// Limits for the whole router.

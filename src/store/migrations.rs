@@ -101,4 +101,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY CHECK (id = 1),
         alive_ms INTEGER NOT NULL
     );",
+    // 6: what delivery had to do differently for a call (a refused user replaced by the default
+    // responsible), shown with the call's delivery state; and the intents' age index.
+    "ALTER TABLE crm_calls ADD COLUMN notes TEXT;
+    CREATE INDEX outbox_age ON outbox(created_at);",
 ];

@@ -18,7 +18,7 @@ use crate::settings::{Auth, Line, Mapping, MappingInput, Portal, PortalId, Porta
 
 pub use agents::AgentCredential;
 pub use checkpoints::{CallCheckpoint, CheckpointWrite};
-pub use outbox::{CrmCall, Delivered, Intent, IntentKind, NewIntent, OutboxWrite};
+pub use outbox::{CrmCall, Delivered, DeliveryProblem, Intent, IntentKind, NewIntent, OutboxWrite};
 pub use sqlite::SqliteStore;
 pub use tokens::PortalTokens;
 
@@ -208,6 +208,25 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The database failed.
     fn outbox_depth(&self) -> Result<usize, StoreError>;
+
+    /// Which of `call_keys` of `portal` still have a register queued, with when it is tried next.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn registers_queued(&self, portal: PortalId, call_keys: &[String]) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Intents queued since before `before_ms` (unix ms), all portals: the overdue ones.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn outbox_older_than(&self, before_ms: u64) -> Result<usize, StoreError>;
+
+    /// Calls whose delivery needs the operator's eye, newest first: intents queued since before
+    /// `overdue_before_ms`, dead-lettered intents, or notes (a refused user replaced).
+    ///
+    /// # Errors
+    /// The database failed.
+    fn delivery_problems(&self, overdue_before_ms: u64, limit: usize) -> Result<Vec<DeliveryProblem>, StoreError>;
 
     /// An OAuth portal's installation (ONAPPINSTALL), if it happened.
     ///

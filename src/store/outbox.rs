@@ -2,7 +2,9 @@
 //! portal: its unique EXTERNAL_CALL_ID, the CALL_ID Bitrix24 gave it, finished or not) and
 //! `outbox` (intents not yet delivered, in order). Written in one transaction per group of
 //! call-state changes; delivered intents are deleted in the same transaction that records what
-//! Bitrix24 answered, so a restart resumes exactly where delivery stopped.
+//! Bitrix24 answered, so a restart resumes exactly where delivery stopped. Migration 5 adds
+//! `crm_calls.notes` (what delivery did differently, e.g. a refused user replaced) and the
+//! intents' age index behind the overdue count and `delivery_problems`.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -79,6 +81,8 @@ pub struct Intent {
     pub payload: serde_json::Value,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// When it was queued (unix ms): past `crm.delivery_horizon` it is overdue.
+    pub created_at_ms: u64,
 }
 
 /// A call reported (or to be reported) to a portal.
@@ -120,6 +124,35 @@ pub struct Delivered {
     pub follow_ups: Vec<NewIntent>,
     /// Intents that can never succeed: (id, error), kept in `outbox_dead` for the audit.
     pub dead: Vec<(i64, String)>,
+    /// Intents sent again at once with new parameters (a refused USER_ID replaced): (id, payload).
+    pub rewritten: Vec<(i64, serde_json::Value)>,
+    /// Notes on calls for the operator: (portal, call_key, note), appended to `crm_calls.notes`.
+    pub notes: Vec<(PortalId, String, serde_json::Value)>,
+    /// Intents waiting for their call's CALL_ID: (id, next attempt, unix ms); attempts unchanged.
+    pub postponed: Vec<(i64, u64)>,
+    /// The portal answered again after failures: its postponed intents are due now.
+    pub pull_forward: Option<PortalId>,
+}
+
+/// A call whose delivery needs the operator's eye (`GET /api/v1/calls?delivery=problems`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeliveryProblem {
+    /// Portal.
+    pub portal: PortalId,
+    /// callgate's key of the call.
+    pub call_key: String,
+    /// What was known when the call started (kind, customer, responsible, started_at).
+    pub start: serde_json::Value,
+    /// Bitrix24's CALL_ID, once registered.
+    pub call_id: Option<String>,
+    /// A finish was delivered.
+    pub finished: bool,
+    /// Intents still queued: kind, attempts, queued_at (unix ms), overdue.
+    pub queued: Vec<serde_json::Value>,
+    /// Intents Bitrix24 refused for good: kind, error, failed_at.
+    pub dead: Vec<serde_json::Value>,
+    /// What delivery did differently (e.g. `{"user_refused": 7, "replaced_by": 1, "method": ...}`).
+    pub notes: Vec<serde_json::Value>,
 }
 
 pub(super) fn write(conn: &Connection, w: &OutboxWrite, now_ms: u64) -> Result<(), StoreError> {
@@ -144,15 +177,16 @@ fn insert_intents(conn: &Connection, intents: &[NewIntent], now_ms: u64) -> Resu
 }
 
 pub(super) fn due(conn: &Connection, portal: PortalId, now_ms: u64, limit: usize) -> Result<Vec<Intent>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT id, portal_id, call_key, kind, payload, attempts FROM outbox WHERE portal_id = ?1 AND next_at <= ?2 ORDER BY id LIMIT ?3")?;
+    let mut stmt = conn.prepare_cached("SELECT id, portal_id, call_key, kind, payload, attempts, created_at FROM outbox WHERE portal_id = ?1 AND next_at <= ?2 ORDER BY id LIMIT ?3")?;
     let rows = stmt.query_map(params![portal, now_ms as i64, limit as i64], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, PortalId>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, u32>(5)?))
+        Ok((r.get::<_, i64>(0)?, r.get::<_, PortalId>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, u32>(5)?, r.get::<_, i64>(6)?))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, portal, call_key, kind, payload, attempts) = row?;
+        let (id, portal, call_key, kind, payload, attempts, created) = row?;
         let Some(kind) = IntentKind::parse(&kind) else { continue };
-        out.push(Intent { id, portal, call_key: call_key.unwrap_or_default(), kind, payload: serde_json::from_str(&payload)?, attempts });
+        let created_at_ms = created.max(0) as u64;
+        out.push(Intent { id, portal, call_key: call_key.unwrap_or_default(), kind, payload: serde_json::from_str(&payload)?, attempts, created_at_ms });
     }
     Ok(out)
 }
@@ -180,6 +214,20 @@ pub(super) fn delivered(conn: &Connection, d: &Delivered, now_ms: u64) -> Result
     }
     for id in &d.done {
         tx.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
+    }
+    for (id, payload) in &d.rewritten {
+        tx.execute("UPDATE outbox SET payload = ?2, next_at = ?3 WHERE id = ?1", params![id, payload.to_string(), now_ms as i64])?;
+    }
+    for (portal, key, note) in &d.notes {
+        add_note(&tx, *portal, key, note)?;
+    }
+    for (id, at) in &d.postponed {
+        tx.execute("UPDATE outbox SET next_at = ?2 WHERE id = ?1", params![id, *at as i64])?;
+    }
+    if let Some(portal) = d.pull_forward {
+        // Everything: what failed, and what waits for a register that failed (a show or hide
+        // still in its aggregation window only goes a few hundred milliseconds early).
+        tx.execute("UPDATE outbox SET next_at = ?2 WHERE portal_id = ?1 AND next_at > ?2", params![portal, now_ms as i64])?;
     }
     insert_intents(&tx, &d.follow_ups, now_ms)?;
     tx.commit()?;
@@ -227,6 +275,77 @@ pub(super) fn finish_queued(conn: &Connection, portal: PortalId, key: &str) -> R
 pub(super) fn depth(conn: &Connection) -> Result<usize, StoreError> {
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
     Ok(n.max(0) as usize)
+}
+
+/// Appends `note` to the call's notes (a JSON array).
+fn add_note(conn: &Connection, portal: PortalId, key: &str, note: &serde_json::Value) -> Result<(), StoreError> {
+    let old: Option<Option<String>> = conn.query_row("SELECT notes FROM crm_calls WHERE portal_id = ?1 AND call_key = ?2", params![portal, key], |r| r.get(0)).optional()?;
+    let Some(old) = old else { return Ok(()) };
+    let mut notes: Vec<serde_json::Value> = old.as_deref().map(serde_json::from_str).transpose()?.unwrap_or_default();
+    notes.push(note.clone());
+    conn.execute("UPDATE crm_calls SET notes = ?3 WHERE portal_id = ?1 AND call_key = ?2", params![portal, key, serde_json::Value::from(notes).to_string()])?;
+    Ok(())
+}
+
+/// Which of `keys` still have a register queued, with when it is tried next (unix ms).
+pub(super) fn registers_queued(conn: &Connection, portal: PortalId, keys: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT MIN(next_at) FROM outbox WHERE portal_id = ?1 AND call_key = ?2 AND kind = 'register'")?;
+    let mut out = Vec::new();
+    for key in keys {
+        if let Some(at) = stmt.query_row(params![portal, key], |r| r.get::<_, Option<i64>>(0))? {
+            out.push((key.clone(), at.max(0) as u64));
+        }
+    }
+    Ok(out)
+}
+
+/// Intents queued before `before_ms`.
+pub(super) fn older_than(conn: &Connection, before_ms: u64) -> Result<usize, StoreError> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM outbox WHERE created_at < ?1", params![before_ms as i64], |r| r.get(0))?;
+    Ok(n.max(0) as usize)
+}
+
+/// Calls with overdue or dead-lettered intents, or notes; newest first.
+pub(super) fn problems(conn: &Connection, overdue_before_ms: u64, limit: usize) -> Result<Vec<DeliveryProblem>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT portal_id, call_key, external_call_id, b24_call_id, finished, start, notes FROM crm_calls c
+         WHERE notes IS NOT NULL
+            OR EXISTS (SELECT 1 FROM outbox o WHERE o.portal_id = c.portal_id AND o.call_key = c.call_key AND o.created_at < ?1)
+            OR EXISTS (SELECT 1 FROM outbox_dead d WHERE d.portal_id = c.portal_id AND d.call_key = c.call_key)
+         ORDER BY created_at DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![overdue_before_ms as i64, limit as i64], |r| Ok((row_to_call(r)?, r.get::<_, Option<String>>(6)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let ((c, start), notes) = row?;
+        let notes: Vec<serde_json::Value> = notes.as_deref().map(serde_json::from_str).transpose()?.unwrap_or_default();
+        let queued = queued_of(conn, c.portal, &c.call_key, overdue_before_ms)?;
+        let dead = dead_of(conn, c.portal, &c.call_key)?;
+        out.push(DeliveryProblem { portal: c.portal, call_key: c.call_key, start: serde_json::from_str(&start)?, call_id: c.b24_call_id, finished: c.finished, queued, dead, notes });
+    }
+    Ok(out)
+}
+
+fn queued_of(conn: &Connection, portal: PortalId, key: &str, overdue_before_ms: u64) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT kind, attempts, created_at FROM outbox WHERE portal_id = ?1 AND call_key = ?2 ORDER BY id")?;
+    let rows = stmt.query_map(params![portal, key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, attempts, at) = row?;
+        out.push(serde_json::json!({ "kind": kind, "attempts": attempts, "queued_at": at, "overdue": at < overdue_before_ms as i64 }));
+    }
+    Ok(out)
+}
+
+fn dead_of(conn: &Connection, portal: PortalId, key: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT kind, error, failed_at FROM outbox_dead WHERE portal_id = ?1 AND call_key = ?2 ORDER BY id")?;
+    let rows = stmt.query_map(params![portal, key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, error, at) = row?;
+        out.push(serde_json::json!({ "kind": kind, "error": error, "failed_at": at }));
+    }
+    Ok(out)
 }
 
 fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CrmCall, String)> {

@@ -374,6 +374,18 @@ impl Store for SqliteStore {
         super::outbox::depth(&self.conn.lock())
     }
 
+    fn registers_queued(&self, portal: PortalId, call_keys: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+        super::outbox::registers_queued(&self.conn.lock(), portal, call_keys)
+    }
+
+    fn outbox_older_than(&self, before_ms: u64) -> Result<usize, StoreError> {
+        super::outbox::older_than(&self.conn.lock(), before_ms)
+    }
+
+    fn delivery_problems(&self, overdue_before_ms: u64, limit: usize) -> Result<Vec<super::DeliveryProblem>, StoreError> {
+        super::outbox::problems(&self.conn.lock(), overdue_before_ms, limit)
+    }
+
     fn portal_tokens(&self, portal: PortalId) -> Result<Option<super::PortalTokens>, StoreError> {
         super::tokens::get(&self.conn.lock(), portal)
     }

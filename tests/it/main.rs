@@ -18,6 +18,7 @@ mod crm_sync;
 mod fake_b24;
 mod fake_b24_selftest;
 mod fresh;
+mod faults;
 mod fuzz;
 mod media;
 mod proxy;

@@ -3,8 +3,13 @@
 //! A fault is applied before anything else (bucket, auth, state): the request never "reaches"
 //! Bitrix24, except `Stall`, which delays the request and then processes it normally (a slow
 //! portal; if the client gave up meanwhile, the request may still have taken effect — as in real
-//! life). Faults apply to `/rest/...` requests; the OAuth server has its own queue
-//! (`FakeB24::fail_next_oauth`).
+//! life), and the lost-answer faults (`LoseAnswerReset`, `LoseAnswer502`), which process the
+//! request in full and then drop the connection or answer a proxy's 502 instead of the result:
+//! Bitrix24 did it, the client never learns. Faults apply to `/rest/...` requests; the OAuth
+//! server has its own queue (`FakeB24::fail_next_oauth`).
+//!
+//! A user deactivated mid-test is not a fault but state: `FakeB24::set_user_active(id, false)`
+//! (register and finish then answer "User is not found or is not active").
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,6 +37,10 @@ pub enum Fault {
     Reset,
     /// 302 to `<new base><same path and query>` ("portal renamed", §1.6).
     Redirect(String),
+    /// Executes the request, then closes the connection (RST) instead of answering.
+    LoseAnswerReset,
+    /// Executes the request, then answers a proxy's HTML 502 instead of the result.
+    LoseAnswer502,
 }
 
 /// What the server does for a fault.
@@ -69,11 +78,17 @@ impl Fault {
             )),
             Self::Stall(d) => Action::Stall(*d),
             Self::Html502 => Action::Html(502, HTML_502.to_owned()),
-            Self::Reset => Action::Reset,
+            Self::Reset | Self::LoseAnswerReset => Action::Reset,
+            Self::LoseAnswer502 => Action::Html(502, HTML_502.to_owned()),
             Self::Redirect(base) => {
                 Action::Redirect(format!("{}{}", base.trim_end_matches('/'), path_and_query))
             }
         }
+    }
+
+    /// Whether the request is executed before the answer is lost.
+    pub fn executes_first(&self) -> bool {
+        matches!(self, Self::LoseAnswerReset | Self::LoseAnswer502)
     }
 
     /// The HTTP status the client sees (0 = no response).

@@ -193,6 +193,7 @@ async fn rest(
     let method = path.as_ref().map(|p| p.method.clone()).unwrap_or_default();
     let mut rec = Recorded::new(at, &method, params.to_json(), via.clone());
     let fault = inner.lock().faults.take();
+    let mut lost = None;
     if let Some(fault) = fault {
         let target = uri
             .path_and_query()
@@ -200,6 +201,7 @@ async fn rest(
             .to_owned();
         match fault.action(&target) {
             Action::Stall(d) => tokio::time::sleep(d).await,
+            _ if fault.executes_first() => lost = Some(fault),
             action => return fault_response(&inner, &conn, rec, fault, action, false),
         }
     }
@@ -208,8 +210,12 @@ async fn rest(
     rec.result = reply.result;
     rec.error = reply.error;
     rec.sub_calls = reply.subs;
+    rec.fault = lost.clone();
     inner.lock().log.push(rec);
     spawn_deliveries(&inner);
+    if let Some(fault) = lost {
+        return lose_answer(&conn, &fault);
+    }
     (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
         Json(reply.body),
@@ -283,6 +289,22 @@ pub async fn call_method(
             };
             let v = finish::finish_fetch(&mut inner.lock(), &job, got)?;
             Ok((Output::of(v), op))
+        }
+    }
+}
+
+/// The answer of an executed request, lost: the connection dropped, or a proxy's 502.
+fn lose_answer(conn: &Conn, fault: &Fault) -> Response {
+    match fault.action("/") {
+        Action::Html(s, html) => (
+            StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "text/html")],
+            html,
+        )
+            .into_response(),
+        _ => {
+            conn.reset();
+            StatusCode::OK.into_response()
         }
     }
 }

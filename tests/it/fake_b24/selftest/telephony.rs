@@ -275,3 +275,30 @@ async fn attach_record_accepts_base64_content_or_an_upload_url() {
         "the upload replaced the first record"
     );
 }
+
+#[tokio::test]
+async fn a_lost_answer_executes_the_request_and_only_an_open_call_is_deduplicated() {
+    let fake = FakeB24::spawn().await;
+    let pairs = [("USER_ID", "11"), ("PHONE_NUMBER", "79001112233"), ("TYPE", "2"), ("EXTERNAL_CALL_ID", "pbx-1")];
+    let url = format!("{}telephony.externalcall.register", fake.webhook_url());
+    fake.fail_next(1, crate::fake_b24::Fault::LoseAnswerReset);
+    assert!(client().post(&url).form(&pairs).send().await.is_err(), "the answer is lost");
+    fake.fail_next(1, crate::fake_b24::Fault::LoseAnswer502);
+    let resp = client().post(&url).form(&pairs).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    // Both were executed: one open call, registered three times counting this answer.
+    let (_, body) = form(&fake, "telephony.externalcall.register", &pairs).await;
+    let call_id = body["result"]["CALL_ID"].as_str().unwrap().to_owned();
+    assert_eq!(fake.registered().len(), 1);
+    assert_eq!(fake.registered()[0].registrations, 3);
+    // Once finished, the same register makes a second call: Bitrix24 de-duplicates open calls only.
+    let fin = [("CALL_ID", call_id.as_str()), ("USER_ID", "11"), ("DURATION", "5"), ("STATUS_CODE", "200")];
+    assert_eq!(form(&fake, "telephony.externalcall.finish", &fin).await.0, 200);
+    let again = form(&fake, "telephony.externalcall.register", &pairs).await.1;
+    assert_ne!(again["result"]["CALL_ID"].as_str(), Some(call_id.as_str()));
+    assert_eq!(fake.registered().len(), 2);
+    // A user deactivated mid-test is refused as Bitrix24 refuses it.
+    fake.set_user_active(11, false);
+    let (status, body) = form(&fake, "telephony.externalcall.register", &[("USER_ID", "11"), ("PHONE_NUMBER", "79001112234"), ("TYPE", "2")]).await;
+    assert_eq!((status, body["error_description"].as_str()), (400, Some("User is not found or is not active")));
+}
