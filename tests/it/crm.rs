@@ -11,7 +11,7 @@ use crate::common::sipp::{free_addr, free_port, Sipp};
 use crate::fake_b24::{FakeB24, Fault};
 use crate::proxy::{Office, CUSTOMER};
 
-async fn office(fake: &FakeB24) -> Office {
+pub(crate) async fn office(fake: &FakeB24) -> Office {
     // User 2 is the portal's default responsible for outgoing calls (user 1, the admin, for incoming).
     fake.add_user(crate::fake_b24::User::new(2, "Sales desk", None));
     Office::open_with("udp", Some(&fake.webhook_url()), |cfg| {
@@ -23,7 +23,7 @@ async fn office(fake: &FakeB24) -> Office {
 }
 
 /// Waits (bounded: 30 s in 100 ms steps) until `n` calls are registered and finished.
-async fn finished_calls(fake: &FakeB24, n: usize) -> Vec<crate::fake_b24::CallState> {
+pub(crate) async fn finished_calls(fake: &FakeB24, n: usize) -> Vec<crate::fake_b24::CallState> {
     for _ in 0..300 {
         let calls = fake.registered();
         if calls.len() >= n && calls.iter().all(|c| c.finished.is_some()) {

@@ -11,28 +11,7 @@ use crate::common::sipp::{free_port, Sipp};
 use crate::fake_b24::FakeB24;
 use crate::proxy::{Office, CUSTOMER};
 
-async fn office(fake: &FakeB24) -> Office {
-    // User 2 is the portal's default responsible for outgoing calls (user 1, the admin, for incoming).
-    fake.add_user(crate::fake_b24::User::new(2, "Sales desk", None));
-    Office::open_with("udp", Some(&fake.webhook_url()), |cfg| {
-        cfg.crm.show_hide_window = Duration::from_millis(100);
-        cfg.crm.max_backoff = Duration::from_secs(2);
-        cfg.crm.request_timeout = Duration::from_secs(3);
-    })
-    .await
-}
-
-/// Waits (bounded: 30 s in 100 ms steps) until `n` calls are registered and finished.
-async fn finished_calls(fake: &FakeB24, n: usize) -> Vec<crate::fake_b24::CallState> {
-    for _ in 0..300 {
-        let calls = fake.registered();
-        if calls.len() >= n && calls.iter().all(|c| c.finished.is_some()) {
-            return calls;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("expected {n} finished calls, have {:#?}", fake.registered());
-}
+use crate::crm::{finished_calls, office};
 
 /// The personal-manager index: `CUSTOMER` belongs to user 12 (extension 102).
 async fn customer_belongs_to_12(o: &Office) {
