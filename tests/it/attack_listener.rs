@@ -105,8 +105,6 @@ async fn a_panic_while_handling_a_message_is_counted_and_the_listener_answers_th
 
 #[tokio::test]
 async fn a_panic_while_handling_a_websocket_message_leaves_the_flow_open_and_answering() {
-    use axum::extract::ws::WebSocketUpgrade;
-    use axum::extract::ConnectInfo;
     use callgate::sip::transport::{WsEndpoint, WsLimits};
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -115,20 +113,7 @@ async fn a_panic_while_handling_a_websocket_message_leaves_the_flow_open_and_ans
     let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
     let hub = Hub::new(Arc::new(Fragile), TcpLimits::default(), tasks.clone(), cancel.clone());
     let ep = WsEndpoint::new(Arc::clone(&hub), WsLimits::default(), tasks.clone());
-    let app = axum::Router::new().route(
-        "/sip",
-        axum::routing::get(move |ws: WebSocketUpgrade, ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
-            let permit = ep.admit().unwrap();
-            ws.protocols(["sip"]).on_upgrade(move |s| async move { ep.serve(s, addr, false, permit) })
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/sip", listener.local_addr().unwrap());
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service).with_graceful_shutdown(async move { stop.cancelled().await }).await.unwrap();
-    });
+    let url = crate::common::serve_sip_websocket(ep, cancel.clone()).await;
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
     let mut ws = tokio_tungstenite::connect_async(req).await.unwrap().0;

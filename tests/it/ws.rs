@@ -381,14 +381,9 @@ async fn unregistering_with_expires_zero_removes_the_binding() {
 
 /// The WebSocket driver alone, with a recording handler: pings, idle close, the close hook.
 mod driver {
-    use std::net::SocketAddr;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use axum::extract::ws::WebSocketUpgrade;
-    use axum::extract::ConnectInfo;
-    use axum::routing::get;
-    use axum::Router;
     use bytes::{Bytes, BytesMut};
     use callgate::sip::transport::{Hub, Outbox, Peer, SipHandler, TcpLimits, Transport, WsEndpoint, WsLimits};
     use futures_util::{SinkExt, StreamExt};
@@ -429,22 +424,7 @@ mod driver {
         let tcp = TcpLimits { max_message: 65_535, max_connections: 10, idle: Duration::from_secs(60), ..TcpLimits::default() };
         let hub = Hub::new(recorder.clone(), tcp, tasks.clone(), cancel.clone());
         let ep = WsEndpoint::new(hub.clone(), WsLimits { ping_every, idle, max_connections: 10, max_message: 65_535 }, tasks.clone());
-        let app = Router::new().route(
-            "/sip",
-            get(move |ws: WebSocketUpgrade, ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
-                let permit = ep.admit().unwrap();
-                ws.protocols(["sip"]).on_upgrade(move |s| async move { ep.serve(s, addr, false, permit) })
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/sip", listener.local_addr().unwrap());
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .unwrap();
-        });
+        let url = crate::common::serve_sip_websocket(ep, cancel.clone()).await;
         Rig { url, recorder, hub, cancel }
     }
 

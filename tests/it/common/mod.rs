@@ -175,6 +175,28 @@ pub async fn json_of(resp: Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// Serves `ep` as `GET /sip` (subprotocol `sip`) on 127.0.0.1 until `cancel`, as the gateway's
+/// HTTP listener does, without the rest of the gateway; returns its `ws://` URL.
+pub async fn serve_sip_websocket(ep: std::sync::Arc<callgate::sip::transport::WsEndpoint>, cancel: CancellationToken) -> String {
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let app = axum::Router::new().route(
+        "/sip",
+        axum::routing::get(move |ws: WebSocketUpgrade, ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
+            let permit = ep.admit().unwrap();
+            ws.protocols(["sip"]).on_upgrade(move |s| async move { ep.serve(s, addr, false, permit) })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/sip", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service).with_graceful_shutdown(async move { cancel.cancelled().await }).await.unwrap();
+    });
+    url
+}
+
 /// Quiet unless TEST_LOG=1. Also installs the crypto provider every HTTP client needs, so a
 /// test works whatever ran before it in this process.
 pub fn init_tracing() {
