@@ -126,24 +126,22 @@ pub(crate) fn classify(snap: &Snapshot, peer: Peer, msg: &SipMessage, registrar:
 /// from a second socket). Several mappings at one address are told apart by the From user; a tie
 /// is nobody's.
 fn static_agent(snap: &Snapshot, peer: Peer, from_user: &[u8]) -> Option<(Arc<PortalEntry>, String)> {
-    let mut found: Option<(Arc<PortalEntry>, String)> = None;
+    let mut found: Option<(PortalId, &str)> = None;
     let mut ties = 0;
-    for p in snap.portals.values() {
-        for (addr, ext) in &p.agent_contacts {
-            let here = *addr == peer.addr || (addr.ip() == peer.addr.ip() && ext.as_bytes() == from_user);
-            if !here {
-                continue;
-            }
-            let better = found.as_ref().is_none_or(|(_, e)| e.as_bytes() != from_user && ext.as_bytes() == from_user);
-            if found.is_none() || better {
-                ties = 0;
-                found = Some((Arc::clone(p), ext.clone()));
-            } else if found.as_ref().is_some_and(|(_, e)| (e.as_bytes() == from_user) == (ext.as_bytes() == from_user)) {
-                ties += 1;
-            }
+    for (portal, addr, ext) in snap.contacts_by_ip.get(&peer.addr.ip()).into_iter().flatten() {
+        if *addr != peer.addr && ext.as_bytes() != from_user {
+            continue;
+        }
+        let better = found.is_none_or(|(_, e)| e.as_bytes() != from_user && ext.as_bytes() == from_user);
+        if better {
+            ties = 0;
+            found = Some((*portal, ext.as_str()));
+        } else if found.is_some_and(|(_, e)| (e.as_bytes() == from_user) == (ext.as_bytes() == from_user)) {
+            ties += 1;
         }
     }
-    (ties == 0).then_some(found).flatten()
+    let (portal, ext) = found.filter(|_| ties == 0)?;
+    Some((Arc::clone(snap.portals.get(&portal)?), ext.to_owned()))
 }
 
 /// Of several portals sharing one PBX address, the one owning a line the message names: the

@@ -112,9 +112,24 @@ pub struct Snapshot {
     pub portals: HashMap<PortalId, Arc<PortalEntry>>,
     /// Portal by line number (a number belongs to one portal).
     pub by_line: HashMap<u64, PortalId>,
+    /// Every portal's static contacts by host: (portal, contact address, extension). The SIP
+    /// front door asks this of most requests, so it is indexed once per reload.
+    pub(crate) contacts_by_ip: HashMap<IpAddr, Vec<(PortalId, std::net::SocketAddr, String)>>,
 }
 
 impl Snapshot {
+    /// Adds `entry`, indexing its lines and static contacts.
+    fn insert(&mut self, entry: PortalEntry) {
+        let id = entry.portal.id;
+        for number in entry.lines.keys() {
+            self.by_line.insert(*number, id);
+        }
+        for (addr, ext) in &entry.agent_contacts {
+            self.contacts_by_ip.entry(addr.ip()).or_default().push((id, *addr, ext.clone()));
+        }
+        self.portals.insert(id, Arc::new(entry));
+    }
+
     /// The only portal, when there is exactly one (then no line is needed to find it).
     pub fn single(&self) -> Option<&Arc<PortalEntry>> {
         (self.portals.len() == 1).then(|| self.portals.values().next()).flatten()
@@ -225,11 +240,7 @@ impl Directory {
     pub(crate) fn install_for_test(&self, entries: Vec<PortalEntry>) {
         let mut snap = Snapshot::default();
         for entry in entries {
-            let id = entry.portal.id;
-            for number in entry.lines.keys() {
-                snap.by_line.insert(*number, id);
-            }
-            snap.portals.insert(id, Arc::new(entry));
+            snap.insert(entry);
         }
         self.snapshot.store(Arc::new(snap));
     }
@@ -248,11 +259,7 @@ fn build_snapshot(s: &dyn crate::store::Store) -> Result<Snapshot, StoreError> {
     let mut snap = Snapshot::default();
     for portal in s.list_portals()? {
         let id = portal.id;
-        let entry = PortalEntry::build(portal, s.list_mappings(id)?, s.list_lines(id)?);
-        for number in entry.lines.keys() {
-            snap.by_line.insert(*number, id);
-        }
-        snap.portals.insert(id, Arc::new(entry));
+        snap.insert(PortalEntry::build(portal, s.list_mappings(id)?, s.list_lines(id)?));
     }
     Ok(snap)
 }
