@@ -65,8 +65,8 @@ fn open_relay_a_route_or_a_to_tag_never_sends_anything_to_the_victim() {
     assert_eq!(status(&sent, ATTACKER), Some(403));
     assert!(sent.to(VICTIM).is_empty());
     // A forged token naming the victim as a dialog end.
-    let forged = format!("Route: <sip:cgr.u7f0000050013c4.u7f0000060013c4.00112233445566778899aabbccddeeff@127.0.0.1:5060;lr>\n");
-    let sent = h.recv(ATTACKER, &invite_from(ATTACKER, &format!("sip:u@{VICTIM}"), "relay-3", &forged).replace("To: <sip:0088216000001@127.0.0.1:5060>", "To: <sip:u@x>;tag=t"), 20);
+    let forged = "Route: <sip:cgr.u7f0000050013c4.u7f0000060013c4.00112233445566778899aabbccddeeff@127.0.0.1:5060;lr>\n";
+    let sent = h.recv(ATTACKER, &invite_from(ATTACKER, &format!("sip:u@{VICTIM}"), "relay-3", forged).replace("To: <sip:0088216000001@127.0.0.1:5060>", "To: <sip:u@x>;tag=t"), 20);
     assert_eq!(status(&sent, ATTACKER), Some(403));
     assert!(sent.to(VICTIM).is_empty());
     assert_eq!(h.proxy.transactions().1, 1, "only the agent's call (to the PBX) is live");

@@ -9,6 +9,9 @@ use super::header::HeaderName;
 use super::message::SipMessage;
 use super::scan::comma_values;
 
+/// Says whether a header (by parsed and raw name) is left out of a forwarded request.
+pub type StripHeader<'a> = &'a dyn Fn(HeaderName, &[u8]) -> bool;
+
 /// What changes in a forwarded request.
 #[derive(Default, Clone, Copy)]
 pub struct RequestEdit<'a> {
@@ -23,7 +26,7 @@ pub struct RequestEdit<'a> {
     /// Leading Route values to drop (they name this proxy: one, or two after a transport change).
     pub pop_route: usize,
     /// Headers not to pass on (by parsed and raw name): what the sender may not say onward.
-    pub strip: Option<&'a dyn Fn(HeaderName, &[u8]) -> bool>,
+    pub strip: Option<StripHeader<'a>>,
 }
 
 impl std::fmt::Debug for RequestEdit<'_> {

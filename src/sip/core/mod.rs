@@ -60,7 +60,7 @@ mod via;
 mod tests;
 
 pub use self::error::ParseError;
-pub use self::forward::{first_value, second_via, write_cancel, write_forwarded_request, write_forwarded_response, RequestEdit};
+pub use self::forward::{first_value, second_via, write_cancel, write_forwarded_request, write_forwarded_response, RequestEdit, StripHeader};
 pub use self::framing::{frame_stream, Frame, FrameError};
 pub use self::header::HeaderName;
 pub use self::message::{SipMessage, UserTag, MAX_MESSAGE};
