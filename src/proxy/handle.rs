@@ -307,7 +307,7 @@ impl Proxy {
         // Everyone but the PBX is held to the agents' rules (a dialog end that authenticated when
         // the dialog began is known only by its flow now).
         let agent = !sender.is_pbx();
-        let strip = |name: HeaderName, raw: &[u8]| (strip_routes && name == HeaderName::Route) || (agent && trust::agent_may_not_send(name, raw, &correlation) && name != HeaderName::Route);
+        let strip = |name: HeaderName, raw: &[u8]| (strip_routes && name == HeaderName::Route) || (agent && trust::agent_may_not_send(name, raw, &correlation));
         let edit = RequestEdit {
             request_uri: hop.request_uri.as_deref().map(str::as_bytes),
             via: via.as_bytes(),

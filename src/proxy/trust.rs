@@ -181,14 +181,13 @@ fn host_matches(p: &PortalEntry, host: &[u8]) -> bool {
 }
 
 /// The headers an agent may not pass on (RFC 3325's trust boundary and then some): asserted
-/// identities, diversion history, auto-answer hints, any Route (callgate decides the next hop),
-/// and the portal's correlation header (the PBX's call id).
+/// identities, diversion history, auto-answer hints and the portal's correlation header (the
+/// PBX's call id). Their Route values are the proxy's business (popped or removed there).
 pub(crate) fn agent_may_not_send(name: HeaderName, raw: &[u8], correlation: &str) -> bool {
-    const NAMED: [&[u8]; 5] = [b"P-Preferred-Identity", b"Remote-Party-ID", b"Call-Info", b"Alert-Info", b"Answer-Mode"];
-    matches!(name, HeaderName::PAssertedIdentity | HeaderName::Diversion | HeaderName::Route)
+    const NAMED: [&[u8]; 6] = [b"P-Preferred-Identity", b"Remote-Party-ID", b"Call-Info", b"Alert-Info", b"Answer-Mode", b"Priv-Answer-Mode"];
+    matches!(name, HeaderName::PAssertedIdentity | HeaderName::Diversion)
         || NAMED.iter().any(|n| n.eq_ignore_ascii_case(raw))
         || raw.eq_ignore_ascii_case(correlation.as_bytes())
-        || raw.eq_ignore_ascii_case(b"Priv-Answer-Mode")
 }
 
 // ---------------------------------------------------------------------------------------------
