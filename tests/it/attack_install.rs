@@ -216,8 +216,9 @@ async fn installs_without_proof_of_this_app_on_this_portal_are_refused_and_the_r
         "{st}"
     );
     // What is stored are the refreshed tokens: the posted access token is not the one in use.
+    // The fake records a request once it has answered it: wait for the batch itself too.
     wait_for("the app's events bound", || {
-        fake.bindings().iter().any(|b| b.handler == url)
+        fake.bindings().iter().any(|b| b.handler == url) && fake.requests().iter().any(|r| r.method == "batch")
     })
     .await;
     let bind = fake
