@@ -158,7 +158,7 @@ async fn a_blind_transfer_from_sipjs_to_another_sipjs_agent_ends_with_the_second
 async fn a_pbx_session_refresh_to_sipjs_leaves_no_hold_in_the_call_record() {
     let o = media_office(&[("101", 11)]).await;
     let (mut node, _) = sipjs(&o, None).await;
-    let pbx = o.pbx_calls("pbx-media-refresh.xml", "101", "sipjs-refresh", &[("hold_ms", "5000")]);
+    let pbx = o.pbx_calls("pbx-media-session-refresh.xml", "101", "sipjs-refresh", &[("hold_ms", "5000")]);
     step(&mut node, "a answer").await;
     let events = step(&mut node, "a event re-INVITE").await;
     assert!(events.as_array().unwrap().iter().any(|e| e == "re-INVITE answered 200"), "{events}");
