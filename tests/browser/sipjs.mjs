@@ -64,7 +64,8 @@ async function step(page, verb, arg) {
   }
 }
 
-await withBrowser('sipjs', async (context) => {
+// RUN names the page log and failure screenshot in the artifacts (`sipjs-<RUN>.log`).
+await withBrowser(`sipjs-${env('RUN', 'run')}`, async (context) => {
   await context.route(`${cfg.base}${prefix}**`, (route) => route.fulfill(file(new URL(route.request().url()).pathname.slice(prefix.length))));
   const phones = {};
   const registered = {};

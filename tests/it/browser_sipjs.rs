@@ -24,11 +24,13 @@ fn chromium_with_sipjs() -> std::path::PathBuf {
     chromium
 }
 
-/// `tests/browser/sipjs.mjs` with agent 101 (and `b` in a second page) registered; what it said
-/// on `registered` (`a`, `b`: SIP.js's User-Agent and Contact; `api`: 101's registration in the admin API).
-async fn sipjs(o: &MediaOffice, b: Option<&'static str>) -> (NodeRun, Value) {
+/// `tests/browser/sipjs.mjs` (its page log: `sipjs-<run>.log`) with agent 101 (and `b` in a second
+/// page) registered; what it said on `registered` (`a`, `b`: SIP.js's User-Agent and Contact; `api`:
+/// 101's registration in the admin API).
+async fn sipjs(o: &MediaOffice, run: &str, b: Option<&'static str>) -> (NodeRun, Value) {
     let chromium = chromium_with_sipjs();
     let mut env = o.env("101");
+    env.push(("RUN", run.to_owned()));
     if let Some(ext) = b {
         env.push(("EXTENSION_B", ext.to_owned()));
         env.push(("PASSWORD_B", o.passwords[ext].clone()));
@@ -61,7 +63,7 @@ async fn registration_101(o: &MediaOffice) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipjs_registers_answers_with_media_holds_resumes_and_hangs_up() {
     let o = media_office(&[("101", 11)]).await;
-    let (mut node, registered) = sipjs(&o, None).await;
+    let (mut node, registered) = sipjs(&o, "hold", None).await;
     let reg = &registered["api"];
     assert_eq!(reg["transport"], "ws", "{registered:#}");
     assert!(reg["user_agent"].as_str().unwrap_or_default().starts_with("SIP.js/0.21."), "{registered:#}");
@@ -119,7 +121,7 @@ async fn a_blind_transfer_from_sipjs_to_another_sipjs_agent_ends_with_the_second
     let mut settings = o.gw.api(Method::GET, &path, None).await.1;
     settings["incoming"]["assign_responsible_to"] = json!("last");
     assert_eq!(o.gw.api(Method::PUT, &path, Some(settings)).await.0, 200);
-    let (mut node, registered) = sipjs(&o, Some("102")).await;
+    let (mut node, registered) = sipjs(&o, "blind", Some("102")).await;
     assert!(registered["b"]["userAgent"].as_str().unwrap_or_default().starts_with("SIP.js/"), "{registered:#}");
 
     let first = o.pbx_calls("pbx-refer-target.xml", "101", "sipjs-blind", &[]);
@@ -157,7 +159,7 @@ async fn a_blind_transfer_from_sipjs_to_another_sipjs_agent_ends_with_the_second
 #[ignore = "needs issue 16 item 6 (false holds with browser agents: the bridge's rewritten SDP is observed)"]
 async fn a_pbx_session_refresh_to_sipjs_leaves_no_hold_in_the_call_record() {
     let o = media_office(&[("101", 11)]).await;
-    let (mut node, _) = sipjs(&o, None).await;
+    let (mut node, _) = sipjs(&o, "refresh", None).await;
     let pbx = o.pbx_calls("pbx-media-session-refresh.xml", "101", "sipjs-refresh", &[("hold_ms", "5000")]);
     step(&mut node, "a answer").await;
     let events = step(&mut node, "a event re-INVITE").await;
