@@ -343,6 +343,35 @@ async fn the_pbx_hanging_up_ends_the_browser_leg_and_its_media() {
     o.assert_no_media_left().await;
 }
 
+/// A PBX's re-INVITEs in a browser agent's call (issue 16, item 6): a session refresh (the same
+/// SDP, `sendrecv`) is no hold, although the offer the browser gets from callgate's media anchor
+/// says `c=IN IP4 0.0.0.0` (WebRTC's placeholder); the hold and resume that follow are one hold
+/// period, closed by the resume, not by the end of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbx_session_refresh_in_a_browser_call_is_no_hold_and_a_real_hold_is_recorded() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11)]).await;
+    let mut env = o.env("101");
+    env.push(("HANGUP", "pbx".to_owned()));
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env, STEP_TIMEOUT);
+    node.expect("registered").await;
+    let pbx = o.pbx_calls("pbx-media-refresh.xml", "101", "media-refresh", &[("talk_ms", "5000"), ("step_ms", "1000")]);
+    node.say("invite-sent").await;
+    node.expect("talking").await;
+    assert_media_flows(&node.expect("stats").await);
+    node.expect("ended").await;
+    node.finish().await;
+    pbx.wait().await.assert_all_ok(1);
+    let call = o.finished("media-refresh").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    let leg = &call["legs"][0];
+    let holds = leg["holds"].as_array().cloned().unwrap_or_default();
+    assert_eq!(holds.len(), 1, "the hold only, not the refresh: {call:#}");
+    let (to, ended) = (holds[0]["to"].as_u64(), leg["ended_at"].as_u64());
+    assert!(to.is_some() && to < ended, "the hold ended with the resume, before the call did: {call:#}");
+    o.assert_no_media_left().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blind_transfer_between_two_browser_agents_ends_with_the_second_as_last_talker() {
     let chromium = preflight();

@@ -156,7 +156,6 @@ async fn a_blind_transfer_from_sipjs_to_another_sipjs_agent_ends_with_the_second
 /// Fails before issue 16 item 6: the proxy observes the offer the bridge rewrote for the browser,
 /// whose `c=IN IP4 0.0.0.0` reads as an RFC 2543 hold (recorded from the refresh to the BYE).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 6 (false holds with browser agents: the bridge's rewritten SDP is observed)"]
 async fn a_pbx_session_refresh_to_sipjs_leaves_no_hold_in_the_call_record() {
     let o = media_office(&[("101", 11)]).await;
     let (mut node, _) = sipjs(&o, "refresh", None).await;
