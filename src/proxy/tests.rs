@@ -12,6 +12,7 @@ mod flow;
 mod invite;
 mod malformed;
 mod register;
+mod transport;
 mod trust;
 
 use std::net::SocketAddr;
