@@ -68,6 +68,38 @@ async fn a_tcp_phone_holds_and_resumes_a_udp_pbxs_call_and_the_pbx_hangs_up_over
     assert_eq!(call["legs"][0]["holds"].as_array().unwrap().len(), 1, "{call:#}");
 }
 
+/// The `name=value` a SIPp run logged last (`contact=<sip:...> path=<sip:...;lr>`).
+fn logged<'a>(run: &'a crate::common::sipp::SippRun, name: &str) -> &'a str {
+    let at = run.logs.rfind(&format!("{name}=")).unwrap_or_else(|| panic!("{name} logged: {}", run.logs));
+    run.logs[at + name.len() + 1..].split_whitespace().next().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_phone_registers_with_a_udp_pbx_whose_path_names_callgates_udp_face_and_takes_its_call_along_it() {
+    const PASSWORD: &str = "101-pbx-secret";
+    let o = Office::open("udp").await;
+    o.set_contact("101", None).await;
+    let (phone, tcp) = (o.phones["101"], o.gw.addresses["sip_tcp"].clone());
+    let pbx = Sipp::new("pbx-registrar.xml", &o.sip).port(o.pbx).key("user", "101").key("password", PASSWORD).key("realm", "pbx.office.example").key("granted", "600").spawn();
+    let reg = Sipp::new("phone-register.xml", &tcp).at(phone).key("ext", "101").key("domain", "office.bitrix24.ru").key("expires", "600").key("granted", "600");
+    let reg = reg.args(&["-t", "t1", "-au", "101", "-ap", PASSWORD, "-auth_uri", "office.bitrix24.ru"]).run().await;
+    let pbx = pbx.wait().await;
+    assert!(pbx.successful == 1 && pbx.failed == 0, "PBX registrar:\n{}\n{}\nphone:\n{}\n{}", pbx.screen, pbx.errors, reg.screen, reg.errors);
+    reg.assert_all_ok(1);
+    // The PBX reads the Path: it names where the PBX reaches callgate (UDP), not the phone's TCP.
+    let (contact, path) = (logged(&pbx, "contact").trim_start_matches('<').trim_end_matches('>').to_owned(), logged(&pbx, "path").to_owned());
+    assert!(path.ends_with(&format!("@{};lr>", o.sip)), "{path}");
+    // The PBX calls the registered Contact along that Path; the phone answers over TCP.
+    let answering = Sipp::new("agent-answer.xml", &tcp).at(phone).key("ext", "101").key("ring_ms", "100").args(&["-t", "t1"]).spawn();
+    let pbx = Sipp::new("pbx-answered-path.xml", &o.sip).port(o.pbx).key("ext", "101").key("caller", CUSTOMER).key("xcid", "x-tcp-path").key("hold_ms", "300");
+    let pbx = pbx.key("contact", &contact).key("path", &path).run().await;
+    let answering = answering.wait().await;
+    assert!(answering.successful == 1 && answering.failed == 0, "phone (TCP):\n{}\n{}\nPBX:\n{}\n{}", answering.screen, answering.errors, pbx.screen, pbx.errors);
+    pbx.assert_all_ok(1);
+    let call = o.finished("x-tcp-path").await;
+    assert_eq!((call["outcome"].as_str(), talker(&call, "last_talker")), (Some("answered"), "101".into()), "{call:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pbx_on_tcp_is_reached_over_tcp_when_pbx_host_says_so() {
     let o = Office::open("udp").await;
@@ -87,7 +119,7 @@ async fn a_bad_pbx_transport_is_refused_naming_the_field() {
     let mut settings = o.gw.api(Method::GET, &path, None).await.1;
     settings["pbx_host"] = json!(format!("{PBX_IP}:{};transport=sctp", o.pbx));
     let (status, body) = o.gw.api(Method::PUT, &path, Some(settings)).await;
-    assert!((400..500).contains(&status), "{status} {body}");
+    assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("pbx_host") && body.to_string().contains("transport"), "{body}");
 }
 

@@ -109,7 +109,8 @@ run_pair dial-cancel     pbx-uas-ring.xml            "" \
 run_pair dial-challenged pbx-uas-challenge.xml       "-key user 101 -key password s3cret -key realm pbx.example" \
          agent-dial-auth.xml         "-key ext 101 -key domain office.example -key dial 79161234567 -key talk_ms 300 -au 101 -ap s3cret -auth_uri 79161234567@127.0.0.1" \
          "" "^Authorization: Digest username=\"101\""
-# (phone-register.xml and pbx-registrar.xml need callgate between them: the PBX requires its Path.)
+# (phone-register.xml and pbx-registrar.xml need callgate between them: the PBX requires its Path;
+# phone-subscribe.xml and pbx-notify.xml likewise: the PBX requires its Record-Route.)
 
 echo "$((n - failed))/$n pairs passed; traces in $TMP"
 [ "$failed" -eq 0 ]
