@@ -289,8 +289,8 @@ fn answer(req: &SipMessage, status: u16, contact: &str) -> String {
     out
 }
 
-/// An in-dialog request with route set `routes` (first first).
-fn in_dialog(method: &str, ruri: &str, via: &str, routes: &[String], from: &str, to: &str, call_id: &str, cseq: u32) -> String {
+/// An in-dialog request with route set `routes` (first first) and the (From, To) values.
+fn in_dialog(method: &str, ruri: &str, via: &str, routes: &[String], (from, to): (&str, &str), call_id: &str, cseq: u32) -> String {
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{via};branch=z9hG4bK-{call_id}-{cseq}\r\nRoute: {}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\n\
          Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
@@ -325,11 +325,11 @@ async fn a_tls_phones_dialog_is_record_routed_through_the_tls_listener_both_ways
     let (from, to) = (String::from_utf8_lossy(ok.header(HeaderName::From).unwrap()).into_owned(), String::from_utf8_lossy(ok.header(HeaderName::To).unwrap()).into_owned());
     // The phone's ACK (route set reversed) reaches the PBX over UDP, our values popped.
     let phone_routes = [rr[1].clone(), rr[0].clone()];
-    phone.write_all(in_dialog("ACK", &pbx_contact, &format!("TLS {flow}"), &phone_routes, &from, &to, "tls-1", 1).as_bytes()).await.unwrap();
+    phone.write_all(in_dialog("ACK", &pbx_contact, &format!("TLS {flow}"), &phone_routes, (&from, &to), "tls-1", 1).as_bytes()).await.unwrap();
     let ack = recv_udp(&pbx).await;
     assert_eq!((ack.method_raw(), ack.header(HeaderName::Route)), (Some(&b"ACK"[..]), None), "{}", text(&ack));
     // The PBX's BYE comes back to the phone over its TLS connection.
-    let bye = in_dialog("BYE", &format!("sip:101@{flow};transport=tls"), &format!("UDP {}", pbx.local_addr().unwrap()), &rr, &to, &from, "tls-1", 1);
+    let bye = in_dialog("BYE", &format!("sip:101@{flow};transport=tls"), &format!("UDP {}", pbx.local_addr().unwrap()), &rr, (&to, &from), "tls-1", 1);
     pbx.send_to(bye.as_bytes(), e.udp).await.unwrap();
     let bye = read_sip(&mut phone, &mut buf).await;
     assert_eq!(bye.method_raw(), Some(&b"BYE"[..]), "{}", text(&bye));
