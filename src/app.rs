@@ -153,6 +153,7 @@ impl Gateway {
             udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()),
             tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()),
             tls: sip_tls.as_ref().and_then(|(s, _)| s.local_addr().ok()),
+            names: sip_names(&cfg),
         };
         let agents = start_registrar(&state).await?;
         let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_config(&cfg)?).await.context("starting the media anchor ([media])")?;
@@ -417,6 +418,18 @@ fn admin_token(cfg: &Config) -> anyhow::Result<Secret> {
 /// How callgate dials a PBX over TLS (`pbx_host` with `;transport=tls`): the platform's roots
 /// plus `sip.tls_ca_file`. A host with no root at all and no `sip.tls_ca_file` cannot verify
 /// anyone: TLS is then never dialled (such a PBX is unreachable, its calls get 503), and said.
+/// The host names that are callgate in a Route or Request-URI: `sip.names`, and the DNS names of
+/// the SIP TLS certificate (a phone that verifies it must call callgate by one of them).
+fn sip_names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = cfg.sip.names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    if !cfg.sip.tls_cert.is_empty() {
+        names.extend(crate::tls::dns_names(Path::new(&cfg.sip.tls_cert)));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 fn sip_tls_client(cfg: &Config) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
     let extra = (!cfg.sip.tls_ca_file.is_empty()).then(|| Path::new(&cfg.sip.tls_ca_file));
     match crate::tls::client_config(extra) {

@@ -66,6 +66,10 @@ pub struct SipConfig {
     /// PEM CA certificate(s) trusted besides the platform roots when callgate dials a PBX over
     /// TLS (a portal's `pbx_host` with `;transport=tls`): a private CA. Empty: platform roots only.
     pub tls_ca_file: String,
+    /// Host names phones know callgate by (`sip.example.com`), besides its listeners' addresses
+    /// and the DNS names of `tls_cert`: a Route or Request-URI naming one (with a listener's
+    /// port) is callgate itself. Phones that verify callgate's TLS certificate must use a name.
+    pub names: Vec<String>,
     /// Largest SIP message accepted, in bytes (datagram or stream frame).
     pub max_message_bytes: usize,
     /// Status code of the "no decision" answer of the redirect listener (the PBX scenario goes on).
@@ -103,6 +107,7 @@ impl Default for SipConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_ca_file: String::new(),
+            names: Vec::new(),
             max_message_bytes: 65_535,
             no_decision_code: 404,
             max_tcp_connections: 4096,

@@ -49,6 +49,11 @@ impl Config {
         if self.sip.max_tcp_connections == 0 {
             errs.push("sip.max_tcp_connections", "must be at least 1");
         }
+        for name in &self.sip.names {
+            if !is_host_name(name) {
+                errs.push("sip.names", format!("`{name}` is not a host name such as sip.example.com"));
+            }
+        }
         if !(1..=64).contains(&self.sip.udp_threads) {
             errs.push("sip.udp_threads", "must be between 1 and 64");
         }
@@ -162,6 +167,13 @@ fn origin_ok(origin: &str) -> bool {
     matches!(scheme, "http" | "https") && !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
 }
 
+/// A DNS host name: dot-separated labels of letters, digits and `-` (1-63 each, 253 in all), not
+/// an IP address (listeners' addresses are callgate's already).
+fn is_host_name(name: &str) -> bool {
+    let label = |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-');
+    (1..=253).contains(&name.len()) && name.parse::<std::net::IpAddr>().is_err() && name.split('.').all(label)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -231,6 +243,14 @@ mod tests {
     fn type_errors_in_several_sections_are_all_reported() {
         let e = load("[sip]\nno_decision_code = \"x\"\n[shutdown]\ngrace = 5\n", &[]).unwrap_err();
         assert_eq!(keys(&e), ["sip", "shutdown"]);
+    }
+
+    #[test]
+    fn sip_names_are_host_names_and_come_from_the_environment_too() {
+        let e = load("[sip]\nnames = [\"sip.example.com\", \"10.0.0.1\", \"bad name\"]\n", &[]).unwrap_err();
+        assert_eq!(keys(&e), ["sip.names", "sip.names"]);
+        let cfg = load("", &[("CALLGATE__SIP__NAMES", "[\"sip.example.com\", \"localhost\"]")]).unwrap();
+        assert_eq!(cfg.sip.names, ["sip.example.com", "localhost"]);
     }
 
     #[test]

@@ -500,7 +500,7 @@ mod local_final_tests {
         let phone = Mapping { id: 1, user_id: 11, extension: "101".into(), use_for_personal_manager: true, contact: Some("sip:101@127.0.0.1:6001".into()) };
         let directory = Directory::default();
         directory.install_for_test(vec![PortalEntry::build(portal, vec![phone], Vec::new())]);
-        let local = Local { udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None, tls: None };
+        let local = Local { udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None, tls: None, names: Vec::new() };
         let t0 = Instant::now();
         let calls = CallsHandle::new(TrackerConfig::default(), t0, 1_700_000_000_000);
         (Proxy::new(directory, local, calls, Timers::RFC3261).with_local_final_hook(hook), t0)

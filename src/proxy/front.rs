@@ -349,7 +349,7 @@ mod tests {
         directory.install_for_test(vec![office()]);
         let (tx, rx) = tokio::sync::mpsc::channel(slots);
         let calls = CallsHandle::with_sink(TrackerConfig::default(), t0, 0, Some(tx));
-        let local = super::super::Local { udp: Some("127.0.0.1:5060".parse().expect("an address")), tcp: None, tls: None };
+        let local = super::super::Local { udp: Some("127.0.0.1:5060".parse().expect("an address")), tcp: None, tls: None, names: Vec::new() };
         let proxy = Proxy::new(directory.clone(), local, calls.clone(), Timers::RFC3261);
         let redirect = RedirectServer::new(directory.clone(), RedirectConfig { no_decision_code: 404, max_remembered: 100 }, Arc::new(DecisionLog::new(10)));
         let front = Front::new(directory, Arc::new(redirect), Arc::new(proxy)).with_call_gate(calls.clone());

@@ -57,6 +57,9 @@ pub struct Local {
     pub tcp: Option<SocketAddr>,
     /// The TLS listener (`sip.tls`, when it has a certificate).
     pub tls: Option<SocketAddr>,
+    /// Host names that are callgate too (`sip.names` and the DNS names of the TLS certificate),
+    /// lowercase: a phone that verifies callgate's certificate names it so in its Route.
+    pub names: Vec<String>,
 }
 
 impl Local {
@@ -107,9 +110,17 @@ impl Local {
         }
     }
 
+    /// Whether `uri` names callgate: one of its listeners' addresses, or one of its host names
+    /// with one of its listeners' ports (5060, or 5061 for `sips:`/`transport=tls`, when absent).
     fn is_ours(&self, uri: &Uri<'_>) -> bool {
-        let Some(addr) = crate::sip::core::socket_addr(uri.host, uri.port) else { return false };
-        [self.udp, self.tcp, self.tls].contains(&Some(addr))
+        let listeners = [self.udp, self.tcp, self.tls];
+        if let Some(addr) = crate::sip::core::socket_addr(uri.host, uri.port) {
+            return listeners.contains(&Some(addr));
+        }
+        let named = self.names.iter().any(|n| uri.host.eq_ignore_ascii_case(n.as_bytes()));
+        let tls = uri.scheme.eq_ignore_ascii_case(b"sips") || uri.param(b"transport").is_some_and(|t| t.eq_ignore_ascii_case(b"tls"));
+        let port = uri.port.unwrap_or(if tls { 5061 } else { 5060 });
+        named && listeners.iter().flatten().any(|a| a.port() == port)
     }
 }
 

@@ -135,6 +135,7 @@ impl Harness {
             udp: Some(addr(US)),
             tcp: None,
             tls: None,
+            names: Vec::new(),
         };
         let calls = CallsHandle::new(cfg, t0, 1_700_000_000_000);
         let proxy = Proxy::new(directory, local, calls.clone(), Timers::RFC3261).with_route_key(super::RouteKey::new(&TEST_KEY));

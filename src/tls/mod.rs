@@ -91,6 +91,15 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The DNS names a PEM certificate (its first, the leaf) is valid for, lowercase: the names peers
+/// verifying it know this host by. Empty when the file cannot be read or parsed (the listener's
+/// own set-up reports that).
+pub fn dns_names(cert: &Path) -> Vec<String> {
+    let Some(Ok(leaf)) = CertificateDer::pem_file_iter(cert).ok().and_then(|mut it| it.next()) else { return Vec::new() };
+    let Ok(parsed) = webpki::EndEntityCert::try_from(&leaf) else { return Vec::new() };
+    parsed.valid_dns_names().map(str::to_ascii_lowercase).collect()
+}
+
 /// A client config for dialling TLS servers (a PBX over SIP TLS): certificates verified against
 /// the platform's roots plus the CA certificate(s) in the PEM file `extra_roots`, if given.
 ///
@@ -205,6 +214,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn the_dns_names_of_a_certificate_are_read_and_ip_addresses_are_not_names() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dev_pki(dir.path(), &["SIP.Example.com".into(), "localhost".into(), "127.0.0.1".into()]).unwrap();
+        assert_eq!(dns_names(&dir.path().join("cert.pem")), ["sip.example.com", "localhost"]);
+        assert!(dns_names(&dir.path().join("missing.pem")).is_empty());
     }
 
     #[test]

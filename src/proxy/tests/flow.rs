@@ -11,7 +11,7 @@ fn ws(s: &str) -> Peer {
 }
 
 fn local() -> Local {
-    Local { udp: Some(addr(US)), tcp: Some(addr(US)), tls: None }
+    Local { udp: Some(addr(US)), tcp: Some(addr(US)), tls: None, names: Vec::new() }
 }
 
 fn request(start: &str, routes: &str) -> SipMessage {

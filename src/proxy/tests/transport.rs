@@ -24,7 +24,7 @@ fn peer(s: &str, transport: Transport) -> Peer {
 }
 
 fn local() -> Local {
-    Local { udp: Some(addr(US)), tcp: Some(addr(US)), tls: Some(addr(TLS_US)) }
+    Local { udp: Some(addr(US)), tcp: Some(addr(US)), tls: Some(addr(TLS_US)), names: vec!["sip.callgate.example".into()] }
 }
 
 /// The office with its PBX at `pbx_host` (`127.0.0.1:5080` plus parameters) and callgate on
@@ -239,4 +239,19 @@ fn a_subscription_is_record_routed_so_its_notify_reaches_the_phone_and_nobody_el
     let sent = deliver(&h, udp(PBX), &notify, 200);
     let relayed = only_to(&sent, phone);
     assert_eq!((relayed.method(), relayed.header(HeaderName::Route)), (Some(Method::Notify), None));
+}
+
+#[test]
+fn a_route_naming_callgate_by_its_host_name_is_ours_on_a_listeners_port_only() {
+    let l = local();
+    let ours = |uri: &str| l.is_ours(&Uri::parse(uri.as_bytes()).expect("a URI"));
+    // A TLS phone verifying callgate's certificate names it by name (5061 implied for TLS).
+    assert!(ours("sip:sip.callgate.example;transport=tls;lr"));
+    assert!(ours("sips:SIP.Callgate.Example;lr"));
+    assert!(ours("sip:sip.callgate.example:5060;lr"));
+    assert!(ours("sip:127.0.0.1:5061;transport=tls;lr"));
+    // Another name, or our name on a port no listener has: somebody else.
+    assert!(!ours("sip:pbx.office.example;lr"));
+    assert!(!ours("sip:sip.callgate.example:5070;lr"));
+    assert!(!ours("sip:127.0.0.1:5070;lr"));
 }
