@@ -7,3 +7,4 @@
 pub mod pbx;
 
 mod pbx_selftest;
+pub mod linphone;
