@@ -1,7 +1,9 @@
 //! Debian's linphone-cli 5.1 as an agent's phone, configured as a user configures it: an account
-//! whose identity is `sip:EXT@<the PBX's domain>`, whose "SIP server" (`reg_proxy`) is callgate
-//! (linphone then sends REGISTER to it with the domain as Request-URI, and calls for that domain
-//! through it: the usual outbound-proxy set-up), with the PBX's digest credentials.
+//! whose identity is `sip:EXT@<the PBX's domain>`, with callgate as its outbound proxy, with the
+//! PBX's digest credentials. In linphone's terms the account's server (`reg_proxy`) and its route
+//! (`reg_route`) are both callgate: REGISTER goes to the server with the domain as Request-URI,
+//! and calls to `sip:NUMBER@<domain>` go to the route (with the server alone, linphone would
+//! look the domain up for calls).
 //!
 //! Driven through `linphone-daemon` (the same library as `linphonec`) on its stdin: one command
 //! per line, each answered by a `Status: Ok|Error` block; call state changes arrive as
@@ -109,8 +111,9 @@ impl Setup {
             "[rtp]\naudio_rtp_port={rtp}\nbind_address={ip}\naudio_jitt_comp=60\n\
              [sound]\nhold_music={tone}\necho_cancellation=0\n\
              [video]\nenabled=0\ndisplay=0\ncapture=0\n\
-             [proxy_0]\nreg_proxy={proxy}\nreg_identity=sip:{ext}@{domain}\nreg_expires={expires}\nreg_sendregister=1\npublish=0\n\
+             [proxy_0]\nreg_proxy={proxy}\nreg_route={route}\nreg_identity=sip:{ext}@{domain}\nreg_expires={expires}\nreg_sendregister=1\npublish=0\n\
              [auth_info_0]\nusername={ext}\npasswd={password}\nrealm={realm}\ndomain={domain}\n",
+            route = format!("<sip:{};transport={};lr>", self.proxy, self.transport.param()),
             rtp = free_port_on(self.ip),
             ip = self.ip,
             tone = tone.display(),
