@@ -92,10 +92,19 @@ impl Setup {
         }
     }
 
+    /// callgate as linphone names it: over TLS by the name in its certificate (`localhost`:
+    /// belle-sip's mbedTLS checks DNS names only, not IP addresses), else by address.
+    fn proxy_host(&self) -> String {
+        match self.transport {
+            Transport::Tls => format!("localhost:{}", self.proxy.port()),
+            _ => self.proxy.to_string(),
+        }
+    }
+
     /// The `linphonerc` for this phone, its SIP UDP port `sip_port` (TCP and TLS listen on
     /// random ports of `ip`), its files in `dir`.
     fn rc(&self, sip_port: u16, dir: &Path) -> String {
-        let proxy = format!("<sip:{};transport={}>", self.proxy, self.transport.param());
+        let proxy = format!("<sip:{};transport={}>", self.proxy_host(), self.transport.param());
         let tone = dir.join("tone.wav");
         let mut rc = format!(
             "[sip]\nsip_port={sip_port}\nsip_tcp_port=-1\nsip_tls_port=-1\nbind_address={ip}\ndefault_proxy=0\n",
@@ -113,7 +122,7 @@ impl Setup {
              [video]\nenabled=0\ndisplay=0\ncapture=0\n\
              [proxy_0]\nreg_proxy={proxy}\nreg_route={route}\nreg_identity=sip:{ext}@{domain}\nreg_expires={expires}\nreg_sendregister=1\npublish=0\n\
              [auth_info_0]\nusername={ext}\npasswd={password}\nrealm={realm}\ndomain={domain}\n",
-            route = format!("<sip:{};transport={};lr>", self.proxy, self.transport.param()),
+            route = format!("<sip:{};transport={};lr>", self.proxy_host(), self.transport.param()),
             rtp = free_port_on(self.ip),
             ip = self.ip,
             tone = tone.display(),
@@ -387,8 +396,11 @@ impl Drop for Linphone {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::env::var_os("TEST_LOG").is_some() {
-            eprintln!("---- linphone {} ({}) ----\n{}\n---- its log ----\n{}", self.setup.ext, self.sip, self.transcript(), self.log_tail(400));
+        // LINPHONE_LOGS=<dir>: keep each phone's transcript and log there, for a failing story.
+        if let Some(dir) = std::env::var_os("LINPHONE_LOGS") {
+            let name = format!("linphone-{}-{}", self.setup.ext, self.sip.port());
+            let _ = std::fs::write(Path::new(&dir).join(format!("{name}.out")), self.transcript());
+            let _ = std::fs::copy(&self.log, Path::new(&dir).join(format!("{name}.log")));
         }
     }
 }

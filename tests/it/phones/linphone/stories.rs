@@ -1,7 +1,13 @@
-//! linphone-cli 5.1 phones behind callgate, with Debian's Kamailio as the office PBX
-//! (`super::super::pbx`): each phone's SIP domain is the PBX's host name and callgate is its
-//! outbound proxy. Each story asserts what the phone saw, what the PBX saw, what callgate's
-//! tracker made of it (`GET /api/v1/calls`) and what the fake Bitrix24 was told.
+//! linphone-cli 5.1 phones behind callgate, set up as their users set them up: the SIP domain is
+//! the PBX's host name (`pbx.office.example`, listed in the portal's `sip_domains`), callgate is
+//! the outbound proxy, the credentials are the PBX's. The PBX is Debian's Kamailio
+//! (`crate::phones::pbx`: registrar with digest auth and Path, 407 on the phones' calls), or the
+//! project's scripted SIPp PBX where a story needs a PBX that handles REFER. The PBX is on UDP
+//! whatever transport the phone uses to reach callgate.
+//!
+//! Each story asserts what the phones saw (call states, audio both ways from oRTP's counters),
+//! what the PBX or the customer saw, what callgate's tracker made of it (`GET /api/v1/calls`) and
+//! what the fake Bitrix24 was told.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::{AudioStats, Linphone, Setup, Transport};
 use crate::common::sipp::{free_port, Sipp, SippChild};
-use crate::common::{phone_ip, TestGateway};
+use crate::common::{phone_ip, TestGateway, PBX_IP};
 use crate::fake_b24::{CallState, FakeB24};
 use crate::phones::pbx::{password, Pbx, PBX_DOMAIN, PBX_REALM};
 
@@ -20,30 +26,60 @@ const CUSTOMER: &str = "79161234567";
 /// Extensions and their Bitrix24 users.
 const EXTENSIONS: [(&str, u64); 3] = [("101", 11), ("102", 12), ("103", 13)];
 
-/// callgate in front of a Kamailio PBX, with one active portal reporting to a fake Bitrix24;
-/// extensions 101..=103 are mapped with no static contact (their phones register).
+/// Who plays the PBX.
+enum PbxSide {
+    /// Debian's Kamailio (registrar, proxy to the customer's trunk).
+    Kamailio(Pbx),
+    /// SIPp scenarios run on 127.0.0.1:`port`, one at a time (registrar, REFER handling).
+    Scripted { port: u16 },
+}
+
+/// callgate (with its TLS listener, certificate from a test CA) in front of the PBX, with one
+/// active portal reporting to a fake Bitrix24; extensions 101..=103 are mapped with no static
+/// contact (their phones register).
 struct Office {
     gw: TestGateway,
-    pbx: Pbx,
+    pbx: PbxSide,
     fake: FakeB24,
     portal: i64,
+    /// The CA callgate's TLS certificate chains to (linphone's `root_ca`).
+    ca: std::path::PathBuf,
 }
 
 impl Office {
+    /// With Kamailio as the PBX.
     async fn open() -> Self {
-        let pbx = Pbx::start().await;
+        Self::with(PbxSide::Kamailio(Pbx::start().await)).await
+    }
+
+    /// With the scripted SIPp PBX.
+    async fn scripted() -> Self {
+        Self::with(PbxSide::Scripted { port: free_port() }).await
+    }
+
+    async fn with(pbx: PbxSide) -> Self {
         let fake = FakeB24::spawn().await;
         let dir = tempfile::tempdir().unwrap();
+        callgate::tls::write_dev_pki(dir.path(), &["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let (cert, key, ca) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
         let mut gw = TestGateway::spawn_on(dir.path(), |cfg| {
             cfg.calls.linger = Duration::from_millis(300);
             cfg.crm.show_hide_window = Duration::from_millis(100);
+            cfg.sip.tls = "127.0.0.1:0".into();
+            cfg.sip.tls_cert = cert.display().to_string();
+            cfg.sip.tls_key = key.display().to_string();
         })
         .await;
         gw.keep_dir(dir);
         let (status, body) = gw.api(Method::POST, "/api/v1/portals", Some(json!({ "domain": "office.bitrix24.ru", "auth": { "webhook_url": fake.webhook_url() } }))).await;
         assert_eq!(status, 201, "{body}");
         let portal = body["id"].as_i64().unwrap();
-        let settings = json!({ "active": true, "pbx_host": pbx.addr.to_string(), "incoming": { "default_responsible": 1 }, "outgoing": { "default_responsible": 2 } });
+        let pbx_host = match &pbx {
+            PbxSide::Kamailio(k) => k.addr,
+            PbxSide::Scripted { port } => SocketAddr::new(PBX_IP, *port),
+        };
+        let settings = json!({ "active": true, "pbx_host": pbx_host.to_string(), "sip_domains": [PBX_DOMAIN],
+                               "incoming": { "default_responsible": 1 }, "outgoing": { "default_responsible": 2 } });
         let (status, body) = gw.api(Method::PUT, &format!("/api/v1/portals/{portal}/settings"), Some(settings)).await;
         assert_eq!(status, 200, "{body}");
         for (ext, user) in EXTENSIONS {
@@ -51,7 +87,31 @@ impl Office {
             let (status, body) = gw.api(Method::POST, &format!("/api/v1/portals/{portal}/mappings"), Some(m)).await;
             assert_eq!(status, 201, "{body}");
         }
-        Self { gw, pbx, fake, portal }
+        let ca = gw.data.join("ca.pem");
+        Self { gw, pbx, fake, portal, ca }
+    }
+
+    fn kamailio(&self) -> &Pbx {
+        match &self.pbx {
+            PbxSide::Kamailio(k) => k,
+            PbxSide::Scripted { .. } => panic!("this story needs Kamailio"),
+        }
+    }
+
+    fn scripted_port(&self) -> u16 {
+        match &self.pbx {
+            PbxSide::Scripted { port } => *port,
+            PbxSide::Kamailio(_) => panic!("this story needs the scripted PBX"),
+        }
+    }
+
+    /// Changes the portal's settings with `edit`.
+    async fn settings(&self, edit: impl FnOnce(&mut Value)) {
+        let path = format!("/api/v1/portals/{}/settings", self.portal);
+        let mut settings = self.gw.api(Method::GET, &path, None).await.1;
+        edit(&mut settings);
+        let (status, body) = self.gw.api(Method::PUT, &path, Some(settings)).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     /// callgate's listener for `t`.
@@ -65,38 +125,70 @@ impl Office {
     }
 
     /// Extension `ext`'s phone over `t`, as its user sets it up: domain `pbx.office.example`,
-    /// callgate as outbound proxy, the PBX's password.
+    /// callgate as outbound proxy, the PBX's password (and, over TLS, the CA to check callgate's
+    /// certificate with).
     fn setup(&self, ext: &str, t: Transport) -> Setup {
         let mut s = Setup::new(ext, phone_ip(ext), t, self.proxy(t), PBX_DOMAIN, &password(ext));
         s.realm = PBX_REALM.to_owned();
+        if t == Transport::Tls {
+            s.root_ca = Some(self.ca.clone());
+        }
         s
     }
 
-    /// Starts `ext`'s phone over `t` and waits until the PBX has its registration (through
-    /// callgate: the Path the PBX stored is callgate's).
-    async fn registered(&self, ext: &str, t: Transport) -> Linphone {
-        let phone = Linphone::start(self.setup(ext, t)).await;
+    /// Starts `ext`'s phone (`setup`) and waits until the PBX accepted its registration through
+    /// callgate: Kamailio stored the phone's Contact with a Path naming callgate's listener for
+    /// the phone's transport; or the scripted registrar (which challenges once, checks the
+    /// digest and logs Contact and Path) finished its one registration.
+    async fn start_registered(&self, setup: Setup) -> Linphone {
+        let (ext, t) = (setup.ext.clone(), setup.transport);
+        let registrar = match &self.pbx {
+            PbxSide::Scripted { port } => Some(
+                Sipp::new("pbx-registrar.xml", &self.proxy(Transport::Udp).to_string()).port(*port).key("user", &ext).key("password", &password(&ext)).key("realm", PBX_REALM).key("granted", "600").spawn(),
+            ),
+            PbxSide::Kamailio(_) => None,
+        };
+        let phone = Linphone::start(setup).await;
         phone.wait_registered().await;
-        let (contact, path) = self.pbx.registration(ext).await.unwrap_or_else(|| panic!("the PBX has no registration of {ext}:\n{}", self.pbx.log()));
-        assert!(path.contains(&self.proxy(Transport::Udp).to_string()), "{ext} registered through callgate: contact={contact} path={path}");
+        let (contact, path) = match (&self.pbx, registrar) {
+            (PbxSide::Kamailio(k), _) => k.registration(&ext).await.unwrap_or_else(|| panic!("the PBX has no registration of {ext}:\n{}", k.log())),
+            (_, Some(r)) => {
+                let run = r.wait().await;
+                assert!(run.successful == 1 && run.failed == 0, "the scripted registrar:\n{}\n{}", run.screen, run.errors);
+                (logged(&run.logs, "contact"), logged(&run.logs, "path"))
+            }
+            _ => unreachable!(),
+        };
+        assert!(path.contains(&self.proxy(t).to_string()), "{ext} registered through callgate's {t:?} listener: contact={contact} path={path}");
+        assert!(contact.contains(&format!("sip:{ext}@{}", phone.setup.ip)), "the PBX has the phone's own Contact: {contact}");
         phone
     }
 
-    /// The customer's side of the PBX's trunk (127.0.0.1:[`Pbx::trunk`]): a SIPp running
-    /// `scenario` against the PBX, echoing the RTP it gets (`-rtp_echo`), so what a phone hears is
-    /// what it sent, having gone there and back.
+    /// [`Self::start_registered`] with the usual set-up of `ext` over `t`.
+    async fn registered(&self, ext: &str, t: Transport) -> Linphone {
+        self.start_registered(self.setup(ext, t)).await
+    }
+
+    /// The customer's side of Kamailio's trunk (127.0.0.1:[`Pbx::trunk`]): a SIPp running
+    /// `scenario` against the PBX, echoing the RTP it gets (`-rtp_echo`), so what a phone hears
+    /// is what it sent, having gone there and back.
     fn customer(&self, scenario: &str, keys: &[(&str, &str)]) -> Sipp {
-        let mut s = Sipp::new(scenario, &self.pbx.addr.to_string()).at(self.pbx.trunk).args(&["-mp", &free_port().to_string(), "-rtp_echo"]);
+        let pbx = self.kamailio();
+        let mut s = Sipp::new(scenario, &pbx.addr.to_string()).at(pbx.trunk).args(&["-mp", &free_port().to_string(), "-rtp_echo"]);
         for (k, v) in keys {
             s = s.key(k, v);
         }
         s
     }
 
-    /// The customer calling `ext` at the PBX (`pbx-answered.xml`: the customer hangs up after
-    /// `talk_ms`), correlated as `xcid`.
-    fn customer_calls(&self, ext: &str, xcid: &str, talk_ms: u64) -> SippChild {
-        self.customer("pbx-answered.xml", &[("ext", ext), ("caller", CUSTOMER), ("xcid", xcid), ("hold_ms", &talk_ms.to_string())]).spawn()
+    /// The scripted PBX running `scenario` from `port` on 127.0.0.1 toward callgate's UDP
+    /// listener, echoing RTP.
+    fn scripted_pbx(&self, scenario: &str, port: u16, keys: &[(&str, &str)]) -> Sipp {
+        let mut s = Sipp::new(scenario, &self.proxy(Transport::Udp).to_string()).port(port).args(&["-mp", &free_port().to_string(), "-rtp_echo"]);
+        for (k, v) in keys {
+            s = s.key(k, v);
+        }
+        s
     }
 
     /// The finished call (tracker) matching `pred`, waited for (bounded: 10 s).
@@ -125,31 +217,21 @@ impl Office {
     }
 }
 
-/// linphone registers `sip:101@pbx.office.example` through callgate (its outbound proxy): the
-/// PBX challenges it (401), the retry with the PBX's password is accepted, and the PBX stores
-/// the phone's own Contact with callgate's Path.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linphone_registers_in_the_pbx_domain_through_callgate_over_udp() {
-    registers_through_callgate(Transport::Udp).await;
+/// The value a scripted registrar logged as `name=value` (`contact=<sip:...> path=<sip:...>`).
+fn logged(logs: &str, name: &str) -> String {
+    let at = logs.rfind(&format!("{name}=")).unwrap_or_else(|| panic!("{name} logged: {logs}"));
+    logs[at + name.len() + 1..].split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linphone_registers_in_the_pbx_domain_through_callgate_over_tcp() {
-    registers_through_callgate(Transport::Tcp).await;
-}
-
-async fn registers_through_callgate(t: Transport) {
-    let o = Office::open().await;
-    let phone = o.registered("101", t).await;
-    let (contact, _) = o.pbx.registration("101").await.unwrap();
-    assert!(contact.contains(&format!("sip:101@{}", phone.sip)), "the PBX has the phone's Contact: {contact}");
-    assert!(o.calls().await.is_empty(), "a registration is no call");
-}
-
-/// The audio streams of `phone` that carried sound both ways: sent and received at least `min`
-/// packets each (20 ms packets: 50 a second).
+/// The audio streams of `phone` that carried sound both ways: at least `min` packets sent and
+/// received (20 ms packets: 50 a second).
 fn two_way(phone: &Linphone, min: u64) -> Vec<AudioStats> {
     phone.audio().into_iter().filter(|a| a.sent >= min && a.received >= min).collect()
+}
+
+/// Asserts `phone` had at least one stream with audio both ways (`min` packets each).
+fn assert_two_way(phone: &Linphone, min: u64) {
+    assert!(!two_way(phone, min).is_empty(), "{}: audio both ways, at least {min} packets: {:?}\n{}", phone.setup.ext, phone.audio(), phone.log_tail(40));
 }
 
 /// `call` was answered and talked by `ext` only, with `user` responsible.
@@ -159,64 +241,197 @@ fn answered_by(call: &Value, ext: &str, user: u64) {
     assert_eq!(call["responsible"], user, "{call:#}");
 }
 
+/// The legs of `call` as (extension, end reason).
+fn legs(call: &Value) -> Vec<(String, String)> {
+    call["legs"].as_array().unwrap().iter().map(|l| (l["extension"].as_str().unwrap_or("none").to_owned(), l["end_reason"]["reason"].as_str().unwrap_or("none").to_owned())).collect()
+}
+
+/// The extension of `call`'s `which` talker (`first_talker`, `last_talker`).
+fn talker(call: &Value, which: &str) -> String {
+    call[which]["extension"].as_str().unwrap_or("none").to_owned()
+}
+
+/// The Bitrix24 call finished by `user` with status 200 and at least `min_secs` talked.
+fn finished_for(reported: &[CallState], user: u64, min_secs: u64) -> &CallState {
+    let call = reported.iter().find(|c| c.finished.is_some()).unwrap_or_else(|| panic!("a finished call: {reported:#?}"));
+    let finish = call.finished.as_ref().unwrap();
+    assert_eq!((finish.user_id, finish.call_failed_code.as_str()), (user, "200"), "{call:#?}");
+    assert!(finish.duration >= min_secs, "at least {min_secs} s talked: {call:#?}");
+    call
+}
+
+// ---- Registration.
+
+/// linphone registers `sip:101@pbx.office.example` through callgate, its outbound proxy: the
+/// PBX challenges it (401), the retry with the PBX's password is accepted, and the PBX stores
+/// the phone's own Contact with callgate's Path for the phone's transport. A registration is
+/// no call.
+async fn registers_through_callgate(t: Transport) {
+    let o = Office::open().await;
+    let _phone = o.registered("101", t).await;
+    let pbx = o.kamailio();
+    assert!(pbx.wait_log(&["PBX got REGISTER", "(udp)"], Duration::from_secs(1)).await.is_some(), "the PBX got the REGISTER over UDP:\n{}", pbx.log());
+    assert!(!pbx.log().contains("(tcp)") && !pbx.log().contains("(tls)"), "the PBX is reached over UDP only:\n{}", pbx.log());
+    assert!(o.calls().await.is_empty(), "a registration is no call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_registers_in_the_pbx_domain_through_callgate_over_udp() {
+    registers_through_callgate(Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: callgate copies the phone's TCP toward the PBX (pbx_host names no transport)"]
+async fn linphone_registers_in_the_pbx_domain_through_callgate_over_tcp() {
+    registers_through_callgate(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: callgate copies the phone's TLS toward the PBX, its Path names the TCP listener"]
+async fn linphone_registers_in_the_pbx_domain_through_callgate_over_tls() {
+    registers_through_callgate(Transport::Tls).await;
+}
+
+// ---- An incoming call along the Path.
+
 /// The customer calls 101 at the PBX; the PBX sends the call to 101's registered Contact along
 /// the Path callgate put in the registration; linphone rings, is answered, and the audio goes
 /// both ways until the customer hangs up. callgate tracks one answered incoming call talked by
-/// 101, and Bitrix24 gets it for user 11 (shown to 11, finished by 11 with a duration).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linphone_takes_a_call_the_pbx_routes_along_the_path_with_audio_both_ways() {
+/// 101, and Bitrix24 gets it for user 11: the card shown to 11 while 101 rang, the call
+/// finished by 11 with its duration.
+async fn takes_a_call_along_the_path(t: Transport) {
     let o = Office::open().await;
-    let phone = o.registered("101", Transport::Udp).await;
-    let customer = o.customer_calls("101", "lp-in", 3000);
+    let phone = o.registered("101", t).await;
+    let xcid = format!("lp-in-{t:?}");
+    let customer = o.customer("pbx-answered.xml", &[("ext", "101"), ("caller", CUSTOMER), ("xcid", &xcid), ("hold_ms", "3000")]).spawn();
     let id = phone.incoming().await;
     phone.answer(id).await;
-    let run = customer.wait().await;
-    run.assert_all_ok(1);
+    customer.wait().await.assert_all_ok(1);
     phone.wait_event(Some(id), "LinphoneCallReleased").await;
-    assert!(o.pbx.log().contains("PBX calls 101"), "the PBX looked 101 up:\n{}", o.pbx.log());
-    assert!(!two_way(&phone, 50).is_empty(), "audio both ways: {:?}", phone.audio());
+    assert!(o.kamailio().log().contains("PBX calls 101"), "the PBX looked 101 up:\n{}", o.kamailio().log());
+    assert_two_way(&phone, 50);
 
-    let call = o.finished(|c| c["correlation"] == "lp-in").await;
+    let call = o.finished(|c| c["correlation"] == xcid.as_str()).await;
     assert_eq!((call["kind"].as_str(), call["customer"].as_str()), (Some("incoming"), Some(CUSTOMER)), "{call:#}");
     answered_by(&call, "101", 11);
     let reported = o.reported(1).await;
     assert_eq!(reported.len(), 1, "{reported:#?}");
-    let b24 = &reported[0];
+    let b24 = finished_for(&reported, 11, 2);
     assert_eq!((b24.phone_number.as_str(), b24.call_type), (CUSTOMER, 2), "{b24:#?}");
     assert_eq!(b24.shows, [vec![11]], "the card was shown to 11 while 101 rang: {b24:#?}");
-    let finish = b24.finished.as_ref().unwrap();
-    assert_eq!((finish.user_id, finish.call_failed_code.as_str()), (11, "200"), "{b24:#?}");
-    assert!(finish.duration >= 2, "about 3 s talked: {b24:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_takes_a_call_the_pbx_routes_along_the_path_over_udp() {
+    takes_a_call_along_the_path(Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
+async fn linphone_takes_a_call_the_pbx_routes_along_the_path_over_tcp() {
+    takes_a_call_along_the_path(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
+async fn linphone_takes_a_call_the_pbx_routes_along_the_path_over_tls() {
+    takes_a_call_along_the_path(Transport::Tls).await;
+}
+
+// ---- An outgoing call the PBX challenges.
 
 /// linphone calls a customer: callgate passes the INVITE to the PBX, which challenges it with
 /// 407 (as Asterisk and FreeSWITCH do by default); linphone sends it again with the PBX's
 /// credentials, the PBX puts it through to the customer, they talk about 3 s with audio both
 /// ways and linphone hangs up. That is one answered outgoing call with its real duration, for
 /// user 11, in callgate and in Bitrix24: the 407 is no failed call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 1 of issue 16: the tracker ends the leg at the PBX's 407 and drops linphone's authenticated INVITE on the same Call-ID"]
-async fn linphone_calls_out_through_the_pbx_challenge_and_the_call_is_answered_with_its_duration() {
+async fn calls_out_through_the_challenge(t: Transport) {
     let o = Office::open().await;
-    let phone = o.registered("101", Transport::Udp).await;
+    let phone = o.registered("101", t).await;
     let customer = o.customer("pbx-uas-answer.xml", &[]).spawn();
     let id = phone.call(CUSTOMER).await;
     phone.wait_event(Some(id), "LinphoneCallStreamsRunning").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     phone.hang_up(id).await;
-    let run = customer.wait().await;
-    run.assert_all_ok(1);
-    assert!(o.pbx.log().contains("407") || phone.log().contains("SIP/2.0 407"), "the PBX challenged the INVITE:\n{}", o.pbx.log());
-    assert!(!two_way(&phone, 50).is_empty(), "audio both ways: {:?}", phone.audio());
+    customer.wait().await.assert_all_ok(1);
+    assert!(phone.log().contains("SIP/2.0 407"), "the PBX challenged the INVITE:\n{}", phone.log_tail(60));
+    assert_two_way(&phone, 50);
 
     let call = o.finished(|c| c["kind"] == "outgoing").await;
     assert_eq!(call["customer"], CUSTOMER, "{call:#}");
     answered_by(&call, "101", 11);
+    assert!((2..=6).contains(&call["talk_seconds"].as_u64().unwrap_or(0)), "about 3 s talked: {call:#}");
     assert_eq!(o.calls().await.len(), 1, "the challenge is no call of its own");
     let reported = o.reported(1).await;
-    let b24 = &reported[0];
-    assert_eq!((b24.user_id, b24.phone_number.as_str(), b24.call_type), (11, CUSTOMER, 1), "{b24:#?}");
-    let finish = b24.finished.as_ref().unwrap();
-    assert_eq!((finish.call_failed_code.as_str(), finish.status_code.as_deref()), ("200", Some("200")), "{b24:#?}");
-    assert!((2..=6).contains(&finish.duration), "about 3 s talked: {b24:#?}");
+    let b24 = finished_for(&reported, 11, 2);
+    assert_eq!((b24.phone_number.as_str(), b24.call_type), (CUSTOMER, 1), "{b24:#?}");
+    assert!(b24.finished.as_ref().unwrap().duration <= 6, "about 3 s talked: {b24:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 1 of issue 16: the tracker ends the leg at the PBX's 407 and drops linphone's authenticated INVITE on the same Call-ID"]
+async fn linphone_calls_out_through_the_pbx_challenge_over_udp() {
+    calls_out_through_the_challenge(Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs items 1 and 4 of issue 16: the PBX's 407 ends the leg; the PBX on UDP behind a phone on TCP"]
+async fn linphone_calls_out_through_the_pbx_challenge_over_tcp() {
+    calls_out_through_the_challenge(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs items 1 and 4 of issue 16: the PBX's 407 ends the leg; the PBX on UDP behind a phone on TLS"]
+async fn linphone_calls_out_through_the_pbx_challenge_over_tls() {
+    calls_out_through_the_challenge(Transport::Tls).await;
+}
+
+// ---- Hold and resume.
+
+/// 101 answers the customer, puts the call on hold (re-INVITE, a=sendonly) and takes it off
+/// hold (a=sendrecv); the customer saw both offers; the customer hangs up. One conversation,
+/// one hold with its start and end on 101's leg, audio both ways after the resume.
+async fn holds_and_resumes(t: Transport) {
+    let o = Office::open().await;
+    let phone = o.registered("101", t).await;
+    let xcid = format!("lp-hold-{t:?}");
+    let customer = o.customer("customer-held.xml", &[("ext", "101"), ("caller", CUSTOMER), ("xcid", &xcid)]).spawn();
+    let id = phone.incoming().await;
+    phone.answer(id).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    phone.hold(id).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    phone.resume(id).await;
+    let run = customer.wait().await; // hangs up 3 s after the last re-INVITE
+    run.assert_all_ok(1);
+    phone.wait_event(Some(id), "LinphoneCallReleased").await;
+    assert!(run.logs.contains("re-INVITE offer a=sendonly answered a=recvonly") && run.logs.contains("answered a=sendrecv"), "the customer was held and resumed: {}", run.logs);
+    let through_pbx = o.kamailio().log().matches(&format!("PBX got INVITE sip:{CUSTOMER}@")).count();
+    assert_eq!(through_pbx, 2, "both re-INVITEs went to the PBX, which record-routed the call:\n{}", o.kamailio().log());
+    assert_two_way(&phone, 50);
+
+    let call = o.finished(|c| c["correlation"] == xcid.as_str()).await;
+    answered_by(&call, "101", 11);
+    assert_eq!(call["conversations"].as_array().unwrap().len(), 1, "{call:#}");
+    let holds = call["legs"][0]["holds"].as_array().unwrap();
+    assert_eq!(holds.len(), 1, "{call:#}");
+    assert!(!holds[0]["from"].is_null() && !holds[0]["to"].is_null(), "the hold ended: {call:#}");
+    finished_for(&o.reported(1).await, 11, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_holds_and_resumes_a_call_over_udp() {
+    holds_and_resumes(Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
+async fn linphone_holds_and_resumes_a_call_over_tcp() {
+    holds_and_resumes(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
+async fn linphone_holds_and_resumes_a_call_over_tls() {
+    holds_and_resumes(Transport::Tls).await;
 }
