@@ -435,3 +435,129 @@ async fn linphone_holds_and_resumes_a_call_over_tcp() {
 async fn linphone_holds_and_resumes_a_call_over_tls() {
     holds_and_resumes(Transport::Tls).await;
 }
+
+// ---- Transfers (the scripted PBX: it handles the REFER and places the new leg).
+
+/// The PBX's call for 101 (`pbx-refer-accepted.xml`: it accepts the REFER and reports the
+/// transfer done; linphone then hangs up) is answered; 101 transfers it blind to 102 (`Refer-To:
+/// sip:102@pbx.office.example`); the PBX calls 102 with the same correlation and `Referred-By:
+/// 101`; 102 answers and talks until the PBX hangs up. One answered call: first talker 101, last
+/// talker 102, 101's leg transferred; with `assign_responsible_to = last` it is 12's, in callgate
+/// and in Bitrix24.
+async fn blind_transfer(t: Transport) {
+    let o = Office::scripted().await;
+    o.settings(|s| s["incoming"]["assign_responsible_to"] = json!("last")).await;
+    let (a, b) = (o.registered("101", t).await, o.registered("102", t).await);
+    let xcid = format!("lp-blind-{t:?}");
+    let pbx = o.scripted_port();
+    let leg_a = o.scripted_pbx("pbx-refer-accepted.xml", pbx, &[("ext", "101"), ("caller", CUSTOMER), ("xcid", &xcid)]).spawn();
+    let id = a.incoming().await;
+    a.answer(id).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.transfer(id, "102").await;
+    let run = leg_a.wait().await;
+    run.assert_all_ok(1);
+    assert!(run.logs.contains("Refer-To: <sip:102@pbx.office.example>") || run.logs.contains("Refer-To: sip:102@pbx.office.example"), "{}", run.logs);
+    a.wait_event(Some(id), "LinphoneCallReleased").await;
+
+    let leg_b = o.scripted_pbx("pbx-transferred-leg.xml", pbx, &[("ext", "102"), ("caller", CUSTOMER), ("xcid", &xcid), ("referrer", "101"), ("hold_ms", "2000")]).spawn();
+    let id_b = b.incoming().await;
+    b.answer(id_b).await;
+    leg_b.wait().await.assert_all_ok(1);
+    b.wait_event(Some(id_b), "LinphoneCallReleased").await;
+    assert_two_way(&a, 25);
+    assert_two_way(&b, 50);
+
+    let call = o.finished(|c| c["correlation"] == xcid.as_str()).await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("101".into(), "102".into()), "{call:#}");
+    assert_eq!(legs(&call), [("101".to_owned(), "transferred".to_owned()), ("102".to_owned(), "bye".to_owned())], "{call:#}");
+    assert_eq!(call["responsible"], 12, "{call:#}");
+    finished_for(&o.reported(1).await, 12, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_transfers_a_call_blind_over_udp() {
+    blind_transfer(Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TCP"]
+async fn linphone_transfers_a_call_blind_over_tcp() {
+    blind_transfer(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TLS"]
+async fn linphone_transfers_a_call_blind_over_tls() {
+    blind_transfer(Transport::Tls).await;
+}
+
+/// Attended transfer, as a receptionist does it: 101 answers the customer (the PBX's leg,
+/// `pbx-refer-accepted.xml`), holds it, calls 102 (through callgate to the PBX, which answers
+/// and, as the PBX's other leg `pbx-answered.xml`, rings 102, who answers), then transfers the
+/// customer to that call (REFER with `Replaces` naming the consultation). The PBX bridges the
+/// customer to 102, who talks until the PBX hangs up. One answered customer call, 101 then 102,
+/// 101's leg transferred, the consultation merged into it (no internal call of its own); with
+/// `assign_responsible_to = last` it is 12's, in callgate and in Bitrix24.
+async fn attended_transfer(t: Transport) {
+    let o = Office::scripted().await;
+    o.settings(|s| s["incoming"]["assign_responsible_to"] = json!("last")).await;
+    let (a, b) = (o.registered("101", t).await, o.registered("102", t).await);
+    let xcid = format!("lp-att-{t:?}");
+    let customer = o.scripted_pbx("pbx-refer-accepted.xml", free_port(), &[("ext", "101"), ("caller", CUSTOMER), ("xcid", &xcid)]).spawn();
+    let with_customer = a.incoming().await;
+    a.answer(with_customer).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.hold(with_customer).await;
+
+    // The consultation: 101 -> PBX (which answers) and PBX -> 102 (who answers).
+    let pbx_answers = o.scripted_pbx("pbx-uas-answer.xml", o.scripted_port(), &[]).spawn();
+    let consult = a.call("102").await;
+    a.wait_event(Some(consult), "LinphoneCallStreamsRunning").await;
+    let to_b = o.scripted_pbx("pbx-answered.xml", free_port(), &[("ext", "102"), ("caller", "101"), ("xcid", &format!("{xcid}-consult")), ("hold_ms", "5000")]).spawn();
+    let with_a = b.incoming().await;
+    b.answer(with_a).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    a.transfer_to_call(with_customer, consult).await;
+    let run = customer.wait().await;
+    run.assert_all_ok(1);
+    assert!(run.logs.contains("Replaces="), "an attended transfer's Refer-To names the consultation: {}", run.logs);
+    a.wait_event(Some(with_customer), "LinphoneCallReleased").await;
+    if a.state(consult).await.is_some_and(|s| s != "LinphoneCallReleased" && s != "LinphoneCallEnd") {
+        a.hang_up(consult).await;
+    }
+    pbx_answers.wait().await.assert_all_ok(1);
+    to_b.wait().await.assert_all_ok(1);
+    b.wait_event(Some(with_a), "LinphoneCallReleased").await;
+    assert_two_way(&b, 100);
+
+    let call = o.finished(|c| c["correlation"] == xcid.as_str()).await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    assert_eq!((talker(&call, "first_talker"), talker(&call, "last_talker")), ("101".into(), "102".into()), "{call:#}");
+    assert!(legs(&call).contains(&("101".to_owned(), "transferred".to_owned())), "{call:#}");
+    assert_eq!(call["responsible"], 12, "{call:#}");
+    let calls = o.calls().await;
+    assert!(!calls.iter().any(|c| c["kind"] == "internal"), "the consultation was merged into the customer call: {calls:#?}");
+    let reported = o.reported(1).await;
+    let customer_call = reported.iter().find(|c| c.phone_number == CUSTOMER).unwrap_or_else(|| panic!("{reported:#?}"));
+    finished_for(std::slice::from_ref(customer_call), 12, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_transfers_a_call_attended_over_udp() {
+    attended_transfer(Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TCP"]
+async fn linphone_transfers_a_call_attended_over_tcp() {
+    attended_transfer(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TLS"]
+async fn linphone_transfers_a_call_attended_over_tls() {
+    attended_transfer(Transport::Tls).await;
+}
