@@ -371,19 +371,18 @@ async fn calls_out_through_the_challenge(t: Transport) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 1 of issue 16: the tracker ends the leg at the PBX's 407 and drops linphone's authenticated INVITE on the same Call-ID"]
 async fn linphone_calls_out_through_the_pbx_challenge_over_udp() {
     calls_out_through_the_challenge(Transport::Udp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs items 1 and 4 of issue 16: the PBX's 407 ends the leg; the PBX on UDP behind a phone on TCP"]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
 async fn linphone_calls_out_through_the_pbx_challenge_over_tcp() {
     calls_out_through_the_challenge(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs items 1 and 4 of issue 16: the PBX's 407 ends the leg; the PBX on UDP behind a phone on TLS"]
+#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
 async fn linphone_calls_out_through_the_pbx_challenge_over_tls() {
     calls_out_through_the_challenge(Transport::Tls).await;
 }
