@@ -159,11 +159,18 @@ impl Office {
             }
             _ => unreachable!(),
         };
-        assert!(path.contains(&self.proxy(t).to_string()), "{ext} registered through callgate's {t:?} listener: contact={contact} path={path}");
+        // The Path is how the PBX reaches callgate: its UDP face, whatever the phone uses.
+        assert!(path.contains(&self.proxy(Transport::Udp).to_string()) && !path.contains("transport="), "{ext} registered through callgate, Path for the PBX on UDP: contact={contact} path={path}");
         if let PbxSide::Kamailio(k) = &self.pbx {
             assert!(!k.log().contains("(tcp)") && !k.log().contains("(tls)"), "the PBX is reached over UDP only, whatever the phone uses:\n{}", k.log());
         }
-        assert!(contact.contains(&format!("sip:{ext}@{}", phone.setup.ip)), "the PBX has the phone's own Contact: {contact}");
+        // The phone's own Contact: over UDP its address; over a stream its listening address, or
+        // (once linphone learnt it from received/rport) its connection's.
+        let own = match t {
+            Transport::Udp => contact.contains(&format!("sip:{ext}@{}", phone.sip)),
+            _ => contact.contains(&format!("sip:{ext}@")) && contact.contains(&format!("transport={}", t.param())),
+        };
+        assert!(own, "the PBX has the phone's own Contact: {contact}");
         phone
     }
 
@@ -382,7 +389,7 @@ async fn linphone_calls_out_through_the_pbx_challenge_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
+#[ignore = "needs item 4 of issue 16, and callgate taking a Route that names it by its certificate's host name for its own: linphone's INVITE over TLS carries Route: <sip:localhost:PORT;transport=tls;lr> and gets 403"]
 async fn linphone_calls_out_through_the_pbx_challenge_over_tls() {
     calls_out_through_the_challenge(Transport::Tls).await;
 }
@@ -558,7 +565,7 @@ async fn linphone_transfers_a_call_attended_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TLS"]
+#[ignore = "needs item 4 of issue 16, and callgate taking a Route that names it by its certificate's host name for its own: linphone's INVITE over TLS carries Route: <sip:localhost:PORT;transport=tls;lr> and gets 403"]
 async fn linphone_transfers_a_call_attended_over_tls() {
     attended_transfer(Transport::Tls).await;
 }
@@ -609,7 +616,7 @@ async fn linphone_outlives_the_session_timer_without_a_false_hold_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
+#[ignore = "needs item 4 of issue 16, and callgate taking a Route that names it by its certificate's host name for its own: linphone's INVITE over TLS carries Route: <sip:localhost:PORT;transport=tls;lr> and gets 403"]
 async fn linphone_outlives_the_session_timer_without_a_false_hold_over_tls() {
     outlives_the_session_timer(Transport::Tls).await;
 }
@@ -626,8 +633,7 @@ async fn linphone_outlives_the_session_timer_without_a_false_hold_over_tls() {
 async fn takes_a_call_behind_a_nat(t: Transport) {
     let o = Office::open().await;
     let phone = o.registered("101", t).await;
-    let (contact, path) = o.kamailio().registration("101").await.unwrap();
-    assert!(contact.contains(&format!("127.0.0.2:")), "the Contact names the phone's own address: {contact}");
+    let (_, path) = o.kamailio().registration("101").await.unwrap();
     assert!(path.contains(".t7f000001") || path.contains(".s7f000001"), "the Path's flow token names the connection from 127.0.0.1: {path}");
     let registered_on = channel_of(&phone.log(), "SIP/2.0 200 OK", "REGISTER").expect("the REGISTER's 200 in the log");
 
