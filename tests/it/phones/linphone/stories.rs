@@ -290,13 +290,11 @@ async fn linphone_registers_in_the_pbx_domain_through_callgate_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: callgate copies the phone's TCP toward the PBX (pbx_host names no transport)"]
 async fn linphone_registers_in_the_pbx_domain_through_callgate_over_tcp() {
     registers_through_callgate(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: callgate copies the phone's TLS toward the PBX, its Path names the TCP listener"]
 async fn linphone_registers_in_the_pbx_domain_through_callgate_over_tls() {
     registers_through_callgate(Transport::Tls).await;
 }
@@ -336,13 +334,11 @@ async fn linphone_takes_a_call_the_pbx_routes_along_the_path_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
 async fn linphone_takes_a_call_the_pbx_routes_along_the_path_over_tcp() {
     takes_a_call_along_the_path(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
 async fn linphone_takes_a_call_the_pbx_routes_along_the_path_over_tls() {
     takes_a_call_along_the_path(Transport::Tls).await;
 }
@@ -383,13 +379,12 @@ async fn linphone_calls_out_through_the_pbx_challenge_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
 async fn linphone_calls_out_through_the_pbx_challenge_over_tcp() {
     calls_out_through_the_challenge(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16, and callgate taking a Route that names it by its certificate's host name for its own: linphone's INVITE over TLS carries Route: <sip:localhost:PORT;transport=tls;lr> and gets 403"]
+#[ignore = "callgate does not take a Route naming it by its certificate's host name for its own: linphone, told to check the certificate, names callgate `localhost` in the Route of its calls over TLS and gets 403 (README, Tested phones)"]
 async fn linphone_calls_out_through_the_pbx_challenge_over_tls() {
     calls_out_through_the_challenge(Transport::Tls).await;
 }
@@ -433,13 +428,11 @@ async fn linphone_holds_and_resumes_a_call_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
 async fn linphone_holds_and_resumes_a_call_over_tcp() {
     holds_and_resumes(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
 async fn linphone_holds_and_resumes_a_call_over_tls() {
     holds_and_resumes(Transport::Tls).await;
 }
@@ -490,13 +483,11 @@ async fn linphone_transfers_a_call_blind_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TCP"]
 async fn linphone_transfers_a_call_blind_over_tcp() {
     blind_transfer(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TLS"]
 async fn linphone_transfers_a_call_blind_over_tls() {
     blind_transfer(Transport::Tls).await;
 }
@@ -559,13 +550,12 @@ async fn linphone_transfers_a_call_attended_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind phones on TCP"]
 async fn linphone_transfers_a_call_attended_over_tcp() {
     attended_transfer(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16, and callgate taking a Route that names it by its certificate's host name for its own: linphone's INVITE over TLS carries Route: <sip:localhost:PORT;transport=tls;lr> and gets 403"]
+#[ignore = "callgate does not take a Route naming it by its certificate's host name for its own: linphone, told to check the certificate, names callgate `localhost` in the Route of its calls over TLS and gets 403 (README, Tested phones)"]
 async fn linphone_transfers_a_call_attended_over_tls() {
     attended_transfer(Transport::Tls).await;
 }
@@ -610,13 +600,12 @@ async fn linphone_outlives_the_session_timer_without_a_false_hold_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
 async fn linphone_outlives_the_session_timer_without_a_false_hold_over_tcp() {
     outlives_the_session_timer(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16, and callgate taking a Route that names it by its certificate's host name for its own: linphone's INVITE over TLS carries Route: <sip:localhost:PORT;transport=tls;lr> and gets 403"]
+#[ignore = "callgate does not take a Route naming it by its certificate's host name for its own: linphone, told to check the certificate, names callgate `localhost` in the Route of its calls over TLS and gets 403 (README, Tested phones)"]
 async fn linphone_outlives_the_session_timer_without_a_false_hold_over_tls() {
     outlives_the_session_timer(Transport::Tls).await;
 }
@@ -666,13 +655,11 @@ fn channel_of(log: &str, start: &str, method: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TCP"]
 async fn linphone_behind_a_nat_takes_a_call_over_its_tcp_connection() {
     takes_a_call_behind_a_nat(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs item 4 of issue 16: the PBX on UDP behind a phone on TLS"]
 async fn linphone_behind_a_nat_takes_a_call_over_its_tls_connection() {
     takes_a_call_behind_a_nat(Transport::Tls).await;
 }
