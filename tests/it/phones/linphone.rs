@@ -116,13 +116,13 @@ impl Setup {
         if let Some(se) = self.session_expires {
             rc.push_str(&format!("session_expires_enabled=1\nsession_expires_value={se}\nsession_expires_min_value={se}\nsession_expires_refresher_value=2\n"));
         }
+        let route = format!("<sip:{};transport={};lr>", self.proxy_host(), self.transport.param());
         rc.push_str(&format!(
             "[rtp]\naudio_rtp_port={rtp}\nbind_address={ip}\naudio_jitt_comp=60\n\
              [sound]\nhold_music={tone}\necho_cancellation=0\n\
              [video]\nenabled=0\ndisplay=0\ncapture=0\n\
              [proxy_0]\nreg_proxy={proxy}\nreg_route={route}\nreg_identity=sip:{ext}@{domain}\nreg_expires={expires}\nreg_sendregister=1\npublish=0\n\
              [auth_info_0]\nusername={ext}\npasswd={password}\nrealm={realm}\ndomain={domain}\n",
-            route = format!("<sip:{};transport={};lr>", self.proxy_host(), self.transport.param()),
             rtp = free_port_on(self.ip),
             ip = self.ip,
             tone = tone.display(),
@@ -217,14 +217,9 @@ impl Linphone {
         let mut stdin = &self.stdin;
         stdin.write_all(format!("{command}\n").as_bytes()).and_then(|()| stdin.flush()).unwrap_or_else(|e| panic!("{command}: daemon gone: {e}\n{}", self.transcript()));
         for _ in 0..(WAIT.as_millis() / 20) {
-            let out = self.out.lock();
-            let mut lines = out[from..].lines().skip_while(|l| !clean(l).starts_with("Status:"));
-            if let Some(status) = lines.next() {
-                // The response was one write: it ends at the next prompt or event, or at the end.
-                let rest = lines.take_while(|l| !l.starts_with(PROMPT) && !l.starts_with("Event-type:"));
-                return std::iter::once(clean(status)).chain(rest).map(str::to_owned).collect();
+            if let Some(response) = response_after(&self.out.lock()[from..]) {
+                return response;
             }
-            drop(out);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("{}: no answer to `{command}`; daemon printed:\n{}", self.setup.ext, self.transcript());
@@ -405,6 +400,15 @@ impl Drop for Linphone {
     }
 }
 
+/// The first response in `out` (from its `Status:` line), if one was printed. A response is one
+/// write: it ends at the next prompt or event, or at the end of what was printed.
+fn response_after(out: &str) -> Option<Vec<String>> {
+    let mut lines = out.lines().skip_while(|l| !clean(l).starts_with("Status:"));
+    let status = lines.next()?;
+    let rest = lines.take_while(|l| !l.starts_with(PROMPT) && !l.starts_with("Event-type:"));
+    Some(std::iter::once(clean(status)).chain(rest).map(str::to_owned).collect())
+}
+
 /// A line without the prompt readline may have printed in front of it.
 fn clean(line: &str) -> &str {
     line.trim_start_matches(PROMPT).trim_end()
@@ -472,3 +476,12 @@ fn rtp_statistics_are_read_from_the_log() {
 }
 
 mod stories;
+
+#[test]
+fn a_response_ends_at_the_next_prompt_or_event() {
+    let out = "daemon-linphone>call sip:x@y\nStatus: Ok\n\nId: 1\n\nEvent-type: call-state-changed\n\nEvent: LinphoneCallOutgoingInit\n";
+    assert_eq!(response_after(out).unwrap(), ["Status: Ok", "", "Id: 1", ""]);
+    let out = "daemon-linphone>\nEvent-type: call-state-changed\n\nEvent: LinphoneCallIncomingReceived\nFrom: sip:a@b\nId: 1\n\nanswer\nStatus: Ok\ndaemon-linphone>";
+    assert_eq!(response_after(out).unwrap(), ["Status: Ok"]);
+    assert!(response_after("daemon-linphone>version\n").is_none());
+}
