@@ -136,8 +136,8 @@ impl Proxy {
                 Ok(Step::Forward { key, hop, sender: Sender::Pbx(Some(Arc::clone(pbx))), in_dialog, strip_routes: false, agent: Some(extension) })
             }
             RouteHead::Ours { token: Some(Err(())), .. } | RouteHead::Foreign => Err(FORBIDDEN.into()),
-            RouteHead::Ours { ours, token: None } if !in_dialog => self.out_of_dialog(msg, method, key, sender, ours, peer, snap, eng, now),
-            RouteHead::None if !in_dialog => self.out_of_dialog(msg, method, key, sender, 0, peer, snap, eng, now),
+            RouteHead::Ours { ours, token: None } if !in_dialog => self.out_of_dialog(msg, method, key, sender, ours, snap, eng, now),
+            RouteHead::None if !in_dialog => self.out_of_dialog(msg, method, key, sender, 0, snap, eng, now),
             // In a dialog callgate did not record-route: not ours to relay.
             RouteHead::Ours { .. } | RouteHead::None => Err(if matches!(sender, Sender::Unknown) { FORBIDDEN } else { NO_DIALOG }.into()),
         }
@@ -147,7 +147,7 @@ impl Proxy {
     /// PBX's request to the extension; an agent's to its own portal's PBX; nobody's nowhere
     /// (403, or 407 when the From user has callgate-issued credentials).
     #[allow(clippy::too_many_arguments)]
-    fn out_of_dialog(&self, msg: &SipMessage, method: Method, key: u64, sender: Sender, ours: usize, peer: Peer, snap: &Snapshot, eng: &Engine, now: Instant) -> Result<Step, Refused> {
+    fn out_of_dialog(&self, msg: &SipMessage, method: Method, key: u64, sender: Sender, ours: usize, snap: &Snapshot, eng: &Engine, now: Instant) -> Result<Step, Refused> {
         if method == Method::Register {
             let portal = match &sender {
                 Sender::Agent { portal, .. } => Some(Arc::clone(portal)),
@@ -165,7 +165,7 @@ impl Proxy {
         };
         match &sender {
             Sender::Pbx(Some(p)) => {
-                let mut hop = target::to_extension(msg, p, &eng.registrar, self.agents.as_deref(), peer.transport)?;
+                let mut hop = target::to_extension(msg, p, &eng.registrar, self.agents.as_deref())?;
                 hop.pop_route = ours;
                 Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: false, agent: None })
             }
@@ -314,7 +314,16 @@ impl Proxy {
         // Everyone but the PBX is held to the agents' rules (a dialog end that authenticated when
         // the dialog began is known only by its flow now).
         let agent = !sender.is_pbx();
-        let strip = |name: HeaderName, raw: &[u8]| (strip_routes && matches!(name, HeaderName::Route | HeaderName::Path)) || (agent && trust::agent_may_not_send(name, raw, &correlation));
+        // A phone that answered callgate's own challenge keeps its answer here (RFC 3261 §22.3:
+        // credentials for this proxy's realm go no further); its answer to the PBX goes on.
+        let our_realm = match sender {
+            Sender::Agent { portal, auth: AgentAuth::Digest, .. } => Some(crate::webrtc::credentials::realm_of(&portal.portal)),
+            _ => None,
+        };
+        let ours = |value: &[u8]| our_realm.as_ref().is_some_and(|r| crate::sip::core::digest::Credentials::parse(value).is_some_and(|c| c.realm == r.as_bytes()));
+        let strip = |name: HeaderName, raw: &[u8], value: &[u8]| {
+            (strip_routes && matches!(name, HeaderName::Route | HeaderName::Path)) || (agent && trust::agent_may_not_send(name, raw, &correlation)) || (name == HeaderName::ProxyAuthorization && ours(value))
+        };
         // RFC 3581: the sender's Via says where it was really received from.
         let stamped = msg.top_via().and_then(|v| v.stamped(peer.addr));
         let edit = RequestEdit {

@@ -91,8 +91,9 @@ pub(crate) fn to_other_end(msg: &SipMessage, other: Peer, pop_route: usize) -> N
 }
 
 /// Next hop of an out-of-dialog request from the PBX: the extension's browser flow, else its
-/// registered contact, else its static contact from the mapping.
-pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &Registrar, flows: Option<&dyn AgentDirectory>, transport: Transport) -> Result<NextHop, Refusal> {
+/// registered contact, else its static contact from the mapping (over the transport its URI
+/// names, UDP without one: RFC 3263 §4.1, whatever the PBX used).
+pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &Registrar, flows: Option<&dyn AgentDirectory>) -> Result<NextHop, Refusal> {
     let ruri = msg.request_uri().and_then(Uri::parse).ok_or(NOT_FOUND)?;
     let ext = ruri.user.and_then(|u| std::str::from_utf8(u).ok()).ok_or(NOT_FOUND)?;
     if let Some((peer, contact)) = flows.and_then(|f| f.locate(portal.portal.id, ext)) {
@@ -104,7 +105,7 @@ pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &R
     let mapping = portal.by_extension.get(ext).ok_or(NOT_FOUND)?;
     let contact = mapping.contact.as_deref().ok_or(UNAVAILABLE)?;
     let uri = Uri::parse(contact.trim_start_matches('<').trim_end_matches('>').as_bytes()).ok_or(UNAVAILABLE)?;
-    let peer = uri_peer(&uri, transport).ok_or(UNAVAILABLE)?;
+    let peer = uri_peer(&uri, Transport::Udp).ok_or(UNAVAILABLE)?;
     Ok(NextHop { peer, request_uri: Some(String::from_utf8_lossy(uri.raw).into_owned()), pop_route: 0 })
 }
 

@@ -9,8 +9,8 @@ use super::header::HeaderName;
 use super::message::SipMessage;
 use super::scan::comma_values;
 
-/// Says whether a header (by parsed and raw name) is left out of a forwarded request.
-pub type StripHeader<'a> = &'a dyn Fn(HeaderName, &[u8]) -> bool;
+/// Says whether a header (by parsed and raw name, and value) is left out of a forwarded request.
+pub type StripHeader<'a> = &'a dyn Fn(HeaderName, &[u8], &[u8]) -> bool;
 
 /// What changes in a forwarded request.
 #[derive(Default, Clone, Copy)]
@@ -58,7 +58,7 @@ pub fn write_forwarded_request(req: &SipMessage, edit: &RequestEdit<'_>, out: &m
     let mut saw_max_forwards = false;
     let mut top_via = edit.top_via;
     for (name, raw_name, value) in req.header_lines() {
-        if edit.strip.is_some_and(|strip| strip(name, raw_name)) {
+        if edit.strip.is_some_and(|strip| strip(name, raw_name, value)) {
             continue;
         }
         match name {
