@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{AudioStats, Linphone, Setup, Transport};
-use crate::common::sipp::{free_port, Sipp};
+use crate::common::sipp::{free_port, Sipp, SippChild, SippRun};
 use crate::common::{phone_ip, TestGateway, PBX_IP};
 use crate::fake_b24::{CallState, FakeB24};
 use crate::phones::pbx::{password, Pbx, PBX_DOMAIN, PBX_REALM};
@@ -244,6 +244,20 @@ fn assert_two_way(phone: &Linphone, min: u64) {
     assert!(!two_way(phone, min).is_empty(), "{}: audio both ways, at least {min} packets: {:?}\n{}", phone.setup.ext, phone.audio(), phone.log_tail(40));
 }
 
+/// Waits until `phone`'s call `id` to the SIPp UAS `far_end` is up, and hands back the SIPp run
+/// to wait for later; if that SIPp ends first (it could not bind its port, say), fails with
+/// its screen rather than with a timeout.
+async fn when_up(phone: &Linphone, id: u32, far_end: SippChild) -> tokio::task::JoinHandle<SippRun> {
+    let mut run = tokio::spawn(far_end.wait());
+    tokio::select! {
+        _ = phone.wait_event(Some(id), "LinphoneCallStreamsRunning") => run,
+        ended = &mut run => {
+            let r = ended.unwrap();
+            panic!("{}: the far end's SIPp ended before the call was up:\n{}\n{}\nphone:\n{}", phone.setup.ext, r.screen, r.errors, phone.log_tail(60));
+        }
+    }
+}
+
 /// `call` was answered and talked by `ext` only, with `user` responsible.
 fn answered_by(call: &Value, ext: &str, user: u64) {
     assert_eq!((call["outcome"].as_str(), call["status_code"].as_str()), (Some("answered"), Some("200")), "{call:#}");
@@ -355,10 +369,10 @@ async fn calls_out_through_the_challenge(t: Transport) {
     let phone = o.registered("101", t).await;
     let customer = o.customer("pbx-uas-answer.xml", &[]).spawn();
     let id = phone.call(CUSTOMER).await;
-    phone.wait_event(Some(id), "LinphoneCallStreamsRunning").await;
+    let customer = when_up(&phone, id, customer).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     phone.hang_up(id).await;
-    customer.wait().await.assert_all_ok(1);
+    customer.await.unwrap().assert_all_ok(1);
     assert!(phone.log().contains("SIP/2.0 407"), "the PBX challenged the INVITE:\n{}", phone.log_tail(60));
     assert_two_way(&phone, 50);
 
@@ -513,7 +527,7 @@ async fn attended_transfer(t: Transport) {
     // The consultation: 101 -> PBX (which answers) and PBX -> 102 (who answers).
     let pbx_answers = o.scripted_pbx("pbx-uas-answer.xml", o.scripted_port(), &[]).spawn();
     let consult = a.call("102").await;
-    a.wait_event(Some(consult), "LinphoneCallStreamsRunning").await;
+    let pbx_answers = when_up(&a, consult, pbx_answers).await;
     let to_b = o.scripted_pbx("pbx-answered.xml", free_port(), &[("ext", "102"), ("caller", "101"), ("xcid", &format!("{xcid}-consult")), ("hold_ms", "5000")]).spawn();
     let with_a = b.incoming().await;
     b.answer(with_a).await;
@@ -527,7 +541,7 @@ async fn attended_transfer(t: Transport) {
     if a.state(consult).await.is_some_and(|s| s != "LinphoneCallReleased" && s != "LinphoneCallEnd") {
         a.hang_up(consult).await;
     }
-    pbx_answers.wait().await.assert_all_ok(1);
+    pbx_answers.await.unwrap().assert_all_ok(1);
     to_b.wait().await.assert_all_ok(1);
     b.wait_event(Some(with_a), "LinphoneCallReleased").await;
     assert_two_way(&b, 100);
@@ -575,11 +589,11 @@ async fn outlives_the_session_timer(t: Transport) {
     let phone = o.start_registered(setup).await;
     let pbx = o.scripted_pbx("pbx-uas-refreshed.xml", o.scripted_port(), &[]).args(&["-recv_timeout", "15000", "-timeout", "60s"]).spawn();
     let id = phone.call(CUSTOMER).await;
-    phone.wait_event(Some(id), "LinphoneCallStreamsRunning").await;
+    let pbx = when_up(&phone, id, pbx).await;
     tokio::time::sleep(Duration::from_secs(23)).await;
     assert_eq!(phone.state(id).await.as_deref(), Some("LinphoneCallStreamsRunning"), "the call is still up");
     phone.hang_up(id).await;
-    let run = pbx.wait().await;
+    let run = pbx.await.unwrap();
     run.assert_all_ok(1);
     let refreshes = run.logs.matches("refresh ").count();
     assert!(refreshes >= 2, "linphone refreshed the session twice: {}", run.logs);
