@@ -13,6 +13,10 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 # ... and node/npm to run them (tests/browser/*.mjs: the widget, the settings page and a SIP.js page).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# Real phones (tests/it/phones/linphone): Debian's linphone-cli (its linphone-daemon), with
+# Kamailio as the PBX. They fail, not skip, when missing.
+command -v linphone-daemon >/dev/null 2>&1 || need+=(linphone-cli)
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 # deploy/callgate.service is checked with `systemd-analyze verify` (tests/it/deploy.rs).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ((${#need[@]})); then

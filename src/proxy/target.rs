@@ -74,6 +74,12 @@ pub(crate) fn route_head(msg: &SipMessage, local: &Local, key: &RouteKey) -> Rou
 /// its address is used only when it is the other end's host over UDP (a phone's Contact port),
 /// so the message never chooses where it goes.
 pub(crate) fn to_other_end(msg: &SipMessage, other: Peer, pop_route: usize) -> NextHop {
+    // Route values after ours: the other end record-routed too (a proxy in front of the PBX),
+    // so the next hop is that proxy, the flow the dialog came over, even when the remote target
+    // is on the same host (a PBX and its proxy on one machine).
+    if msg.values(HeaderName::Route).flat_map(crate::sip::core::comma_values).count() > pop_route {
+        return NextHop { peer: other, request_uri: None, pop_route };
+    }
     let ruri = msg.request_uri().and_then(Uri::parse).and_then(|u| uri_peer(&u, other.transport));
     // Over a stream the phone's own connection is the way (RFC 5626, 5923): never a new one to
     // its listening port. Over UDP the Contact's port may differ from the source's.

@@ -72,3 +72,17 @@ fn an_in_dialog_request_for_a_phone_on_tcp_goes_over_its_connection_not_to_its_c
     let RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { b, .. })) } = route_head(&bye, &l, &key) else { panic!("our dialog") };
     assert_eq!(to_other_end(&bye, b, ours).peer, udp("127.0.0.1:5062"));
 }
+
+#[test]
+fn an_in_dialog_request_toward_a_pbx_that_record_routed_goes_to_its_proxy_not_to_the_remote_target() {
+    let (l, key) = (local(), RouteKey::new(&[3; 32]));
+    // The PBX's proxy (on the PBX's host) record-routed the dialog; the remote target (the far
+    // UA's Contact) is another port of that host.
+    let phone = udp(PHONE_101);
+    let user = key.dialog(udp(PBX), phone, b"flow-1");
+    let routes = format!("<sip:{user}@127.0.0.1:5060;lr>, <sip:{PBX};lr;ftag=p>");
+    let bye = request("BYE sip:79161234567@127.0.0.1:5090 SIP/2.0", &routes);
+    let RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { a, .. })) } = route_head(&bye, &l, &key) else { panic!("our dialog") };
+    let hop = to_other_end(&bye, a, ours);
+    assert_eq!((hop.peer, hop.pop_route), (udp(PBX), 1), "to the proxy the dialog came from, its Route left on");
+}
