@@ -398,7 +398,6 @@ async fn linphone_calls_out_through_the_pbx_challenge_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "callgate does not take a Route naming it by its certificate's host name for its own: linphone, told to check the certificate, names callgate `localhost` in the Route of its calls over TLS and gets 403 (README, Tested phones)"]
 async fn linphone_calls_out_through_the_pbx_challenge_over_tls() {
     calls_out_through_the_challenge(Transport::Tls).await;
 }
@@ -569,7 +568,6 @@ async fn linphone_transfers_a_call_attended_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "callgate does not take a Route naming it by its certificate's host name for its own: linphone, told to check the certificate, names callgate `localhost` in the Route of its calls over TLS and gets 403 (README, Tested phones)"]
 async fn linphone_transfers_a_call_attended_over_tls() {
     attended_transfer(Transport::Tls).await;
 }
@@ -619,7 +617,6 @@ async fn linphone_outlives_the_session_timer_without_a_false_hold_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "callgate does not take a Route naming it by its certificate's host name for its own: linphone, told to check the certificate, names callgate `localhost` in the Route of its calls over TLS and gets 403 (README, Tested phones)"]
 async fn linphone_outlives_the_session_timer_without_a_false_hold_over_tls() {
     outlives_the_session_timer(Transport::Tls).await;
 }
