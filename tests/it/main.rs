@@ -21,6 +21,7 @@ mod fresh;
 mod faults;
 mod fuzz;
 mod media;
+mod phones;
 mod proxy;
 mod redirect;
 mod rules;
