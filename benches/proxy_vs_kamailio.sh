@@ -9,11 +9,11 @@
 #   ACTIVE=false bash benches/proxy_vs_kamailio.sh ...      (portal inactive: no CRM recording)
 #   CALLGATE_BIN=path/to/callgate bash benches/...          (that binary, no build)
 #
-# Needs: apt-get install sip-tester kamailio; python3; the anchors in ../shared/anchors.
+# Needs: apt-get install sip-tester kamailio; python3; the anchors in benches/anchors.
 set -euo pipefail
 calls=${1:-20000} rate=${2:-2000} active=${ACTIVE:-true}
 here=$(cd "$(dirname "$0")/.." && pwd)
-anchors=${ANCHORS:-$here/../shared/anchors}
+anchors=${ANCHORS:-$here/anchors}
 d=$(mktemp -d /tmp/callgate-proxy-bench.XXXXXX)
 token=bench-token-0123456789abcdef
 cleanup() { for p in ${kpid:-} ${cpid:-} ${apid:-}; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

@@ -15,11 +15,11 @@
 # of it. The per-round ratios are printed too, so the spread stays visible.
 #
 # Needs: apt-get install sip-tester kamailio kamailio-sqlite-modules; python3; the anchors in
-# ../shared/anchors (ANCHORS=... to point elsewhere).
+# benches/anchors (ANCHORS=... to point elsewhere).
 set -euo pipefail
 calls=${1:-100000} rate=${2:-10000} size=${3:-100000} rounds=${4:-3} warmup=${WARMUP:-20000}
 here=$(cd "$(dirname "$0")/.." && pwd)
-anchors=${ANCHORS:-$here/../shared/anchors}
+anchors=${ANCHORS:-$here/anchors}
 d=$(mktemp -d /tmp/callgate-bench.XXXXXX)
 token=bench-token-0123456789abcdef
 cleanup() { [ -n "${kpid:-}" ] && kill "$kpid" 2>/dev/null; [ -n "${cpid:-}" ] && kill "$cpid" 2>/dev/null; wait 2>/dev/null || true; }

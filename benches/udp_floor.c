@@ -5,7 +5,7 @@
 // pattern pays on this machine; the rest of callgate's CPU per decision is its own work.
 //
 //   gcc -O2 -o /tmp/udp_floor benches/udp_floor.c && /tmp/udp_floor 5073 &
-//   sipp 127.0.0.1:5073 -sf ../shared/anchors/sipp-redirect-uac.xml -inf CALLERS.csv
+//   sipp 127.0.0.1:5073 -sf benches/anchors/sipp-redirect-uac.xml -inf CALLERS.csv
 //        -m 100000 -r 10000 -l 20000 -i 127.0.0.1 -nostdin      (one command)
 //   then read its CPU time: the first field of /proc/PID/schedstat (ns), before and after.
 //

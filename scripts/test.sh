@@ -13,6 +13,8 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 # ... and node/npm to run them (tests/browser/*.mjs: the widget and the settings page).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# deploy/callgate.service is checked with `systemd-analyze verify` (tests/it/deploy.rs).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing: ${need[*]}"

@@ -115,6 +115,7 @@ mod tests {
             "active-note",
             "field-telephony_mode",
             "field-pbx_host",
+            "field-sip_domains",
             "field-trusted_pbx",
             "field-correlation_header",
             "field-routing_user",

@@ -27,8 +27,10 @@ pub struct Admitted(Step);
 enum Step {
     /// A retransmission of a request whose server transaction `key` is live.
     Retransmission(u64),
-    /// A new request to forward to `hop`.
-    Forward { key: u64, hop: NextHop, sender: Sender, in_dialog: bool, strip_routes: bool },
+    /// A new request to forward to `hop`. `agent`: the extension a PBX request is for when the
+    /// route says so (a Path-routed INVITE reaches the registration it names, whatever user
+    /// part the phone's Contact has).
+    Forward { key: u64, hop: NextHop, sender: Sender, in_dialog: bool, strip_routes: bool, agent: Option<String> },
     /// An ACK: for our own non-2xx (`Some(key)`), or a 2xx's end-to-end ACK going to `hop`.
     Ack { server: Option<u64>, hop: Option<NextHop> },
     /// A CANCEL of server transaction `key`, from its sender.
@@ -123,14 +125,15 @@ impl Proxy {
                     return Err(FORBIDDEN.into());
                 };
                 let hop = target::to_other_end(msg, other, ours);
-                Ok(Step::Forward { key, hop, sender, in_dialog, strip_routes: false })
+                Ok(Step::Forward { key, hop, sender, in_dialog, strip_routes: false, agent: None })
             }
-            RouteHead::Ours { ours, token: Some(Ok(Token::Path { flow, portal, .. })) } => {
-                // The PBX reaching a phone along the Path of a registration callgate relayed.
+            RouteHead::Ours { ours, token: Some(Ok(Token::Path { flow, portal, extension })) } => {
+                // The PBX reaching a phone along the Path of a registration callgate relayed: over
+                // the flow it registered on, for the extension it registered.
                 let pbx = snap.portals.get(&portal).filter(|p| sender.is_pbx() && p.trusts(peer.addr.ip()));
                 let Some(pbx) = pbx.filter(|_| !in_dialog) else { return Err(FORBIDDEN.into()) };
                 let hop = NextHop { peer: flow, request_uri: None, pop_route: ours };
-                Ok(Step::Forward { key, hop, sender: Sender::Pbx(Some(Arc::clone(pbx))), in_dialog, strip_routes: false })
+                Ok(Step::Forward { key, hop, sender: Sender::Pbx(Some(Arc::clone(pbx))), in_dialog, strip_routes: false, agent: Some(extension) })
             }
             RouteHead::Ours { token: Some(Err(())), .. } | RouteHead::Foreign => Err(FORBIDDEN.into()),
             RouteHead::Ours { ours, token: None } if !in_dialog => self.out_of_dialog(msg, method, key, sender, ours, peer, snap, eng, now),
@@ -154,7 +157,7 @@ impl Proxy {
             let hop = target::to_pbx(msg, &portal, peer.transport)?;
             let extension = msg.to().and_then(|t| t.uri.user).map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default();
             let sender = Sender::Agent { portal, extension, auth: AgentAuth::Registered };
-            return Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true });
+            return Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true, agent: None });
         }
         let sender = match sender {
             Sender::Unknown => self.digest(msg, snap, now)?,
@@ -164,7 +167,7 @@ impl Proxy {
             Sender::Pbx(Some(p)) => {
                 let mut hop = target::to_extension(msg, p, &eng.registrar, self.agents.as_deref(), peer.transport)?;
                 hop.pop_route = ours;
-                Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: false })
+                Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: false, agent: None })
             }
             Sender::Agent { portal, auth, .. } => {
                 // A WebRTC portal's agents are browsers: a phone's call for it is nobody's.
@@ -172,7 +175,7 @@ impl Proxy {
                     return Err(FORBIDDEN.into());
                 }
                 let hop = target::to_pbx(msg, portal, peer.transport)?;
-                Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true })
+                Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true, agent: None })
             }
             // The PBX's address shared by several portals, and no line of theirs named.
             Sender::Pbx(None) | Sender::Unknown => Err(FORBIDDEN.into()),
@@ -239,10 +242,10 @@ impl Proxy {
                 self.metrics.retransmissions.increment(1);
                 eng.server_request(key, msg, io);
             }
-            Step::Forward { key, hop, sender, in_dialog, strip_routes } => {
+            Step::Forward { key, hop, sender, in_dialog, strip_routes, agent } => {
                 let method = msg.method().unwrap_or(Method::Invite);
                 let side = if sender.is_pbx() { Side::Remote } else { Side::Agent };
-                let purpose = self.observe_request(msg, method, in_dialog, side, &sender, peer, io);
+                let purpose = self.observe_request(msg, method, in_dialog, side, &sender, agent.as_deref(), peer, io);
                 self.forward(eng, msg, method, key, hop, in_dialog, purpose, &sender, strip_routes, peer, io);
             }
             Step::Ack { server: Some(key), .. } => eng.server_request(key, msg, io),
@@ -256,12 +259,12 @@ impl Proxy {
 
     /// Reports what `msg` means to the tracker and says what its transaction is for.
     #[allow(clippy::too_many_arguments)]
-    fn observe_request(&self, msg: &SipMessage, method: Method, in_dialog: bool, side: Side, sender: &Sender, peer: Peer, io: &mut Io<'_>) -> Purpose {
+    fn observe_request(&self, msg: &SipMessage, method: Method, in_dialog: bool, side: Side, sender: &Sender, agent: Option<&str>, peer: Peer, io: &mut Io<'_>) -> Purpose {
         match (method, in_dialog) {
             (Method::Invite, false) => {
                 let direction = if side == Side::Remote { Direction::FromPbx } else { Direction::FromAgent };
                 if let Some(p) = sender.portal() {
-                    io.events.extend(observe::offered(msg, p, direction));
+                    io.events.extend(observe::offered(msg, p, direction, agent));
                 }
                 Purpose::InitialInvite
             }
@@ -307,7 +310,7 @@ impl Proxy {
         // Everyone but the PBX is held to the agents' rules (a dialog end that authenticated when
         // the dialog began is known only by its flow now).
         let agent = !sender.is_pbx();
-        let strip = |name: HeaderName, raw: &[u8]| (strip_routes && name == HeaderName::Route) || (agent && trust::agent_may_not_send(name, raw, &correlation));
+        let strip = |name: HeaderName, raw: &[u8]| (strip_routes && matches!(name, HeaderName::Route | HeaderName::Path)) || (agent && trust::agent_may_not_send(name, raw, &correlation));
         let edit = RequestEdit {
             request_uri: hop.request_uri.as_deref().map(str::as_bytes),
             via: via.as_bytes(),
@@ -419,6 +422,6 @@ pub(super) fn transport_name(t: Transport) -> &'static str {
 impl Admitted {
     /// A BYE callgate sends itself for a vanished browser agent (see [`Proxy::hang_up_for`]).
     pub(super) fn hang_up(key: u64, hop: NextHop) -> Self {
-        Self(Step::Forward { key, hop, sender: Sender::Unknown, in_dialog: true, strip_routes: false })
+        Self(Step::Forward { key, hop, sender: Sender::Unknown, in_dialog: true, strip_routes: false, agent: None })
     }
 }

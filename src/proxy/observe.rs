@@ -27,13 +27,15 @@ pub(crate) fn policy(portal: &PortalEntry) -> Policy {
     }
 }
 
-/// An initial INVITE (no To-tag) relayed from the PBX to an agent or from an agent out.
-pub(crate) fn offered(msg: &SipMessage, portal: &PortalEntry, direction: Direction) -> Option<Event> {
+/// An initial INVITE (no To-tag) relayed from the PBX to an agent or from an agent out. From
+/// the PBX the agent is `agent` when the route named it (a Path-routed INVITE: the registration's
+/// extension, not the Contact's user part), else the Request-URI user, else the To user.
+pub(crate) fn offered(msg: &SipMessage, portal: &PortalEntry, direction: Direction, agent: Option<&str>) -> Option<Event> {
     let leg = leg_of(msg)?;
     let ruri_user = msg.request_uri().and_then(Uri::parse).and_then(|u| u.user).map(text);
     let (agent, remote) = match direction {
         // A caller URI without a user part is a withheld number like `anonymous`.
-        Direction::FromPbx => (ruri_user.or_else(|| user_of(msg.to()))?, caller(msg).unwrap_or_else(|| Arc::from("anonymous"))),
+        Direction::FromPbx => (agent.map(Arc::from).or(ruri_user).or_else(|| user_of(msg.to()))?, caller(msg).unwrap_or_else(|| Arc::from("anonymous"))),
         Direction::FromAgent => (user_of(msg.from())?, ruri_user.or_else(|| user_of(msg.to()))?),
     };
     let remote = if portal.by_extension.contains_key(remote.as_ref()) { remote } else { customer_text(remote.as_bytes()) };

@@ -70,12 +70,14 @@ pub(crate) fn route_head(msg: &SipMessage, local: &Local, key: &RouteKey) -> Rou
 
 /// Next hop of an in-dialog request (its Route names a dialog callgate record-routed) sent by
 /// one end of the dialog: `other`, the other end. The Request-URI (the remote target) is kept;
-/// its address is used only when it is the other end's host (a phone's Contact port), so the
-/// message never chooses where it goes.
+/// its address is used only when it is the other end's host over UDP (a phone's Contact port),
+/// so the message never chooses where it goes.
 pub(crate) fn to_other_end(msg: &SipMessage, other: Peer, pop_route: usize) -> NextHop {
     let ruri = msg.request_uri().and_then(Uri::parse).and_then(|u| uri_peer(&u, other.transport));
+    // Over a stream the phone's own connection is the way (RFC 5626, 5923): never a new one to
+    // its listening port. Over UDP the Contact's port may differ from the source's.
     let peer = match ruri {
-        Some(p) if !other.transport.is_websocket() && p.addr.ip() == other.addr.ip() && p.transport == other.transport => p,
+        Some(p) if other.transport == Transport::Udp && p.addr.ip() == other.addr.ip() && p.transport == other.transport => p,
         _ => other,
     };
     NextHop { peer, request_uri: None, pop_route }
@@ -99,14 +101,24 @@ pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &R
     Ok(NextHop { peer, request_uri: Some(String::from_utf8_lossy(uri.raw).into_owned()), pop_route: 0 })
 }
 
-/// Next hop of an out-of-dialog request from an agent: the portal's PBX, Request-URI host
-/// rewritten to it.
+/// Next hop of an out-of-dialog request from an agent: the portal's PBX, whatever host the
+/// Request-URI names. A Request-URI in one of the portal's own SIP domains (`sip_domains`, the
+/// PBX's host: a phone configured with the PBX's name as its domain and callgate as outbound
+/// proxy) goes on as the phone wrote it (its digest answers were computed over it); any other
+/// host (callgate's address, a stranger's domain) is rewritten to `pbx_host`, so the PBX is
+/// never asked to relay elsewhere.
 pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry, transport: Transport) -> Result<NextHop, Refusal> {
     let addr = portal.pbx_addr.ok_or(UNAVAILABLE)?;
     let transport = not_websocket(transport);
-    let user = msg.request_uri().and_then(Uri::parse).and_then(|u| u.user).map(|u| String::from_utf8_lossy(u).into_owned());
-    let host = &portal.portal.settings.pbx_host;
-    let request_uri = Some(user.map_or_else(|| format!("sip:{host}"), |u| format!("sip:{u}@{host}")));
+    let ruri = msg.request_uri().and_then(Uri::parse);
+    let request_uri = match ruri {
+        Some(u) if portal.is_own_domain(u.host, u.port) => None,
+        _ => {
+            let user = ruri.and_then(|u| u.user).map(|u| String::from_utf8_lossy(u).into_owned());
+            let host = &portal.portal.settings.pbx_host;
+            Some(user.map_or_else(|| format!("sip:{host}"), |u| format!("sip:{u}@{host}")))
+        }
+    };
     Ok(NextHop { peer: Peer { addr, transport }, request_uri, pop_route: 0 })
 }
 

@@ -159,7 +159,7 @@ fn by_line(snap: &Snapshot, msg: &SipMessage, candidates: &[&Arc<PortalEntry>]) 
 
 /// The portal a REGISTER (or a digest phone's request) from an unknown source is for: the IP-mode
 /// portals mapping the To (From) user as an extension; several are told apart by the URI's host
-/// (the portal's Bitrix24 host or its PBX's host). An extension no portal maps (the PBX knows
+/// (the portal's Bitrix24 host, its PBX's host or one of its `sip_domains`). An extension no portal maps (the PBX knows
 /// more phones than the mapping) belongs to the portal whose host the URI names, or to the only
 /// IP-mode portal. Never a guess: a tie is refused.
 pub(crate) fn agent_candidates(snap: &Snapshot, uri: Option<Uri<'_>>) -> Vec<Arc<PortalEntry>> {
@@ -171,13 +171,12 @@ pub(crate) fn agent_candidates(snap: &Snapshot, uri: Option<Uri<'_>>) -> Vec<Arc
     if pool.len() <= 1 {
         return pool.into_iter().cloned().collect();
     }
-    pool.into_iter().filter(|p| host_matches(p, uri.host)).cloned().collect()
+    pool.into_iter().filter(|p| host_matches(p, &uri)).cloned().collect()
 }
 
-fn host_matches(p: &PortalEntry, host: &[u8]) -> bool {
+fn host_matches(p: &PortalEntry, uri: &Uri<'_>) -> bool {
     let realm = crate::webrtc::credentials::realm_of(&p.portal);
-    let pbx_host = p.portal.settings.pbx_host.rsplit_once(':').map_or(p.portal.settings.pbx_host.as_str(), |(h, _)| h);
-    host.eq_ignore_ascii_case(realm.as_bytes()) || (!pbx_host.is_empty() && host.eq_ignore_ascii_case(pbx_host.trim_start_matches('[').trim_end_matches(']').as_bytes()))
+    uri.host.eq_ignore_ascii_case(realm.as_bytes()) || p.is_own_domain(uri.host, uri.port) || (!p.pbx_host_name().is_empty() && uri.host.eq_ignore_ascii_case(p.pbx_host_name().as_bytes()))
 }
 
 /// The headers an agent may not pass on (RFC 3325's trust boundary and then some): asserted

@@ -73,6 +73,24 @@ impl PortalEntry {
         Some(Arc::from(String::from_utf8_lossy(v.trim_ascii()).as_ref()))
     }
 
+    /// Whether a SIP URI's `host` and `port` name the portal's own SIP domain: a name in
+    /// `sip_domains` (any port), or `pbx_host` itself (host and port, 5060 when absent; the
+    /// PBX's address alone is no domain when callgate shares its host). Case-insensitive; IPv6
+    /// brackets ignored.
+    pub fn is_own_domain(&self, host: &[u8], port: Option<u16>) -> bool {
+        let host = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host);
+        let pbx_host = &self.portal.settings.pbx_host;
+        let pbx = pbx_host_name(pbx_host);
+        let pbx_port = pbx_host.split(';').next().and_then(|hp| hp.rsplit_once(':')).and_then(|(h, p)| (!h.is_empty() && (!h.contains(':') || h.ends_with(']'))).then_some(p)).and_then(|p| p.parse().ok());
+        let is_pbx = !pbx.is_empty() && host.eq_ignore_ascii_case(pbx.as_bytes()) && port.unwrap_or(5060) == pbx_port.unwrap_or(5060);
+        is_pbx || self.portal.settings.sip_domains.iter().any(|d| host.eq_ignore_ascii_case(d.as_bytes()))
+    }
+
+    /// The host of `pbx_host`, without port, brackets or parameters; empty when none is set.
+    pub fn pbx_host_name(&self) -> &str {
+        pbx_host_name(&self.portal.settings.pbx_host)
+    }
+
     /// Whether `ip` may act as this portal's PBX.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|&(net, len)| in_cidr(ip, net, len))
@@ -86,8 +104,14 @@ fn contact_addr(contact: &str) -> Option<std::net::SocketAddr> {
 }
 
 fn pbx_ip(host_port: &str) -> Option<IpAddr> {
-    let (host, _) = host_port.rsplit_once(':')?;
-    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    pbx_host_name(host_port).parse().ok()
+}
+
+/// The host of `pbx_host` (`host:port`, `[v6]:port`, maybe with `;params`), without brackets.
+fn pbx_host_name(pbx_host: &str) -> &str {
+    let host_port = pbx_host.split(';').next().unwrap_or_default();
+    let host = host_port.rsplit_once(':').filter(|(h, _)| !h.is_empty() && (!h.contains(':') || h.ends_with(']'))).map_or(host_port, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {

@@ -215,6 +215,11 @@ pub struct PortalSettings {
     /// The PBX's SIP address, `host:port`; empty: none yet (nothing is sent to a PBX, and no
     /// address is trusted as one).
     pub pbx_host: String,
+    /// The SIP domains the portal's phones are configured with (the PBX's host names, e.g.
+    /// `pbx.example.com`): a phone's request naming one keeps its Request-URI on the way to the
+    /// PBX, and a REGISTER naming one in To picks this portal when several map its extension.
+    /// Any other host (callgate's own address, a stranger's) is rewritten to `pbx_host`.
+    pub sip_domains: Vec<String>,
     /// Header carrying the PBX's call id on agent legs.
     pub correlation_header: String,
     /// Request-URI user that asks for a routing decision.
@@ -246,6 +251,7 @@ impl Default for PortalSettings {
             // spoofed datagram).
             trusted_pbx: Vec::new(),
             pbx_host: String::new(),
+            sip_domains: Vec::new(),
             correlation_header: "X-Call-Id".into(),
             routing_user: "pm-route".into(),
             internal_max_digits: 4,

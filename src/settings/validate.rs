@@ -162,12 +162,33 @@ fn check_network(s: &PortalSettings, errs: &mut FieldErrors) {
     if !s.pbx_host.is_empty() && !valid_host_port(&s.pbx_host) {
         errs.add("pbx_host", "must be host:port, e.g. 10.0.0.2:5060");
     }
+    if s.sip_domains.len() > MAX_SIP_DOMAINS {
+        errs.add("sip_domains", format!("at most {MAX_SIP_DOMAINS} domains"));
+    }
+    for (i, d) in s.sip_domains.iter().enumerate() {
+        if !valid_domain(d) {
+            errs.add(format!("sip_domains[{i}]"), format!("`{}` is not a host name such as pbx.example.com", clip(d)));
+        }
+    }
     if s.correlation_header.is_empty() || s.correlation_header.len() > 64 || !s.correlation_header.bytes().all(is_token_char) {
         errs.add("correlation_header", "must be a SIP header name such as X-Call-Id");
     }
     if s.routing_user.is_empty() || s.routing_user.len() > 64 || !s.routing_user.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)) {
         errs.add("routing_user", "must be a SIP user name such as pm-route");
     }
+}
+
+/// Domains a portal may list in `sip_domains`.
+const MAX_SIP_DOMAINS: usize = 16;
+
+/// A DNS host name (letters, digits, `-`, dot-separated labels of 1-63, at most 253 in all) or
+/// an IP literal: what a phone may name as its SIP domain.
+fn valid_domain(d: &str) -> bool {
+    if d.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let label = |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-');
+    (1..=253).contains(&d.len()) && d.split('.').all(label)
 }
 
 /// Parses `10.0.0.1` or `10.0.0.0/24` (IPv4 or IPv6) into (network, prefix length).
@@ -278,13 +299,14 @@ mod tests {
         let s = PortalSettings {
             trusted_pbx: vec!["10.0.0.0/8".into(), "nope".into(), "::1".into(), "10.0.0.1/33".into()],
             pbx_host: "pbx".into(),
+            sip_domains: vec!["pbx.example.com".into(), "bad domain".into(), "10.0.0.2".into(), "-x.example".into()],
             correlation_header: "X Call".into(),
             routing_user: "".into(),
             ..Default::default()
         };
         let e = check_settings(&s).unwrap_err();
         let fields: Vec<_> = e.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["trusted_pbx[1]", "trusted_pbx[3]", "pbx_host", "correlation_header", "routing_user"]);
+        assert_eq!(fields, ["trusted_pbx[1]", "trusted_pbx[3]", "pbx_host", "sip_domains[1]", "sip_domains[3]", "correlation_header", "routing_user"]);
     }
 
     #[test]

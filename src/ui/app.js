@@ -284,7 +284,7 @@
       const path = e.dataset.field;
       if (e.type === 'checkbox') { setPath(s, path, e.checked); return; }
       const raw = e.value.trim();
-      if (path === 'trusted_pbx') { setPath(s, path, raw.split(/[\s,;]+/).filter(Boolean)); return; }
+      if (path === 'trusted_pbx' || path === 'sip_domains') { setPath(s, path, raw.split(/[\s,;]+/).filter(Boolean)); return; }
       if (INTEGER_FIELDS.has(path)) {
         if (raw === '' && NULLABLE_FIELDS.has(path)) { setPath(s, path, null); return; }
         if (!/^\d{1,10}$/.test(raw)) { errors.push({ field: path, message: t('notInteger') }); return; }

@@ -27,7 +27,7 @@ window.CALLGATE_STRINGS = {
     blockIntegration: 'Integration parameters', active: 'Integration active',
     activeNote: 'While the integration is off, nothing works for this portal: no routing decisions, no calls to Bitrix24. Settings can be saved while it is off.',
     telephonyMode: 'Telephony mode', modeWebrtc: 'Use the WebRTC widget', modeIp: 'Use IP telephony',
-    pbxHost: 'PBX address', trustedPbx: 'Trusted PBX addresses', correlationHeader: 'Call id header',
+    pbxHost: 'PBX address', sipDomains: 'SIP domains', trustedPbx: 'Trusted PBX addresses', correlationHeader: 'Call id header',
     routingUser: 'Routing request user', minTalk: 'Shortest counted talk, seconds',
 
     blockIncoming: 'Incoming', forwardPm: 'Forward to the personal manager',
@@ -42,6 +42,7 @@ window.CALLGATE_STRINGS = {
     hintActive: 'Turns the whole integration for this portal on or off; while off callgate neither routes calls nor writes to Bitrix24.',
     hintTelephonyMode: 'Where agents talk: in the browser widget (WebRTC) or on SIP phones behind callgate\'s proxy (IP telephony).',
     hintPbxHost: 'The PBX\'s SIP address (host:port) that callgate sends agents\' calls to.',
+    hintSipDomains: 'Host names your phones use as their SIP domain (the PBX\'s name, one per line). Requests naming one reach the PBX as written; any other host is replaced with the PBX address.',
     hintTrustedPbx: 'IP addresses or CIDR blocks (one per line) allowed to ask for routing decisions and to use the proxy\'s PBX side.',
     hintCorrelationHeader: 'The SIP header in which the PBX passes its own call id, so legs of one call are joined.',
     hintRoutingUser: 'The user part of the Request-URI with which the PBX asks callgate for a routing decision.',
@@ -126,7 +127,7 @@ window.CALLGATE_STRINGS = {
     blockIntegration: 'Параметры интеграции', active: 'Интеграция активна',
     activeNote: 'Пока интеграция выключена, для этого портала ничего не работает: ни маршрутизация звонков, ни запросы в Bitrix24. Сохранять настройки можно и при выключенной интеграции.',
     telephonyMode: 'Режим телефонии', modeWebrtc: 'Использовать WebRTC виджет', modeIp: 'Использовать IP телефонию',
-    pbxHost: 'Адрес АТС', trustedPbx: 'Доверенные адреса АТС', correlationHeader: 'Заголовок с id звонка',
+    pbxHost: 'Адрес АТС', sipDomains: 'SIP-домены', trustedPbx: 'Доверенные адреса АТС', correlationHeader: 'Заголовок с id звонка',
     routingUser: 'Пользователь запроса маршрутизации', minTalk: 'Минимальный учитываемый разговор, секунд',
 
     blockIncoming: 'Входящие', forwardPm: 'Переадресация на персонального менеджера',
@@ -141,6 +142,7 @@ window.CALLGATE_STRINGS = {
     hintActive: 'Включает и выключает всю интеграцию для портала; выключенная, она не маршрутизирует звонки и ничего не пишет в Bitrix24.',
     hintTelephonyMode: 'Где разговаривают сотрудники: в браузерном виджете (WebRTC) или на SIP-телефонах через прокси callgate (IP телефония).',
     hintPbxHost: 'SIP-адрес АТС (хост:порт), куда callgate отправляет звонки сотрудников.',
+    hintSipDomains: 'Имена, которые телефоны используют как SIP-домен (имя АТС, по одному в строке). Запросы с таким именем уходят на АТС как есть; любой другой адрес заменяется адресом АТС.',
     hintTrustedPbx: 'IP-адреса или CIDR-блоки (по одному в строке), которым разрешено запрашивать маршрутизацию и работать со стороной АТС прокси.',
     hintCorrelationHeader: 'SIP-заголовок, в котором АТС передаёт свой id звонка, чтобы плечи одного звонка объединялись.',
     hintRoutingUser: 'Пользователь в Request-URI, с которым АТС запрашивает у callgate решение о маршрутизации.',

@@ -72,6 +72,7 @@ await withPage('settings', async (page) => {
   await field('telephony_mode').selectOption('webrtc');
   await field('pbx_host').fill('127.0.0.1:5090');
   await field('trusted_pbx').fill('127.0.0.1\n10.20.0.0/16');
+  await field('sip_domains').fill('pbx.office.example');
   await field('correlation_header').fill('X-Pbx-Call');
   await field('routing_user').fill('route-me');
   await field('min_talk_seconds').fill('5');
@@ -127,7 +128,7 @@ await withPage('settings', async (page) => {
   // ---- reload: everything persisted ------------------------------------------------------------------
   const expected = {
     active: true, telephony_mode: 'webrtc', pbx_host: '127.0.0.1:5090', trusted_pbx: '127.0.0.1\n10.20.0.0/16',
-    correlation_header: 'X-Pbx-Call', routing_user: 'route-me', min_talk_seconds: '5',
+    sip_domains: 'pbx.office.example', correlation_header: 'X-Pbx-Call', routing_user: 'route-me', min_talk_seconds: '5',
     'incoming.forward_to_personal_manager': false, 'incoming.create_entity': false, 'incoming.default_responsible': '11',
     'incoming.assign_responsible_to': 'last', 'outgoing.create_entity': true, 'outgoing.default_responsible': '12',
     'other.calltracking': true, 'other.chat_message': false,

@@ -15,6 +15,7 @@ mod crash;
 mod crm;
 mod crm_events;
 mod crm_sync;
+mod deploy;
 mod fake_b24;
 mod fake_b24_selftest;
 mod fresh;

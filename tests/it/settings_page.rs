@@ -86,7 +86,7 @@ async fn an_operator_configures_a_portal_on_the_settings_page() {
             "outgoing": {"create_entity": true, "default_responsible": 12},
             "other": {"calltracking": true, "utm_tags": ["utm_source", "utm_medium", "utm_campaign"], "chat_message": false},
             "min_talk_seconds": 5, "trusted_pbx": ["127.0.0.1", "10.20.0.0/16"], "pbx_host": "127.0.0.1:5090",
-            "correlation_header": "X-Pbx-Call", "routing_user": "route-me", "internal_max_digits": 4
+            "sip_domains": ["pbx.office.example"], "correlation_header": "X-Pbx-Call", "routing_user": "route-me", "internal_max_digits": 4
         })
     );
     assert_eq!(

@@ -54,3 +54,21 @@ fn the_pbx_in_dialog_request_goes_over_the_browser_flow_and_the_browser_one_to_t
     let forged = request("BYE sip:x@127.0.0.6 SIP/2.0", &format!("{ours_udp}, <sip:cgr.u7f0000050001.u7f0000060001.00@127.0.0.1:5060;transport=ws;lr>"));
     assert!(matches!(route_head(&forged, &l, &key), RouteHead::Ours { token: Some(Err(())), .. }));
 }
+
+#[test]
+fn an_in_dialog_request_for_a_phone_on_tcp_goes_over_its_connection_not_to_its_contact_port() {
+    let (l, key) = (local(), RouteKey::new(&[3; 32]));
+    // The phone connected from an ephemeral port; its Contact names its listening port.
+    let phone = Peer { addr: addr("127.0.0.1:40555"), transport: Transport::Tcp };
+    let user = key.dialog(udp(PBX), phone, b"flow-1");
+    let bye = request("BYE sip:101@127.0.0.1:5062;transport=tcp SIP/2.0", &format!("<sip:{user}@127.0.0.1:5060;lr>"));
+    let RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { b, .. })) } = route_head(&bye, &l, &key) else { panic!("our dialog") };
+    assert_eq!(to_other_end(&bye, b, ours).peer, phone);
+
+    // Over UDP the Contact's port on the flow's host is used (a phone sending from a second socket).
+    let phone = udp("127.0.0.1:40556");
+    let user = key.dialog(udp(PBX), phone, b"flow-1");
+    let bye = request("BYE sip:101@127.0.0.1:5062 SIP/2.0", &format!("<sip:{user}@127.0.0.1:5060;lr>"));
+    let RouteHead::Ours { ours, token: Some(Ok(Token::Dialog { b, .. })) } = route_head(&bye, &l, &key) else { panic!("our dialog") };
+    assert_eq!(to_other_end(&bye, b, ours).peer, udp("127.0.0.1:5062"));
+}

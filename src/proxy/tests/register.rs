@@ -275,3 +275,70 @@ fn a_binding_lasts_as_long_as_the_pbx_granted() {
         )]
     );
 }
+
+/// The office with `sip_domains` set: phones are configured with the PBX's name as their domain.
+fn office_with_domain() -> Harness {
+    let mut entry = office();
+    entry.portal.settings.sip_domains = vec!["pbx.office.example".into()];
+    Harness::with_portals(vec![PortalEntry::build(entry.portal, entry.by_extension.into_values().collect(), Vec::new())])
+}
+
+#[test]
+fn a_register_naming_the_portals_sip_domain_reaches_the_pbx_as_written_with_only_our_path() {
+    // Arrange: the usual outbound-proxy set-up, and a Path of the phone's own (which would make
+    // the PBX send 102's calls wherever the phone liked).
+    let h = office_with_domain();
+    let register = phone_register("sip:pbx.office.example", Some(OUR_ROUTE), 1, 3600)
+        .replace("@127.0.0.1:5080>", "@pbx.office.example>")
+        .replace("Max-Forwards: 70\n", "Path: <sip:127.0.0.6:5060;lr>\nMax-Forwards: 70\n");
+
+    // Act
+    let sent = h.recv(PHONE_102, &register, 0);
+
+    // Assert
+    assert_eq!(sent.lines(), [(PBX.to_owned(), "REGISTER sip:pbx.office.example SIP/2.0".to_owned())]);
+    let at_pbx = sent.one_to(PBX);
+    let paths: Vec<String> = at_pbx.values(HeaderName::Path).map(text).collect();
+    assert_eq!(paths, [path_route(PHONE_102, "102")], "callgate's Path only, once");
+    assert_eq!(vias(at_pbx).len(), 2, "one Via of ours above the phone's: {:?}", vias(at_pbx));
+}
+
+#[test]
+fn a_phones_request_naming_a_strangers_host_goes_to_its_pbx_with_the_pbxs_host() {
+    // Arrange
+    let h = office_with_domain();
+
+    // Act: a REGISTER for another domain, and a call to a number at someone else's host.
+    let register = h.recv(PHONE_102, &phone_register("sip:sip.victim.example", None, 1, 3600), 0);
+    let invite = super::trust::invite_from(PHONE_101, "sip:555@127.0.0.6:5060", "s-1", "");
+    let call = h.recv(PHONE_101, &invite, 10);
+
+    // Assert
+    assert_eq!(register.lines(), [(PBX.to_owned(), "REGISTER sip:127.0.0.1:5080 SIP/2.0".to_owned())]);
+    assert_eq!(call.to(PBX).len(), 1, "{:?}", call.lines());
+    assert_eq!(call.to(PBX)[0].request_uri(), Some(&b"sip:555@127.0.0.1:5080"[..]));
+    assert!(call.to("127.0.0.6:5060").is_empty());
+}
+
+#[test]
+fn a_path_routed_invite_belongs_to_the_registered_extension_not_the_contacts_user() {
+    // Arrange: baresip's Contact user is `102-0x55c7...`, not the extension.
+    let h = Harness::new();
+    let register = phone_register("sip:127.0.0.1:5080", Some(OUR_ROUTE), 1, 3600).replace("Contact: <sip:102@", "Contact: <sip:102-0x55c7@");
+    let relayed = h.recv(PHONE_102, &register, 0);
+    let at_pbx = relayed.one_to(PBX).clone();
+    h.recv_bytes(PBX, answer(&at_pbx, 200, "OK", &[("Contact", b"<sip:102-0x55c7@127.0.0.1:6002>;expires=3600")]), 10);
+    let invite = pbx_invite("102", "in-p@pbx", "z9hG4bK-pbx-p")
+        .replace("INVITE sip:102@127.0.0.1:5060", "INVITE sip:102-0x55c7@127.0.0.1:6002")
+        .replace("Max-Forwards: 70\n", &format!("Route: {}\nMax-Forwards: 70\n", path_route(PHONE_102, "102")));
+
+    // Act
+    let sent = h.recv(PBX, &invite, 1_000);
+    h.tick(1_050);
+
+    // Assert
+    assert_eq!(sent.one_to(PHONE_102).request_uri(), Some(&b"sip:102-0x55c7@127.0.0.1:6002"[..]));
+    let calls = h.calls.list(10);
+    let leg = calls.iter().flat_map(|c| c.legs.iter()).find(|l| l.leg.0.as_ref() == "in-p@pbx").expect("tracked");
+    assert_eq!((leg.extension.as_ref(), leg.user), ("102", Some(12)), "{calls:#?}");
+}

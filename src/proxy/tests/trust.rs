@@ -13,7 +13,7 @@ const VICTIM: &str = "127.0.0.6:5060";
 const CALL: &str = "in-1@pbx";
 
 /// An agent-looking INVITE from `from` (its Via), From user 101, to `ruri`, with `extra` headers.
-fn invite_from(from: &str, ruri: &str, call_id: &str, extra: &str) -> String {
+pub(super) fn invite_from(from: &str, ruri: &str, call_id: &str, extra: &str) -> String {
     format!(
         "INVITE {ruri} SIP/2.0\n\
          Via: SIP/2.0/UDP {from};branch=z9hG4bK-{call_id}\n\
