@@ -1,20 +1,25 @@
 //! Debian's Kamailio playing the office PBX (`tests/data/kamailio/pbx.cfg`): the extensions'
 //! registrar with digest auth (realm [`PBX_REALM`], extension EXT's password [`password`]),
 //! keeping each registration's Path (RFC 3327), and a proxy that sends calls for registered
-//! extensions along that Path and calls for any other number to the trunk, a SIPp "customer" on
-//! 127.0.0.1:[`Pbx::trunk`] that it trusts by address and port.
+//! extensions along that Path and calls for any other number to the trunk, a SIPp "customer" at
+//! [`Pbx::trunk`] (on [`TRUNK_IP`], the carrier behind the PBX) that it trusts by address and port.
 //!
 //! One Kamailio per test: its own copy of the cfg (ports substituted), its own runtime directory
 //! in a temporary directory, in the foreground (`-DD -E`) in its own process group. Dropping
 //! [`Pbx`] ends the whole group (SIGTERM, then SIGKILL after a bounded wait).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::sipp::free_port;
+use crate::common::sipp::{free_port, free_port_on};
 use crate::common::PBX_IP;
+
+/// The carrier behind the PBX (the customers' side of its trunk). Not 127.0.0.1: callgate must be
+/// able to tell the PBX's record-routed hop from the far end of a dialog, as it can in a real
+/// network; callgate never talks to it.
+pub const TRUNK_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 8));
 
 /// The PBX's host name: the SIP domain phones are configured with (Kamailio's `alias`).
 pub const PBX_DOMAIN: &str = "pbx.office.example";
@@ -30,8 +35,8 @@ pub fn password(ext: &str) -> String {
 pub struct Pbx {
     /// Where the PBX listens (UDP and TCP): a portal's `pbx_host`.
     pub addr: SocketAddr,
-    /// The trunk's address (127.0.0.1): requests from it are trusted, calls for numbers that are
-    /// not extensions go to it. A SIPp "customer" binds it (`Sipp::at(pbx.trunk)`).
+    /// The trunk's address (on [`TRUNK_IP`]): requests from it are trusted, calls for numbers
+    /// that are not extensions go to it. A SIPp "customer" binds it (`Sipp::at(pbx.trunk)`).
     pub trunk: SocketAddr,
     child: Child,
     log: PathBuf,
@@ -43,8 +48,8 @@ impl Pbx {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::new(PBX_IP, free_port());
-        let trunk = SocketAddr::new(PBX_IP, free_port());
-        let cfg = write_cfg(dir.path(), addr.port(), trunk.port());
+        let trunk = SocketAddr::new(TRUNK_IP, free_port_on(TRUNK_IP));
+        let cfg = write_cfg(dir.path(), addr.port(), trunk);
         let run = dir.path().join("run");
         std::fs::create_dir(&run).unwrap();
         let log = dir.path().join("kamailio.log");
@@ -127,10 +132,10 @@ impl Drop for Pbx {
 }
 
 /// The cfg with this PBX's ports, written into `dir`.
-fn write_cfg(dir: &Path, port: u16, trunk: u16) -> PathBuf {
+fn write_cfg(dir: &Path, port: u16, trunk: SocketAddr) -> PathBuf {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kamailio/pbx.cfg");
     let text = std::fs::read_to_string(&template).expect("tests/data/kamailio/pbx.cfg");
-    let text = text.replace("@PBX_PORT@", &port.to_string()).replace("@CUSTOMER_PORT@", &trunk.to_string());
+    let text = text.replace("@PBX_PORT@", &port.to_string()).replace("@TRUNK_IP@", &trunk.ip().to_string()).replace("@CUSTOMER_PORT@", &trunk.port().to_string());
     let cfg = dir.join("pbx.cfg");
     std::fs::write(&cfg, text).unwrap();
     cfg
