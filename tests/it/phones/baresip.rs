@@ -124,7 +124,7 @@ pub struct Baresip {
     child: Child,
     log: PathBuf,
     /// The NAT its SIP goes through, if any (kept running as long as the phone).
-    relay: Option<UdpNat>,
+    nat: Option<UdpNat>,
     ctrl: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
     inbox: Arc<Mutex<Inbox>>,
     notify: Arc<Notify>,
@@ -140,9 +140,9 @@ impl Baresip {
         Self::start_behind(phone, None).await
     }
 
-    /// Like [`Self::start`], the phone's SIP going through `relay` (its `outbound` must name
+    /// Like [`Self::start`], the phone's SIP going through `nat` (its `outbound` must name
     /// the NAT's inside address).
-    pub async fn start_behind(phone: Phone, relay: Option<UdpNat>) -> Self {
+    pub async fn start_behind(phone: Phone, nat: Option<UdpNat>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let sip = sip_listen(phone.ip);
         let ctrl_addr = SocketAddr::new(phone.ip, free_port_on(phone.ip));
@@ -170,14 +170,15 @@ impl Baresip {
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         let notify = Arc::new(Notify::new());
         let reader = tokio::spawn(read_netstrings(read, inbox.clone(), notify.clone()));
-        let phone = Self { phone, sip, child, log, relay, ctrl: tokio::sync::Mutex::new(write), inbox, notify, reader, token: 0.into(), _dir: dir };
+        let phone = Self { phone, sip, child, log, nat, ctrl: tokio::sync::Mutex::new(write), inbox, notify, reader, token: 0.into(), _dir: dir };
         phone.run("uanew", &phone.phone.account_line()).await;
         phone
     }
 
     /// Everything baresip printed so far (its SIP trace included).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).map(|s| s.replace("\x1b[36;1m", "").replace("\x1b[31m", "").replace("\x1b[;m", "")).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        raw.replace("\r\n", "\n").replace("\x1b[36;1m", "").replace("\x1b[31m", "").replace("\x1b[;m", "")
     }
 
     /// Runs a menu command; its output (`data`) if baresip says `ok`, else the error text.
@@ -217,6 +218,39 @@ impl Baresip {
             inbox.events.remove(at)
         })
         .await
+    }
+
+    /// The next event of type `kind` not taken yet that `pred` accepts, waited for up to
+    /// `within`.
+    pub async fn event_where(&self, kind: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(&format!("event {kind} (with a condition)"), within, |inbox| {
+            let at = inbox.events.iter().position(|e| e["type"] == kind && pred(e))?;
+            inbox.events.remove(at)
+        })
+        .await
+    }
+
+    /// Waits for the answer to a re-INVITE the phone sent (hold, resume): its
+    /// `CALL_REMOTE_SDP` event with `param` `answer`.
+    pub async fn reinvite_answered(&self) -> Value {
+        self.event_where("CALL_REMOTE_SDP", WAIT, |e| e["param"] == "answer").await
+    }
+
+    /// Makes the call with Call-ID `call_id` the current one (`callfind`): `hold`, `transfer`,
+    /// `hangup` and `audio_debug` act on it.
+    pub async fn select_call(&self, call_id: &str) {
+        let out = self.run("callfind", call_id).await;
+        assert!(out.contains("setting current call"), "phone {} has no call {call_id}: {out}", self.phone.ext);
+    }
+
+    /// The (From tag, To tag) of the dialog `call_id`, from the 200 to its INVITE in the trace.
+    pub fn dialog_tags(&self, call_id: &str) -> (String, String) {
+        let ok = self.traced("SIP/2.0 200", call_id).filter(|m| m.contains(" INVITE\n")).unwrap_or_else(|| panic!("no 200 for the INVITE of {call_id} in the trace:\n{}", self.log()));
+        let tag = |name: &str| {
+            let line = ok.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {ok}"));
+            line.split(";tag=").nth(1).map(|t| t.split(';').next().unwrap_or_default().trim().to_owned()).unwrap_or_else(|| panic!("no tag in {line}"))
+        };
+        (tag("From:"), tag("To:"))
     }
 
     /// Like [`Self::event`], for the first of several types.
@@ -308,8 +342,12 @@ impl Baresip {
         log.split("\n#\n").find(|m| m.lines().nth(1).is_some_and(|l| l.starts_with(start_line)) && m.contains(&format!("Call-ID: {call_id}\n"))).map(str::to_owned)
     }
 
-    async fn wait_for<T>(&self, what: &str, mut take: impl FnMut(&mut Inbox) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + WAIT;
+    async fn wait_for<T>(&self, what: &str, take: impl FnMut(&mut Inbox) -> Option<T>) -> T {
+        self.wait_until(what, WAIT, take).await
+    }
+
+    async fn wait_until<T>(&self, what: &str, within: Duration, mut take: impl FnMut(&mut Inbox) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.notify.notified();
             {
@@ -323,7 +361,7 @@ impl Baresip {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let events: Vec<Value> = self.inbox.lock().events.iter().cloned().collect();
-                panic!("baresip {}: no {what} within {WAIT:?}; events not taken: {events:#?}\nits log:\n{}", self.phone.ext, self.log());
+                panic!("baresip {}: no {what} within {within:?}; events not taken: {events:#?}\nits log:\n{}", self.phone.ext, self.log());
             }
         }
     }
@@ -332,7 +370,7 @@ impl Baresip {
 impl Drop for Baresip {
     fn drop(&mut self) {
         self.reader.abort();
-        self.relay.take();
+        self.nat.take();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::env::var_os("TEST_LOG").is_some() {

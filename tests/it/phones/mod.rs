@@ -13,7 +13,9 @@ pub mod nat;
 pub mod office;
 pub mod pbx;
 
+mod baresip_calls;
 mod baresip_register;
+mod baresip_transfer;
 mod pbx_selftest;
 
 use baresip::Transport;
@@ -24,6 +26,6 @@ use baresip::Transport;
 pub fn pbx_params(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "",
-        Transport::Tcp | Transport::Tls => "",
+        Transport::Tcp | Transport::Tls => ";transport=udp",
     }
 }

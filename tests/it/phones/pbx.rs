@@ -144,7 +144,9 @@ fn write_cfg(dir: &Path, port: u16, trunk: SocketAddr) -> PathBuf {
 fn spawn(cfg: &Path, run: &Path, log: &Path) -> Child {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).unwrap();
-    Command::new("kamailio")
+    // Debian installs it in /usr/sbin, which a normal user's PATH may lack.
+    let kamailio = if Path::new("/usr/sbin/kamailio").exists() { "/usr/sbin/kamailio" } else { "kamailio" };
+    Command::new(kamailio)
         .arg("-f")
         .arg(cfg)
         .args(["-DD", "-E", "-m", "32", "-M", "8"])
