@@ -14,7 +14,7 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 # Browser tests (tests/it/browser.rs, settings_page.rs): Debian's Chromium, driven by playwright-core (never a
 # downloaded browser). They fail, not skip, when these are missing.
 [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ] || need+=(chromium)
-# ... and node/npm to run them (tests/browser/*.mjs: the widget and the settings page).
+# ... and node/npm to run them (tests/browser/*.mjs: the widget, the settings page and a SIP.js page).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 # deploy/callgate.service is checked with `systemd-analyze verify` (tests/it/deploy.rs).
@@ -26,7 +26,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+# playwright-core, and SIP.js for the SIP.js page (tests/it/browser_sipjs.rs).
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ] || [ ! -f tests/browser/node_modules/sip.js/package.json ]; then
   echo "installing: tests/browser node modules (npm ci)"
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi

@@ -12,6 +12,7 @@ pub mod calls;
 pub mod config;
 pub mod crm;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod http;
 pub mod limit;

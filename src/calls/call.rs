@@ -260,6 +260,11 @@ impl Call {
         self.idle_since.map(|t| t.after(wait))
     }
 
+    /// The earliest end of a held-back challenge (`leg.rs`) whose retry has not come.
+    pub(crate) fn retry_deadline(&self, wait: Duration) -> Option<Millis> {
+        self.legs.iter().filter_map(|l| l.retry_deadline(wait)).min()
+    }
+
     /// The earliest ring timeout among legs still waiting for an answer.
     pub(crate) fn ring_deadline(&self, ring_timeout: Duration) -> Option<Millis> {
         let pending = self.legs.iter().filter(|l| l.is_pending());

@@ -3,8 +3,9 @@
 //! [`SavedCall`] is everything of a [`Call`] that decides its Bitrix24 finish: legs (with their
 //! answer and end times, REFERs and hand-off flags), conversations and who has the customer, a
 //! pending transfer, the routing decision the call took (manager, extension, line), the users
-//! shown the call, the responsible registered at start and the policy. It round-trips through
-//! JSON; the store keeps it as text and knows nothing of its shape.
+//! shown the call, the responsible registered at start and the policy, and a challenge held back
+//! while its retry is awaited (`leg.rs`; after a restart the wait goes on from the saved time).
+//! It round-trips through JSON; the store keeps it as text and knows nothing of its shape.
 //!
 //! The tracker marks a call dirty whenever it changes ([`Dirty`]); the driver takes the dirty
 //! set ([`Tracker::take_checkpoint`](super::Tracker::take_checkpoint)) on its own schedule and
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::call::{Call, Effects, Handoff, Transfer};
 use super::effect::CallId;
 use super::event::{LegId, Policy};
-use super::leg::{EndReason, Leg, LegRecord, Refer};
+use super::leg::{Challenge, EndReason, Leg, LegRecord, Refer};
 use super::record::{CallKind, Conversation, ResponsibleReason};
 use super::time::Millis;
 use crate::settings::{PortalId, UserId};
@@ -98,6 +99,9 @@ struct SavedLeg {
     refer: Option<(Arc<str>, Option<LegId>, bool)>,
     replaced: bool,
     handed_off: bool,
+    /// A 401/407/422 waiting for its retry (absent in rows written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    challenged: Option<Challenge>,
 }
 
 impl SavedCall {
@@ -216,6 +220,7 @@ fn save_leg(leg: &Leg) -> SavedLeg {
         refer: leg.refer.as_ref().map(|r| (r.target.clone(), r.replaces.clone(), r.accepted)),
         replaced: leg.replaced,
         handed_off: leg.handed_off,
+        challenged: leg.challenged,
     }
 }
 
@@ -226,5 +231,6 @@ fn restore_leg(s: SavedLeg) -> Leg {
         refer: s.refer.map(|(target, replaces, accepted)| Refer { target, replaces, accepted }),
         replaced: s.replaced,
         handed_off: s.handed_off,
+        challenged: s.challenged,
     }
 }

@@ -2,8 +2,16 @@
 //! offered -> ringing -> answered -> ended, or offered/ringing -> ended (failed).
 //!
 //! [`LegRecord`] is what the admin API shows; `Leg` adds the bookkeeping the tracker needs
-//! while the call is open (a pending REFER, what the leg replaces). Transitions that do not fit
-//! the current state return `false` and change nothing (a 487 after a CANCEL, a second 180).
+//! while the call is open (a pending REFER, what the leg replaces, a challenge held back).
+//! Transitions that do not fit the current state return `false` and change nothing (a 487 after
+//! a CANCEL, a second 180).
+//!
+//! A leg is its dialog's Call-ID, not one INVITE transaction: a 401/407 (digest challenge, RFC
+//! 3261 §22.2) or 422 (Session Interval Too Small, RFC 4028 §6) to the initial INVITE is
+//! answered by the same INVITE sent again on the same Call-ID, so such a status does not end the
+//! leg at once. It is held back ([`Challenge`]) while the leg stays offered or ringing; the retry
+//! ([`Leg::retry`]), or any later 18x/2xx, carries on the same leg, and only without one within
+//! `TrackerConfig::retry_wait` does the leg end with that status, at the time it came.
 
 use std::sync::Arc;
 
@@ -137,6 +145,22 @@ pub(crate) struct Refer {
     pub(crate) accepted: bool,
 }
 
+/// The final statuses after which the INVITE's sender sends it again on the same Call-ID: the
+/// digest challenges 401 and 407 (RFC 3261 §22.2) and 422 Session Interval Too Small (RFC 4028 §6).
+pub(crate) fn is_retried(status: u16) -> bool {
+    matches!(status, 401 | 407 | 422)
+}
+
+/// A final 401, 407 or 422 to the leg's initial INVITE, held back until its retry comes (or
+/// `TrackerConfig::retry_wait` passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Challenge {
+    /// The status.
+    pub(crate) status: u16,
+    /// When it came: the leg's end if no retry follows.
+    pub(crate) at: Millis,
+}
+
 /// A leg plus the tracker's bookkeeping.
 #[derive(Debug, Clone)]
 pub(crate) struct Leg {
@@ -148,6 +172,8 @@ pub(crate) struct Leg {
     pub(crate) replaced: bool,
     /// Lost the customer to another leg while up: ends as `transferred`.
     pub(crate) handed_off: bool,
+    /// A 401/407/422 waiting for the INVITE's retry (only while offered or ringing).
+    pub(crate) challenged: Option<Challenge>,
 }
 
 impl Leg {
@@ -173,6 +199,7 @@ impl Leg {
             refer: None,
             replaced: false,
             handed_off: false,
+            challenged: None,
         }
     }
 
@@ -201,6 +228,7 @@ impl Leg {
         }
         self.rec.state = LegState::Ringing;
         self.rec.ringing_at = Some(now);
+        self.challenged = None;
         true
     }
 
@@ -210,12 +238,39 @@ impl Leg {
         }
         self.rec.state = LegState::Answered;
         self.rec.answered_at = Some(now);
+        self.challenged = None;
         true
+    }
+
+    /// A 401/407/422 to the initial INVITE: held back until the retry (see the module doc).
+    pub(crate) fn challenge(&mut self, now: Millis, status: u16) -> bool {
+        if !self.is_pending() || !is_retried(status) {
+            return false;
+        }
+        self.challenged = Some(Challenge { status, at: now });
+        true
+    }
+
+    /// The INVITE sent again after a held-back challenge: the same sender for the same agent
+    /// (anything else on this Call-ID is no retry of it). The leg carries on as it was.
+    pub(crate) fn retry(&mut self, offer: &Offer) -> bool {
+        let same = offer.direction == self.rec.direction && offer.agent_extension == self.rec.extension;
+        if !same || !self.is_pending() || self.challenged.is_none() {
+            return false;
+        }
+        self.challenged = None;
+        true
+    }
+
+    /// When a held-back challenge becomes the leg's end, if one is waiting.
+    pub(crate) fn retry_deadline(&self, wait: std::time::Duration) -> Option<Millis> {
+        self.challenged.filter(|_| self.is_pending()).map(|c| c.at.after(wait))
     }
 
     /// Ends the leg (closing an open hold period).
     pub(crate) fn end(&mut self, now: Millis, reason: EndReason) {
         self.hold(now, false);
+        self.challenged = None;
         self.rec.state = LegState::Ended;
         self.rec.end_reason = Some(reason);
         self.rec.ended_at = Some(now);

@@ -3,11 +3,12 @@
 //! Every handler returns whether it changed anything; events that do not fit the leg's state
 //! (a 487 after the CANCEL that already ended the leg, a BYE on a leg never answered) are
 //! absorbed. A CANCEL ends the leg at once, so `Hide` goes out without waiting for the 487.
+//! A 401/407/422 is held back for the INVITE's retry on the same Call-ID (`leg.rs`).
 
 use std::time::Duration;
 
 use super::call::{Call, Effects};
-use super::event::Side;
+use super::event::{Offer, Side};
 use super::leg::EndReason;
 use super::time::Millis;
 
@@ -21,7 +22,8 @@ impl Call {
         true
     }
 
-    /// A final non-2xx: the leg ends unanswered.
+    /// A final non-2xx: the leg ends unanswered, unless it is a challenge (401, 407) or a 422
+    /// its sender answers by sending the INVITE again: that waits for the retry.
     pub(crate) fn on_failed(
         &mut self,
         now: Millis,
@@ -29,8 +31,30 @@ impl Call {
         status: u16,
         fx: &mut Effects,
     ) -> bool {
+        if self.legs[idx].challenge(now, status) {
+            return true;
+        }
         let reason = EndReason::from_status(status, self.legs[idx].rec.direction);
         self.end_unanswered(now, idx, reason, fx)
+    }
+
+    /// The initial INVITE again on a known leg: the retry of a held-back challenge carries on
+    /// the same leg. Anything else (a second offer of a leg that is not waiting for one) changes
+    /// nothing.
+    pub(crate) fn on_retry(&mut self, idx: usize, offer: &Offer) -> bool {
+        self.legs[idx].retry(offer)
+    }
+
+    /// Held-back challenges whose retry did not come within `wait` end their legs with that
+    /// status, at the time it came.
+    pub(crate) fn expire_retries(&mut self, now: Millis, wait: Duration, fx: &mut Effects) {
+        for idx in 0..self.legs.len() {
+            let Some(c) = self.legs[idx].challenged.filter(|c| c.at.after(wait) <= now) else {
+                continue;
+            };
+            let reason = EndReason::from_status(c.status, self.legs[idx].rec.direction);
+            self.end_unanswered(c.at, idx, reason, fx);
+        }
     }
 
     /// A CANCEL: the leg ends unanswered.

@@ -21,6 +21,8 @@
 //! - DURATION (`talk_seconds`) is the sum of the counted conversations in milliseconds, rounded
 //!   **up** once to whole seconds (a counted conversation never shows as 0 s);
 //! - a CANCEL ends its leg at once (`Hide` does not wait for the 487, which is absorbed);
+//! - a 401/407/422 to an initial INVITE is held back for `retry_wait` (`leg.rs`): the INVITE sent
+//!   again on the same Call-ID continues the same leg; without it the leg fails with that status;
 //! - `Show` goes out when a mapped user's leg rings (or answers without ringing, or receives the
 //!   customer by a transfer); `Hide` when none of that user's legs of the call is live any more;
 //! - a consultation call merged into a customer call by an attended transfer disappears with

@@ -38,6 +38,11 @@ pub struct TrackerConfig {
     /// A call restored after a restart that sees no in-dialog event for this long after its
     /// last evidence ends at that evidence (20 min; `checkpoint.rs`).
     pub restore_wait: Duration,
+    /// How long a 401/407/422 to an initial INVITE waits for the INVITE's retry on the same
+    /// Call-ID before it ends the leg (32 s: 64·T1, Timer B/H. The sender retries as soon as it
+    /// has the answer, and the answer's retransmissions stop within Timer H of 32 s, so a
+    /// sender that has not retried by then never will).
+    pub retry_wait: Duration,
 }
 
 impl Default for TrackerConfig {
@@ -50,6 +55,7 @@ impl Default for TrackerConfig {
             ring_timeout: Duration::from_secs(180),
             keep_finished: 10_000,
             restore_wait: Duration::from_secs(20 * 60),
+            retry_wait: Duration::from_secs(32),
         }
     }
 }
@@ -90,7 +96,8 @@ impl Tracker {
 
     /// Feeds one signalling event seen at `now`. Drain [`poll_effect`](Self::poll_effect)
     /// afterwards and re-read [`poll_timeout`](Self::poll_timeout). Events about unknown legs
-    /// (and repeated offers of a known leg) are ignored and counted in [`ignored`](Self::ignored).
+    /// (and repeated offers of a known leg, other than the retry after a held-back 401/407/422)
+    /// are ignored and counted in [`ignored`](Self::ignored).
     pub fn handle(&mut self, now: Millis, event: Event) {
         match event {
             Event::Routed {
@@ -136,6 +143,7 @@ impl Tracker {
                 self.finish(id);
                 continue;
             }
+            call.expire_retries(now, self.cfg.retry_wait, &mut self.effects);
             call.expire_rings(now, self.cfg.ring_timeout, &mut self.effects);
             call.refresh_idle(now);
             let due = call.finish_at(self.cfg.linger, self.cfg.transfer_wait);
@@ -223,8 +231,7 @@ impl Tracker {
 
     fn offer(&mut self, now: Millis, offer: &Offer) {
         if self.legs.contains_key(&offer.leg) {
-            self.ignored += 1;
-            return;
+            return self.offer_again(now, offer);
         }
         let open = Open {
             calls: &self.calls,
@@ -244,6 +251,25 @@ impl Tracker {
             }
         }
         self.legs.insert(offer.leg.clone(), id);
+        self.settle(now, id);
+    }
+
+    /// An initial INVITE on a leg already known: the retry of a held-back challenge continues
+    /// that leg; anything else is ignored.
+    fn offer_again(&mut self, now: Millis, offer: &Offer) {
+        let located = self.locate(&offer.leg);
+        let retried = located.and_then(|(id, idx)| Some((id, idx, self.calls.get_mut(&id)?)));
+        let Some((id, idx, call)) = retried else {
+            self.ignored += 1;
+            return;
+        };
+        if !call.on_retry(idx, offer) {
+            self.ignored += 1;
+            return;
+        }
+        if let Some(evidence) = call.restored.as_mut() {
+            *evidence = (*evidence).max(now);
+        }
         self.settle(now, id);
     }
 
@@ -387,6 +413,7 @@ impl Tracker {
         let due = finish
             .into_iter()
             .chain(call.ring_deadline(self.cfg.ring_timeout))
+            .chain(call.retry_deadline(self.cfg.retry_wait))
             .chain(unheard)
             .min();
         if due == call.scheduled {

@@ -303,6 +303,7 @@ impl CallsConfig {
             ring_timeout: self.ring_timeout,
             keep_finished: self.keep_finished,
             restore_wait: self.restore_wait,
+            ..crate::calls::TrackerConfig::default()
         }
     }
 }

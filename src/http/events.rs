@@ -406,6 +406,7 @@ fn split_key(key: &str) -> Option<(&str, Option<String>)> {
 
 /// Fuzz entry (`crate::fuzzing`, issue 8): the form parser and what the handler does with its
 /// result before any I/O; must never panic on any body.
+#[cfg(feature = "fuzzing")]
 pub(super) fn fuzz_form(body: &[u8]) {
     match parse_form(body) {
         Ok(ev) => {

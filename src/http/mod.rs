@@ -13,6 +13,7 @@ mod calls;
 mod conns;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
 mod fuzz;
 mod health;
 mod install;
@@ -47,6 +48,7 @@ use crate::store::StoreHandle;
 
 pub use error::ApiError;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub use fuzz::{fuzz_admin_json, fuzz_event_form};
 pub use json::ApiJson;
 pub use serve::{serve, ConnLimits};

@@ -148,8 +148,9 @@ impl Front {
         let Some(bridge) = &self.bridge else { return self.proxy.handle(msg, peer, now, out) };
         let Some(admitted) = self.proxy.admit(msg, peer, now, out) else { return };
         match bridge.rewrite(msg, peer) {
-            crate::webrtc::Rewrite::Pass => self.proxy.handle_as(msg, peer, admitted, now, out),
-            crate::webrtc::Rewrite::Replace(m) => self.proxy.handle_as(&m, peer, admitted, now, out),
+            crate::webrtc::Rewrite::Pass => self.proxy.handle_as(msg, msg, peer, admitted, now, out),
+            // Forwarded with the other side's SDP; observed as sent (a hold is what a side offered).
+            crate::webrtc::Rewrite::Replace(m) => self.proxy.handle_as(&m, msg, peer, admitted, now, out),
             crate::webrtc::Rewrite::Refuse { status, reason } => {
                 write_response(msg, status, reason, Some(&to_tag_for(msg)), &[], &mut out.reply);
             }

@@ -235,8 +235,10 @@ impl Proxy {
         Ok(Step::Cancel { key, side: if pbx { Side::Remote } else { Side::Agent } })
     }
 
-    /// Carries out what [`Self::admit_in`] decided.
-    pub(super) fn handle_admitted(&self, eng: &mut Engine, msg: &SipMessage, peer: Peer, admitted: Admitted, io: &mut Io<'_>) {
+    /// Carries out what [`Self::admit_in`] decided: `msg` is what goes on, `sent` what the
+    /// tracker is told (the same message, or its sender's original before the media bridge
+    /// swapped its SDP).
+    pub(super) fn handle_admitted(&self, eng: &mut Engine, msg: &SipMessage, sent: &SipMessage, peer: Peer, admitted: Admitted, io: &mut Io<'_>) {
         match admitted.0 {
             Step::Retransmission(key) => {
                 self.metrics.retransmissions.increment(1);
@@ -245,7 +247,7 @@ impl Proxy {
             Step::Forward { key, hop, sender, in_dialog, strip_routes, agent } => {
                 let method = msg.method().unwrap_or(Method::Invite);
                 let side = if sender.is_pbx() { Side::Remote } else { Side::Agent };
-                let purpose = self.observe_request(msg, method, in_dialog, side, &sender, agent.as_deref(), peer, io);
+                let purpose = self.observe_request(sent, method, in_dialog, side, &sender, agent.as_deref(), peer, io);
                 self.forward(eng, msg, method, key, hop, in_dialog, purpose, &sender, strip_routes, peer, io);
             }
             Step::Ack { server: Some(key), .. } => eng.server_request(key, msg, io),

@@ -21,6 +21,7 @@
 mod engine;
 mod front;
 mod handle;
+mod hold;
 mod observe;
 mod registrar;
 mod target;
@@ -228,7 +229,7 @@ impl Proxy {
         let mut eng = self.engine.lock();
         let mut io = Io::new(out, now);
         if let Some(admitted) = self.admit_in(&eng, msg, peer, &snap, &mut io) {
-            self.handle_admitted(&mut eng, msg, peer, admitted, &mut io);
+            self.handle_admitted(&mut eng, msg, msg, peer, admitted, &mut io);
         }
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
@@ -258,11 +259,12 @@ impl Proxy {
     }
 
     /// Carries out an earlier [`Self::admit`] for `msg` (the same message, or the media
-    /// bridge's rewrite of it).
-    pub fn handle_as(&self, msg: &SipMessage, peer: Peer, admitted: Admitted, now: Instant, out: &mut Outbox) {
+    /// bridge's rewrite of it). `sent` is the message as its sender sent it: what the call
+    /// tracker is told (a hold is read from the SDP a side offered, not from its rewrite).
+    pub fn handle_as(&self, msg: &SipMessage, sent: &SipMessage, peer: Peer, admitted: Admitted, now: Instant, out: &mut Outbox) {
         let mut eng = self.engine.lock();
         let mut io = Io::new(out, now);
-        self.handle_admitted(&mut eng, msg, peer, admitted, &mut io);
+        self.handle_admitted(&mut eng, msg, sent, peer, admitted, &mut io);
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }
@@ -281,7 +283,7 @@ impl Proxy {
         let key = eng.server_key((bye.call_id(), bye.cseq().map(|c| c.seq), "hang-up"));
         let hop = target::NextHop { peer: to, request_uri: None, pop_route: 0 };
         let admitted = Admitted::hang_up(key, hop);
-        self.handle_admitted(&mut eng, bye, peer, admitted, &mut io);
+        self.handle_admitted(&mut eng, bye, bye, peer, admitted, &mut io);
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }

@@ -76,7 +76,7 @@ pub(crate) fn in_dialog(msg: &SipMessage, method: Method, side: Side) -> Option<
     match method {
         Method::Bye => Some(Event::Ended { leg, by: side }),
         Method::Cancel => Some(Event::Cancelled { leg, by: side }),
-        Method::Invite | Method::Update if !msg.body().is_empty() => Some(Event::Hold { leg, held: sdp_holds(msg.body()) }),
+        Method::Invite | Method::Update if !msg.body().is_empty() => Some(Event::Hold { leg, held: super::hold::holds(msg.body()) }),
         Method::Refer => {
             let refer_to = msg.header(HeaderName::ReferTo).and_then(NameAddr::parse)?;
             let target = refer_to.uri.user.map(text).unwrap_or_else(|| Arc::from(""));
@@ -99,12 +99,6 @@ pub(crate) fn response(msg: &SipMessage, to_initial_invite: bool) -> Option<Even
         (Method::Refer, _, 200..=299) => Some(Event::ReferAccepted { leg }),
         _ => None,
     }
-}
-
-/// SDP that puts the other side on hold: `a=sendonly`, `a=inactive`, or the RFC 2543
-/// `c=IN IP4 0.0.0.0`.
-fn sdp_holds(body: &[u8]) -> bool {
-    body.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).any(|l| l == b"a=sendonly" || l == b"a=inactive" || l == b"c=IN IP4 0.0.0.0")
 }
 
 /// The caller: P-Asserted-Identity first (what the PBX vouches for), else From.
@@ -164,12 +158,5 @@ mod tests {
         assert_eq!(replaces_in_uri_headers(b"Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2").as_deref(), Some(&b"abc@host"[..]));
         assert_eq!(replaces_in_uri_headers(b"x=1&replaces=c1").as_deref(), Some(&b"c1"[..]));
         assert_eq!(replaces_in_uri_headers(b""), None);
-    }
-
-    #[test]
-    fn hold_is_recognised_in_sdp() {
-        assert!(sdp_holds(b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=sendonly\r\n"));
-        assert!(sdp_holds(b"v=0\r\nc=IN IP4 0.0.0.0\r\n"));
-        assert!(!sdp_holds(b"v=0\r\na=sendrecv\r\n"));
     }
 }

@@ -37,13 +37,18 @@ if (cfg.steps) {
     if (w) { w(l.trim()); } else { lines.push(l.trim()); }
   });
 }
+/** The harness's next line (bounded: `waitMs * 2`; only with STEPS=1); `what` names it in the error. */
+export async function nextLine(what = 'line') {
+  return lines.length ? lines.shift() : new Promise((resolve, reject) => {
+    waiters.push(resolve);
+    setTimeout(() => reject(new Error(`no ${what} from the harness`)), cfg.waitMs * 2);
+  });
+}
+
 /** Waits (bounded) for the harness to send `expected` (only with STEPS=1; else returns at once). */
 export async function hear(expected) {
   if (!cfg.steps) { return; }
-  const got = lines.length ? lines.shift() : await new Promise((resolve, reject) => {
-    waiters.push(resolve);
-    setTimeout(() => reject(new Error(`no "${expected}" from the harness`)), cfg.waitMs * 2);
-  });
+  const got = await nextLine(`"${expected}"`);
   if (got !== expected) { throw new Error(`harness said ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`); }
 }
 

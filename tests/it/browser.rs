@@ -18,9 +18,9 @@ use tokio::net::UdpSocket;
 use crate::common::node::{preflight, NodeRun};
 use crate::common::TestGateway;
 
-const REALM: &str = "office.bitrix24.ru";
+pub(crate) const REALM: &str = "office.bitrix24.ru";
 /// One step of a node script, browser start included (the scripts stop themselves after 60 s).
-const STEP_TIMEOUT: Duration = Duration::from_secs(45);
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A gateway with one portal in WebRTC mode mapping 101, and 101's password.
 struct Setup {
@@ -163,15 +163,15 @@ async fn a_pbx_invite_rings_in_the_widget_with_the_caller_and_cancel_ends_it() {
 
 /// A gateway with one WebRTC-mode portal whose PBX is a SIPp on `pbx_port`, and browser agents
 /// with their passwords.
-struct MediaOffice {
-    gw: TestGateway,
-    portal: i64,
-    sip: String,
-    pbx_port: u16,
-    passwords: std::collections::BTreeMap<&'static str, String>,
+pub(crate) struct MediaOffice {
+    pub(crate) gw: TestGateway,
+    pub(crate) portal: i64,
+    pub(crate) sip: String,
+    pub(crate) pbx_port: u16,
+    pub(crate) passwords: std::collections::BTreeMap<&'static str, String>,
 }
 
-async fn media_office(agents: &[(&'static str, u64)]) -> MediaOffice {
+pub(crate) async fn media_office(agents: &[(&'static str, u64)]) -> MediaOffice {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut gw = TestGateway::spawn_on(dir.path(), |cfg| cfg.calls.linger = Duration::from_millis(300)).await;
     gw.keep_dir(dir);
@@ -198,7 +198,7 @@ async fn media_office(agents: &[(&'static str, u64)]) -> MediaOffice {
 }
 
 impl MediaOffice {
-    fn env(&self, ext: &'static str) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self, ext: &'static str) -> Vec<(&'static str, String)> {
         vec![
             ("CALLGATE_URL", self.gw.base.clone()),
             ("PORTAL_ID", self.portal.to_string()),
@@ -209,7 +209,7 @@ impl MediaOffice {
     }
 
     /// SIPp as the PBX calling `ext` with `scenario`, RTP from the tone file (started now).
-    fn pbx_calls(&self, scenario: &str, ext: &str, xcid: &str, extra: &[(&str, &str)]) -> crate::common::sipp::SippChild {
+    pub(crate) fn pbx_calls(&self, scenario: &str, ext: &str, xcid: &str, extra: &[(&str, &str)]) -> crate::common::sipp::SippChild {
         self.pbx_calls_from(self.pbx_port, scenario, ext, xcid, extra)
     }
 
@@ -239,7 +239,7 @@ impl MediaOffice {
     }
 
     /// The RTP counters of the one call with media anchored now.
-    async fn call_media(&self) -> Value {
+    pub(crate) async fn call_media(&self) -> Value {
         let media = self.media().await;
         assert_eq!(media["open_sessions"], 1, "{media:#}");
         media["calls"][0]["stats"].clone()
@@ -247,7 +247,7 @@ impl MediaOffice {
 
     /// Every media session is closed and its ports and peer connection released (waited for:
     /// 5 s in 50 ms steps).
-    async fn assert_no_media_left(&self) {
+    pub(crate) async fn assert_no_media_left(&self) {
         let mut media = Value::Null;
         for _ in 0..100 {
             media = self.media().await;
@@ -260,7 +260,7 @@ impl MediaOffice {
     }
 
     /// The finished call with correlation `xcid` (bounded wait).
-    async fn finished(&self, xcid: &str) -> Value {
+    pub(crate) async fn finished(&self, xcid: &str) -> Value {
         self.gw.finished_call(|c| c["correlation"] == xcid).await
     }
 
@@ -275,7 +275,7 @@ fn packets(stats: &Value, dir: &str) -> u64 {
     stats[dir]["packets"].as_u64().unwrap_or(0)
 }
 
-fn assert_media_flows(stats: &Value) {
+pub(crate) fn assert_media_flows(stats: &Value) {
     let (first, second) = (&stats["first"], &stats["second"]);
     assert_eq!(first["dtls"], "connected", "DTLS to callgate: {stats:#}");
     assert!(first["srtpCipher"].is_string(), "SRTP in use: {stats:#}");
@@ -340,6 +340,35 @@ async fn the_pbx_hanging_up_ends_the_browser_leg_and_its_media() {
     let call = o.finished("media-pbx-bye").await;
     assert_eq!(call["outcome"], "answered", "{call:#}");
     assert_eq!(call["legs"][0]["end_reason"]["by"], "remote", "{call:#}");
+    o.assert_no_media_left().await;
+}
+
+/// A PBX's re-INVITEs in a browser agent's call (issue 16, item 6): a session refresh (the same
+/// SDP, `sendrecv`) is no hold, although the offer the browser gets from callgate's media anchor
+/// says `c=IN IP4 0.0.0.0` (WebRTC's placeholder); the hold and resume that follow are one hold
+/// period, closed by the resume, not by the end of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbx_session_refresh_in_a_browser_call_is_no_hold_and_a_real_hold_is_recorded() {
+    let chromium = preflight();
+    let o = media_office(&[("101", 11)]).await;
+    let mut env = o.env("101");
+    env.push(("HANGUP", "pbx".to_owned()));
+    let mut node = NodeRun::spawn("media.mjs", &chromium, &env, STEP_TIMEOUT);
+    node.expect("registered").await;
+    let pbx = o.pbx_calls("pbx-media-refresh.xml", "101", "media-refresh", &[("talk_ms", "5000"), ("step_ms", "1000")]);
+    node.say("invite-sent").await;
+    node.expect("talking").await;
+    assert_media_flows(&node.expect("stats").await);
+    node.expect("ended").await;
+    node.finish().await;
+    pbx.wait().await.assert_all_ok(1);
+    let call = o.finished("media-refresh").await;
+    assert_eq!(call["outcome"], "answered", "{call:#}");
+    let leg = &call["legs"][0];
+    let holds = leg["holds"].as_array().cloned().unwrap_or_default();
+    assert_eq!(holds.len(), 1, "the hold only, not the refresh: {call:#}");
+    let (to, ended) = (holds[0]["to"].as_u64(), leg["ended_at"].as_u64());
+    assert!(to.is_some() && to < ended, "the hold ended with the resume, before the call did: {call:#}");
     o.assert_no_media_left().await;
 }
 

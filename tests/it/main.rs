@@ -10,6 +10,7 @@ mod attack_media;
 mod attack_listener;
 mod binary;
 mod browser;
+mod browser_sipjs;
 mod common;
 mod crash;
 mod crm;

@@ -140,22 +140,52 @@ async fn a_phone_the_pbx_challenges_registers_through_callgate_then_calls_out_an
 /// The PBX authenticates the phones' calls too (as Asterisk and most PBXs do): it answers a
 /// phone's INVITE with a digest challenge, the phone sends it again (same Call-ID, CSeq 2) with
 /// its credentials, and the PBX answers. That is one answered outgoing call: the challenge is no
-/// call of its own, and the conversation after it is not lost.
+/// call of its own, and the conversation after it is not lost. Asterisk and FreeSWITCH challenge
+/// with 407 (Proxy-Authenticate), others with 401; both, and what reaches Bitrix24.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the tracker ends the leg at the PBX's 401 and drops the authenticated INVITE on the same Call-ID"]
 async fn an_outgoing_call_the_pbx_challenges_is_one_answered_call() {
-    let o = Office::open("udp").await;
-    let pbx = Sipp::new("pbx-uas-challenge.xml", &o.sip).port(o.pbx).key("user", "101").key("password", PBX_PASSWORD).key("realm", PBX_REALM).spawn();
-    let dial = Sipp::new("agent-dial-auth.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("domain", DOMAIN).key("dial", CUSTOMER).key("talk_ms", "300");
-    let dial = dial.args(&["-au", "101", "-ap", PBX_PASSWORD, "-auth_uri", &dialled(&o)]).run().await;
+    for challenge in ["407", "401"] {
+        let fake = FakeB24::spawn().await;
+        let o = crate::crm::office(&fake).await;
+        let pbx = Sipp::new("pbx-uas-challenge.xml", &o.sip).port(o.pbx).key("user", "101").key("password", PBX_PASSWORD).key("realm", PBX_REALM).key("challenge", challenge).spawn();
+        let dial = Sipp::new("agent-dial-auth.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("domain", DOMAIN).key("dial", CUSTOMER).key("talk_ms", "1200");
+        let dial = dial.args(&["-au", "101", "-ap", PBX_PASSWORD, "-auth_uri", &dialled(&o)]).run().await;
+        let pbx = pbx.wait().await;
+        assert!(pbx.successful == 1 && pbx.failed == 0, "{challenge}: PBX:\n{}\n{}\nphone:\n{}", pbx.screen, pbx.errors, dial.screen);
+        dial.assert_all_ok(1);
+        answered_outgoing_once(&o, &fake, challenge).await;
+    }
+}
+
+/// The one outgoing call of `o`: answered, talked by 101, reported once to `fake` as answered
+/// with its talk time (the phone talks 1.2 s: DURATION is at least 1).
+async fn answered_outgoing_once(o: &Office, fake: &FakeB24, story: &str) {
+    let out = o.finished_where(|c| c["kind"] == "outgoing").await;
+    assert_eq!((out["outcome"].as_str(), out["status_code"].as_str()), (Some("answered"), Some("200")), "{story}: {out:#}");
+    assert_eq!((out["first_talker"]["extension"].as_str(), out["responsible"].as_u64()), (Some("101"), Some(11)), "{story}: {out:#}");
+    assert_eq!(out["legs"].as_array().map(Vec::len), Some(1), "{story}: one leg, from the first INVITE to the BYE: {out:#}");
+    assert!(out["talk_seconds"].as_u64() >= Some(1), "{story}: {out:#}");
+    let calls = all_calls(&o.gw).await;
+    assert_eq!(calls.len(), 1, "{story}: the refused INVITE is no call of its own: {calls:#?}");
+    let reported = crate::crm::finished_calls(fake, 1).await;
+    assert_eq!(reported.len(), 1, "{story}: {reported:#?}");
+    let finish = reported[0].finished.as_ref().expect("finished");
+    assert_eq!((finish.status_code.as_deref(), finish.duration), (Some("200"), out["talk_seconds"].as_u64().unwrap()), "{story}: {finish:#?}");
+}
+
+/// A phone asks for a session timer shorter than the PBX allows (RFC 4028): the PBX answers 422
+/// Session Interval Too Small with its Min-SE, the phone sends the INVITE again on the same
+/// Call-ID with that interval, and the PBX answers. One answered call, like a challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_call_retried_after_422_session_interval_too_small_is_one_answered_call() {
+    let fake = FakeB24::spawn().await;
+    let o = crate::crm::office(&fake).await;
+    let pbx = Sipp::new("pbx-uas-interval-too-small.xml", &o.sip).port(o.pbx).spawn();
+    let dial = Sipp::new("agent-dial-session-timer.xml", &o.sip).at(o.phones["101"]).key("ext", "101").key("dial", CUSTOMER).key("talk_ms", "1200").run().await;
     let pbx = pbx.wait().await;
     assert!(pbx.successful == 1 && pbx.failed == 0, "PBX:\n{}\n{}\nphone:\n{}", pbx.screen, pbx.errors, dial.screen);
     dial.assert_all_ok(1);
-    let out = o.finished_where(|c| c["kind"] == "outgoing").await;
-    assert_eq!((out["outcome"].as_str(), out["status_code"].as_str()), (Some("answered"), Some("200")), "{out:#}");
-    assert_eq!((out["first_talker"]["extension"].as_str(), out["responsible"].as_u64()), (Some("101"), Some(11)), "{out:#}");
-    let calls = all_calls(&o.gw).await;
-    assert_eq!(calls.len(), 1, "the challenge is no call of its own: {calls:#?}");
+    answered_outgoing_once(&o, &fake, "422").await;
 }
 
 // ---- Stories that need the edge trust model (the proxy admits only the PBX and authenticated

@@ -106,9 +106,15 @@ run_pair dial-busy       pbx-uas-busy.xml            "" \
          agent-dial-busy.xml         "-key ext 101 -key dial 79161234567"
 run_pair dial-cancel     pbx-uas-ring.xml            "" \
          agent-dial-cancel.xml       "-key ext 101 -key dial 102 -key ring_ms 300"
-run_pair dial-challenged pbx-uas-challenge.xml       "-key user 101 -key password s3cret -key realm pbx.example" \
+run_pair dial-challenged pbx-uas-challenge.xml       "-key user 101 -key password s3cret -key realm pbx.example -key challenge 401" \
          agent-dial-auth.xml         "-key ext 101 -key domain office.example -key dial 79161234567 -key talk_ms 300 -au 101 -ap s3cret -auth_uri 79161234567@127.0.0.1" \
          "" "^Authorization: Digest username=\"101\""
+run_pair dial-proxy-challenged pbx-uas-challenge.xml "-key user 101 -key password s3cret -key realm pbx.example -key challenge 407" \
+         agent-dial-auth.xml         "-key ext 101 -key domain office.example -key dial 79161234567 -key talk_ms 300 -au 101 -ap s3cret -auth_uri 79161234567@127.0.0.1" \
+         "" "^Proxy-Authorization: Digest username=\"101\""
+run_pair dial-422         pbx-uas-interval-too-small.xml "" \
+         agent-dial-session-timer.xml "-key ext 101 -key dial 79161234567 -key talk_ms 300" \
+         "" "^Session-Expires: 1800"
 # (phone-register.xml and pbx-registrar.xml need callgate between them: the PBX requires its Path.)
 
 echo "$((n - failed))/$n pairs passed; traces in $TMP"

@@ -8,5 +8,6 @@ mod incoming;
 mod internal;
 mod outgoing;
 mod restart;
+mod retry;
 mod timers;
 mod transfer;

@@ -159,3 +159,28 @@ fn unusable_saved_state_is_refused_and_leaves_no_state() {
     assert_eq!(t.restore(Millis(0), good, Millis(0)), None, "its leg is already tracked");
     assert_eq!(t.active().count(), 1);
 }
+
+#[test]
+fn a_challenge_held_back_at_the_restart_still_waits_for_its_retry() {
+    let mut h = Harness::new();
+    h.offer(outgoing("L1", A, "74951112233"));
+    h.at(30).fail("L1", 407);
+    let (mut h, _) = restart(&mut h, 40, 1_000);
+    assert_eq!(h.t.poll_timeout(), Some(Millis(30 + 32_000)), "the retry wait goes on from the 407");
+    h.at(1_100).offer(outgoing("L1", A, "74951112233")).answer("L1");
+    h.at(11_100).bye("L1", Side::Agent);
+    h.at(14_000);
+    assert_eq!(h.take(), ["show #1 [11]", "hide #1 [11]", "finished #1 200"], "shown on the answer");
+    assert_eq!(h.record().talk_seconds, 10);
+}
+
+#[test]
+fn a_challenge_restored_without_a_retry_fails_with_its_status() {
+    let mut h = Harness::new();
+    h.offer(outgoing("L1", A, "74951112233"));
+    h.at(30).fail("L1", 422);
+    let (mut h, _) = restart(&mut h, 40, 1_000);
+    h.at(40_000);
+    assert_eq!(h.take(), ["finished #1 422"]);
+    assert_eq!(h.record().ended_at, Some(Millis(30)));
+}

@@ -255,3 +255,47 @@ fn options_to_callgate_itself_is_answered_200_locally() {
     );
     assert_eq!(h.proxy.transactions(), (0, 0));
 }
+
+/// Phone 101's call out, INVITE number `cseq` on branch `branch`, with `extra` headers.
+fn phone_invite(cseq: u32, branch: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:{CUSTOMER}@127.0.0.1:5060 SIP/2.0\n\
+         Via: SIP/2.0/UDP 127.0.0.1:6001;branch={branch}\n\
+         Max-Forwards: 70\n\
+         From: <sip:101@127.0.0.1:5060>;tag=phone-tag\n\
+         To: <sip:{CUSTOMER}@127.0.0.1:5060>\n\
+         Call-ID: out-auth@phone\n\
+         CSeq: {cseq} INVITE\n\
+         Contact: <sip:101@127.0.0.1:6001>\n\
+         {extra}Content-Length: 0\n\n"
+    )
+}
+
+#[test]
+fn a_phones_invite_sent_again_after_the_pbxs_407_is_the_same_leg_of_one_answered_call() {
+    // Arrange: the PBX challenges the phone's INVITE; the phone ACKs the 407 hop by hop.
+    let h = Harness::with_tracker(TrackerConfig { linger: Duration::from_millis(100), ..TrackerConfig::default() });
+    let first = h.recv(PHONE_101, &phone_invite(1, "z9hG4bK-phone-1", ""), 0);
+    let to_pbx = first.one_to(PBX).clone();
+    let challenge = answer(&to_pbx, 407, "Proxy Authentication Required", &[("Proxy-Authenticate", b"Digest realm=\"pbx\", nonce=\"n1\"")]);
+    let relayed = h.recv_bytes(PBX, challenge, 20);
+    assert_eq!(status_and_cseq(relayed.one_to(PHONE_101)), (Some(407), Some("1 INVITE".into())));
+    let ack = phone_invite(1, "z9hG4bK-phone-1", "").replace("INVITE sip:", "ACK sip:").replace("CSeq: 1 INVITE", "CSeq: 1 ACK").replace("To: <sip:79161234567@127.0.0.1:5060>", &format!("To: <sip:{CUSTOMER}@127.0.0.1:5060>;tag={AGENT_TAG}"));
+    assert!(h.recv(PHONE_101, &ack, 25).to(PBX).is_empty(), "the 407's ACK stays with callgate");
+
+    // Act: the INVITE again, same Call-ID and From tag, CSeq 2, a new branch, credentials.
+    let retry = h.recv(PHONE_101, &phone_invite(2, "z9hG4bK-phone-2", "Proxy-Authorization: Digest username=\"101\", realm=\"pbx\", nonce=\"n1\"\n"), 40);
+    let retried = retry.one_to(PBX).clone();
+    assert_eq!(header(&retried, HeaderName::CSeq).as_deref(), Some("2 INVITE"), "a new transaction, relayed");
+    assert!(retried.header_by_name(b"Proxy-Authorization").is_some(), "the PBX's credentials pass through");
+    h.recv_bytes(PBX, answer(&retried, 180, "Ringing", &[]), 100);
+    h.recv_bytes(PBX, answer_200(&retried), 1_000);
+    h.tick_through(1_100, 1_200, 100);
+
+    // Assert: one call, its one leg answered (not failed with 407 and a second offer ignored).
+    let calls = h.calls.list(10);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let leg = &calls[0].legs[0];
+    assert_eq!((calls[0].legs.len(), leg.state, leg.end_reason), (1, crate::calls::LegState::Answered, None), "{calls:#?}");
+    assert_eq!(calls[0].kind, crate::calls::CallKind::Outgoing);
+}

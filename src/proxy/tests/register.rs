@@ -310,7 +310,7 @@ fn a_phones_request_naming_a_strangers_host_goes_to_its_pbx_with_the_pbxs_host()
 
     // Act: a REGISTER for another domain, and a call to a number at someone else's host.
     let register = h.recv(PHONE_102, &phone_register("sip:sip.victim.example", None, 1, 3600), 0);
-    let invite = super::trust::invite_from(PHONE_101, "sip:555@127.0.0.6:5060", "s-1", "");
+    let invite = trust::invite_from(PHONE_101, "sip:555@127.0.0.6:5060", "s-1", "");
     let call = h.recv(PHONE_101, &invite, 10);
 
     // Assert

@@ -27,6 +27,8 @@ mod rewrite;
 mod rtc_leg;
 pub mod sdp;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -507,7 +507,8 @@ async fn open_leg(
     relay: &Arc<Relay>,
     codecs: Vec<G711>,
 ) -> Result<(Arc<dyn BrowserLeg>, PortLease), MediaError> {
-    let mut last = ports_exhausted("webrtc_ports");
+    // The exhaustion is reported (logged, counted) only when it happens: no port left to try.
+    let mut last = None;
     for _ in 0..LEG_ATTEMPTS {
         let Some(lease) = ctx.webrtc_ports.take() else {
             break;
@@ -525,9 +526,9 @@ async fn open_leg(
             Ok(leg) => return Ok((leg, lease)),
             Err(e) => {
                 tracing::debug!(port = lease.port(), error = %e, "browser leg could not be built");
-                last = e;
+                last = Some(e);
             }
         }
     }
-    Err(last)
+    Err(last.unwrap_or_else(|| ports_exhausted("webrtc_ports")))
 }
