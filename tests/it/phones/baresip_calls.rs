@@ -158,19 +158,18 @@ async fn baresip_takes_a_call_along_the_path_with_audio_and_holds_over_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 1: the tracker ends the leg at the PBX's 407 and drops the authenticated retry on the same Call-ID"]
 async fn baresip_places_a_call_the_pbx_challenges_reported_answered_over_udp() {
     places_a_call_the_pbx_challenges(Transport::Udp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes; and item 1 (the 407)"]
+#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_places_a_call_the_pbx_challenges_reported_answered_over_tcp() {
     places_a_call_the_pbx_challenges(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403); and item 1 (the 407)"]
+#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_places_a_call_the_pbx_challenges_reported_answered_over_tls() {
     places_a_call_the_pbx_challenges(Transport::Tls).await;
 }
