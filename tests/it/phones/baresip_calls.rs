@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::baresip::{Baresip, Transport};
-use super::office::{Office, CUSTOMER};
+use super::office::{media_port, Office, CUSTOMER};
 use super::pbx_params;
 use crate::common::sipp::SippRun;
 use crate::fake_b24::CallState;
@@ -115,7 +115,7 @@ async fn outlives_its_session_timer_with_no_hold(t: Transport) {
         .key("caller", CUSTOMER)
         .key("xcid", "timer-1")
         .key("refresh_ms", "45000")
-        .args(&["-rtp_echo", "-mp", &crate::common::sipp::free_port().to_string(), "-trace_logs", "-timeout", "150s", "-recv_timeout", "60000"])
+        .args(&["-rtp_echo", "-mp", &media_port(), "-trace_logs", "-timeout", "150s", "-recv_timeout", "60000"])
         .spawn();
     phone.answer().await;
     // The INVITE's own offer; the refreshes' come 45 and 90 s later.

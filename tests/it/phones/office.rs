@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::baresip::{Baresip, Phone, Transport};
 use super::nat::{UdpNat, LAN_IP};
-use super::pbx::{Pbx, PBX_DOMAIN};
-use crate::common::sipp::{Sipp, SippChild};
+use super::pbx::{Pbx, PBX_DOMAIN, TRUNK_IP};
+use crate::common::sipp::{free_port_on, Sipp, SippChild};
 use crate::common::{phone_ip, TestGateway, PBX_IP};
 use crate::fake_b24::{CallState, FakeB24};
 
@@ -118,7 +118,7 @@ impl Office {
             .key("xcid", xcid)
             .key("extra1", extra1)
             .key("extra2", extra2)
-            .args(&["-rtp_echo", "-mp", &crate::common::sipp::free_port().to_string(), "-trace_logs"])
+            .args(&["-rtp_echo", "-mp", &media_port(), "-trace_logs"])
             .spawn()
     }
 
@@ -126,7 +126,7 @@ impl Office {
     pub fn customer_answers(&self) -> SippChild {
         Sipp::new("pbx-uas-media.xml", &self.pbx.addr.to_string())
             .at(self.pbx.trunk)
-            .args(&["-rtp_echo", "-mp", &crate::common::sipp::free_port().to_string(), "-trace_logs"])
+            .args(&["-rtp_echo", "-mp", &media_port(), "-trace_logs"])
             .spawn()
     }
 
@@ -162,6 +162,12 @@ impl Office {
         let (status, body) = self.gw.api(Method::PUT, &path, Some(settings)).await;
         assert_eq!(status, 200, "{body}");
     }
+}
+
+/// A free port on the trunk's address for a customer's RTP (`-mp`: SIPp's default, 6000, would
+/// be shared by parallel tests).
+pub fn media_port() -> String {
+    free_port_on(TRUNK_IP).to_string()
 }
 
 /// A development CA and a certificate for 127.0.0.1 in `dir` (cert.pem, key.pem); the CA's file.
