@@ -149,7 +149,11 @@ impl Gateway {
         let sip_cancel = CancellationToken::new();
         let redirect_cfg = RedirectConfig { no_decision_code: cfg.sip.no_decision_code, max_remembered: 200_000 };
         let redirect = RedirectServer::new(state.directory.clone(), redirect_cfg, Arc::clone(&state.decisions)).with_calls(state.calls.clone());
-        let local = Local { udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()), tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()) };
+        let local = Local {
+            udp: sip_udp.as_ref().and_then(|s| s.local_addr().ok()),
+            tcp: sip_tcp.as_ref().and_then(|s| s.local_addr().ok()),
+            tls: sip_tls.as_ref().and_then(|(s, _)| s.local_addr().ok()),
+        };
         let agents = start_registrar(&state).await?;
         let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_config(&cfg)?).await.context("starting the media anchor ([media])")?;
         let bridge = Arc::new(crate::webrtc::Bridge::new(anchor, Arc::clone(&agents), state.directory.clone()));
@@ -176,6 +180,9 @@ impl Gateway {
             frame_timeout: cfg.sip.frame_timeout,
         };
         let hub = Hub::new(handler, tcp_limits, tasks.clone(), sip_cancel.clone());
+        if let Some(client) = sip_tls_client(&cfg)? {
+            hub.set_tls_client(client);
+        }
         let udp = match sip_udp {
             Some(sock) => Some(UdpDriver::spawn(sock, cfg.sip.udp_threads, cfg.sip.max_message_bytes, &hub).context("starting sip.udp")?),
             None => None,
@@ -407,6 +414,21 @@ fn admin_token(cfg: &Config) -> anyhow::Result<Secret> {
 /// The key that signs callgate's Record-Route and Path tokens: 32 random bytes generated on
 /// first run into `route.key` beside the database (0600), so dialogs and registrations routed
 /// before a restart are still recognised after it.
+/// How callgate dials a PBX over TLS (`pbx_host` with `;transport=tls`): the platform's roots
+/// plus `sip.tls_ca_file`. A host with no root at all and no `sip.tls_ca_file` cannot verify
+/// anyone: TLS is then never dialled (such a PBX is unreachable, its calls get 503), and said.
+fn sip_tls_client(cfg: &Config) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    let extra = (!cfg.sip.tls_ca_file.is_empty()).then(|| Path::new(&cfg.sip.tls_ca_file));
+    match crate::tls::client_config(extra) {
+        Ok(config) => Ok(Some(config)),
+        Err(e) if extra.is_some() => Err(e).context("sip.tls_ca_file"),
+        Err(e) => {
+            tracing::warn!(error = %e, "no root certificates: callgate will not dial a PBX over TLS (set sip.tls_ca_file)");
+            Ok(None)
+        }
+    }
+}
+
 fn route_key(cfg: &Config) -> anyhow::Result<crate::proxy::RouteKey> {
     let dir = cfg.store.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let path = dir.join("route.key");

@@ -63,6 +63,9 @@ pub struct SipConfig {
     pub tls_cert: String,
     /// PEM private key for SIP over TLS.
     pub tls_key: String,
+    /// PEM CA certificate(s) trusted besides the platform roots when callgate dials a PBX over
+    /// TLS (a portal's `pbx_host` with `;transport=tls`): a private CA. Empty: platform roots only.
+    pub tls_ca_file: String,
     /// Largest SIP message accepted, in bytes (datagram or stream frame).
     pub max_message_bytes: usize,
     /// Status code of the "no decision" answer of the redirect listener (the PBX scenario goes on).
@@ -99,6 +102,7 @@ impl Default for SipConfig {
             tls: "127.0.0.1:5061".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            tls_ca_file: String::new(),
             max_message_bytes: 65_535,
             no_decision_code: 404,
             max_tcp_connections: 4096,

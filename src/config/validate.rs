@@ -24,7 +24,7 @@ impl Config {
         if self.http.tls_cert.is_empty() != self.http.tls_key.is_empty() {
             errs.push("http.tls_key", "http.tls_cert and http.tls_key go together");
         }
-        for (key, path) in [("sip.tls_cert", &self.sip.tls_cert), ("sip.tls_key", &self.sip.tls_key), ("http.tls_cert", &self.http.tls_cert), ("http.tls_key", &self.http.tls_key), ("crm.ca_file", &self.crm.ca_file)] {
+        for (key, path) in [("sip.tls_cert", &self.sip.tls_cert), ("sip.tls_key", &self.sip.tls_key), ("http.tls_cert", &self.http.tls_cert), ("http.tls_key", &self.http.tls_key), ("crm.ca_file", &self.crm.ca_file), ("sip.tls_ca_file", &self.sip.tls_ca_file)] {
             if !path.is_empty() && !std::path::Path::new(path).is_file() {
                 errs.push(key, format!("`{path}` is not a readable file"));
             }

@@ -160,7 +160,7 @@ impl SipOriginator {
             &uri,
             &click.extension,
             &click.number.to_string(),
-            &portal.portal.settings.pbx_host,
+            portal.portal.settings.pbx_host_port(),
         );
         let mut tx = Transport {
             sock,

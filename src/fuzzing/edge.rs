@@ -130,7 +130,7 @@ impl Core {
             ha1: digest::ha1(b"103", REALM.as_bytes(), PASSWORD.as_bytes()).as_str().to_owned(),
         };
         let calls = CallsHandle::new(TrackerConfig::default(), t0, 1_700_000_000_000);
-        let local = Local { udp: Some(addr("127.0.0.1:5060")), tcp: Some(addr("127.0.0.1:5060")) };
+        let local = Local { udp: Some(addr("127.0.0.1:5060")), tcp: Some(addr("127.0.0.1:5060")), tls: None };
         let registrar = Arc::new(Registrar::new(directory.clone(), Arc::new(Credentials::new(vec![credential])), RegistrarConfig::default(), &[7; 32], t0));
         let redirect = RedirectServer::new(directory.clone(), RedirectConfig { no_decision_code: 404, max_remembered: 1_000 }, Arc::new(DecisionLog::new(100))).with_calls(calls.clone());
         let media = MediaConfig { webrtc_ports: (47_000, 47_031), rtp_ports: (37_000, 37_063), max_sessions: 16, ..MediaConfig::default() };

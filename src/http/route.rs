@@ -61,7 +61,7 @@ async fn route(
     let reason = decision.reason();
     let (target, contact, user) = match decision {
         Decision::Redirect { mapping } => {
-            let host = portal.map_or("", |p| p.portal.settings.pbx_host.as_str());
+            let host = portal.map_or("", |p| p.portal.settings.pbx_host_port());
             (Some(mapping.extension.clone()), Some(format!("sip:{}@{host}", mapping.extension)), Some(mapping.user_id))
         }
         Decision::NoDecision(_) => (None, None, None),

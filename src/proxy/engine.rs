@@ -330,7 +330,7 @@ impl Engine {
                 // An ACK matching the INVITE's branch after a 2xx: end to end, nothing to do
                 // here (the 2xx ACK travels by Route, statelessly). Timer H: the UAC never
                 // acknowledged our final response; the transaction just ends.
-                Some(Output::Request(_) | Output::Timeout | Output::Response(_)) => {}
+                Some(Output::Request(_) | Output::Timeout | Output::TransportError | Output::Response(_)) => {}
             }
         }
         let next = match &s.tx {
@@ -360,6 +360,8 @@ impl Engine {
                 Some(Output::Transmit(b)) => io.out.send(target, b),
                 Some(Output::Response(resp)) => self.pass_up(server, &resp, io),
                 Some(Output::Timeout) => self.client_timed_out(server, io),
+                // RFC 3261 §16.7 step 5 (via §8.1.3.1): a transport error is a 503, at once.
+                Some(Output::TransportError) => self.give_up(server, 503, "Service Unavailable", io),
                 Some(Output::Terminated) => terminated = true,
                 Some(Output::Request(_)) => {}
             }
@@ -430,6 +432,21 @@ impl Engine {
         }
     }
 
+    /// The transport could not deliver to `target` (a connection could not be opened): every
+    /// client transaction there still waiting for its first response ends with a transport
+    /// error, and its server transaction gets 503 upstream at once.
+    pub(crate) fn target_unreachable(&mut self, target: Peer, io: &mut Io<'_>) {
+        let keys: Vec<u64> = self.clients.iter().filter(|(_, c)| c.target == target).map(|(k, _)| *k).collect();
+        for key in keys {
+            let Some(c) = self.clients.get_mut(&key) else { continue };
+            match &mut c.tx {
+                ClientTx::Invite(t) => t.handle_transport_error(),
+                ClientTx::NonInvite(t) => t.handle_transport_error(),
+            }
+            self.drain_client(key, io);
+        }
+    }
+
     /// Live server transactions started by requests from `ip`.
     pub(crate) fn load_of(&self, ip: std::net::IpAddr) -> u32 {
         self.per_source.get(&ip).copied().unwrap_or(0)
@@ -483,7 +500,7 @@ mod local_final_tests {
         let phone = Mapping { id: 1, user_id: 11, extension: "101".into(), use_for_personal_manager: true, contact: Some("sip:101@127.0.0.1:6001".into()) };
         let directory = Directory::default();
         directory.install_for_test(vec![PortalEntry::build(portal, vec![phone], Vec::new())]);
-        let local = Local { udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None };
+        let local = Local { udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None, tls: None };
         let t0 = Instant::now();
         let calls = CallsHandle::new(TrackerConfig::default(), t0, 1_700_000_000_000);
         (Proxy::new(directory, local, calls, Timers::RFC3261).with_local_final_hook(hook), t0)

@@ -9,6 +9,10 @@
 //! requests ([`crate::webrtc::Registrar::on_websocket`]); what it lets through goes to the
 //! proxy. A closed flow ends its registrations.
 //!
+//! STUN Binding requests on the UDP port (RFC 5626 §8.4 keep-alives of phones using SIP outbound)
+//! are answered here, after the rate limit, with the sender's address (`sip::core::stun`);
+//! anything else STUN-like is dropped without an answer or a trace in the proxy.
+//!
 //! Two gates come before both roles, each costing nothing on the hot path beyond a hash look-up
 //! and a flag read:
 //! - **per-source rate limit** ([`crate::limit::SourceLimiter`], trusted PBX addresses with
@@ -32,8 +36,8 @@ use super::Proxy;
 use crate::calls::CallsHandle;
 use crate::limit::{SourceLimiter, Verdict};
 use crate::routing::{Directory, RedirectServer, Snapshot};
-use crate::sip::core::{to_tag_for, write_bad_request, write_response, SipMessage, Uri};
-use crate::sip::transport::{Outbox, Peer, SipHandler};
+use crate::sip::core::{stun, to_tag_for, write_bad_request, write_response, SipMessage, Uri};
+use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 
 /// Why a new call is refused: its metric and the Retry-After of its 503.
 #[derive(Clone, Copy)]
@@ -202,6 +206,9 @@ impl SipHandler for Front {
                 return;
             }
         }
+        if peer.transport == Transport::Udp && stun::looks_like_stun(&data) {
+            return answer_stun(&data, peer, out);
+        }
         if self.draining.load(Ordering::Relaxed) && refuse_new_call(&data, Refusal::Draining, out) {
             return;
         }
@@ -235,6 +242,22 @@ impl SipHandler for Front {
         }
     }
 
+    fn on_unreachable(&self, peer: Peer, now: Instant, out: &mut Outbox) {
+        tracing::debug!(addr = %peer.addr, transport = ?peer.transport, "sip peer unreachable; its pending requests get 503");
+        self.proxy.unreachable(peer, now, out);
+    }
+
+    /// A PBX dialled over TLS is checked against the host name of its `pbx_host`, when that
+    /// names one (an IP address is checked as such).
+    fn tls_server_name(&self, addr: std::net::SocketAddr) -> Option<String> {
+        let snap = self.directory.snapshot();
+        let portal = snap.portals.values().find(|p| p.pbx_addr == Some(addr) && p.pbx_transport == crate::settings::PbxTransport::Tls)?;
+        let host_port = portal.portal.settings.pbx_host_port();
+        let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (host.parse::<std::net::IpAddr>().is_err()).then(|| host.to_owned())
+    }
+
     fn on_closed(&self, peer: Peer, now: Instant, out: &mut Outbox) {
         if let Some(registrar) = &self.websocket {
             let gone = registrar.flow_closed(peer);
@@ -253,6 +276,18 @@ impl SipHandler for Front {
                 self.proxy.hang_up_for(&bye, peer, now, out);
             }
         }
+    }
+}
+
+/// A STUN datagram on the SIP UDP port: a well-formed Binding request (an RFC 5626 keep-alive)
+/// is answered with the sender's address; anything else STUN-like is dropped, unanswered.
+fn answer_stun(data: &[u8], peer: Peer, out: &mut Outbox) {
+    match stun::binding_response(data, peer.addr) {
+        Some(answer) => {
+            metrics::counter!("callgate_sip_stun_total", "outcome" => "answered").increment(1);
+            out.reply.extend_from_slice(&answer);
+        }
+        None => metrics::counter!("callgate_sip_stun_total", "outcome" => "dropped").increment(1),
     }
 }
 
@@ -314,7 +349,7 @@ mod tests {
         directory.install_for_test(vec![office()]);
         let (tx, rx) = tokio::sync::mpsc::channel(slots);
         let calls = CallsHandle::with_sink(TrackerConfig::default(), t0, 0, Some(tx));
-        let local = super::super::Local { udp: Some("127.0.0.1:5060".parse().expect("an address")), tcp: None };
+        let local = super::super::Local { udp: Some("127.0.0.1:5060".parse().expect("an address")), tcp: None, tls: None };
         let proxy = Proxy::new(directory.clone(), local, calls.clone(), Timers::RFC3261);
         let redirect = RedirectServer::new(directory.clone(), RedirectConfig { no_decision_code: 404, max_remembered: 100 }, Arc::new(DecisionLog::new(10)));
         let front = Front::new(directory, Arc::new(redirect), Arc::new(proxy)).with_call_gate(calls.clone());

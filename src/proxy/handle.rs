@@ -154,7 +154,7 @@ impl Proxy {
                 _ => single(trust::agent_candidates(snap, msg.to().map(|t| t.uri))),
             };
             let portal = portal.ok_or(FORBIDDEN)?;
-            let hop = target::to_pbx(msg, &portal, peer.transport)?;
+            let hop = target::to_pbx(msg, &portal)?;
             let extension = msg.to().and_then(|t| t.uri.user).map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default();
             let sender = Sender::Agent { portal, extension, auth: AgentAuth::Registered };
             return Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true, agent: None });
@@ -174,7 +174,7 @@ impl Proxy {
                 if portal.portal.settings.telephony_mode == TelephonyMode::Webrtc && *auth != AgentAuth::Browser {
                     return Err(FORBIDDEN.into());
                 }
-                let hop = target::to_pbx(msg, portal, peer.transport)?;
+                let hop = target::to_pbx(msg, portal)?;
                 Ok(Step::Forward { key, hop, sender, in_dialog: false, strip_routes: true, agent: None })
             }
             // The PBX's address shared by several portals, and no line of theirs named.
@@ -297,9 +297,11 @@ impl Proxy {
         }
         let branch = self.new_branch();
         let via = format!("SIP/2.0/{} {};branch={branch}", transport_name(hop.peer.transport), self.local.sent_by(hop.peer.transport));
-        let rr = if method == Method::Invite && !in_dialog {
+        // Every dialog-creating request is record-routed (a SUBSCRIBE's NOTIFYs, an out-of-dialog
+        // REFER's, come back through callgate like a call's BYE).
+        let rr = if matches!(method, Method::Invite | Method::Subscribe | Method::Refer) && !in_dialog {
             let user = self.route_key.dialog(peer, hop.peer, msg.call_id().unwrap_or_default());
-            self.local.record_route(peer, hop.peer, &user)
+            self.local.record_route(peer, hop.peer, &user, target::is_sips(msg))
         } else {
             Vec::new()
         };
@@ -313,9 +315,12 @@ impl Proxy {
         // the dialog began is known only by its flow now).
         let agent = !sender.is_pbx();
         let strip = |name: HeaderName, raw: &[u8]| (strip_routes && matches!(name, HeaderName::Route | HeaderName::Path)) || (agent && trust::agent_may_not_send(name, raw, &correlation));
+        // RFC 3581: the sender's Via says where it was really received from.
+        let stamped = msg.top_via().and_then(|v| v.stamped(peer.addr));
         let edit = RequestEdit {
             request_uri: hop.request_uri.as_deref().map(str::as_bytes),
             via: via.as_bytes(),
+            top_via: stamped.as_deref().map(str::as_bytes),
             record_route: &rr_refs,
             path: path.as_deref().map(str::as_bytes),
             pop_route: hop.pop_route,

@@ -55,14 +55,19 @@ pub struct Local {
     pub udp: Option<SocketAddr>,
     /// The TCP listener.
     pub tcp: Option<SocketAddr>,
+    /// The TLS listener (`sip.tls`, when it has a certificate).
+    pub tls: Option<SocketAddr>,
 }
 
 impl Local {
     fn addr(&self, t: Transport) -> Option<SocketAddr> {
         match t {
             Transport::Udp => self.udp.or(self.tcp),
+            // Without a TLS listener nothing better can be named (a TLS peer could not reach
+            // callgate again; the README says to configure `sip.tls` for TLS peers).
+            Transport::Tls => self.tls.or(self.tcp).or(self.udp),
             // WebSocket flows have no SIP listener of their own: they name the TCP one.
-            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => self.tcp.or(self.udp),
+            Transport::Tcp | Transport::Ws | Transport::Wss => self.tcp.or(self.udp),
         }
     }
 
@@ -70,35 +75,42 @@ impl Local {
         self.addr(t).map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string())
     }
 
-    /// `sip:USER@ADDR;lr` (with `transport=tcp` on streams, `transport=ws` toward a browser),
-    /// bracketed; `user` is callgate's signed token.
+    /// `sip:USER@ADDR;lr` (with `transport=tcp` or `transport=tls` on streams, `transport=ws`
+    /// toward a browser), bracketed; `user` is callgate's signed token.
     fn route_uri(&self, t: Transport, user: &str) -> String {
+        self.route_uri_in(t, user, false)
+    }
+
+    /// [`Self::route_uri`]; with `sips` (the request's Request-URI is a SIPS URI, RFC 3261
+    /// §16.6 step 4) a TLS side gets `sips:USER@ADDR;lr`.
+    fn route_uri_in(&self, t: Transport, user: &str, sips: bool) -> String {
         let addr = self.sent_by(t);
         match t {
             Transport::Udp => format!("<sip:{user}@{addr};lr>"),
+            Transport::Tcp => format!("<sip:{user}@{addr};transport=tcp;lr>"),
+            Transport::Tls if sips => format!("<sips:{user}@{addr};lr>"),
+            Transport::Tls => format!("<sip:{user}@{addr};transport=tls;lr>"),
             Transport::Ws | Transport::Wss => format!("<sip:{user}@{addr};transport=ws;lr>"),
-            _ => format!("<sip:{user}@{addr};transport=tcp;lr>"),
         }
     }
 
     /// One Record-Route value, or two when the request changes transport (RFC 5658): the
-    /// downstream-facing one first. Both carry the dialog's token `user`.
-    fn record_route(&self, inbound: Peer, outbound: Peer, user: &str) -> Vec<String> {
-        // A WebSocket side shares the TCP address but not its `transport=`: always two values.
-        let (i, o) = (inbound.transport, outbound.transport);
-        let same_kind = i.is_websocket() == o.is_websocket();
-        if !i.is_websocket() && !o.is_websocket() && (i == o || (same_kind && self.addr(i) == self.addr(o))) {
-            vec![self.route_uri(o, user)]
+    /// downstream-facing one first. Both carry the dialog's token `user`. Each side's value
+    /// names the listener and transport that side reaches callgate on, so a transport change
+    /// (a phone on TCP or TLS, the PBX on UDP) always gives two.
+    fn record_route(&self, inbound: Peer, outbound: Peer, user: &str, sips: bool) -> Vec<String> {
+        let (downstream, upstream) = (self.route_uri_in(outbound.transport, user, sips), self.route_uri_in(inbound.transport, user, sips));
+        if downstream == upstream {
+            vec![downstream]
         } else {
-            vec![self.route_uri(o, user), self.route_uri(i, user)]
+            vec![downstream, upstream]
         }
     }
 
     fn is_ours(&self, uri: &Uri<'_>) -> bool {
         let Some(addr) = crate::sip::core::socket_addr(uri.host, uri.port) else { return false };
-        self.udp == Some(addr) || self.tcp == Some(addr)
+        [self.udp, self.tcp, self.tls].contains(&Some(addr))
     }
-
 }
 
 /// The proxy itself sent a final non-2xx answer to an initial INVITE: it refused it (483, 404,
@@ -206,6 +218,20 @@ impl Proxy {
         let mut eng = self.engine.lock();
         let mut io = Io::new(out, now);
         eng.target_gone(peer, &mut io);
+        if !io.events.is_empty() {
+            self.calls.feed(now, io.events.drain(..));
+        }
+        drop(eng);
+        self.tell_local_finals(io.local_finals);
+    }
+
+    /// The transport could not reach `peer` (a TCP or TLS connection refused, timed out or
+    /// failed its handshake; a TLS peer with no connection left): what was sent there and not
+    /// yet answered gets 503 upstream at once (RFC 3261 §17.1.4), not a 408 after Timer B.
+    pub fn unreachable(&self, peer: Peer, now: Instant, out: &mut Outbox) {
+        let mut eng = self.engine.lock();
+        let mut io = Io::new(out, now);
+        eng.target_unreachable(peer, &mut io);
         if !io.events.is_empty() {
             self.calls.feed(now, io.events.drain(..));
         }

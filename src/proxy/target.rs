@@ -6,6 +6,7 @@ use super::registrar::Registrar;
 use super::trust::{AgentDirectory, RouteKey, Token};
 use super::Local;
 use crate::routing::PortalEntry;
+use crate::settings::PbxTransport;
 use crate::sip::core::{first_value, HeaderName, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};
 
@@ -101,32 +102,43 @@ pub(crate) fn to_extension(msg: &SipMessage, portal: &PortalEntry, registrar: &R
     Ok(NextHop { peer, request_uri: Some(String::from_utf8_lossy(uri.raw).into_owned()), pop_route: 0 })
 }
 
-/// Next hop of an out-of-dialog request from an agent: the portal's PBX, whatever host the
+/// Next hop of an out-of-dialog request from an agent: the portal's PBX over the transport its
+/// `pbx_host` names (the operator's choice, whatever the agent used), whatever host the
 /// Request-URI names. A Request-URI in one of the portal's own SIP domains (`sip_domains`, the
 /// PBX's host: a phone configured with the PBX's name as its domain and callgate as outbound
 /// proxy) goes on as the phone wrote it (its digest answers were computed over it); any other
 /// host (callgate's address, a stranger's domain) is rewritten to `pbx_host`, so the PBX is
 /// never asked to relay elsewhere.
-pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry, transport: Transport) -> Result<NextHop, Refusal> {
+pub(crate) fn to_pbx(msg: &SipMessage, portal: &PortalEntry) -> Result<NextHop, Refusal> {
     let addr = portal.pbx_addr.ok_or(UNAVAILABLE)?;
-    let transport = not_websocket(transport);
+    let transport = match portal.pbx_transport {
+        PbxTransport::Udp => Transport::Udp,
+        PbxTransport::Tcp => Transport::Tcp,
+        PbxTransport::Tls => Transport::Tls,
+    };
     let ruri = msg.request_uri().and_then(Uri::parse);
     let request_uri = match ruri {
         Some(u) if portal.is_own_domain(u.host, u.port) => None,
         _ => {
             let user = ruri.and_then(|u| u.user).map(|u| String::from_utf8_lossy(u).into_owned());
-            let host = &portal.portal.settings.pbx_host;
+            let host = portal.portal.settings.pbx_host_port();
             Some(user.map_or_else(|| format!("sip:{host}"), |u| format!("sip:{u}@{host}")))
         }
     };
     Ok(NextHop { peer: Peer { addr, transport }, request_uri, pop_route: 0 })
 }
 
+/// Whether the Request-URI is a SIPS URI (then callgate's Record-Route toward a TLS side is one
+/// too, RFC 3261 §16.6 step 4).
+pub(crate) fn is_sips(msg: &SipMessage) -> bool {
+    msg.request_uri().and_then(Uri::parse).is_some_and(|u| u.scheme.eq_ignore_ascii_case(b"sips"))
+}
+
 /// Where a SIP URI points: an IP literal host (names are not resolved on the SIP path), port
 /// 5060 by default, `transport=` parameter else the given one.
 pub(crate) fn uri_peer(uri: &Uri<'_>, default: Transport) -> Option<Peer> {
     let addr = crate::sip::core::socket_addr(uri.host, uri.port)?;
-    let default = not_websocket(default);
+    let default = if uri.scheme.eq_ignore_ascii_case(b"sips") { Transport::Tls } else { not_websocket(default) };
     let transport = match uri.param(b"transport") {
         Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
         Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,

@@ -12,6 +12,7 @@ mod flow;
 mod invite;
 mod malformed;
 mod register;
+mod transport;
 mod trust;
 
 use std::net::SocketAddr;
@@ -133,6 +134,7 @@ impl Harness {
         let local = Local {
             udp: Some(addr(US)),
             tcp: None,
+            tls: None,
         };
         let calls = CallsHandle::new(cfg, t0, 1_700_000_000_000);
         let proxy = Proxy::new(directory, local, calls.clone(), Timers::RFC3261).with_route_key(super::RouteKey::new(&TEST_KEY));

@@ -29,6 +29,9 @@ pub struct PortalEntry {
     /// `pbx_host` as a socket address (resolved at reload), where the proxy sends
     /// agents' requests and how it recognises the PBX.
     pub pbx_addr: Option<std::net::SocketAddr>,
+    /// The transport `pbx_host` names (`;transport=`, UDP by default): how the proxy reaches
+    /// the PBX, whatever transport the agent used.
+    pub pbx_transport: crate::settings::PbxTransport,
     /// The static contacts in the mappings (phones that do not register), with their
     /// extensions: a request from one of them is that agent's, even from the PBX's IP address.
     pub agent_contacts: Vec<(std::net::SocketAddr, String)>,
@@ -46,18 +49,20 @@ pub struct Redirect {
 impl PortalEntry {
     pub(crate) fn build(portal: Portal, mappings: Vec<Mapping>, lines: Vec<Line>) -> Self {
         let mut trusted: Vec<_> = portal.settings.trusted_pbx.iter().filter_map(|t| parse_cidr(t)).collect();
-        if let Some(ip) = pbx_ip(&portal.settings.pbx_host) {
+        let pbx_host = portal.settings.pbx_host_port();
+        if let Some(ip) = pbx_ip(pbx_host) {
             trusted.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
         }
         let redirects = mappings
             .iter()
-            .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: Arc::from(format!("<sip:{}@{}>", m.extension, portal.settings.pbx_host)) }))
+            .map(|m| (m.user_id, Redirect { extension: Arc::from(m.extension.as_str()), contact: Arc::from(format!("<sip:{}@{pbx_host}>", m.extension)) }))
             .collect();
         let agent_contacts = mappings.iter().filter_map(|m| Some((contact_addr(m.contact.as_deref()?)?, m.extension.clone()))).collect();
         Self {
             agent_contacts,
             // Resolved once per reload (reloads run on blocking threads): DNS stays off the SIP path.
-            pbx_addr: std::net::ToSocketAddrs::to_socket_addrs(portal.settings.pbx_host.as_str()).ok().and_then(|mut a| a.next()),
+            pbx_addr: std::net::ToSocketAddrs::to_socket_addrs(pbx_host).ok().and_then(|mut a| a.next()),
+            pbx_transport: portal.settings.pbx_transport(),
             redirects,
             by_user: mappings.iter().map(|m| (m.user_id, m.clone())).collect(),
             by_extension: mappings.into_iter().map(|m| (m.extension.clone(), m)).collect(),

@@ -212,8 +212,9 @@ pub struct PortalSettings {
     pub min_talk_seconds: u32,
     /// Addresses (IP or CIDR) allowed to use the redirect listener and the PBX side of the proxy.
     pub trusted_pbx: Vec<String>,
-    /// The PBX's SIP address, `host:port`; empty: none yet (nothing is sent to a PBX, and no
-    /// address is trusted as one).
+    /// The PBX's SIP address, `host:port`, optionally with the transport callgate reaches it
+    /// over (`10.0.0.2:5060;transport=tcp`: `udp`, the default, `tcp` or `tls`); empty: none yet
+    /// (nothing is sent to a PBX, and no address is trusted as one).
     pub pbx_host: String,
     /// The SIP domains the portal's phones are configured with (the PBX's host names, e.g.
     /// `pbx.example.com`): a phone's request naming one keeps its Request-URI on the way to the
@@ -230,11 +231,56 @@ pub struct PortalSettings {
     pub internal_max_digits: u8,
 }
 
+/// The transport callgate reaches a portal's PBX over (`pbx_host`'s `;transport=` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PbxTransport {
+    /// UDP (the default, as for any `sip:` URI without `transport=`).
+    #[default]
+    Udp,
+    /// TCP, over a connection callgate opens (and keeps) to the PBX.
+    Tcp,
+    /// TLS over TCP, the PBX's certificate checked against the platform roots and `sip.tls_ca_file`.
+    Tls,
+}
+
 impl PortalSettings {
+    /// `pbx_host` without its parameters: `host:port` (what is resolved and put in URIs).
+    pub fn pbx_host_port(&self) -> &str {
+        split_pbx_host(&self.pbx_host).0
+    }
+
+    /// The transport `pbx_host` names (UDP when it names none, or one callgate does not know:
+    /// validation refuses those).
+    pub fn pbx_transport(&self) -> PbxTransport {
+        split_pbx_host(&self.pbx_host).1.ok().flatten().unwrap_or_default()
+    }
+
     /// The far end `number` of a call is not a customer (see `internal_max_digits`).
     pub fn is_internal_number(&self, number: &str) -> bool {
         crate::routing::number::is_internal_number(number, self.internal_max_digits)
     }
+}
+
+/// `10.0.0.2:5060;transport=tcp` -> (`10.0.0.2:5060`, `Ok(Some(Tcp))`). `Err` carries a
+/// parameter that is not `transport=udp|tcp|tls` (case-insensitive).
+pub(crate) fn split_pbx_host(pbx_host: &str) -> (&str, Result<Option<PbxTransport>, &str>) {
+    let mut parts = pbx_host.split(';');
+    let host_port = parts.next().unwrap_or_default().trim();
+    let mut transport = Ok(None);
+    for param in parts {
+        let value = param.trim().split_once('=').filter(|(k, _)| k.trim().eq_ignore_ascii_case("transport")).map(|(_, v)| v.trim());
+        let parsed = match value {
+            Some(v) if v.eq_ignore_ascii_case("udp") => PbxTransport::Udp,
+            Some(v) if v.eq_ignore_ascii_case("tcp") => PbxTransport::Tcp,
+            Some(v) if v.eq_ignore_ascii_case("tls") => PbxTransport::Tls,
+            _ => return (host_port, Err(param)),
+        };
+        if transport.is_ok_and(|t: Option<PbxTransport>| t.is_some()) {
+            return (host_port, Err(param));
+        }
+        transport = Ok(Some(parsed));
+    }
+    (host_port, transport)
 }
 
 impl Default for PortalSettings {

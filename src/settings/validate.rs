@@ -159,8 +159,11 @@ fn check_network(s: &PortalSettings, errs: &mut FieldErrors) {
             errs.add(format!("trusted_pbx[{i}]"), format!("`{}` is not an IP address or CIDR block", clip(entry)));
         }
     }
-    if !s.pbx_host.is_empty() && !valid_host_port(&s.pbx_host) {
+    let (host_port, transport) = split_pbx_host(&s.pbx_host);
+    if !s.pbx_host.is_empty() && !valid_host_port(host_port) {
         errs.add("pbx_host", "must be host:port, e.g. 10.0.0.2:5060");
+    } else if let Err(param) = transport {
+        errs.add("pbx_host", format!("`;{}` is not a transport: add ;transport=udp, ;transport=tcp or ;transport=tls (once) after host:port", clip(param.trim())));
     }
     if s.sip_domains.len() > MAX_SIP_DOMAINS {
         errs.add("sip_domains", format!("at most {MAX_SIP_DOMAINS} domains"));
@@ -307,6 +310,24 @@ mod tests {
         let e = check_settings(&s).unwrap_err();
         let fields: Vec<_> = e.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["trusted_pbx[1]", "trusted_pbx[3]", "pbx_host", "sip_domains[1]", "sip_domains[3]", "correlation_header", "routing_user"]);
+    }
+
+    #[test]
+    fn pbx_host_may_name_a_transport_and_nothing_else() {
+        for (host, transport) in [("10.0.0.2:5060", PbxTransport::Udp), ("10.0.0.2:5060;transport=tcp", PbxTransport::Tcp), ("pbx.example.com:5061;Transport=TLS", PbxTransport::Tls), ("[::1]:5060;transport=udp", PbxTransport::Udp)] {
+            let s = PortalSettings { pbx_host: host.into(), ..Default::default() };
+            assert!(check_settings(&s).is_ok(), "{host}");
+            assert_eq!(s.pbx_transport(), transport, "{host}");
+            assert_eq!(s.pbx_host_port(), host.split(';').next().unwrap());
+        }
+        for bad in ["10.0.0.2:5060;transport=sctp", "10.0.0.2:5060;lr", "10.0.0.2:5060;transport=tcp;transport=udp", "10.0.0.2:5060;transport="] {
+            let s = PortalSettings { pbx_host: bad.into(), ..Default::default() };
+            let e = check_settings(&s).unwrap_err();
+            assert_eq!((e.0.len(), e.0[0].field.as_str()), (1, "pbx_host"), "{bad}");
+            assert!(e.0[0].message.contains("transport"), "{}", e.0[0].message);
+        }
+        let s = PortalSettings { pbx_host: "pbx;transport=tcp".into(), ..Default::default() };
+        assert!(check_settings(&s).unwrap_err().0[0].message.contains("host:port"));
     }
 
     #[test]

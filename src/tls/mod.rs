@@ -5,6 +5,8 @@
 //! - [`TlsHandshaker`] runs HTTPS handshakes in each connection's own task (at most
 //!   [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]), so one slow or silent client
 //!   never holds up the HTTP accept loop.
+//! - [`client_config`] is how callgate dials TLS itself (a PBX over SIP TLS): platform roots
+//!   plus `sip.tls_ca_file`, certificates always verified.
 //! - [`dev_pki`] makes a throw-away development CA and a server certificate signed by it
 //!   (`callgate gen-cert`, and the tests). No key is ever committed: see `certs/README.md`.
 //!
@@ -86,6 +88,30 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A client config for dialling TLS servers (a PBX over SIP TLS): certificates verified against
+/// the platform's roots plus the CA certificate(s) in the PEM file `extra_roots`, if given.
+///
+/// # Errors
+/// [`TlsError::Pem`] for an unreadable or empty `extra_roots`, [`TlsError::Rustls`] when no root
+/// is left to trust (no system roots and no extra ones) or one is unusable.
+pub fn client_config(extra_roots: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = Vec::new();
+    if let Some(path) = extra_roots {
+        let pem_err = |message: String| TlsError::Pem { what: "certificate", path: path.display().to_string(), message };
+        roots = CertificateDer::pem_file_iter(path).map_err(|e| pem_err(e.to_string()))?.collect::<Result<_, _>>().map_err(|e| pem_err(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(pem_err("no CERTIFICATE block".into()));
+        }
+    }
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider())?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 

@@ -41,7 +41,7 @@ window.CALLGATE_STRINGS = {
 
     hintActive: 'Turns the whole integration for this portal on or off; while off callgate neither routes calls nor writes to Bitrix24.',
     hintTelephonyMode: 'Where agents talk: in the browser widget (WebRTC) or on SIP phones behind callgate\'s proxy (IP telephony).',
-    hintPbxHost: 'The PBX\'s SIP address (host:port) that callgate sends agents\' calls to.',
+    hintPbxHost: 'The PBX\'s SIP address (host:port) that callgate sends agents\' calls to; add ;transport=tcp or ;transport=tls for a PBX on TCP or TLS (UDP by default).',
     hintSipDomains: 'Host names your phones use as their SIP domain (the PBX\'s name, one per line). Requests naming one reach the PBX as written; any other host is replaced with the PBX address.',
     hintTrustedPbx: 'IP addresses or CIDR blocks (one per line) allowed to ask for routing decisions and to use the proxy\'s PBX side.',
     hintCorrelationHeader: 'The SIP header in which the PBX passes its own call id, so legs of one call are joined.',
@@ -141,7 +141,7 @@ window.CALLGATE_STRINGS = {
 
     hintActive: 'Включает и выключает всю интеграцию для портала; выключенная, она не маршрутизирует звонки и ничего не пишет в Bitrix24.',
     hintTelephonyMode: 'Где разговаривают сотрудники: в браузерном виджете (WebRTC) или на SIP-телефонах через прокси callgate (IP телефония).',
-    hintPbxHost: 'SIP-адрес АТС (хост:порт), куда callgate отправляет звонки сотрудников.',
+    hintPbxHost: 'SIP-адрес АТС (хост:порт), куда callgate отправляет звонки сотрудников; добавьте ;transport=tcp или ;transport=tls для АТС на TCP или TLS (по умолчанию UDP).',
     hintSipDomains: 'Имена, которые телефоны используют как SIP-домен (имя АТС, по одному в строке). Запросы с таким именем уходят на АТС как есть; любой другой адрес заменяется адресом АТС.',
     hintTrustedPbx: 'IP-адреса или CIDR-блоки (по одному в строке), которым разрешено запрашивать маршрутизацию и работать со стороной АТС прокси.',
     hintCorrelationHeader: 'SIP-заголовок, в котором АТС передаёт свой id звонка, чтобы плечи одного звонка объединялись.',

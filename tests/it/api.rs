@@ -14,7 +14,8 @@ fn full_settings() -> Value {
         "other": {"calltracking": true, "utm_tags": ["utm_source", "utm_term"], "chat_message": false},
         "min_talk_seconds": 5,
         "trusted_pbx": ["10.0.0.0/24", "192.0.2.7", "2001:db8::1"],
-        "pbx_host": "10.0.0.2:5070",
+        "pbx_host": "10.0.0.2:5070;transport=tcp",
+        "sip_domains": ["pbx.comagic.example", "10.0.0.2"],
         "correlation_header": "X-PBX-Call",
         "routing_user": "manager-lookup",
         "internal_max_digits": 5

@@ -28,6 +28,7 @@ mod proxy;
 mod redirect;
 mod rules;
 mod tls;
+mod transport;
 mod settings_page;
 mod shutdown;
 mod stories;

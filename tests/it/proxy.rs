@@ -52,7 +52,9 @@ impl Office {
         assert_eq!(status, 201, "{created}");
         let id = created["id"].as_i64().unwrap();
         let mut settings = gw.api(Method::GET, &format!("/api/v1/portals/{id}/settings"), None).await.1;
-        settings["pbx_host"] = json!(format!("{PBX_IP}:{pbx}"));
+        // The PBX is on the office's transport: callgate reaches it the way pbx_host says.
+        let pbx_transport = if transport == "tcp" { ";transport=tcp" } else { "" };
+        settings["pbx_host"] = json!(format!("{PBX_IP}:{pbx}{pbx_transport}"));
         settings["trusted_pbx"] = json!([PBX_IP.to_string()]);
         settings["incoming"]["default_responsible"] = json!(1);
         settings["outgoing"]["default_responsible"] = json!(2);

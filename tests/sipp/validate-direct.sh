@@ -115,7 +115,8 @@ run_pair dial-proxy-challenged pbx-uas-challenge.xml "-key user 101 -key passwor
 run_pair dial-422         pbx-uas-interval-too-small.xml "" \
          agent-dial-session-timer.xml "-key ext 101 -key dial 79161234567 -key talk_ms 300" \
          "" "^Session-Expires: 1800"
-# (phone-register.xml and pbx-registrar.xml need callgate between them: the PBX requires its Path.)
+# (phone-register.xml and pbx-registrar.xml need callgate between them: the PBX requires its Path;
+# phone-subscribe.xml and pbx-notify.xml likewise: the PBX requires its Record-Route.)
 
 echo "$((n - failed))/$n pairs passed; traces in $TMP"
 [ "$failed" -eq 0 ]

@@ -11,7 +11,7 @@ fn ws(s: &str) -> Peer {
 }
 
 fn local() -> Local {
-    Local { udp: Some(addr(US)), tcp: Some(addr(US)) }
+    Local { udp: Some(addr(US)), tcp: Some(addr(US)), tls: None }
 }
 
 fn request(start: &str, routes: &str) -> SipMessage {
@@ -25,11 +25,11 @@ fn request(start: &str, routes: &str) -> SipMessage {
 #[test]
 fn record_route_toward_a_browser_is_doubled_and_stays_single_on_udp() {
     let l = local();
-    let rr = l.record_route(udp(PBX), ws("127.0.0.1:40123"), "cgr.t");
+    let rr = l.record_route(udp(PBX), ws("127.0.0.1:40123"), "cgr.t", false);
     assert_eq!(rr, ["<sip:cgr.t@127.0.0.1:5060;transport=ws;lr>".to_owned(), "<sip:cgr.t@127.0.0.1:5060;lr>".to_owned()]);
-    let back = l.record_route(ws("127.0.0.1:40123"), udp(PBX), "cgr.t");
+    let back = l.record_route(ws("127.0.0.1:40123"), udp(PBX), "cgr.t", false);
     assert_eq!(back, ["<sip:cgr.t@127.0.0.1:5060;lr>".to_owned(), "<sip:cgr.t@127.0.0.1:5060;transport=ws;lr>".to_owned()]);
-    assert_eq!(l.record_route(udp(PBX), udp(PHONE_101), "cgr.t"), ["<sip:cgr.t@127.0.0.1:5060;lr>".to_owned()]);
+    assert_eq!(l.record_route(udp(PBX), udp(PHONE_101), "cgr.t", false), ["<sip:cgr.t@127.0.0.1:5060;lr>".to_owned()]);
 }
 
 #[test]

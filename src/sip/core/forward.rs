@@ -19,6 +19,9 @@ pub struct RequestEdit<'a> {
     pub request_uri: Option<&'a [u8]>,
     /// The Via value to put on top, e.g. `SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK..`.
     pub via: &'a [u8],
+    /// The received top Via value with `received`/`rport` filled in (`Via::stamped`), to take
+    /// its place (`None`: copied as received).
+    pub top_via: Option<&'a [u8]>,
     /// Record-Route values to add above the received ones (two when changing transport).
     pub record_route: &'a [&'a [u8]],
     /// A Path value to add (a REGISTER relayed by an edge proxy, RFC 3327).
@@ -53,11 +56,21 @@ pub fn write_forwarded_request(req: &SipMessage, edit: &RequestEdit<'_>, out: &m
     }
     let mut to_pop = edit.pop_route;
     let mut saw_max_forwards = false;
+    let mut top_via = edit.top_via;
     for (name, raw_name, value) in req.header_lines() {
         if edit.strip.is_some_and(|strip| strip(name, raw_name)) {
             continue;
         }
         match name {
+            HeaderName::Via if top_via.is_some() => {
+                let stamped = top_via.take().unwrap_or_default();
+                let rest = value_after_first(value);
+                if rest.is_empty() {
+                    line(out, raw_name, stamped);
+                } else {
+                    line(out, raw_name, &[stamped, b", ", rest].concat());
+                }
+            }
             HeaderName::MaxForwards => {
                 saw_max_forwards = true;
                 let hops = req.max_forwards().unwrap_or(70).saturating_sub(1);
@@ -181,7 +194,7 @@ mod tests {
         let req = parse(INVITE);
         let mut out = BytesMut::new();
         let rr: &[&[u8]] = &[b"<sip:127.0.0.1:5060;lr>"];
-        let edit = RequestEdit { request_uri: Some(b"sip:101@127.0.0.1:6001"), via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-cg-1", record_route: rr, path: None, pop_route: 1, strip: None };
+        let edit = RequestEdit { request_uri: Some(b"sip:101@127.0.0.1:6001"), via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-cg-1", record_route: rr, pop_route: 1, ..Default::default() };
         write_forwarded_request(&req, &edit, &mut out);
         let fwd = SipMessage::parse(out.freeze()).expect("the output parses");
         assert_eq!(fwd.request_uri(), Some(&b"sip:101@127.0.0.1:6001"[..]));
@@ -204,6 +217,17 @@ mod tests {
         assert_eq!(fwd.max_forwards(), Some(70));
         assert_eq!(fwd.header(HeaderName::Route), None);
         assert_eq!(fwd.request_uri(), Some(&b"sip:101@127.0.0.1:5060"[..]));
+    }
+
+    #[test]
+    fn the_stamped_top_via_replaces_the_first_value_only() {
+        let req = parse(&INVITE.replace("Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-pbx-1\n", "Via: SIP/2.0/UDP 10.0.0.5;rport;branch=z9hG4bK-ph, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-b\nVia: SIP/2.0/UDP 10.0.0.10;branch=z9hG4bK-c\n"));
+        let mut out = BytesMut::new();
+        let stamped = b"SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK-ph;received=192.0.2.1;rport=4000";
+        write_forwarded_request(&req, &RequestEdit { via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-x", top_via: Some(stamped), ..Default::default() }, &mut out);
+        let fwd = SipMessage::parse(out.freeze()).expect("the output parses");
+        let vias: Vec<_> = fwd.values(HeaderName::Via).map(<[u8]>::trim_ascii).collect();
+        assert_eq!(vias, [&b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-x"[..], stamped, b"SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-b", b"SIP/2.0/UDP 10.0.0.10;branch=z9hG4bK-c"]);
     }
 
     #[test]

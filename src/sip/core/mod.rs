@@ -51,6 +51,7 @@ mod parse;
 mod response;
 mod scan;
 mod table;
+pub mod stun;
 pub mod transaction;
 mod uri;
 mod validate;

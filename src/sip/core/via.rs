@@ -4,8 +4,11 @@
 //! folded line breaks) allowed around `/`, `:`, `;` and `=` as RFC 4475 §3.1.1.1 exercises.
 //! IPv6 hosts keep their brackets. Empty parameters (`;;`) are refused (RFC 4475 §3.1.2.1).
 
-use super::scan::{comma_values, find_param, header_params, parse_port, Cursor};
-use super::uri::host;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use super::scan::{comma_values, find_param, header_params, params, parse_port, Cursor};
+use super::uri::{host, socket_addr};
 
 /// One Via value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,37 @@ impl<'a> Via<'a> {
     pub fn has_rfc3261_branch(&self) -> bool {
         self.branch
             .is_some_and(|b| b.starts_with(b"z9hG4bK") && b.len() > 7)
+    }
+}
+
+impl Via<'_> {
+    /// This value as a server passes it on after receiving it from `source` (RFC 3261 §18.2.1,
+    /// RFC 3581 §4): with `received=` the source address when the sent-by host is not that
+    /// address (a name, or another IP) or `rport` is asked for, and `rport=` the source port when
+    /// asked for. Every other parameter is kept, in order. `None` when nothing changes.
+    #[must_use]
+    pub fn stamped(&self, source: SocketAddr) -> Option<String> {
+        let rport = self.rport.is_some();
+        let differs = socket_addr(self.host, None).is_none_or(|a| a.ip() != source.ip());
+        if !rport && !differs {
+            return None;
+        }
+        let head_len = if self.params.is_empty() { self.raw.len() } else { (self.params.as_ptr() as usize).saturating_sub(self.raw.as_ptr() as usize) };
+        let head = self.raw.get(..head_len).unwrap_or(self.raw).trim_ascii_end();
+        let mut out = String::from_utf8_lossy(head.strip_suffix(b";").unwrap_or(head).trim_ascii_end()).into_owned();
+        for p in params(self.params).filter(|p| !p.name.eq_ignore_ascii_case(b"received") && !p.name.eq_ignore_ascii_case(b"rport")) {
+            out.push(';');
+            out.push_str(&String::from_utf8_lossy(p.name));
+            if let Some(v) = p.value {
+                out.push('=');
+                out.push_str(&String::from_utf8_lossy(v));
+            }
+        }
+        let _ = write!(out, ";received={}", source.ip());
+        if rport {
+            let _ = write!(out, ";rport={}", source.port());
+        }
+        Some(out)
     }
 }
 
@@ -206,6 +240,23 @@ mod tests {
         );
         assert!(v.raw.ends_with(b"z9hG4bK9ikj8"));
         assert!(v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn received_and_rport_are_stamped_when_asked_for_or_the_host_differs() {
+        let from: std::net::SocketAddr = "203.0.113.7:40123".parse().unwrap();
+        let stamp = |raw: &[u8]| parse(raw).stamped(from);
+        assert_eq!(stamp(b"SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport").as_deref(), Some("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;received=203.0.113.7;rport=40123"));
+        assert_eq!(stamp(b"SIP/2.0/UDP 10.0.0.5 ; rport ; branch=z9hG4bK1").as_deref(), Some("SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1;received=203.0.113.7;rport=40123"));
+        assert_eq!(stamp(b"SIP/2.0/TCP phone.invalid;branch=z9hG4bK1").as_deref(), Some("SIP/2.0/TCP phone.invalid;branch=z9hG4bK1;received=203.0.113.7"), "a name: received only");
+        assert_eq!(stamp(b"SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK1"), None, "sent from where it says, no rport: unchanged");
+        assert_eq!(stamp(b"SIP/2.0/UDP 203.0.113.7:5060;rport;branch=z9hG4bK1").as_deref(), Some("SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK1;received=203.0.113.7;rport=40123"), "rport: received even when equal (RFC 3581 §4)");
+        assert_eq!(stamp(b"SIP/2.0/UDP 10.0.0.5;received=1.2.3.4;rport=9;branch=z9hG4bK1").as_deref(), Some("SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1;received=203.0.113.7;rport=40123"), "a sender's own values are replaced");
+        let v6: std::net::SocketAddr = "[2001:db8::9]:5062".parse().unwrap();
+        let stamped = parse(b"SIP/2.0/UDP [2001:db8::1];rport;branch=z9hG4bK1").stamped(v6).unwrap();
+        assert_eq!(stamped, "SIP/2.0/UDP [2001:db8::1];branch=z9hG4bK1;received=2001:db8::9;rport=5062");
+        let again = parse(stamped.as_bytes());
+        assert_eq!((again.received, again.rport), (Some(&b"2001:db8::9"[..]), Some(Some(5062))), "the result parses");
     }
 
     #[test]

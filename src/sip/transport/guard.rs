@@ -194,6 +194,18 @@ impl SipHandler for Guarded {
             out.clear();
         }
     }
+
+    fn on_unreachable(&self, peer: Peer, now: Instant, out: &mut Outbox) {
+        if !self.run(listener_name(peer.transport), Some(peer), b"", || self.inner.on_unreachable(peer, now, out)) {
+            out.clear();
+        }
+    }
+
+    fn tls_server_name(&self, addr: std::net::SocketAddr) -> Option<String> {
+        let mut name = None;
+        self.run(listener_name(Transport::Tls), None, b"", || name = self.inner.tls_server_name(addr));
+        name
+    }
 }
 
 #[cfg(test)]

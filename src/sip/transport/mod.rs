@@ -17,8 +17,10 @@
 //!   [`SipHandler::on_closed`] when the socket goes (a browser agent's flow ends with it).
 //!
 //! - `hub`: sends to any destination: UDP through the listening socket (so replies come from the
-//!   address peers know), TCP over the connection to that peer, opened on demand. A proxy
-//!   forwards between transports, so both drivers hand what they cannot send themselves to it.
+//!   address peers know), TCP and TLS over the connection to that peer, opened on demand (TLS
+//!   only with a client configuration). A proxy forwards between transports, so both drivers
+//!   hand what they cannot send themselves to it. A connection that cannot be opened is
+//!   reported to the handler ([`SipHandler::on_unreachable`]).
 //!
 //! - `guard`: supervision. Every driver calls the handler through [`Guarded`], so a panic in
 //!   it is caught and counted and the listener goes on; each listener loop holds an [`Alive`],
@@ -129,5 +131,21 @@ pub trait SipHandler: Send + Sync + 'static {
     /// other destinations go into `out`. The default does nothing.
     fn on_closed(&self, peer: Peer, now: Instant, out: &mut Outbox) {
         let _ = (peer, now, out);
+    }
+
+    /// Messages for `peer` could not be delivered: a TCP or TLS connection to it could not be
+    /// opened (refused, timed out, the TLS handshake failed), or a TLS peer has no connection
+    /// left and callgate cannot dial it. What waits for an answer from there should fail now
+    /// (RFC 3261 §17.1.4). Messages for other destinations go into `out`. The default does
+    /// nothing.
+    fn on_unreachable(&self, peer: Peer, now: Instant, out: &mut Outbox) {
+        let _ = (peer, now, out);
+    }
+
+    /// The name to check a TLS server's certificate against when callgate dials `addr` (a
+    /// PBX's `pbx_host` name); `None`: its IP address.
+    fn tls_server_name(&self, addr: SocketAddr) -> Option<String> {
+        let _ = addr;
+        None
     }
 }

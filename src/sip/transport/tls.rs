@@ -3,8 +3,9 @@
 //! Each accepted connection takes a slot (the TLS listener has its own `sip.max_tcp_connections`
 //! slots), finishes its handshake within [`crate::tls::HANDSHAKE_TIMEOUT`] in its own task, then
 //! runs the same Content-Length framing as TCP. The hub sends over these connections while they
-//! last; callgate never dials TLS itself (a send to a TLS peer without a connection is dropped
-//! and counted, like one to a closed WebSocket flow).
+//! last, and dials TLS itself (client side, `Hub::set_tls_client`) toward a peer it has no
+//! connection to: a PBX whose `pbx_host` says `;transport=tls`. Without a client configuration
+//! such a peer is unreachable (`SipHandler::on_unreachable`).
 
 use std::sync::Arc;
 

@@ -140,6 +140,16 @@ impl ClientInvite {
         }
     }
 
+    /// The transport reports that the INVITE could not be delivered (RFC 3261 §17.1.4: the
+    /// connection to the peer could not be opened). Only in Calling, before any response: once
+    /// one came, the peer has the request. Then drain [`Self::poll_output`].
+    pub fn handle_transport_error(&mut self) {
+        if matches!(self.phase, Phase::Calling { .. }) {
+            self.out.push_back(Output::TransportError);
+            self.terminate();
+        }
+    }
+
     /// The earliest armed timer, or `None` when none is (Proceeding, Terminated). Check it
     /// again after every `handle_*` call: transitions arm and disarm timers.
     #[must_use]

@@ -135,6 +135,16 @@ impl ClientNonInvite {
         }
     }
 
+    /// The transport reports that the request could not be delivered (RFC 3261 §17.1.4: the
+    /// connection to the peer could not be opened). Only in Trying, before any response: once
+    /// one came, the peer has the request. Then drain [`Self::poll_output`].
+    pub fn handle_transport_error(&mut self) {
+        if matches!(self.phase, Phase::Waiting { proceeding: false, .. }) {
+            self.out.push_back(Output::TransportError);
+            self.terminate();
+        }
+    }
+
     /// The earliest armed timer, or `None` when none is. Check it again after every
     /// `handle_*` call: transitions arm and disarm timers.
     #[must_use]

@@ -28,6 +28,7 @@
 //! ClientInvite (§17.1.1, RFC 6026 §8.4)         Timer A: retransmit, T1 doubling, no cap
 //!   Calling --1xx--> Proceeding --1xx--> Proceeding     (1xx go up; Timer B stops, see file)
 //!   Calling --Timer B--> Timeout, Terminated
+//!   Calling --transport error--> TransportError, Terminated
 //!   Calling|Proceeding --300-699--> Completed --Timer D--> Terminated
 //!       (ACK sent, response up once; a retransmitted final re-sends the ACK)
 //!   Calling|Proceeding --2xx--> Accepted --Timer M--> Terminated  (every 2xx up, no ACK)
@@ -35,6 +36,7 @@
 //!   Trying --1xx--> Proceeding
 //!   Trying|Proceeding --200-699--> Completed --Timer K--> Terminated
 //!   Trying|Proceeding --Timer F--> Timeout, Terminated
+//!   Trying --transport error--> TransportError, Terminated
 //! ServerInvite (§17.2.1, RFC 6026 §7.1)     Timer G: retransmit the final, T1 doubling to T2
 //!   Proceeding --TU 1xx--> Proceeding    (100 Trying from the machine after 200 ms of silence)
 //!   Proceeding --TU 300-699--> Completed --ACK--> Confirmed --Timer I--> Terminated
@@ -127,6 +129,10 @@ pub enum Output {
     /// Timer B, F or H fired: no (final) response, or no ACK, arrived in time. For a client
     /// transaction the TU treats it as a 408 (RFC 3261 §8.1.3.1). `Terminated` follows.
     Timeout,
+    /// Client transactions: the transport could not deliver the request (a connection to the
+    /// peer could not be opened, RFC 3261 §17.1.4). The TU treats it as a 503 (§8.1.3.1,
+    /// §16.7 step 5 for a proxy). `Terminated` follows.
+    TransportError,
     /// The transaction is over: the driver may drop it. Emitted exactly once, last.
     Terminated,
 }

@@ -238,3 +238,19 @@ fn responses_after_termination_and_requests_are_ignored() {
     assert!(sim.take().is_empty());
     assert_eq!(sim.m.state(), ClientInviteState::Terminated);
 }
+
+#[test]
+fn a_transport_error_in_calling_ends_it_at_once_and_later_ones_are_ignored() {
+    let (mut sim, inv) = start(true);
+    sim.event(ms(40), |tx, _| tx.handle_transport_error());
+    assert_eq!(sim.m.state(), ClientInviteState::Terminated);
+    assert_eq!(events(&sim.take()), [(ms(40), Ev::TransportError), (ms(40), Ev::Terminated)]);
+    sim.event(ms(50), |tx, _| tx.handle_transport_error());
+    assert!(sim.take().is_empty(), "nothing after Terminated");
+    // Once the peer answered, it has the request: a later failure is not this INVITE's.
+    let (mut sim, _) = start(true);
+    respond_at(&mut sim, ms(10), &respond(&inv, 180, Some(b"uas1")));
+    sim.event(ms(40), |tx, _| tx.handle_transport_error());
+    assert_eq!(sim.m.state(), ClientInviteState::Proceeding);
+    assert_eq!(events(&sim.take()), [(ms(10), Ev::Response(180))]);
+}

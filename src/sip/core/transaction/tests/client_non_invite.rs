@@ -102,3 +102,15 @@ fn reliable_sends_once_times_out_at_64_t1_and_final_terminates_at_once() {
     );
     assert_eq!(sim.m.poll_timeout(), None);
 }
+
+#[test]
+fn a_transport_error_in_trying_ends_it_at_once_not_after_a_response() {
+    let (mut sim, req) = start(true);
+    sim.event(ms(5), |tx, _| tx.handle_transport_error());
+    assert_eq!(sim.m.state(), ClientNonInviteState::Terminated);
+    assert_eq!(events(&sim.take()), [(ms(5), Ev::TransportError), (ms(5), Ev::Terminated)]);
+    let (mut sim, _) = start(false);
+    respond_at(&mut sim, ms(10), &respond(&req, 100, None));
+    sim.event(ms(20), |tx, _| tx.handle_transport_error());
+    assert_eq!(sim.m.state(), ClientNonInviteState::Proceeding);
+}

@@ -74,6 +74,7 @@ pub(super) enum Ev {
     Response(u16),
     Request(Method),
     Timeout,
+    TransportError,
     Terminated,
 }
 
@@ -84,6 +85,7 @@ impl From<Output> for Ev {
             Output::Response(msg) => Self::Response(msg.status().expect("a response")),
             Output::Request(msg) => Self::Request(msg.method().expect("a request")),
             Output::Timeout => Self::Timeout,
+            Output::TransportError => Self::TransportError,
             Output::Terminated => Self::Terminated,
         }
     }
