@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::baresip::{Baresip, Transport};
 use super::office::{media_port, Office, CUSTOMER};
-use super::pbx_params;
 use crate::common::sipp::SippRun;
 use crate::fake_b24::CallState;
 
@@ -35,7 +34,7 @@ async fn talk(phone: &Baresip) -> (u64, u64) {
 /// and resumes (sendrecv, RTP flows again), then hangs up. callgate reports one answered call of
 /// user 11 with one hold that ended.
 async fn takes_a_call_with_audio_holds_and_resumes(t: Transport) {
-    let o = Office::open_with(pbx_params(t)).await;
+    let o = Office::open().await;
     let phone = o.registered_phone("101", t).await;
     let customer = o.customer_calls("101", "in-1", ["", ""]);
     let incoming = phone.answer().await;
@@ -75,7 +74,7 @@ async fn takes_a_call_with_audio_holds_and_resumes(t: Transport) {
 /// RTP flows both ways; the phone hangs up after a second or more. One answered outgoing call of
 /// user 11 with its real duration, for callgate and for Bitrix24.
 async fn places_a_call_the_pbx_challenges(t: Transport) {
-    let o = Office::open_with(pbx_params(t)).await;
+    let o = Office::open().await;
     let phone = o.registered_phone("101", t).await;
     let customer = o.customer_answers();
     phone.dial(CUSTOMER).await;
@@ -107,7 +106,7 @@ async fn places_a_call_the_pbx_challenges(t: Transport) {
 /// 45 s): the two refreshes are re-INVITEs with the same media, answered sendrecv; the call lasts
 /// longer than the session interval and its record has no hold.
 async fn outlives_its_session_timer_with_no_hold(t: Transport) {
-    let o = Office::open_with(pbx_params(t)).await;
+    let o = Office::open().await;
     let phone = o.registered_phone("101", t).await;
     let customer = crate::common::sipp::Sipp::new("trunk-calls-refresh.xml", &o.pbx.addr.to_string())
         .at(o.pbx.trunk)
@@ -146,13 +145,11 @@ async fn baresip_takes_a_call_along_the_path_with_audio_and_holds_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_takes_a_call_along_the_path_with_audio_and_holds_over_tcp() {
     takes_a_call_with_audio_holds_and_resumes(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_takes_a_call_along_the_path_with_audio_and_holds_over_tls() {
     takes_a_call_with_audio_holds_and_resumes(Transport::Tls).await;
 }
@@ -163,13 +160,11 @@ async fn baresip_places_a_call_the_pbx_challenges_reported_answered_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_places_a_call_the_pbx_challenges_reported_answered_over_tcp() {
     places_a_call_the_pbx_challenges(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_places_a_call_the_pbx_challenges_reported_answered_over_tls() {
     places_a_call_the_pbx_challenges(Transport::Tls).await;
 }

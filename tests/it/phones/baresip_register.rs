@@ -5,13 +5,12 @@
 use super::baresip::Transport;
 use super::nat::LAN_IP;
 use super::office::Office;
-use super::pbx_params;
 
 /// The phone registers through callgate with the PBX, which challenges it (401) and stores the
 /// phone's own Contact with callgate's Path: the REGISTER reached the PBX once, naming the PBX's
 /// domain as the phone wrote it.
 async fn registers_with_the_pbx_domain(t: Transport) {
-    let o = Office::open_with(pbx_params(t)).await;
+    let o = Office::open().await;
     let phone = o.registered_phone("101", t).await;
     let (contact, path) = o.pbx.registration("101").await.expect("the PBX stored 101");
     assert!(contact.starts_with("<sip:101-") && contact.contains(&format!("@{}:", phone.sip.ip())), "the phone's own Contact: {contact}\n{}", o.pbx.log());
@@ -20,6 +19,7 @@ async fn registers_with_the_pbx_domain(t: Transport) {
     let registers: Vec<&str> = log.lines().filter(|l| l.contains("PBX got REGISTER")).collect();
     assert!(registers.iter().all(|l| l.contains("PBX got REGISTER sip:pbx.office.example")), "the Request-URI the phone wrote: {registers:#?}");
     assert!(registers.iter().all(|l| !l.contains(&format!("from {}", phone.sip.ip()))), "every REGISTER came through callgate: {registers:#?}");
+    assert!(registers.iter().all(|l| l.contains("(udp)")), "the PBX is on UDP whatever the phone uses: {registers:#?}");
     assert_eq!(log.matches("PBX registered 101").count(), 1, "one challenge, one registration:\n{log}");
 }
 
@@ -28,7 +28,7 @@ async fn registers_with_the_pbx_domain(t: Transport) {
 /// Path to the Contact the PBX stored, reaches it through the NAT (every SIP message it heard came
 /// from the NAT); it answers.
 async fn registers_and_takes_a_call_behind_a_nat(t: Transport) {
-    let o = Office::open_with(pbx_params(t)).await;
+    let o = Office::open().await;
     let (phone, peer) = o.registered_phone_behind_nat("101", t).await;
     let (contact, _) = o.pbx.registration("101").await.expect("the PBX stored 101");
     assert!(contact.contains(&LAN_IP.to_string()), "the Contact names the LAN address: {contact}");
@@ -50,13 +50,11 @@ async fn baresip_registers_with_the_pbx_domain_through_callgate_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_registers_with_the_pbx_domain_through_callgate_over_tcp() {
     registers_with_the_pbx_domain(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_registers_with_the_pbx_domain_through_callgate_over_tls() {
     registers_with_the_pbx_domain(Transport::Tls).await;
 }
@@ -67,13 +65,11 @@ async fn baresip_behind_a_nat_registers_and_takes_a_call_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_behind_a_nat_registers_and_takes_a_call_over_tcp() {
     registers_and_takes_a_call_behind_a_nat(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_behind_a_nat_registers_and_takes_a_call_over_tls() {
     registers_and_takes_a_call_behind_a_nat(Transport::Tls).await;
 }

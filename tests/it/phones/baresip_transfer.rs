@@ -14,7 +14,6 @@
 use super::baresip::{Baresip, Transport};
 use super::office::{Office, CUSTOMER};
 use super::pbx::PBX_DOMAIN;
-use super::pbx_params;
 use crate::common::sipp::SippRun;
 
 fn succeeded(run: &SippRun, who: &str, phone: &Baresip) {
@@ -23,7 +22,7 @@ fn succeeded(run: &SippRun, who: &str, phone: &Baresip) {
 
 /// An office whose calls go to their last talker, with 101 and 102 registered over `t`.
 async fn office_of_two(t: Transport) -> (Office, Baresip, Baresip) {
-    let o = Office::open_with(pbx_params(t)).await;
+    let o = Office::open().await;
     o.settings(|s| s["incoming"]["assign_responsible_to"] = serde_json::json!("last")).await;
     let a = o.registered_phone("101", t).await;
     let b = o.registered_phone("102", t).await;
@@ -118,13 +117,11 @@ async fn baresip_blind_transfer_ends_with_the_target_as_last_talker_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_blind_transfer_ends_with_the_target_as_last_talker_over_tcp() {
     blind_transfer(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_blind_transfer_ends_with_the_target_as_last_talker_over_tls() {
     blind_transfer(Transport::Tls).await;
 }
@@ -135,13 +132,11 @@ async fn baresip_attended_transfer_ends_with_the_target_as_last_talker_over_udp(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp (the PBX on UDP behind phones on TCP); with a plain pbx_host (PBX over TCP) this passes"]
 async fn baresip_attended_transfer_ends_with_the_target_as_last_talker_over_tcp() {
     attended_transfer(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 16 item 4: pbx_host with ;transport=udp, and a Route naming callgate's TLS listener taken for callgate (today the outbound-proxy REGISTER over TLS gets 403)"]
 async fn baresip_attended_transfer_ends_with_the_target_as_last_talker_over_tls() {
     attended_transfer(Transport::Tls).await;
 }

@@ -39,11 +39,6 @@ pub struct Office {
 impl Office {
     /// An office whose PBX is on UDP (`pbx_host` names no transport).
     pub async fn open() -> Self {
-        Self::open_with("").await
-    }
-
-    /// An office whose `pbx_host` ends with `pbx_params` (e.g. `;transport=udp`).
-    pub async fn open_with(pbx_params: &str) -> Self {
         let tls = tempfile::tempdir().unwrap();
         let ca = write_pki(tls.path());
         let dir = tempfile::tempdir().unwrap();
@@ -58,7 +53,7 @@ impl Office {
         gw.keep_dir(dir);
         let pbx = Pbx::start().await;
         let fake = FakeB24::spawn().await;
-        let portal = open_portal(&gw, &fake, &format!("{}{pbx_params}", pbx.addr)).await;
+        let portal = open_portal(&gw, &fake, &pbx.addr.to_string()).await;
         Self { gw, pbx, fake, portal, ca, _tls: tls }
     }
 
