@@ -65,6 +65,7 @@ async fn takes_a_call_with_audio_holds_and_resumes(t: Transport) {
     // Registered with the incoming default responsible (no personal manager was routed), finished
     // with the agent who answered.
     assert_eq!((reported.call_type, reported.phone_number.as_str()), (2, CUSTOMER), "{reported:#?}");
+    assert!(reported.shows.iter().any(|users| users.contains(&11)), "the card was shown to user 11 while 101 rang: {reported:#?}");
     assert_eq!((finish.user_id, finish.status_code.as_deref()), (11, Some("200")), "{reported:#?}");
     assert!(finish.duration > 0, "{reported:#?}");
 }
