@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs callgate's whole test suite on a fresh machine: installs what the tests need when it is
-# missing (SIPp from Debian's sip-tester; Kamailio only for the benchmark scripts), then runs
-# `cargo test`. Needs root (or sudo) only when something must be installed.
+# missing (SIPp from Debian's sip-tester, Kamailio and baresip for the real-phone tests), then
+# runs `cargo test`. Needs root (or sudo) only when something must be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+# Real phones (tests/it/phones): Kamailio plays the PBX's registrar, baresip the agents' phones
+# (baresip-core: the binary and its modules, without the GUI). They fail, not skip, when missing.
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 # Browser tests (tests/it/browser.rs, settings_page.rs): Debian's Chromium, driven by playwright-core (never a
 # downloaded browser). They fail, not skip, when these are missing.
 [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ] || need+=(chromium)
@@ -16,7 +20,6 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # Real phones (tests/it/phones/linphone): Debian's linphone-cli (its linphone-daemon), with
 # Kamailio as the PBX. They fail, not skip, when missing.
 command -v linphone-daemon >/dev/null 2>&1 || need+=(linphone-cli)
-command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 # deploy/callgate.service is checked with `systemd-analyze verify` (tests/it/deploy.rs).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ((${#need[@]})); then
