@@ -332,6 +332,7 @@ impl Proxy {
             top_via: stamped.as_deref().map(str::as_bytes),
             record_route: &rr_refs,
             path: path.as_deref().map(str::as_bytes),
+            extra: if path.is_some() && !supports_path(msg) { SUPPORTED_PATH } else { &[] },
             pop_route: hop.pop_route,
             strip: Some(&strip),
         };
@@ -387,6 +388,16 @@ impl Proxy {
         let Some(uri) = msg.request_uri().and_then(Uri::parse) else { return false };
         uri.user.is_none() && self.local.is_ours(&uri)
     }
+}
+
+/// What a relayed REGISTER says when its phone did not: callgate inserted the Path and relies on
+/// it, so the registrar must not refuse it for want of the phone's support (RFC 3327 §5: a
+/// strict registrar answers 420 Bad Extension; Kamailio's default `path_mode`).
+const SUPPORTED_PATH: &[(&[u8], &[u8])] = &[(b"Supported", b"path")];
+
+/// Whether `msg` lists the `path` option tag in a Supported header.
+fn supports_path(msg: &SipMessage) -> bool {
+    msg.values(HeaderName::Supported).any(|t| t.trim_ascii().eq_ignore_ascii_case(b"path"))
 }
 
 /// The only element, if there is exactly one.

@@ -342,3 +342,21 @@ fn a_path_routed_invite_belongs_to_the_registered_extension_not_the_contacts_use
     let leg = calls.iter().flat_map(|c| c.legs.iter()).find(|l| l.leg.0.as_ref() == "in-p@pbx").expect("tracked");
     assert_eq!((leg.extension.as_ref(), leg.user), ("102", Some(12)), "{calls:#?}");
 }
+
+#[test]
+fn a_relayed_register_says_it_supports_path_once() {
+    // Arrange: phones rarely say so themselves (baresip and linphone do not); a strict registrar
+    // would refuse the Path callgate inserts with 420.
+    let h = Harness::new();
+    let without = phone_register("sip:127.0.0.1:5080", Some(OUR_ROUTE), 1, 3600);
+    let with = phone_register("sip:127.0.0.1:5080", Some(OUR_ROUTE), 2, 3600).replace("Max-Forwards: 70\n", "Supported: replaces, Path\nMax-Forwards: 70\n");
+
+    // Act
+    let first = h.recv(PHONE_102, &without, 0);
+    let second = h.recv(PHONE_102, &with.replace("z9hG4bK-reg-2", "z9hG4bK-reg-2b"), 10);
+
+    // Assert
+    let supported = |s: &Sent| s.one_to(PBX).values(HeaderName::Supported).map(text).collect::<Vec<_>>();
+    assert_eq!(supported(&first), ["path"]);
+    assert_eq!(supported(&second), ["replaces", "Path"], "the phone's own support is enough");
+}

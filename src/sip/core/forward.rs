@@ -26,6 +26,8 @@ pub struct RequestEdit<'a> {
     pub record_route: &'a [&'a [u8]],
     /// A Path value to add (a REGISTER relayed by an edge proxy, RFC 3327).
     pub path: Option<&'a [u8]>,
+    /// Further header lines to add, `(name, value)`, after Record-Route and Path.
+    pub extra: &'a [(&'a [u8], &'a [u8])],
     /// Leading Route values to drop (they name this proxy: one, or two after a transport change).
     pub pop_route: usize,
     /// Headers not to pass on (by parsed and raw name): what the sender may not say onward.
@@ -53,6 +55,9 @@ pub fn write_forwarded_request(req: &SipMessage, edit: &RequestEdit<'_>, out: &m
     }
     if let Some(path) = edit.path {
         line(out, b"Path", path);
+    }
+    for (name, value) in edit.extra {
+        line(out, name, value);
     }
     let mut to_pop = edit.pop_route;
     let mut saw_max_forwards = false;
