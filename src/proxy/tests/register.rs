@@ -202,6 +202,10 @@ fn a_register_addressed_to_callgate_is_relayed_to_the_pbx_with_path() {
         sent.lines()
     );
     assert_eq!(header(at_pbx, HeaderName::Path), Some(path_route(PHONE_102, "102")));
+    // Once through callgate, not twice: one Via of ours, one Path, and the PBX's own address.
+    assert_eq!(at_pbx.values(HeaderName::Path).count(), 1);
+    assert_eq!(vias(at_pbx).len(), 2, "{:?}", vias(at_pbx));
+    assert_eq!(at_pbx.request_uri(), Some(&b"sip:127.0.0.1:5080"[..]));
 }
 
 #[test]
