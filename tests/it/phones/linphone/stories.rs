@@ -528,7 +528,15 @@ async fn attended_transfer(t: Transport) {
     let consult = a.call("102").await;
     let pbx_answers = when_up(&a, consult, pbx_answers).await;
     let to_b = o.scripted_pbx("pbx-answered.xml", free_port(), &[("ext", "102"), ("caller", "101"), ("xcid", &format!("{xcid}-consult")), ("hold_ms", "5000")]).spawn();
-    let with_a = b.incoming().await;
+    let mut to_b = tokio::spawn(to_b.wait());
+    // Should the PBX's call to 102 end before 102 rings, its SIPp says why.
+    let with_a = tokio::select! {
+        id = b.incoming() => id,
+        run = &mut to_b => {
+            let run = run.unwrap();
+            panic!("the PBX's call to 102 ended before it rang:\n{}\n{}", run.screen, run.errors)
+        }
+    };
     b.answer(with_a).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
 
@@ -541,7 +549,7 @@ async fn attended_transfer(t: Transport) {
         a.hang_up(consult).await;
     }
     pbx_answers.await.unwrap().assert_all_ok(1);
-    to_b.wait().await.assert_all_ok(1);
+    to_b.await.unwrap().assert_all_ok(1);
     b.wait_event(Some(with_a), "LinphoneCallReleased").await;
     assert_two_way(&b, 100);
 
