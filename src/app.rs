@@ -319,12 +319,16 @@ fn start_crm(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(Arc<crate::crm::Tokens>, Arc<crate::crm::Workers>)> {
-    use crate::crm::{CrmClient, RestBitrix, WorkerConfig, Workers};
-    let mut builder = CrmClient::builder().request_timeout(cfg.crm.request_timeout);
-    if !cfg.crm.ca_file.is_empty() {
-        builder = builder.with_root_ca(std::fs::read(&cfg.crm.ca_file).with_context(|| format!("reading crm.ca_file {}", cfg.crm.ca_file))?);
-    }
-    let client = builder.build().context("building the Bitrix24 HTTP client")?;
+    use crate::crm::{RestBitrix, WorkerConfig, Workers};
+    let ca = if cfg.crm.ca_file.is_empty() { None } else { Some(std::fs::read(&cfg.crm.ca_file).with_context(|| format!("reading crm.ca_file {}", cfg.crm.ca_file))?) };
+    let client = crate::crm::client(|b| {
+        let b = b.request_timeout(cfg.crm.request_timeout);
+        match ca {
+            Some(pem) => b.with_root_ca(pem),
+            None => b,
+        }
+    })
+    .context("building the Bitrix24 HTTP client")?;
     let tokens = crate::crm::Tokens::new(client, state.store.clone());
     let bitrix: Arc<dyn crate::crm::Bitrix> = Arc::new(RestBitrix::new(Arc::clone(&tokens)));
     let wcfg = WorkerConfig { rate_per_s: cfg.crm.rate_per_s, burst: cfg.crm.burst, min_backoff: cfg.crm.min_backoff, max_backoff: cfg.crm.max_backoff, delivery_horizon: cfg.crm.delivery_horizon, batch_interval: cfg.crm.batch_interval };

@@ -33,11 +33,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::client::Endpoint;
-use super::oauth::{self, TokenSet};
-use super::params::Params;
+use bitrix24::app::AppInfo;
+
 use super::tokens::{endpoint_on_portal, AccessError, Tokens};
-use super::CrmError;
+use super::{b24_secret, own_secret, CrmError, Endpoint, TokenSet};
 use crate::config::Secret;
 use crate::routing::PortalEntry;
 use crate::settings::{Auth, PortalId};
@@ -278,8 +277,8 @@ impl Installer {
             member_id: offer.member_id.to_owned(),
             application_token,
             client_endpoint: fresh.client_endpoint,
-            access_token: fresh.access_token,
-            refresh_token: fresh.refresh_token,
+            access_token: own_secret(&fresh.access_token),
+            refresh_token: own_secret(&fresh.refresh_token),
             expires_at_unix: fresh.expires_at_unix,
         };
         self.tokens.install(stored).await?;
@@ -297,8 +296,8 @@ impl Installer {
         offer: &Offer<'_>,
     ) -> Result<TokenSet, InstallError> {
         let client = self.tokens.client();
-        let refresh = Secret::new(offer.refresh_token);
-        let fresh = oauth::refresh(client, app.oauth_server, app.client_id, app.client_secret, &refresh)
+        let refresh = bitrix24::Secret::new(offer.refresh_token);
+        let fresh = bitrix24::oauth::refresh(client, app.oauth_server, app.client_id, &b24_secret(app.client_secret), &refresh)
             .await
             .map_err(|e| match e {
                 e if e.retryable() => InstallError::Unverified(e),
@@ -309,8 +308,8 @@ impl Installer {
             Endpoint::oauth(&fresh.client_endpoint, fresh.access_token.clone()).map_err(|_| {
                 InstallError::Mismatch("the OAuth server's client_endpoint is not a usable URL")
             })?;
-        match client.call(&ep, "app.info", &Params::new()).await {
-            Ok(r) if names_app(&r.result, app.client_id) => Ok(fresh),
+        match client.invoke(&ep, &AppInfo).await {
+            Ok(info) if names_app(&info, app.client_id) => Ok(fresh),
             Ok(_) => Err(InstallError::Mismatch("app.info names another application")),
             Err(e) if e.retryable() => Err(InstallError::Unverified(e)),
             Err(_) => Err(InstallError::Mismatch(
@@ -354,9 +353,7 @@ impl Installer {
         let client = self.tokens.client();
         let got = self
             .tokens
-            .call(portal, |ep| async move {
-                client.call(&ep, "app.info", &Params::new()).await
-            })
+            .call(portal, |ep| async move { client.invoke(&ep, &AppInfo).await })
             .await;
         match got {
             Ok(_) => Ok(true),
@@ -479,8 +476,8 @@ mod tests {
 
     fn fresh(member: &str, endpoint: &str) -> TokenSet {
         TokenSet {
-            access_token: Secret::new("a"),
-            refresh_token: Secret::new("r"),
+            access_token: bitrix24::Secret::new("a"),
+            refresh_token: bitrix24::Secret::new("r"),
             expires_at_unix: 1,
             client_endpoint: endpoint.into(),
             member_id: member.into(),

@@ -27,17 +27,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::client::BatchCommand;
-use super::limiter::LeakyBucket;
-use super::params::Params;
+use bitrix24::telephony::SearchCrmEntities;
+
 use super::sync::CrmKind;
 use super::tokens::Tokens;
-use super::types::{ListPage, SearchEntity};
+use super::{BatchCommand, LeakyBucket, SearchEntity};
 use crate::routing::Directory;
 use crate::settings::{PortalId, UserId};
 use crate::store::StoreHandle;
-
-const SEARCH: &str = "telephony.externalCall.searchCrmEntities";
 
 /// Look-up knobs (defaults; not in the config file).
 #[derive(Debug, Clone, Copy)]
@@ -264,13 +261,7 @@ async fn look_up(ctx: &Ctx, portal: PortalId, numbers: Vec<u64>) {
     let cmds: Vec<BatchCommand> = numbers
         .iter()
         .enumerate()
-        .map(|(i, n)| {
-            BatchCommand::new(
-                key(i),
-                SEARCH,
-                Params::new().set("PHONE_NUMBER", format!("+{n}")),
-            )
-        })
+        .map(|(i, n)| BatchCommand::of(key(i), &SearchCrmEntities { phone_number: format!("+{n}") }))
         .collect();
     let client = ctx.tokens.client();
     let answer = ctx.tokens.call(&entry, |ep| {
@@ -286,12 +277,8 @@ async fn look_up(ctx: &Ctx, portal: PortalId, numbers: Vec<u64>) {
     };
     let (mut found, mut gone, mut failed) = (Vec::new(), Vec::new(), 0);
     for (i, &number) in numbers.iter().enumerate() {
-        let entities = answer
-            .result
-            .remove(&key(i))
-            .map(|v| ListPage::<SearchEntity>::decode(v, None, None));
-        match entities {
-            Some(Ok(page)) => match responsible(&page.items) {
+        match answer.take::<SearchCrmEntities>(&key(i)) {
+            Some(Ok(entities)) => match responsible(&entities) {
                 Some(user) => found.push((number, user)),
                 None => gone.push(number),
             },

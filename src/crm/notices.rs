@@ -54,7 +54,7 @@ pub fn set_boot(boot: u64) {
 /// Looks for errors inside `result` of `method` answered for the outbox call `call_key`;
 /// counts, logs and remembers each. Returns how many there were.
 pub fn note(portal: PortalId, call_key: &str, method: &str, result: &Value) -> usize {
-    let found = super::client::errors_inside(result);
+    let found = bitrix24::errors_inside(result);
     if found.is_empty() {
         return 0;
     }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::store::{Intent, IntentKind};
 
 /// Sub-calls per `batch` at most (Bitrix24 refuses more).
-pub const MAX_BATCH: usize = 50;
+pub const MAX_BATCH: usize = bitrix24::MAX_BATCH_COMMANDS;
 
 /// One `batch` command.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,12 +134,13 @@ fn prefix(kind: IntentKind) -> &'static str {
 
 /// The REST method of an intent kind.
 pub(crate) fn method(kind: IntentKind) -> &'static str {
+    use bitrix24::telephony::{Finish, Hide, Register, Show};
     match kind {
-        IntentKind::Register => "telephony.externalcall.register",
-        IntentKind::Show => "telephony.externalcall.show",
-        IntentKind::Hide => "telephony.externalcall.hide",
-        IntentKind::Finish => "telephony.externalcall.finish",
-        IntentKind::LeadUtm => "crm.lead.update",
+        IntentKind::Register => Register::METHOD,
+        IntentKind::Show => Show::METHOD,
+        IntentKind::Hide => Hide::METHOD,
+        IntentKind::Finish => Finish::METHOD,
+        IntentKind::LeadUtm => bitrix24::crm::LeadUpdate::METHOD,
     }
 }
 

@@ -6,12 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value;
-
-use super::client::BatchCommand;
-use super::error::CrmError;
-use super::params::{ParamValue, Params};
 use super::plan::{CallRef, Cmd};
+use super::{BatchCommand, CrmError, Params};
 use super::tokens::{AccessError, Tokens};
 use super::worker::{Bitrix, CmdOutcome, SendFailure, SendFuture};
 use crate::routing::PortalEntry;
@@ -50,41 +46,15 @@ impl Bitrix for RestBitrix {
     }
 }
 
+/// The command with its stored parameters (JSON in the outbox) and its CALL_ID.
 fn to_batch_command(cmd: &Cmd) -> BatchCommand {
-    let mut params = json_to_params(&cmd.params);
+    let mut params = Params::from_json(&cmd.params);
     match &cmd.call_id {
         CallRef::None => {}
         CallRef::Known(id) => params.insert("CALL_ID", id.as_str()),
         CallRef::Result(key) => params.insert("CALL_ID", Params::reference(key.clone(), "CALL_ID")),
     }
     BatchCommand::new(cmd.key.clone(), cmd.method, params)
-}
-
-/// A JSON object of parameters as [`Params`] (numbers stay numbers, arrays lists, objects maps).
-fn json_to_params(v: &Value) -> Params {
-    let mut p = Params::new();
-    if let Value::Object(m) = v {
-        for (k, v) in m {
-            if let Some(pv) = json_to_value(v) {
-                p.insert(k.clone(), pv);
-            }
-        }
-    }
-    p
-}
-
-fn json_to_value(v: &Value) -> Option<ParamValue> {
-    Some(match v {
-        Value::Null => return None,
-        Value::Bool(b) => ParamValue::Int(i64::from(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => ParamValue::Int(i),
-            None => ParamValue::Float(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => ParamValue::Str(s.clone()),
-        Value::Array(a) => ParamValue::List(a.iter().filter_map(json_to_value).collect()),
-        Value::Object(_) => ParamValue::Map(json_to_params(v)),
-    })
 }
 
 fn failure(e: AccessError) -> SendFailure {

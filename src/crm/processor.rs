@@ -13,13 +13,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::clicks::{Added, ClickToCalls, Originate, PendingClick};
-use super::client::BatchCommand;
 use super::events::{classify, EventKind, InboundEvent, BOUND_EVENTS, CLICK_TTL_MS, QUEUE};
-use super::params::Params;
 use super::tokens::{AccessError, Tokens};
-use super::types::ContactOrLead;
 use super::wake::Workers;
-use super::{CrmError, CrmKind, IndexSync};
+use super::{BatchCommand, ContactOrLead, CrmKind, IndexSync};
+use bitrix24::crm::{is_not_found, Get};
+use bitrix24::event::Bind;
 use crate::routing::number::normalize_number;
 use crate::routing::{Directory, PortalEntry};
 use crate::settings::{PortalId, UserId};
@@ -124,17 +123,7 @@ impl EventProcessor {
     /// which is fine).
     async fn bind_events(&self, portal: &PortalEntry, url: Option<&str>) -> &'static str {
         let Some(url) = url else { return "ignored" };
-        let cmds: Vec<BatchCommand> = BOUND_EVENTS
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                BatchCommand::new(
-                    format!("bind{i}"),
-                    "event.bind",
-                    Params::new().set("event", *e).set("handler", url),
-                )
-            })
-            .collect();
+        let cmds: Vec<BatchCommand> = BOUND_EVENTS.iter().enumerate().map(|(i, e)| BatchCommand::of(format!("bind{i}"), &Bind::online(*e, url))).collect();
         let client = self.tokens.client();
         let done = self.tokens.call(portal, |ep| {
             let cmds = &cmds;
@@ -337,23 +326,11 @@ impl EventProcessor {
         let client = self.tokens.client();
         let mut attempt = 0;
         loop {
-            let got = self.tokens.call(portal, |ep| async move {
-                client
-                    .call(&ep, get_method(kind), &Params::new().set("id", id))
-                    .await
-            });
+            let get = Get { kind: kind.entity(), id };
+            let got = self.tokens.call(portal, |ep| async move { client.invoke(&ep, &get).await });
             match got.await {
-                Ok(r) => {
-                    return r
-                        .decode::<ContactOrLead>()
-                        .map(Some)
-                        .map_err(AccessError::from)
-                }
-                Err(AccessError::Crm(CrmError::Api { description, .. }))
-                    if description.trim().eq_ignore_ascii_case("Not found") =>
-                {
-                    return Ok(None)
-                }
+                Ok(entity) => return Ok(Some(entity)),
+                Err(AccessError::Crm(e)) if is_not_found(&e) => return Ok(None),
                 Err(AccessError::Crm(e)) if e.retryable() && attempt < 2 => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_secs(attempt)).await;
@@ -412,10 +389,3 @@ fn kind_label(k: EventKind) -> &'static str {
     }
 }
 
-fn get_method(kind: CrmKind) -> &'static str {
-    match kind {
-        CrmKind::Contact => "crm.contact.get",
-        CrmKind::Company => "crm.company.get",
-        CrmKind::Lead => "crm.lead.get",
-    }
-}

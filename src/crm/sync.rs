@@ -3,9 +3,9 @@
 //! of active users for the mapping import; the entry point for CRM change events.
 //!
 //! * [`full_sync`] pages `crm.contact.list`, `crm.company.list` and `crm.lead.list` (`select`
-//!   ID, ASSIGNED_BY_ID, PHONE; 50 per page by `start`, ordered by ID; bitrix24-rest.md §7.3).
-//!   The first pages of all three travel in one `batch`, which tells every `total`; the other
-//!   pages follow, up to 50 page commands per `batch`. N entities cost 1 + ⌈(N/50 - 3)/50⌉
+//!   ID, ASSIGNED_BY_ID, PHONE; 50 per page by `start`, ordered by ID) with the `bitrix24` crate's
+//!   [`Pager`]: the first pages of all three travel in one `batch`, which tells every `total`; the
+//!   other pages follow, up to 50 page commands per `batch`. N entities cost 1 + ⌈(N/50 - 3)/50⌉
 //!   requests (~1 per 2,500 entities), paced at 1 request/s: half of the portal's 2 req/s
 //!   budget, the outbox worker keeps the other half.
 //! * [`IndexBuilder`] (pure) turns entities into number -> user rows: contact beats company beats
@@ -24,17 +24,17 @@
 
 mod service;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
+use bitrix24::crm::{EntityKind, List};
+use bitrix24::list::{ListJob, Pager, DEFAULT_ATTEMPTS};
+use bitrix24::user::UserGet;
+use bitrix24::{decode, ContactOrLead, User};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::client::{BatchCommand, CrmClient, Endpoint, MAX_BATCH_COMMANDS};
-use super::error::CrmError;
-use super::limiter::LeakyBucket;
-use super::params::Params;
-use super::types::{decode, BatchResult, ContactOrLead, User};
+use super::{CrmClient, CrmError, Endpoint};
 use crate::routing::number::normalize_number;
 use crate::routing::Directory;
 use crate::settings::{PortalId, UserId};
@@ -42,12 +42,10 @@ use crate::store::{StoreError, StoreHandle};
 
 pub use service::{IndexSync, SyncError};
 
-/// Bitrix24's fixed list page size.
-const PAGE: u64 = 50;
 /// Requests per second and burst of one sync or import: half of the portal's budget.
 const PACE: (f64, u32) = (1.0, 2);
 /// Tries of one request on a retryable error (rate limit, 5xx, network).
-const ATTEMPTS: u32 = 3;
+const ATTEMPTS: u32 = DEFAULT_ATTEMPTS;
 /// First and longest wait before a failed start-up sync is tried again.
 const RETRY_MIN: Duration = Duration::from_secs(30);
 const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
@@ -84,19 +82,12 @@ impl CrmKind {
         }
     }
 
-    fn list_method(self) -> &'static str {
+    /// The `bitrix24` crate's kind (its methods' names).
+    pub fn entity(self) -> EntityKind {
         match self {
-            Self::Contact => "crm.contact.list",
-            Self::Company => "crm.company.list",
-            Self::Lead => "crm.lead.list",
-        }
-    }
-
-    fn get_method(self) -> &'static str {
-        match self {
-            Self::Contact => "crm.contact.get",
-            Self::Company => "crm.company.get",
-            Self::Lead => "crm.lead.get",
+            Self::Contact => EntityKind::Contact,
+            Self::Company => EntityKind::Company,
+            Self::Lead => EntityKind::Lead,
         }
     }
 }
@@ -189,16 +180,9 @@ pub async fn full_sync(
     ep: &Endpoint,
     portal: PortalId,
 ) -> Result<SyncReport, CrmError> {
-    let mut req = Requests::new(client, ep);
-    let params = Params::new()
-        .set_list("select", ["ID", "ASSIGNED_BY_ID", "PHONE"])
-        .set_map("order", Params::new().set("ID", "ASC"));
-    let jobs = CrmKind::ALL.map(|k| ListJob {
-        key: k.key(),
-        method: k.list_method(),
-        params: params.clone(),
-    });
-    let lists = fetch_lists(&mut req, &jobs).await?;
+    let mut req = pager(client, ep);
+    let jobs = CrmKind::ALL.map(|k| ListJob::of(k.key(), &List::by_id(k.entity(), ["ID", "ASSIGNED_BY_ID", "PHONE"])));
+    let lists = req.read_all(&jobs).await?;
     let mut builder = IndexBuilder::default();
     let mut read = [0usize; 3];
     for ((kind, rows), count) in CrmKind::ALL.into_iter().zip(lists).zip(&mut read) {
@@ -212,7 +196,7 @@ pub async fn full_sync(
     tracing::debug!(
         portal,
         numbers = rows.len(),
-        requests = req.made,
+        requests = req.requests(),
         "personal-manager index read from Bitrix24"
     );
     Ok(SyncReport {
@@ -221,7 +205,7 @@ pub async fn full_sync(
         companies: read[1],
         leads: read[2],
         skipped,
-        requests: req.made,
+        requests: req.requests(),
         rows,
     })
 }
@@ -235,20 +219,8 @@ pub async fn active_users(
     client: &CrmClient,
     ep: &Endpoint,
 ) -> Result<(Vec<User>, usize), CrmError> {
-    let mut req = Requests::new(client, ep);
-    let params = Params::new()
-        .set_map("FILTER", Params::new().set("ACTIVE", "true"))
-        .set("sort", "ID")
-        .set("order", "ASC");
-    let job = ListJob {
-        key: "users",
-        method: "user.get",
-        params,
-    };
-    let rows = fetch_lists(&mut req, std::slice::from_ref(&job))
-        .await?
-        .pop()
-        .unwrap_or_default();
+    let mut req = pager(client, ep);
+    let rows = req.read_all(&[ListJob::of("users", &UserGet::active())]).await?.pop().unwrap_or_default();
     let mut users: Vec<User> = rows
         .into_iter()
         .filter_map(|r| decode::<User>(r).ok())
@@ -256,7 +228,7 @@ pub async fn active_users(
         .collect();
     users.sort_by_key(|u| u.id);
     users.dedup_by_key(|u| u.id);
-    Ok((users, req.made))
+    Ok((users, req.requests()))
 }
 
 /// Replaces every index row of `portal` with `rows`: the store first, then memory. Between the
@@ -283,117 +255,9 @@ pub async fn replace_index(
     Ok(())
 }
 
-/// One list to read completely: `method` with `params` (`start` is added per page).
-struct ListJob<'a> {
-    /// Prefix of its batch command keys.
-    key: &'a str,
-    method: &'a str,
-    params: Params,
-}
-
-/// The requests of one sync or import: paced, retried, counted.
-struct Requests<'a> {
-    client: &'a CrmClient,
-    ep: &'a Endpoint,
-    bucket: LeakyBucket,
-    made: usize,
-}
-
-impl<'a> Requests<'a> {
-    fn new(client: &'a CrmClient, ep: &'a Endpoint) -> Self {
-        Self {
-            client,
-            ep,
-            bucket: LeakyBucket::new(PACE.0, PACE.1),
-            made: 0,
-        }
-    }
-
-    async fn batch(&mut self, cmds: &[BatchCommand]) -> Result<BatchResult, CrmError> {
-        let mut attempt = 1;
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            self.pace().await;
-            self.made += 1;
-            match self.client.batch(self.ep, cmds, false).await {
-                Err(e) if e.retryable() && attempt < ATTEMPTS => {
-                    if matches!(e, CrmError::RateLimited) {
-                        self.bucket.penalise(tokio::time::Instant::now().into_std());
-                    }
-                    tokio::time::sleep(e.retry_after_hint().unwrap_or(backoff).max(backoff)).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn pace(&mut self) {
-        while let Err(at) = self.bucket.acquire(tokio::time::Instant::now().into_std()) {
-            tokio::time::sleep_until(at.into()).await;
-        }
-    }
-}
-
-/// Reads every page of each job: the first pages of all jobs in one batch (they tell `total`),
-/// then the remaining pages, up to 50 per batch. Returns the rows per job, in page order.
-async fn fetch_lists(
-    req: &mut Requests<'_>,
-    jobs: &[ListJob<'_>],
-) -> Result<Vec<Vec<Value>>, CrmError> {
-    let first: Vec<BatchCommand> = jobs.iter().map(|j| page_cmd(j, 0)).collect();
-    let mut answer = req.batch(&first).await?;
-    let mut pages: Vec<BTreeMap<u64, Vec<Value>>> = vec![BTreeMap::new(); jobs.len()];
-    let mut rest = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let key = page_key(job.key, 0);
-        let total = answer.result_total.get(&key).copied().unwrap_or(0);
-        pages[i].insert(0, take_page(&mut answer, &key)?);
-        rest.extend((PAGE..total).step_by(PAGE as usize).map(|start| (i, start)));
-    }
-    for chunk in rest.chunks(MAX_BATCH_COMMANDS) {
-        let cmds: Vec<BatchCommand> = chunk
-            .iter()
-            .map(|&(i, start)| page_cmd(&jobs[i], start))
-            .collect();
-        let mut answer = req.batch(&cmds).await?;
-        for &(i, start) in chunk {
-            pages[i].insert(
-                start,
-                take_page(&mut answer, &page_key(jobs[i].key, start))?,
-            );
-        }
-    }
-    Ok(pages
-        .into_iter()
-        .map(|p| p.into_values().flatten().collect())
-        .collect())
-}
-
-fn page_key(prefix: &str, start: u64) -> String {
-    format!("{prefix}_{start}")
-}
-
-fn page_cmd(job: &ListJob<'_>, start: u64) -> BatchCommand {
-    BatchCommand::new(
-        page_key(job.key, start),
-        job.method,
-        job.params.clone().set("start", start),
-    )
-}
-
-/// The rows of page command `key` (a list arrives as an array, or as an object from PHP).
-fn take_page(answer: &mut BatchResult, key: &str) -> Result<Vec<Value>, CrmError> {
-    if let Some(e) = answer.result_error.remove(key) {
-        return Err(e);
-    }
-    match answer.result.remove(key) {
-        Some(Value::Array(rows)) => Ok(rows),
-        Some(Value::Object(rows)) => Ok(rows.into_iter().map(|(_, v)| v).collect()),
-        Some(_) => Ok(Vec::new()),
-        None => Err(CrmError::decode(format!("the batch answer lacks `{key}`"))),
-    }
+/// The requests of one sync or import: paced at half the portal's budget, retried, counted.
+fn pager<'a>(client: &'a CrmClient, ep: &'a Endpoint) -> Pager<'a> {
+    Pager::new(client, ep, PACE.0, PACE.1).attempts(ATTEMPTS)
 }
 
 #[cfg(test)]
@@ -468,23 +332,5 @@ mod tests {
         assert_eq!(CrmKind::parse(" company"), Some(CrmKind::Company));
         assert_eq!(CrmKind::parse("Lead"), Some(CrmKind::Lead));
         assert_eq!(CrmKind::parse("DEAL"), None);
-    }
-
-    #[test]
-    fn page_answers_arrive_as_arrays_or_php_objects_and_errors_win() {
-        let raw = serde_json::json!({
-            "result": {"a_0": [{"ID": "1"}], "b_0": {"0": {"ID": "2"}}, "c_0": []},
-            "result_error": {"d_0": {"error": "insufficient_scope", "error_description": "no crm"}},
-            "result_total": {"a_0": 1}
-        });
-        let mut answer = BatchResult::decode(&raw, |_| "crm.contact.list".into()).unwrap();
-        assert_eq!(take_page(&mut answer, "a_0").unwrap().len(), 1);
-        assert_eq!(take_page(&mut answer, "b_0").unwrap().len(), 1);
-        assert!(take_page(&mut answer, "c_0").unwrap().is_empty());
-        assert!(take_page(&mut answer, "d_0").is_err());
-        assert!(matches!(
-            take_page(&mut answer, "e_0"),
-            Err(CrmError::Decode { .. })
-        ));
     }
 }

@@ -1,22 +1,21 @@
-//! Where to call each portal, and with which token: [`Tokens`] holds one [`TokenCell`] per OAuth
-//! portal (loaded from the store on first use, filled by `ONAPPINSTALL`) and runs calls through
-//! [`Tokens::call`], which refreshes the access token once on `expired_token`/`invalid_token`
-//! and retries the call once.
+//! Where to call each portal, and with which token: [`Tokens`] holds one
+//! [`OAuthSession`](bitrix24::OAuthSession) per OAuth portal (loaded from the store on first use,
+//! filled by `ONAPPINSTALL`) and runs calls through [`Tokens::call`], which refreshes the access
+//! token once on `expired_token`/`invalid_token` and retries the call once.
 //!
-//! Single flight: all callers of a portal share its cell, so concurrent calls that hit the same
-//! expired token wait for one refresh ([`TokenCell::refreshed_after`]). The rotated pair is
-//! written to the store *inside* that refresh, before any waiter sees it (the cell's
-//! `on_rotated` hook is synchronous, and the store is behind the blocking pool, so the write
-//! happens at the end of the refresh future instead): a restart never comes back with a refresh
-//! token the OAuth server has already replaced.
+//! Single flight: all callers of a portal share its session, so concurrent calls that hit the
+//! same expired token wait for one refresh. The rotated pair is written to the store through
+//! [`PortalStore`] (callgate's [`TokenStore`]) *inside* that refresh, before any waiter sees it:
+//! a restart never comes back with a refresh token the OAuth server has already replaced.
 //!
-//! The refresh answer is the OAuth server's word, but its `client_endpoint` is still checked
-//! against the portal's domain before it is used or stored ([`endpoint_on_portal`]): an answer
-//! naming another host keeps the stored endpoint (the tokens, already rotated, are stored).
+//! The refresh answer is the OAuth server's word, but the session still vets its
+//! `client_endpoint` and `member_id` against the installation's ([`bitrix24::vet_refresh`]): an
+//! answer naming another host keeps the stored endpoint (the tokens, already rotated, are stored).
+//! At install, [`endpoint_on_portal`] checks the endpoint against the portal's configured domain.
 //!
-//! A portal that moved to a new address answers 302 (bitrix24-rest.md §1.6; the client never
-//! follows redirects, [`CrmError::Moved`]). It is followed only when that cannot send a call,
-//! or a token, anywhere else:
+//! A portal that moved to a new address answers 302 (the client never follows redirects,
+//! [`CrmError::Moved`]). It is followed only when that cannot send a call, or a token, anywhere
+//! else ([`bitrix24::moves`]):
 //! * an OAuth app: a token refresh at the configured OAuth server must name the *same*
 //!   `member_id` and a `client_endpoint` on exactly the host the `Location` names; then that
 //!   endpoint is stored with the tokens (and its domain as the portal's) and the call is made
@@ -33,15 +32,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bitrix24::moves::moved_endpoint;
+use bitrix24::{OAuthApp, OAuthSession, TokenStore, TokenStoreError};
 use dashmap::DashMap;
 
-use super::client::{CrmClient, Endpoint};
-use super::error::CrmError;
-use super::oauth::{self, TokenCell, TokenSet};
+use super::{b24_secret, own_secret, CrmClient, CrmError, Endpoint, TokenSet};
 use crate::config::Secret;
 use crate::routing::PortalEntry;
 use crate::settings::{normalize_domain, Auth, PortalId};
 use crate::store::{PortalTokens, StoreError, StoreHandle};
+
+pub use bitrix24::moves::{webhook_move, BITRIX24_CLOUD};
+
+/// One OAuth portal's session, its rotated tokens kept in the store.
+type Session = OAuthSession<PortalStore>;
 
 /// Why a portal could not be called.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,8 +85,8 @@ impl From<StoreError> for AccessError {
 pub struct Tokens {
     client: CrmClient,
     store: StoreHandle,
-    /// Cells of OAuth portals loaded so far. Holds handles only; no guard lives across an await.
-    cells: DashMap<PortalId, Arc<TokenCell>>,
+    /// Sessions of OAuth portals loaded so far. Holds handles only; no guard lives across an await.
+    sessions: DashMap<PortalId, Arc<Session>>,
     /// Webhook portals that moved: (the configured URL, the one followed). Applies while the
     /// portal's configured URL is still the old one (the stored settings are updated too, and
     /// win once the directory reloads them).
@@ -102,7 +106,7 @@ impl Tokens {
         Arc::new(Self {
             client,
             store,
-            cells: DashMap::new(),
+            sessions: DashMap::new(),
             moved: DashMap::new(),
             unconfirmed_moves: DashMap::new(),
         })
@@ -123,66 +127,54 @@ impl Tokens {
         F: Fn(Endpoint) -> Fut,
         Fut: Future<Output = Result<T, CrmError>>,
     {
-        let (client_id, client_secret, oauth_server) = match &portal.portal.auth {
+        let app = match &portal.portal.auth {
             Some(Auth::Webhook { url }) => return self.call_webhook(portal, url, op).await,
-            Some(Auth::OAuth {
-                client_id,
-                client_secret,
-                oauth_server,
-            }) => (client_id, client_secret, oauth_server),
+            Some(Auth::OAuth { client_id, client_secret, oauth_server }) => {
+                OAuthApp { client_id: client_id.clone(), client_secret: b24_secret(client_secret), oauth_server: oauth_server.clone() }
+            }
             None => return Err(AccessError::NoCredentials),
         };
-        let (id, domain) = (portal.portal.id, portal.portal.domain.as_str());
-        let cell = self.cell(id).await?.ok_or(AccessError::NotInstalled)?;
-        let tokens = cell.current().await;
-        let app = Client {
-            id: client_id,
-            secret: client_secret,
-            oauth_server,
-        };
-        let refresh = |moved_to: Option<String>| {
-            let cell = &cell;
-            let stale = tokens.access_token.clone();
-            async move {
-                let refresh = |current: TokenSet| self.refresh_and_persist(id, domain, current, app, moved_to.as_deref());
-                cell.refreshed_after(&stale, refresh, |_| metrics::counter!("callgate_crm_token_refreshes_total").increment(1))
-                    .await
-                    .map_err(|e| refused(id, e))
-            }
-        };
-        match op(Endpoint::oauth(
-            &tokens.client_endpoint,
-            tokens.access_token.clone(),
-        )?)
-        .await
-        {
+        let id = portal.portal.id;
+        let session = self.session(id).await?.ok_or(AccessError::NotInstalled)?;
+        let tokens = session.tokens().await;
+        match op(Endpoint::oauth(&tokens.client_endpoint, tokens.access_token.clone())?).await {
             Err(e) if e.needs_token_refresh() => {
-                let fresh = refresh(None).await?;
+                let fresh = session.refresh_after(&app, &tokens.access_token, None).await.map_err(|e| refused(id, e))?;
                 Ok(op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await?)
             }
             Err(CrmError::Moved { location }) => {
-                let quiet = self.unconfirmed_moves.get(&id).is_some_and(|at| at.elapsed() < UNCONFIRMED_MOVE_QUIET);
-                if quiet {
-                    moved_outcome("refused");
-                    return Err(CrmError::Moved { location }.into());
-                }
-                let fresh = refresh(Some(location.clone())).await?;
-                if fresh.client_endpoint == tokens.client_endpoint || !moved_endpoint(&fresh.client_endpoint, &location) {
-                    self.unconfirmed_moves.insert(id, std::time::Instant::now());
-                    moved_outcome("refused");
-                    tracing::error!(portal = id, "the portal answers with a redirect, but the OAuth server does not confirm the new address for this member_id; not followed (reinstall the app if the portal was renamed)");
-                    return Err(CrmError::Moved { location }.into());
-                }
-                self.unconfirmed_moves.remove(&id);
-                moved_outcome("followed");
-                tracing::warn!(portal = id, endpoint = %fresh.client_endpoint, "the portal moved to a new address (confirmed by the OAuth server for the same member_id); following it and storing it");
-                if let Ok(domain) = normalize_domain(&fresh.client_endpoint) {
-                    self.store_portal(portal, domain, portal.portal.auth.clone()).await;
-                }
+                let fresh = self.confirm_move(portal, &session, &app, &tokens, location).await?;
                 Ok(op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await?)
             }
             other => Ok(other?),
         }
+    }
+
+    /// An OAuth portal answered a redirect to `location`: a refresh at the OAuth server must
+    /// confirm it (same `member_id`, an endpoint on that host); then the new address is stored
+    /// and the fresh tokens returned. An unconfirmed redirect is not checked again for
+    /// [`UNCONFIRMED_MOVE_QUIET`].
+    async fn confirm_move(&self, portal: &PortalEntry, session: &Session, app: &OAuthApp, tokens: &TokenSet, location: String) -> Result<TokenSet, AccessError> {
+        let id = portal.portal.id;
+        let quiet = self.unconfirmed_moves.get(&id).is_some_and(|at| at.elapsed() < UNCONFIRMED_MOVE_QUIET);
+        if quiet {
+            moved_outcome("refused");
+            return Err(CrmError::Moved { location }.into());
+        }
+        let fresh = session.refresh_after(app, &tokens.access_token, Some(&location)).await.map_err(|e| refused(id, e))?;
+        if fresh.client_endpoint == tokens.client_endpoint || !moved_endpoint(&fresh.client_endpoint, &location) {
+            self.unconfirmed_moves.insert(id, std::time::Instant::now());
+            moved_outcome("refused");
+            tracing::error!(portal = id, "the portal answers with a redirect, but the OAuth server does not confirm the new address for this member_id; not followed (reinstall the app if the portal was renamed)");
+            return Err(CrmError::Moved { location }.into());
+        }
+        self.unconfirmed_moves.remove(&id);
+        moved_outcome("followed");
+        tracing::warn!(portal = id, endpoint = %fresh.client_endpoint, "the portal moved to a new address (confirmed by the OAuth server for the same member_id); following it and storing it");
+        if let Ok(domain) = normalize_domain(&fresh.client_endpoint) {
+            self.store_portal(portal, domain, portal.portal.auth.clone()).await;
+        }
+        Ok(fresh)
     }
 
     /// A webhook portal's call; a 302 to the same webhook on another Bitrix24 cloud host is
@@ -198,7 +190,7 @@ impl Tokens {
             .get(&id)
             .filter(|m| m.0 == url.expose())
             .map_or_else(|| url.clone(), |m| m.1.clone());
-        match op(Endpoint::webhook(&current)?).await {
+        match op(Endpoint::webhook(&b24_secret(&current))?).await {
             Err(CrmError::Moved { location }) => {
                 let Some(new) = webhook_move(current.expose(), &location) else {
                     moved_outcome("refused");
@@ -211,7 +203,7 @@ impl Tokens {
                 self.moved.insert(id, (url.expose().to_owned(), new.clone()));
                 let domain = normalize_domain(new.expose()).unwrap_or_else(|_| portal.portal.domain.clone());
                 self.store_portal(portal, domain, Some(Auth::Webhook { url: new.clone() })).await;
-                Ok(op(Endpoint::webhook(&new)?).await?)
+                Ok(op(Endpoint::webhook(&b24_secret(&new))?).await?)
             }
             other => Ok(other?),
         }
@@ -237,15 +229,15 @@ impl Tokens {
         let (set, portal) = (token_set(&t), t.portal);
         // In memory first: waits for a refresh in flight, so that refresh cannot overwrite the
         // new installation afterwards.
-        let cell = self.cells.get(&t.portal).map(|c| Arc::clone(&c));
-        if let Some(cell) = cell {
-            cell.replace(set).await;
+        let session = self.sessions.get(&t.portal).map(|s| Arc::clone(&s));
+        if let Some(session) = session {
+            session.replace(set).await;
         }
         let now = super::now_ms();
         let stored = self.store.run(move |s| s.put_portal_tokens(&t, now)).await;
         if stored.is_err() {
-            // Not stored: forget the cell so the next call reloads what the store holds.
-            self.cells.remove(&portal);
+            // Not stored: forget the session so the next call reloads what the store holds.
+            self.sessions.remove(&portal);
         }
         stored
     }
@@ -258,114 +250,58 @@ impl Tokens {
         self.store.run(move |s| s.portal_tokens(portal)).await
     }
 
-    /// Forgets a portal's cell (deleted, or its installation replaced outside this registry).
+    /// Forgets a portal's session (deleted, or its installation replaced outside this registry).
     pub fn forget(&self, portal: PortalId) {
-        self.cells.remove(&portal);
+        self.sessions.remove(&portal);
     }
 
-    /// The portal's cell, loaded from the store on first use; `None` when not installed.
-    async fn cell(&self, portal: PortalId) -> Result<Option<Arc<TokenCell>>, StoreError> {
-        if let Some(c) = self.cells.get(&portal) {
-            return Ok(Some(Arc::clone(&c)));
+    /// The portal's session, loaded from the store on first use; `None` when not installed.
+    async fn session(&self, portal: PortalId) -> Result<Option<Arc<Session>>, StoreError> {
+        if let Some(s) = self.sessions.get(&portal) {
+            return Ok(Some(Arc::clone(&s)));
         }
         let Some(stored) = self.store.run(move |s| s.portal_tokens(portal)).await? else {
             return Ok(None);
         };
-        // Another task may have loaded it meanwhile: the first one in wins, so all share one cell.
-        let cell = self
-            .cells
-            .entry(portal)
-            .or_insert_with(|| Arc::new(TokenCell::new(token_set(&stored))));
-        Ok(Some(Arc::clone(&cell)))
+        // Another task may have loaded it meanwhile: the first one in wins, so all share one session.
+        let session = self.sessions.entry(portal).or_insert_with(|| {
+            let store = PortalStore { store: self.store.clone(), portal };
+            Arc::new(OAuthSession::new(self.client.clone(), token_set(&stored), store))
+        });
+        Ok(Some(Arc::clone(&session)))
     }
+}
 
-    /// One refresh at the OAuth server, then the rotated pair written to the store (retried a
-    /// few times: the old refresh token is already spent).
-    async fn refresh_and_persist(
-        &self,
-        portal: PortalId,
-        domain: &str,
-        current: TokenSet,
-        app: Client<'_>,
-        moved_to: Option<&str>,
-    ) -> Result<TokenSet, CrmError> {
-        let fresh = oauth::refresh(
-            &self.client,
-            app.oauth_server,
-            app.id,
-            app.secret,
-            &current.refresh_token,
-        )
-        .await?;
-        let stored = checked_refresh(portal, domain, current, fresh, moved_to);
-        for attempt in 1..=5u32 {
-            let t = stored.clone();
+/// Where an OAuth portal's rotated tokens go: its row in the store (callgate's [`TokenStore`]).
+pub struct PortalStore {
+    store: StoreHandle,
+    portal: PortalId,
+}
+
+/// Tries of writing a rotated pair (the old refresh token is already spent).
+const STORE_ATTEMPTS: u32 = 5;
+
+impl TokenStore for PortalStore {
+    async fn save(&self, t: &TokenSet) -> Result<(), TokenStoreError> {
+        let portal = self.portal;
+        metrics::counter!("callgate_crm_token_refreshes_total").increment(1);
+        let mut attempt = 1;
+        loop {
+            let (access, refresh, expires, endpoint) = (own_secret(&t.access_token), own_secret(&t.refresh_token), t.expires_at_unix, t.client_endpoint.clone());
             let now = super::now_ms();
-            match self
-                .store
-                .run(move |s| {
-                    s.rotate_portal_tokens(
-                        portal,
-                        &t.access_token,
-                        &t.refresh_token,
-                        t.expires_at_unix,
-                        &t.client_endpoint,
-                        now,
-                    )
-                })
-                .await
-            {
-                Ok(_) => break,
-                Err(e) if attempt < 5 => {
+            match self.store.run(move |s| s.rotate_portal_tokens(portal, &access, &refresh, expires, &endpoint, now)).await {
+                Ok(_) => {
+                    tracing::info!(portal, "Bitrix24 access token refreshed");
+                    return Ok(());
+                }
+                Err(e) if attempt < STORE_ATTEMPTS => {
                     tracing::warn!(portal, error = %e, attempt, "storing the refreshed Bitrix24 tokens failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                    attempt += 1;
                 }
-                Err(e) => {
-                    tracing::error!(portal, error = %e, "storing the refreshed Bitrix24 tokens failed; they are used in memory, a restart needs a reinstall")
-                }
+                Err(e) => return Err(format!("portal {portal}: {e}; a restart needs a reinstall of the app").into()),
             }
         }
-        tracing::info!(portal, "Bitrix24 access token refreshed");
-        Ok(stored)
-    }
-}
-
-/// The configured app a refresh speaks for.
-#[derive(Clone, Copy)]
-struct Client<'a> {
-    id: &'a str,
-    secret: &'a Secret,
-    oauth_server: &'a str,
-}
-
-/// The refreshed set as it may be used: the identity (`member_id`, `client_endpoint`) stays the
-/// installation's unless the answer names the same portal; the rotated tokens are always taken
-/// (the old refresh token is spent).
-///
-/// `moved_to`: the `Location` of a portal that answered with a redirect. The answer's endpoint
-/// is then also taken when it is on that very host and the answer names the installation's own
-/// `member_id` (the OAuth server vouches that this portal lives there now).
-fn checked_refresh(portal: PortalId, domain: &str, current: TokenSet, fresh: TokenSet, moved_to: Option<&str>) -> TokenSet {
-    let same_member = !current.member_id.is_empty() && fresh.member_id == current.member_id;
-    let moved = moved_to.is_some_and(|loc| same_member && moved_endpoint(&fresh.client_endpoint, loc));
-    let endpoint = if moved || endpoint_on_portal(&fresh.client_endpoint, domain) {
-        fresh.client_endpoint
-    } else {
-        if !fresh.client_endpoint.is_empty() {
-            tracing::warn!(portal, "the OAuth server's refresh answer names a client_endpoint off the portal's domain; the stored endpoint is kept");
-        }
-        current.client_endpoint
-    };
-    if !fresh.member_id.is_empty() && fresh.member_id != current.member_id {
-        tracing::warn!(
-            portal,
-            "the OAuth server's refresh answer names another member_id; the installation's is kept"
-        );
-    }
-    TokenSet {
-        client_endpoint: endpoint,
-        member_id: current.member_id,
-        ..fresh
     }
 }
 
@@ -381,43 +317,8 @@ pub(crate) fn endpoint_on_portal(endpoint: &str, portal_domain: &str) -> bool {
         && normalize_domain(endpoint).ok().as_deref() == Some(portal_domain)
 }
 
-/// Bitrix24's cloud domains: a webhook is followed only to a host under one of them.
-pub const BITRIX24_CLOUD: &[&str] = &[
-    "bitrix24.com", "bitrix24.ru", "bitrix24.de", "bitrix24.eu", "bitrix24.es", "bitrix24.fr", "bitrix24.it", "bitrix24.pl",
-    "bitrix24.uk", "bitrix24.in", "bitrix24.id", "bitrix24.vn", "bitrix24.jp", "bitrix24.cn", "bitrix24.tr", "bitrix24.com.br",
-    "bitrix24.com.tr", "bitrix24.by", "bitrix24.kz", "bitrix24.ua", "bitrix24.site",
-];
-
 fn moved_outcome(outcome: &'static str) {
     metrics::counter!("callgate_crm_portal_moved_total", "outcome" => outcome).increment(1);
-}
-
-/// True when `endpoint` is `<scheme>://<the Location's host:port>/rest/` (pure).
-pub(crate) fn moved_endpoint(endpoint: &str, location: &str) -> bool {
-    let (Ok(e), Ok(l)) = (url::Url::parse(endpoint.trim()), url::Url::parse(location.trim())) else {
-        return false;
-    };
-    e.path() == "/rest/"
-        && e.query().is_none()
-        && e.username().is_empty()
-        && e.host_str().is_some()
-        && e.host_str() == l.host_str()
-        && e.port_or_known_default() == l.port_or_known_default()
-        && e.scheme() == l.scheme()
-}
-
-/// The webhook URL to follow a redirect of `current` to (pure): `location` must be `https` on a
-/// host under [`BITRIX24_CLOUD`], without user info or another port, and carry the same
-/// `/rest/<user>/<code>/` prefix (the method part after it is dropped). Anything else: `None`.
-pub fn webhook_move(current: &str, location: &str) -> Option<String> {
-    let cur = url::Url::parse(current.trim()).ok()?;
-    let loc = url::Url::parse(location.trim()).ok()?;
-    let host = loc.host_str()?.to_ascii_lowercase();
-    let on_cloud = BITRIX24_CLOUD.iter().any(|d| host.strip_suffix(d).is_some_and(|rest| rest.ends_with('.') && rest.len() > 1));
-    let prefix = cur.path();
-    let same_hook = prefix.starts_with("/rest/") && prefix.ends_with('/') && loc.path().starts_with(prefix);
-    let plain = loc.scheme() == "https" && loc.username().is_empty() && loc.password().is_none() && loc.port().is_none();
-    (on_cloud && same_hook && plain && Some(host.as_str()) != cur.host_str()).then(|| format!("https://{host}{prefix}"))
 }
 
 /// A refresh failure: `Auth` (`invalid_grant`, `invalid_client`, ...) needs a human.
@@ -434,8 +335,8 @@ fn refused(portal: PortalId, e: CrmError) -> AccessError {
 
 fn token_set(t: &PortalTokens) -> TokenSet {
     TokenSet {
-        access_token: t.access_token.clone(),
-        refresh_token: t.refresh_token.clone(),
+        access_token: b24_secret(&t.access_token),
+        refresh_token: b24_secret(&t.refresh_token),
         expires_at_unix: t.expires_at_unix,
         client_endpoint: t.client_endpoint.clone(),
         member_id: t.member_id.clone(),
@@ -445,16 +346,6 @@ fn token_set(t: &PortalTokens) -> TokenSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn set(endpoint: &str, member: &str, access: &str) -> TokenSet {
-        TokenSet {
-            access_token: Secret::new(access),
-            refresh_token: Secret::new(format!("r-{access}")),
-            expires_at_unix: 100,
-            client_endpoint: endpoint.into(),
-            member_id: member.into(),
-        }
-    }
 
     #[test]
     fn only_the_portals_rest_path_is_its_endpoint() {
@@ -471,57 +362,5 @@ mod tests {
         ] {
             assert!(!endpoint_on_portal(bad, d), "{bad}");
         }
-    }
-
-    #[test]
-    fn a_webhook_is_followed_only_to_the_same_hook_on_bitrix24s_cloud() {
-        let cur = "https://old.bitrix24.ru/rest/1/code/";
-        let loc = |l: &str| webhook_move(cur, l);
-        assert_eq!(
-            loc("https://new.bitrix24.ru/rest/1/code/batch.json").as_deref(),
-            Some("https://new.bitrix24.ru/rest/1/code/")
-        );
-        assert_eq!(loc("https://new.bitrix24.com/rest/1/code/").as_deref(), Some("https://new.bitrix24.com/rest/1/code/"));
-        assert_eq!(loc("https://attacker.example/rest/1/code/batch.json"), None, "off the cloud");
-        assert_eq!(loc("https://bitrix24.ru.attacker.example/rest/1/code/"), None);
-        assert_eq!(loc("https://evilbitrix24.ru/rest/1/code/"), None, "not a subdomain");
-        assert_eq!(loc("http://new.bitrix24.ru/rest/1/code/"), None, "plain http");
-        assert_eq!(loc("https://new.bitrix24.ru:8443/rest/1/code/"), None, "another port");
-        assert_eq!(loc("https://u:p@new.bitrix24.ru/rest/1/code/"), None);
-        assert_eq!(loc("https://new.bitrix24.ru/rest/9/other/"), None, "another webhook");
-        assert_eq!(loc("https://old.bitrix24.ru/rest/1/code/"), None, "the same host");
-    }
-
-    #[test]
-    fn a_move_is_taken_only_for_the_same_member_on_the_locations_host() {
-        let cur = set("https://old.bitrix24.ru/rest/", "m1", "a");
-        let loc = Some("https://new.bitrix24.ru/rest/batch.json");
-        let got = checked_refresh(1, "https://old.bitrix24.ru/", cur.clone(), set("https://new.bitrix24.ru/rest/", "m1", "b"), loc);
-        assert_eq!(got.client_endpoint, "https://new.bitrix24.ru/rest/");
-        let other_member = checked_refresh(1, "https://old.bitrix24.ru/", cur.clone(), set("https://new.bitrix24.ru/rest/", "m2", "b"), loc);
-        assert_eq!(other_member.client_endpoint, "https://old.bitrix24.ru/rest/");
-        let other_host = checked_refresh(1, "https://old.bitrix24.ru/", cur.clone(), set("https://evil.example/rest/", "m1", "b"), loc);
-        assert_eq!(other_host.client_endpoint, "https://old.bitrix24.ru/rest/");
-        let no_redirect = checked_refresh(1, "https://old.bitrix24.ru/", cur, set("https://new.bitrix24.ru/rest/", "m1", "b"), None);
-        assert_eq!(no_redirect.client_endpoint, "https://old.bitrix24.ru/rest/");
-    }
-
-    #[test]
-    fn a_refresh_naming_another_host_or_member_keeps_the_installations_identity() {
-        let d = "https://a.bitrix24.ru/";
-        let current = set("https://a.bitrix24.ru/rest/", "m1", "old");
-        let evil = set("https://evil.example/rest/", "m2", "new");
-        let got = checked_refresh(1, d, current.clone(), evil, None);
-        assert_eq!(
-            (
-                got.client_endpoint.as_str(),
-                got.member_id.as_str(),
-                got.access_token.expose()
-            ),
-            ("https://a.bitrix24.ru/rest/", "m1", "new"),
-            "the rotated tokens are taken, the identity is not"
-        );
-        let same = set("https://a.bitrix24.ru/rest/", "m1", "new");
-        assert_eq!(checked_refresh(1, d, current, same.clone(), None), same);
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fallback::{replace_user, Direction};
 use super::plan::{plan, Cmd, Plan};
-use super::limiter::LeakyBucket;
+use super::LeakyBucket;
 use super::rules::utm_fields;
 use crate::routing::{Directory, PortalEntry};
 use crate::settings::PortalId;

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{active_users, full_sync, replace_index, CrmKind, SyncReport, RETRY_MAX, RETRY_MIN};
-use crate::crm::error::CrmError;
+use bitrix24::crm::{is_not_found, Get};
+
 use crate::crm::lookup::{self, LookupConfig};
-use crate::crm::params::Params;
 use crate::crm::tokens::{AccessError, Tokens};
-use crate::crm::types::{ContactOrLead, User};
+use crate::crm::{CrmError, User};
 use crate::routing::number::normalize_number;
 use crate::routing::{Directory, PortalEntry};
 use crate::settings::{Auth, PortalId};
@@ -190,23 +190,11 @@ impl IndexSync {
     ) -> Result<usize, SyncError> {
         let entry = self.entry(portal)?;
         let client = self.tokens.client();
-        let params = Params::new().set("id", id);
-        let read = self.tokens.call(&entry, |ep| {
-            let params = &params;
-            async move {
-                client
-                    .call(&ep, kind.get_method(), params)
-                    .await?
-                    .decode::<ContactOrLead>()
-            }
-        });
+        let get = Get { kind: kind.entity(), id };
+        let read = self.tokens.call(&entry, |ep| async move { client.invoke(&ep, &get).await });
         let entity = match read.await {
             Ok(entity) => entity,
-            Err(AccessError::Crm(CrmError::Api { description, .. }))
-                if description.trim() == "Not found" =>
-            {
-                return Ok(0)
-            }
+            Err(AccessError::Crm(e)) if is_not_found(&e) => return Ok(0),
             Err(e) => return Err(e.into()),
         };
         let numbers: Vec<u64> = entity

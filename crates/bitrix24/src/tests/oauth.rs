@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::stub::{Canned, Stub};
-use crate::config::Secret;
-use crate::crm::oauth::{refresh, refresh_url, DEFAULT_OAUTH_SERVER};
-use crate::crm::{CrmClient, CrmError, TokenCell, TokenSet};
+use crate::oauth::{refresh, refresh_url, DEFAULT_OAUTH_SERVER};
+use crate::{Secret, Client, Error, TokenCell, TokenSet};
 
 const TOKEN_OK: &str = r#"{"access_token":"n3w-access","client_endpoint":"https://portal.bitrix24.com/rest/",
   "domain":"oauth.bitrix.info","expires":1780319382,"expires_in":3600,"member_id":"a223c8",
@@ -27,7 +26,7 @@ fn tokens(access: &str, refresh: &str) -> TokenSet {
 #[tokio::test]
 async fn refresh_gets_the_token_url_and_parses_the_answer() {
     let stub = Stub::start(vec![Canned::json(200, TOKEN_OK)]).await;
-    let client = CrmClient::new().unwrap();
+    let client = Client::new().unwrap();
     let got = refresh(
         &client,
         &stub.url("/"),
@@ -74,7 +73,7 @@ fn refresh_url_defaults_and_adds_the_slash() {
     );
     assert!(matches!(
         refresh_url("http://oauth.example.com/", "id", &secret, &rt),
-        Err(CrmError::InsecureUrl { .. })
+        Err(Error::InsecureUrl { .. })
     ));
 }
 
@@ -112,7 +111,7 @@ async fn oauth_server_errors_are_auth_errors_even_with_http_200() {
             "NOT_INSTALLED",
         ),
     ];
-    let client = CrmClient::new().unwrap();
+    let client = Client::new().unwrap();
     for (status, body, code) in cases {
         let stub = Stub::start(vec![Canned::json(status, body)]).await;
         let err = refresh(
@@ -125,7 +124,7 @@ async fn oauth_server_errors_are_auth_errors_even_with_http_200() {
         .await
         .unwrap_err();
         assert!(
-            matches!(&err, CrmError::Auth { code: c, .. } if c == code),
+            matches!(&err, Error::Auth { code: c, .. } if c == code),
             "{body}: {err:?}"
         );
         assert!(!err.retryable());
@@ -135,7 +134,7 @@ async fn oauth_server_errors_are_auth_errors_even_with_http_200() {
 
 #[tokio::test]
 async fn transient_oauth_failures_stay_retryable() {
-    let client = CrmClient::new().unwrap();
+    let client = Client::new().unwrap();
     let stub = Stub::start(vec![Canned::html(502, "<html>Bad Gateway</html>")]).await;
     let err = refresh(
         &client,
@@ -161,7 +160,7 @@ async fn transient_oauth_failures_stay_retryable() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, CrmError::Decode { .. }), "{err:?}");
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -169,7 +168,7 @@ async fn an_answer_without_expires_uses_expires_in() {
     let body = r#"{"access_token":"a","refresh_token":"b","expires_in":"3600","client_endpoint":"https://p/rest/","member_id":"m"}"#;
     let stub = Stub::start(vec![Canned::json(200, body)]).await;
     let got = refresh(
-        &CrmClient::new().unwrap(),
+        &Client::new().unwrap(),
         &stub.url("/"),
         "id",
         &Secret::new("s"),
@@ -240,7 +239,7 @@ async fn concurrent_callers_share_one_refresh() {
 async fn waiters_share_a_failed_refresh_and_a_later_caller_tries_again() {
     let cell = Arc::new(TokenCell::new(tokens("stale", "r1")));
     let attempts = Arc::new(AtomicUsize::new(0));
-    let invalid_grant = CrmError::Auth {
+    let invalid_grant = Error::Auth {
         code: "invalid_grant".into(),
         description: "Invalid grant".into(),
     };

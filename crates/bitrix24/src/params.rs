@@ -1,15 +1,15 @@
 //! [`Params`]: the ordered parameter tree of one REST call, and its two wire forms.
 //!
-//! * JSON body ([`Params`] implements `Serialize`): what [`CrmClient::call`](super::CrmClient::call)
+//! * JSON body ([`Params`] implements `Serialize`): what [`Client::call`](crate::Client::call)
 //!   POSTs. Key order is kept.
 //! * PHP-bracket query string ([`Params::to_query`]): `USER_ID[0]=11&USER_ID[1]=12&fields[UTM_SOURCE]=google`,
-//!   what goes inside `batch` `cmd` strings (bitrix24-rest.md §1.2, §4). Values are
+//!   what goes inside `batch` `cmd` strings. Values are
 //!   percent-encoded (space as `%20`, never `+`), bracket structure is literal. Since the batch body
 //!   is JSON, the server URL-decodes a `cmd` string exactly once, so single encoding is right.
 //!
 //! A [`ParamValue::Reference`] (`Params::reference("reg", "CALL_ID")`) is written literally as
 //! `$result[reg][CALL_ID]`, unencoded, so Bitrix24 substitutes an earlier sub-call's result
-//! (pitfall 13: a bare key would be passed through as text).
+//! (a bare key would be passed through as text, and the sub-call would fail).
 //!
 //! This module is pure: no I/O, no dependency on the rest of the crate.
 
@@ -39,6 +39,22 @@ pub enum ParamValue {
 }
 
 impl ParamValue {
+    /// A JSON value as a parameter value (see [`Params::from_json`]); `None` for `null`.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        use serde_json::Value;
+        Some(match v {
+            Value::Null => return None,
+            Value::Bool(b) => Self::Int(i64::from(*b)),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Self::Int(i),
+                None => Self::Float(n.as_f64().unwrap_or_default()),
+            },
+            Value::String(s) => Self::Str(s.clone()),
+            Value::Array(a) => Self::List(a.iter().filter_map(Self::from_json).collect()),
+            Value::Object(_) => Self::Map(Params::from_json(v)),
+        })
+    }
+
     /// `$result[key][path0][path1]…`.
     pub fn reference_text(key: &str, path: &[String]) -> String {
         let mut s = format!("$result[{key}]");
@@ -195,6 +211,21 @@ impl Params {
     /// True when there are no parameters.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Parameters from a JSON object (e.g. stored as JSON by the caller): numbers stay numbers,
+    /// booleans become `0`/`1`, arrays lists, objects maps; `null`s are left out. Anything but an
+    /// object gives no parameters.
+    pub fn from_json(v: &serde_json::Value) -> Self {
+        let mut p = Self::new();
+        if let serde_json::Value::Object(m) = v {
+            for (k, v) in m {
+                if let Some(pv) = ParamValue::from_json(v) {
+                    p.insert(k.clone(), pv);
+                }
+            }
+        }
+        p
     }
 
     /// The JSON value (note: `serde_json::Value` objects are sorted; serialise `Params` directly

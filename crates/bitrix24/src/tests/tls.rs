@@ -1,6 +1,6 @@
 //! Certificate verification against a throw-away test CA: refused by default, accepted after
 //! `with_root_ca` (what `crm.ca_file` configures). The CA and the 127.0.0.1 server certificate are
-//! made in memory with rcgen at test time (`crate::tls::dev_pki`; no keys in the repository).
+//! made in memory with rcgen at test time (no keys in the repository).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -9,8 +9,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Secret;
-use crate::crm::{CrmClient, CrmError, Endpoint, Params};
+use crate::{Secret, Client, Error, Endpoint, Params};
 
 struct Pki {
     ca_pem: Vec<u8>,
@@ -20,11 +19,21 @@ struct Pki {
 
 /// A CA and a leaf for `IP:127.0.0.1` signed by it.
 fn make_pki() -> Pki {
-    let pki = crate::tls::dev_pki(&["127.0.0.1".into()]).expect("rcgen");
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.distinguished_name.push(DnType::CommonName, "bitrix24 test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
     Pki {
-        ca_pem: pki.ca_pem.into_bytes(),
-        leaf_pem: pki.cert_pem.into_bytes(),
-        leaf_key_pem: pki.key_pem.into_bytes(),
+        ca_pem: ca_cert.pem().into_bytes(),
+        leaf_pem: format!("{}{}", leaf.pem(), ca_cert.pem()).into_bytes(),
+        leaf_key_pem: leaf_key.serialize_pem().into_bytes(),
     }
 }
 
@@ -86,17 +95,17 @@ async fn a_test_ca_is_trusted_only_when_added() {
     let addr = serve_tls(&pki, 2);
     let ep = Endpoint::oauth(&format!("https://{addr}/rest/"), Secret::new("t")).unwrap();
 
-    let strict = CrmClient::new().unwrap();
+    let strict = Client::new().unwrap();
     let err = strict
         .call(&ep, "app.info", &Params::new())
         .await
         .unwrap_err();
-    let CrmError::Network { message } = &err else {
+    let Error::Network { message } = &err else {
         panic!("{err:?}")
     };
     assert!(message.to_lowercase().contains("certificate"), "{message}");
 
-    let trusting = CrmClient::builder()
+    let trusting = Client::builder()
         .with_root_ca(pki.ca_pem.clone())
         .build()
         .unwrap();

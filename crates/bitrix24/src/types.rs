@@ -1,9 +1,9 @@
-//! Typed results of the REST methods callgate uses, decoded tolerantly (bitrix24-rest.md §1.5).
+//! Typed results of the REST methods, decoded tolerantly.
 //!
 //! PHP quirks handled here, once: ids arrive as ints or numeric strings ([`Id`]); empty maps
 //! arrive as `[]`; maps with keys 0..n-1 arrive as arrays; booleans are `true`/`"Y"`/`1`; missing
 //! values are `null`, `""` or `false`; dates may be `{}` (ignored). Unknown fields are ignored.
-//! Decoding is pure: `serde_json::Value` in, struct or [`CrmError::Decode`] (with the JSON path of
+//! Decoding is pure: `serde_json::Value` in, struct or [`Error::Decode`] (with the JSON path of
 //! the offending field) out.
 
 use std::collections::BTreeMap;
@@ -13,14 +13,14 @@ use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::CrmError;
+use super::Error;
 
 /// Decodes a `result` value into `T`; the error names the JSON path that failed.
 ///
 /// # Errors
-/// [`CrmError::Decode`] when the value does not fit `T`.
-pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CrmError> {
-    serde_path_to_error::deserialize(value).map_err(|e| CrmError::Decode {
+/// [`Error::Decode`] when the value does not fit `T`.
+pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| Error::Decode {
         message: format!("at {}: {}", e.path(), e.inner()),
     })
 }
@@ -65,11 +65,11 @@ fn lenient_u64(v: &Value) -> Option<u64> {
 }
 
 /// Serde helpers for `#[serde(deserialize_with = …)]`.
-mod lenient {
+pub(crate) mod lenient {
     use super::*;
 
     /// `null`, `""`, `false`, `[]` → `None`; otherwise an id (0 kept).
-    pub(super) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         let v = Value::deserialize(d)?;
         if is_blank(&v) {
             return Ok(None);
@@ -80,17 +80,17 @@ mod lenient {
     }
 
     /// Like [`opt_u64`] but `0`/`"0"` also mean "none" (entity ids are positive; events send `"0"`).
-    pub(super) fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    pub(crate) fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         Ok(opt_u64(d)?.filter(|id| *id != 0))
     }
 
     /// An id that must be present.
-    pub(super) fn id<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    pub(crate) fn id<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         Id::deserialize(d).map(u64::from)
     }
 
     /// `null`, `false`, `""` (after trimming) → `None`; numbers become their text.
-    pub(super) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         let v = Value::deserialize(d)?;
         Ok(match v {
             Value::String(s) if !s.trim().is_empty() => Some(s),
@@ -100,7 +100,7 @@ mod lenient {
     }
 
     /// `true`/`false`, `"Y"`/`"N"`, `1`/`0`, `"1"`/`"0"`, `"true"`; anything else is `false`.
-    pub(super) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         let v = Value::deserialize(d)?;
         Ok(match v {
             Value::Bool(b) => b,
@@ -111,7 +111,7 @@ mod lenient {
     }
 
     /// A list that may come as an array, an object (PHP array with holes), `[]`, `null` or `false`.
-    pub(super) fn vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    pub(crate) fn vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
     where
         D: Deserializer<'de>,
         T: DeserializeOwned,
@@ -129,7 +129,7 @@ mod lenient {
     }
 
     /// An object, or `None` for `[]`, `null`, `false`, `""`.
-    pub(super) fn opt_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    pub(crate) fn opt_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,
         T: DeserializeOwned,
@@ -141,7 +141,7 @@ mod lenient {
     }
 
     /// A string map that may come as `[]` (empty) or an object; non-string values become text.
-    pub(super) fn string_map<'de, D: Deserializer<'de>>(
+    pub(crate) fn string_map<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, String>, D::Error> {
         let v = Value::deserialize(d)?;
@@ -156,7 +156,7 @@ mod lenient {
             .collect())
     }
 
-    pub(super) fn is_blank(v: &Value) -> bool {
+    pub(crate) fn is_blank(v: &Value) -> bool {
         match v {
             Value::Null | Value::Bool(false) => true,
             Value::String(s) => s.trim().is_empty(),
@@ -166,7 +166,7 @@ mod lenient {
     }
 }
 
-/// `telephony.externalcall.register` result (§5.2).
+/// `telephony.externalcall.register` result.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RegisterResult {
     /// `externalCall.<hex>.<unix>`.
@@ -200,7 +200,8 @@ pub struct RegisterResult {
         deserialize_with = "lenient::vec"
     )]
     pub crm_created_entities: Vec<CreatedEntity>,
-    /// Set when lead creation failed; the call is registered anyway (pitfall 4).
+    /// Set when lead creation failed ("Lead creation is disabled for local users"); the call is
+    /// registered anyway, with HTTP 200.
     #[serde(
         rename = "LEAD_CREATION_ERROR",
         default,
@@ -233,7 +234,7 @@ pub struct CreatedEntity {
     pub entity_id: u64,
 }
 
-/// `telephony.externalcall.finish` result: the statistics row (§5.3). `CALL_START_DATE` (often
+/// `telephony.externalcall.finish` result: the statistics row. `CALL_START_DATE` (often
 /// `{}`) and `REST_APP_NAME` (often `false`) are deliberately not decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct FinishResult {
@@ -300,7 +301,7 @@ pub struct FinishResult {
     pub errors: BTreeMap<String, String>,
 }
 
-/// One `telephony.externalCall.searchCrmEntities` item (§5.6).
+/// One `telephony.externalCall.searchCrmEntities` item.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SearchEntity {
     /// `CONTACT`, `LEAD`, `COMPANY`.
@@ -394,13 +395,13 @@ impl<T: DeserializeOwned> ListPage<T> {
     /// Decodes `result` (an array, or an object/`[]` from PHP) plus the envelope's `total`/`next`.
     ///
     /// # Errors
-    /// [`CrmError::Decode`] when an item does not fit `T` or `result` is not a list.
-    pub fn decode(result: Value, total: Option<u64>, next: Option<u64>) -> Result<Self, CrmError> {
+    /// [`Error::Decode`] when an item does not fit `T` or `result` is not a list.
+    pub fn decode(result: Value, total: Option<u64>, next: Option<u64>) -> Result<Self, Error> {
         let items = match result {
             Value::Array(a) => a,
             Value::Object(o) => o.into_iter().map(|(_, v)| v).collect(),
             Value::Null | Value::Bool(false) => Vec::new(),
-            other => return Err(CrmError::decode(format!("expected a list, got {other}"))),
+            other => return Err(Error::decode(format!("expected a list, got {other}"))),
         };
         let items = items.into_iter().map(decode).collect::<Result<_, _>>()?;
         Ok(Self { items, total, next })
@@ -501,14 +502,14 @@ impl From<ContactRaw> for ContactOrLead {
     }
 }
 
-/// The `result` of a `batch` call (§4): per command key, a result or an error.
+/// The `result` of a `batch` call: per command key, a result or an error.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchResult {
     /// Results of the sub-calls that succeeded.
     pub result: BTreeMap<String, Value>,
     /// Errors of the sub-calls that failed (classified with HTTP status 200, the status of the
     /// batch answer that carried them).
-    pub result_error: BTreeMap<String, CrmError>,
+    pub result_error: BTreeMap<String, Error>,
     /// `total` of list sub-calls.
     pub result_total: BTreeMap<String, u64>,
     /// `next` of list sub-calls with more pages.
@@ -517,16 +518,16 @@ pub struct BatchResult {
 
 impl BatchResult {
     /// Decodes the batch `result` object; `method_of(key)` names the method of a command (for
-    /// [`CrmError::OperationLimit`] and [`CrmError::MethodNotFound`]).
+    /// [`Error::OperationLimit`] and [`Error::MethodNotFound`]).
     ///
     /// # Errors
-    /// [`CrmError::Decode`] when a part has the wrong shape.
-    pub fn decode(result: &Value, method_of: impl Fn(&str) -> String) -> Result<Self, CrmError> {
+    /// [`Error::Decode`] when a part has the wrong shape.
+    pub fn decode(result: &Value, method_of: impl Fn(&str) -> String) -> Result<Self, Error> {
         if lenient::is_blank(result) {
             return Ok(Self::default());
         }
         let Value::Object(obj) = result else {
-            return Err(CrmError::decode(format!(
+            return Err(Error::decode(format!(
                 "batch result is not an object: {result}"
             )));
         };
@@ -545,7 +546,7 @@ impl BatchResult {
         ] {
             for (k, v) in part(name)? {
                 let n = lenient_u64(v)
-                    .ok_or_else(|| CrmError::decode(format!("{name}[{k}] is not a number: {v}")))?;
+                    .ok_or_else(|| Error::decode(format!("{name}[{k}] is not a number: {v}")))?;
                 map.insert(k, n);
             }
         }
@@ -554,7 +555,7 @@ impl BatchResult {
 
     /// The outcome of command `key`: `Some(Ok)`, `Some(Err)`, or `None` when it did not run
     /// (after a `halt`).
-    pub fn get(&self, key: &str) -> Option<Result<&Value, &CrmError>> {
+    pub fn get(&self, key: &str) -> Option<Result<&Value, &Error>> {
         if let Some(e) = self.result_error.get(key) {
             return Some(Err(e));
         }
@@ -563,7 +564,7 @@ impl BatchResult {
 }
 
 /// A PHP array as `(key, value)` pairs: an object, an array (keys 0..n-1) or `[]`/`null`.
-fn php_map<'a>(v: &'a Value, name: &str) -> Result<Vec<(String, &'a Value)>, CrmError> {
+fn php_map<'a>(v: &'a Value, name: &str) -> Result<Vec<(String, &'a Value)>, Error> {
     match v {
         Value::Object(o) => Ok(o.iter().map(|(k, v)| (k.clone(), v)).collect()),
         Value::Array(a) => Ok(a
@@ -572,13 +573,13 @@ fn php_map<'a>(v: &'a Value, name: &str) -> Result<Vec<(String, &'a Value)>, Crm
             .map(|(i, v)| (i.to_string(), v))
             .collect()),
         Value::Null | Value::Bool(false) => Ok(Vec::new()),
-        other => Err(CrmError::decode(format!(
+        other => Err(Error::decode(format!(
             "batch {name} is not a map: {other}"
         ))),
     }
 }
 
-fn sub_error(v: &Value, method: &str) -> CrmError {
+fn sub_error(v: &Value, method: &str) -> Error {
     let text = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
@@ -587,9 +588,9 @@ fn sub_error(v: &Value, method: &str) -> CrmError {
     };
     match v {
         Value::Object(_) => {
-            CrmError::from_api_error(200, &text("error"), &text("error_description"), method)
+            Error::from_api_error(200, &text("error"), &text("error_description"), method)
         }
-        Value::String(s) => CrmError::from_api_error(200, "", s, method),
-        other => CrmError::from_api_error(200, "", &other.to_string(), method),
+        Value::String(s) => Error::from_api_error(200, "", s, method),
+        other => Error::from_api_error(200, "", &other.to_string(), method),
     }
 }

@@ -1,15 +1,15 @@
-//! [`CrmError`]: every way a Bitrix24 REST call can fail, as one enum.
+//! [`Error`]: every way a Bitrix24 REST call can fail, as one enum.
 //!
-//! Classification (bitrix24-rest.md §1.4, §2.3, §2.4, §3, §12): the `error` code first (compared
+//! Classification: the `error` code first (compared
 //! ASCII-case-insensitively: the portal mixes `expired_token` and `QUERY_LIMIT_EXCEEDED`), then the
 //! `error_description` when the code is empty or `ERROR_CORE` (telephony and legacy CRM errors come
 //! as `{"error":"","error_description":"Call is not found (…"}`), then the HTTP status (older docs
 //! list most errors with HTTP 200, current ones with 400/401/403/429/503, so the status is only a
-//! tie-breaker). [`CrmError::from_api_error`] is pure and table-tested; `classify_raw` applies it
+//! tie-breaker). [`Error::from_api_error`] is pure and table-tested; `classify_raw` applies it
 //! to a whole HTTP answer (redirects, non-JSON bodies, errors inside HTTP 200).
 //!
 //! No variant carries a token, a webhook code or a full URL: errors are logged, and the webhook URL
-//! *is* the secret. [`CrmError::Moved`] keeps the new location for the caller but prints only its
+//! *is* the secret. [`Error::Moved`] keeps the new location for the caller but prints only its
 //! origin.
 
 use std::time::Duration;
@@ -21,7 +21,7 @@ use url::Url;
 /// A failed Bitrix24 REST call (or OAuth token request).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum CrmError {
+pub enum Error {
     /// The request did not get an HTTP answer: DNS, connect, TLS, timeout, reset.
     #[error("network error: {message}")]
     Network {
@@ -36,7 +36,7 @@ pub enum CrmError {
         /// The start of the body, for the log.
         body_snippet: String,
     },
-    /// The portal answered 3xx: it moved to a new address (bitrix24-rest.md §1.6). Re-send the
+    /// The portal answered 3xx: it moved to a new address (see [`crate::moves`]). Re-send the
     /// request to the new host yourself and persist it; POST bodies are never re-sent blindly.
     #[error("the portal moved (HTTP 3xx) to {}", origin_of(location))]
     Moved {
@@ -157,7 +157,8 @@ pub enum CrmError {
     },
 }
 
-/// How long to wait at least before retrying after a rate-limit answer (bitrix24-rest.md §3).
+/// How long to wait at least before retrying after a rate-limit answer (Bitrix24 drains its
+/// per-portal bucket by 2 requests a second).
 pub const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
 /// Minimum wait after `OPERATION_TIME_LIMIT` or `OVERLOAD_LIMIT` when no `operating_reset_at` is
 /// known: the operating sum is kept in one-minute buckets.
@@ -165,7 +166,7 @@ pub const LIMIT_BLOCK_BACKOFF: Duration = Duration::from_secs(60);
 /// Minimum wait after a transient network or server failure.
 pub const TRANSIENT_BACKOFF: Duration = Duration::from_secs(1);
 
-impl CrmError {
+impl Error {
     /// Classifies an error envelope `{"error": code, "error_description": description}` that came
     /// with HTTP `status` from a call of `method`.
     pub fn from_api_error(status: u16, code: &str, description: &str, method: &str) -> Self {
@@ -271,31 +272,31 @@ const AUTH_CODES: &[&str] = &[
 /// Bitrix24 codes that mean "the server failed", whatever the status.
 const SERVER_CODES: &[&str] = &["INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"];
 
-fn by_code(status: u16, code: &str, description: &str, method: &str) -> Option<CrmError> {
+fn by_code(status: u16, code: &str, description: &str, method: &str) -> Option<Error> {
     let is = |c: &str| code.eq_ignore_ascii_case(c);
     let err = if is("QUERY_LIMIT_EXCEEDED") {
-        CrmError::RateLimited
+        Error::RateLimited
     } else if is("OPERATION_TIME_LIMIT") {
-        CrmError::OperationLimit {
+        Error::OperationLimit {
             method: method.to_owned(),
         }
     } else if is("OVERLOAD_LIMIT") {
-        CrmError::Overload
+        Error::Overload
     } else if is("expired_token") {
-        CrmError::ExpiredToken
+        Error::ExpiredToken
     } else if is("invalid_token") {
-        CrmError::InvalidToken
+        Error::InvalidToken
     } else if is("ERROR_METHOD_NOT_FOUND") {
-        CrmError::MethodNotFound {
+        Error::MethodNotFound {
             method: method.to_owned(),
         }
     } else if AUTH_CODES.iter().any(|c| is(c)) {
-        CrmError::Auth {
+        Error::Auth {
             code: code.to_owned(),
             description: description.to_owned(),
         }
     } else if SERVER_CODES.iter().any(|c| is(c)) {
-        CrmError::Server {
+        Error::Server {
             status,
             code: code.to_owned(),
         }
@@ -305,31 +306,31 @@ fn by_code(status: u16, code: &str, description: &str, method: &str) -> Option<C
     Some(err)
 }
 
-/// Codeless errors that callers must tell apart (bitrix24-rest.md §1.4, §11.1).
-fn by_description(description: &str) -> Option<CrmError> {
+/// Codeless errors that callers must tell apart (telephony errors come without a code).
+fn by_description(description: &str) -> Option<Error> {
     let d = description.trim();
     if d.starts_with("Call is not found") {
-        Some(CrmError::CallNotFound {
+        Some(Error::CallNotFound {
             description: d.to_owned(),
         })
     } else if d.starts_with("User is not found or is not active") {
-        Some(CrmError::UserNotFound)
+        Some(Error::UserNotFound)
     } else {
         None
     }
 }
 
-fn by_status(status: u16, code: &str, description: &str) -> CrmError {
+fn by_status(status: u16, code: &str, description: &str) -> Error {
     match status {
-        401 => CrmError::Auth {
+        401 => Error::Auth {
             code: code.to_owned(),
             description: description.to_owned(),
         },
-        500..=599 => CrmError::Server {
+        500..=599 => Error::Server {
             status,
             code: code.to_owned(),
         },
-        _ => CrmError::Api {
+        _ => Error::Api {
             code: code.to_owned(),
             description: description.to_owned(),
             status,
@@ -345,7 +346,7 @@ pub(crate) fn origin_of(location: &str) -> String {
     }
 }
 
-/// How much of a non-envelope body goes into [`CrmError::Http`].
+/// How much of a non-envelope body goes into [`Error::Http`].
 const SNIPPET_CHARS: usize = 200;
 
 /// Status, `Location` and body of an HTTP answer.
@@ -356,21 +357,21 @@ pub(crate) struct RawAnswer {
 }
 
 /// Classifies an HTTP answer to a call of `method` at `url` (pure), up to the success shape:
-/// 3xx with `Location` → [`CrmError::Moved`]; a JSON object with `error` →
-/// [`CrmError::from_api_error`] (whatever the status, even 200); a non-2xx or non-JSON answer →
-/// [`CrmError::Http`]; otherwise the JSON object of the 2xx answer.
+/// 3xx with `Location` → [`Error::Moved`]; a JSON object with `error` →
+/// [`Error::from_api_error`] (whatever the status, even 200); a non-2xx or non-JSON answer →
+/// [`Error::Http`]; otherwise the JSON object of the 2xx answer.
 pub(crate) fn classify_raw(
     raw: &RawAnswer,
     url: &Url,
     method: &str,
-) -> Result<serde_json::Map<String, Value>, CrmError> {
+) -> Result<serde_json::Map<String, Value>, Error> {
     if (300..400).contains(&raw.status) {
         if let Some(loc) = &raw.location {
             let location = url.join(loc).map_or_else(|_| loc.clone(), String::from);
-            return Err(CrmError::Moved { location });
+            return Err(Error::Moved { location });
         }
     }
-    let http = || CrmError::Http {
+    let http = || Error::Http {
         status: raw.status,
         body_snippet: snippet(&raw.body, SNIPPET_CHARS),
     };
@@ -387,7 +388,7 @@ pub(crate) fn classify_raw(
             .get("error_description")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        return Err(CrmError::from_api_error(
+        return Err(Error::from_api_error(
             raw.status,
             &code,
             description,

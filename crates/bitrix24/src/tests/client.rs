@@ -1,13 +1,12 @@
-//! `CrmClient` against the local stub: what it sends, and how it reads each kind of answer.
+//! `Client` against the local stub: what it sends, and how it reads each kind of answer.
 
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::stub::{Canned, Stub};
-use crate::config::Secret;
-use crate::crm::{
-    BatchCommand, CrmClient, CrmError, Endpoint, Params, RegisterResult, Response, Time, User,
+use crate::{Secret, 
+    BatchCommand, Client, Error, Endpoint, Params, RegisterResult, Response, Time, User,
 };
 
 const REGISTER_OK: &str = r#"{"result":{"CALL_ID":"externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
@@ -16,8 +15,8 @@ const REGISTER_OK: &str = r#"{"result":{"CALL_ID":"externalCall.716f1cb73def9700
   "date_start":"2026-03-10T11:19:38+03:00","date_finish":"2026-03-10T11:19:39+03:00",
   "operating_reset_at":1773131378,"operating":0.22}}"#;
 
-fn client() -> CrmClient {
-    CrmClient::builder()
+fn client() -> Client {
+    Client::builder()
         .request_timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -106,7 +105,7 @@ async fn empty_error_code_is_classified_by_description() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, CrmError::CallNotFound { .. }), "{err:?}");
+    assert!(matches!(err, Error::CallNotFound { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -117,7 +116,7 @@ async fn query_limit_503_is_rate_limited_and_retryable() {
         .call(&webhook(&stub), "user.get", &Params::new())
         .await
         .unwrap_err();
-    assert_eq!(err, CrmError::RateLimited);
+    assert_eq!(err, Error::RateLimited);
     assert!(err.retryable());
     assert_eq!(err.retry_after_hint(), Some(Duration::from_secs(1)));
 }
@@ -130,7 +129,7 @@ async fn html_502_is_an_http_error_with_a_snippet() {
         .call(&webhook(&stub), "user.get", &Params::new())
         .await
         .unwrap_err();
-    let CrmError::Http {
+    let Error::Http {
         status,
         body_snippet,
     } = &err
@@ -148,7 +147,7 @@ async fn a_stalled_answer_times_out_as_a_network_error_without_the_url() {
         Canned::json(200, REGISTER_OK).after(Duration::from_secs(10))
     ])
     .await;
-    let client = CrmClient::builder()
+    let client = Client::builder()
         .request_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
@@ -158,7 +157,7 @@ async fn a_stalled_answer_times_out_as_a_network_error_without_the_url() {
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
-    let CrmError::Network { message } = &err else {
+    let Error::Network { message } = &err else {
         panic!("{err:?}")
     };
     assert!(message.contains("timed out"), "{message}");
@@ -179,7 +178,7 @@ async fn a_302_is_reported_not_followed() {
         .unwrap_err();
     assert_eq!(
         err,
-        CrmError::Moved {
+        Error::Moved {
             location: "https://new-portal.bitrix24.ru/rest/1/s3cr3tcode/user.get.json".into()
         }
     );
@@ -196,7 +195,7 @@ async fn a_relative_location_is_made_absolute() {
         .unwrap_err();
     assert_eq!(
         err,
-        CrmError::Moved {
+        Error::Moved {
             location: stub.url("/moved/")
         }
     );
@@ -224,19 +223,19 @@ async fn a_json_answer_without_result_is_a_decode_error() {
         .call(&webhook(&stub), "user.get", &Params::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, CrmError::Decode { .. }), "{err:?}");
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn an_oversized_answer_is_refused() {
     let big = format!(r#"{{"result":"{}"}}"#, "x".repeat(10_000));
     let stub = Stub::start(vec![Canned::json(200, &big)]).await;
-    let client = CrmClient::builder().max_body_bytes(1_000).build().unwrap();
+    let client = Client::builder().max_body_bytes(1_000).build().unwrap();
     let err = client
         .call(&webhook(&stub), "user.get", &Params::new())
         .await
         .unwrap_err();
-    assert_eq!(err, CrmError::TooLarge { limit_bytes: 1_000 });
+    assert_eq!(err, Error::TooLarge { limit_bytes: 1_000 });
 }
 
 #[tokio::test]
@@ -275,7 +274,7 @@ async fn batch_sends_cmd_strings_with_literal_references() {
         })
     );
     assert_eq!(result.result["reg"]["CALL_ID"], "externalCall.abc.1");
-    assert_eq!(result.result_error["fin"], CrmError::UserNotFound);
+    assert_eq!(result.result_error["fin"], Error::UserNotFound);
 }
 
 #[tokio::test]
@@ -288,7 +287,7 @@ async fn invalid_batches_are_refused_before_sending() {
         .collect();
     assert_eq!(
         c.batch(&ep, &many, false).await.unwrap_err(),
-        CrmError::BatchTooLarge {
+        Error::BatchTooLarge {
             commands: 51,
             max: 50
         }
@@ -300,14 +299,14 @@ async fn invalid_batches_are_refused_before_sending() {
         }
         let err = c.batch(&ep, &cmds, false).await.unwrap_err();
         assert!(
-            matches!(err, CrmError::InvalidBatchKey { .. }),
+            matches!(err, Error::InvalidBatchKey { .. }),
             "{key:?}: {err:?}"
         );
     }
     let nested = [BatchCommand::new("b", "batch", Params::new())];
     assert!(matches!(
         c.batch(&ep, &nested, false).await,
-        Err(CrmError::InvalidMethod { .. })
+        Err(Error::InvalidMethod { .. })
     ));
     assert!(c.batch(&ep, &many[..50], false).await.is_ok());
     assert_eq!(stub.seen().len(), 1, "only the valid batch was sent");
@@ -324,7 +323,7 @@ async fn bad_method_names_are_refused() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, CrmError::InvalidMethod { .. }),
+            matches!(err, Error::InvalidMethod { .. }),
             "{m:?}: {err:?}"
         );
     }
@@ -345,7 +344,7 @@ fn plain_http_is_only_for_loopback() {
         .unwrap_err();
     assert_eq!(
         err,
-        CrmError::InsecureUrl {
+        Error::InsecureUrl {
             host: "portal.bitrix24.ru".into()
         }
     );
@@ -358,7 +357,7 @@ fn plain_http_is_only_for_loopback() {
         "/rest/",
     ] {
         let err = Endpoint::oauth(bad, Secret::new("t")).unwrap_err();
-        assert!(matches!(err, CrmError::InvalidUrl { .. }), "{bad}: {err:?}");
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err:?}");
     }
 }
 
@@ -396,7 +395,7 @@ async fn connection_refused_is_a_network_error() {
         .call(&ep, "user.get", &Params::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, CrmError::Network { .. }), "{err:?}");
+    assert!(matches!(err, Error::Network { .. }), "{err:?}");
     assert!(!err.to_string().contains("s3cr3tcode"), "{err}");
 }
 
@@ -408,14 +407,14 @@ async fn https_to_a_plain_http_server_fails_the_handshake() {
         .call(&ep, "user.get", &Params::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, CrmError::Network { .. }), "{err:?}");
+    assert!(matches!(err, Error::Network { .. }), "{err:?}");
 }
 
 #[test]
 fn a_root_ca_without_certificates_is_refused() {
-    let err = CrmClient::builder()
+    let err = Client::builder()
         .with_root_ca("not a pem")
         .build()
         .unwrap_err();
-    assert!(matches!(err, CrmError::ClientBuild { .. }), "{err:?}");
+    assert!(matches!(err, Error::ClientBuild { .. }), "{err:?}");
 }

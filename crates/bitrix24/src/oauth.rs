@@ -1,17 +1,21 @@
-//! OAuth tokens of a Bitrix24 app (bitrix24-rest.md §2.2, §2.3): [`refresh`] asks the OAuth
-//! server for a new pair, [`TokenCell`] holds one portal's pair and makes sure at most one refresh
-//! is in flight.
+//! OAuth tokens of a Bitrix24 app: [`refresh`] asks the OAuth server for a new pair, [`TokenCell`]
+//! holds one portal's pair and makes sure at most one refresh is in flight.
 //!
-//! Why single-flight: every refresh rotates the refresh token, so two concurrent refreshes with
-//! the same refresh token leave one caller holding a token the server has already replaced
-//! (pitfall 16). [`TokenCell::refreshed_after`] holds a `tokio::sync::Mutex` across the refresh
-//! (the one place in `crm` where a lock is held over `.await`, on purpose): callers that saw
-//! the same stale access token queue behind it and get the new pair, or the same error, without
-//! refreshing again.
+//! The OAuth server is `https://oauth.bitrix.info/` (never the portal: the client secret must not
+//! go there). An access token lives one hour, a refresh token 180 days; every refresh returns a
+//! *new* refresh token and spends the old one. Bitrix24 asks apps to refresh on `expired_token`
+//! rather than on a timer.
+//!
+//! Why single-flight: two concurrent refreshes with the same refresh token leave one caller
+//! holding a token the server has already replaced. [`TokenCell::refreshed_after`] holds a
+//! `tokio::sync::Mutex` across the refresh (the one place in this crate where a lock is held over
+//! `.await`, on purpose): callers that saw the same stale access token queue behind it and get the
+//! new pair, or the same error, without refreshing again.
 //!
 //! Persisting the rotated refresh token is the caller's job: the `on_rotated` hook runs while
-//! the lock is still held, before any waiter sees the new pair. Tokens are [`Secret`]s and are
-//! never logged; the refresh URL (it carries the client secret) never appears in errors.
+//! the lock is still held, before any waiter sees the new pair ([`OAuthSession`](crate::OAuthSession)
+//! does it through a [`TokenStore`](crate::TokenStore)). Tokens are [`Secret`]s and are never
+//! logged; the refresh URL (it carries the client secret) never appears in errors.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,14 +24,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::client::check_base_url;
-use super::error::{classify_raw, RawAnswer};
-use super::{CrmClient, CrmError};
-use crate::config::Secret;
+use crate::client::check_base_url;
+use crate::error::{classify_raw, RawAnswer};
+use crate::{Client, Error, Id, Secret};
 
 /// The OAuth server when the portal settings name none.
 pub const DEFAULT_OAUTH_SERVER: &str = "https://oauth.bitrix.info/";
-/// The access-token lifetime assumed when the answer states none (§2.2: one hour).
+/// The access-token lifetime assumed when the answer states none (Bitrix24's: one hour).
 const DEFAULT_EXPIRES_IN: u64 = 3600;
 
 /// One portal's OAuth state.
@@ -57,38 +60,38 @@ impl TokenSet {
 /// `oauth_server` means [`DEFAULT_OAUTH_SERVER`]).
 ///
 /// # Errors
-/// [`CrmError::Auth`] for every error the OAuth server states (`invalid_grant`: re-authorise;
+/// [`Error::Auth`] for every error the OAuth server states (`invalid_grant`: re-authorise;
 /// `invalid_client`, `wrong_client` even with HTTP 200, …) unless it is a transient one
-/// (rate limit, 5xx); transport errors as [`CrmClient::call`].
+/// (rate limit, 5xx); transport errors as [`Client::call`].
 ///
 /// # Cancel safety
 /// Dropping the future may leave a refresh done at the server whose answer is lost: the old
 /// refresh token may then be invalid. Do not cancel it casually.
 pub async fn refresh(
-    http: &CrmClient,
+    http: &Client,
     oauth_server: &str,
     client_id: &str,
     client_secret: &Secret,
     refresh_token: &Secret,
-) -> Result<TokenSet, CrmError> {
+) -> Result<TokenSet, Error> {
     let url = refresh_url(oauth_server, client_id, client_secret, refresh_token)?;
     let raw = http.get_raw(url.clone()).await?;
     let outcome = parse_token_answer(&raw, &url, unix_now());
     tracing::debug!(
         oauth_server = %url.origin().ascii_serialization(),
-        outcome = outcome.as_ref().map_or_else(CrmError::kind, |_| "ok"),
+        outcome = outcome.as_ref().map_or_else(Error::kind, |_| "ok"),
         "bitrix24 token refresh"
     );
     outcome
 }
 
-/// The refresh URL (§2.2).
+/// The refresh URL: `GET {server}oauth/token/?grant_type=refresh_token&client_id&client_secret&refresh_token`.
 pub(crate) fn refresh_url(
     oauth_server: &str,
     client_id: &str,
     client_secret: &Secret,
     refresh_token: &Secret,
-) -> Result<Url, CrmError> {
+) -> Result<Url, Error> {
     let server = if oauth_server.trim().is_empty() {
         DEFAULT_OAUTH_SERVER
     } else {
@@ -97,7 +100,7 @@ pub(crate) fn refresh_url(
     let mut url =
         check_base_url(server)?
             .join("oauth/token/")
-            .map_err(|e| CrmError::InvalidUrl {
+            .map_err(|e| Error::InvalidUrl {
                 reason: e.to_string(),
             })?;
     url.query_pairs_mut()
@@ -126,27 +129,27 @@ pub(crate) fn parse_token_answer(
     raw: &RawAnswer,
     url: &Url,
     now_unix: u64,
-) -> Result<TokenSet, CrmError> {
+) -> Result<TokenSet, Error> {
     let obj = classify_raw(raw, url, "oauth/token").map_err(|e| match e {
         // Every stated OAuth error needs a human (re-authorise, fix the app), unless transient.
-        CrmError::Api {
+        Error::Api {
             code, description, ..
-        } => CrmError::Auth { code, description },
-        CrmError::ExpiredToken | CrmError::InvalidToken | CrmError::MethodNotFound { .. } => {
-            CrmError::Auth {
+        } => Error::Auth { code, description },
+        Error::ExpiredToken | Error::InvalidToken | Error::MethodNotFound { .. } => {
+            Error::Auth {
                 code: error_field(raw, "error"),
                 description: error_field(raw, "error_description"),
             }
         }
         other => other,
     })?;
-    let t: TokenAnswer = super::types::decode(Value::Object(obj))?;
+    let t: TokenAnswer = crate::types::decode(Value::Object(obj))?;
     if t.access_token.is_empty() || t.refresh_token.is_empty() {
-        return Err(CrmError::decode("the token answer has an empty token"));
+        return Err(Error::decode("the token answer has an empty token"));
     }
     let num = |v: &Option<Value>| {
         v.as_ref()
-            .and_then(|v| super::types::decode::<super::Id>(v.clone()).ok())
+            .and_then(|v| crate::types::decode::<Id>(v.clone()).ok())
     };
     let expires_at_unix = match (num(&t.expires), num(&t.expires_in)) {
         (Some(at), _) => at.0,
@@ -170,7 +173,7 @@ fn error_field(raw: &RawAnswer, key: &str) -> String {
 }
 
 fn unix_now() -> u64 {
-    crate::telemetry::unix_ms() / 1000
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// One portal's [`TokenSet`], refreshed at most once at a time.
@@ -187,7 +190,7 @@ pub struct TokenCell {
 struct State {
     tokens: TokenSet,
     /// The last attempt's error, shared with the callers that were waiting for it.
-    last_error: Option<CrmError>,
+    last_error: Option<Error>,
 }
 
 impl TokenCell {
@@ -214,7 +217,7 @@ impl TokenCell {
         st.last_error = None;
     }
 
-    /// Called after a call failed with `stale_access_token` ([`CrmError::needs_token_refresh`]):
+    /// Called after a call failed with `stale_access_token` ([`Error::needs_token_refresh`]):
     /// returns tokens newer than that one, refreshing with `refresh_fn(current)` only if nobody
     /// else already did. `on_rotated(new)` runs once per successful refresh, before any caller
     /// sees the new tokens (persist the new refresh token there).
@@ -231,10 +234,10 @@ impl TokenCell {
         stale_access_token: &Secret,
         refresh_fn: F,
         on_rotated: R,
-    ) -> Result<TokenSet, CrmError>
+    ) -> Result<TokenSet, Error>
     where
         F: FnOnce(TokenSet) -> Fut,
-        Fut: Future<Output = Result<TokenSet, CrmError>>,
+        Fut: Future<Output = Result<TokenSet, Error>>,
         R: FnOnce(&TokenSet),
     {
         let seen_attempts = self.attempts.load(Ordering::Acquire);

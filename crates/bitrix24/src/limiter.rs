@@ -1,4 +1,4 @@
-//! [`LeakyBucket`]: the client side of Bitrix24's per-portal request limit (bitrix24-rest.md §3).
+//! [`LeakyBucket`]: the client side of Bitrix24's per-portal request limit.
 //!
 //! Bitrix24 counts +1 per HTTP request (a `batch` is one), drains the counter by Y per second and
 //! rejects when it exceeds X (2/s and 50 on most plans, 5/s and 250 on Enterprise). We mirror that
@@ -7,7 +7,7 @@
 //! the next request waits at least 1 s, doubling on repeats up to [`MAX_PENALTY`].
 //!
 //! Pure: the caller passes `now` (use `tokio::time::Instant::now().into_std()` so paused time
-//! works); nothing here sleeps or reads a clock. One bucket per portal, owned by its worker.
+//! works); nothing here sleeps or reads a clock. One bucket per portal (and egress address), owned by whoever sends to it.
 
 use std::time::{Duration, Instant};
 

@@ -1,18 +1,21 @@
-//! [`CrmClient`]: one `reqwest::Client` that calls Bitrix24 REST methods on any portal, and
+//! [`Client`]: one `reqwest::Client` that calls Bitrix24 REST methods on any portal, and
 //! [`Endpoint`]: where and how to call one portal.
 //!
-//! * Every call is a `POST` with a JSON body (bitrix24-rest.md §1.2); OAuth tokens travel as the
-//!   `auth` body parameter, never in the URL. Answers are classified by `parse_envelope` (pure)
-//!   into a [`Response`] or a [`CrmError`].
-//! * Redirects are never followed (a renamed portal answers 302 and a silent GET would lose the
-//!   body, §1.6): a 3xx becomes [`CrmError::Moved`]. The same holds for the OAuth `GET`, so the
-//!   client secret in its query never goes to a host we did not choose.
-//! * TLS certificates are verified (platform roots, plus [`CrmClientBuilder::with_root_ca`]);
+//! * Every call is a `POST` with a JSON body (Bitrix24 accepts GET, form and JSON; JSON keeps
+//!   nested parameters exact); OAuth tokens travel as the `auth` body parameter, never in the URL.
+//!   Answers are classified by `parse_envelope` (pure) into a [`Response`] or an [`Error`].
+//! * Redirects are never followed (a renamed portal answers 302, and a client that silently
+//!   follows with a GET loses the body): a 3xx becomes [`Error::Moved`]. The same holds for the
+//!   OAuth `GET`, so the client secret in its query never goes to a host the caller did not choose.
+//! * TLS certificates are verified (platform roots, plus [`ClientBuilder::with_root_ca`]);
 //!   `http://` is refused unless the host is a loopback address (tests, a local fake).
-//! * Nothing here retries, sleeps or rate-limits: the outbox worker does that, with
-//!   [`CrmError::retryable`], [`LeakyBucket`](super::LeakyBucket) and [`TokenCell`](super::TokenCell).
-//! * Secrets: the webhook URL and tokens never appear in `Debug`, errors, logs or metrics.
+//! * Nothing here retries, sleeps or rate-limits: callers do, with [`Error::retryable`],
+//!   [`LeakyBucket`](crate::LeakyBucket) and [`TokenCell`](crate::TokenCell) (or
+//!   [`OAuthSession`](crate::OAuthSession), which refreshes a stale token and calls again once).
+//! * Secrets: the webhook URL and tokens never appear in `Debug`, errors or logs. Each finished
+//!   request is reported to the [`Observer`], if one is set (metrics), by method name and outcome.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,9 +25,10 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 use url::{Host, Url};
 
-use super::error::{classify_raw, RawAnswer};
-use super::{BatchResult, CrmError, ListPage, ParamValue, Params};
-use crate::config::Secret;
+use crate::batch::{check_batch, BatchCommand};
+use crate::error::{classify_raw, RawAnswer};
+use crate::methods::Method;
+use crate::{BatchResult, Error, ListPage, ParamValue, Params, Secret};
 
 /// Default TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,32 +36,59 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on an answer body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// The most commands Bitrix24 executes in one `batch` (§4).
-pub const MAX_BATCH_COMMANDS: usize = 50;
 
-/// Settings for a [`CrmClient`].
-#[derive(Debug, Clone)]
-pub struct CrmClientBuilder {
+/// One finished request, as reported to an [`Observer`].
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// The REST method (`batch` for a batch), as the caller spelled it.
+    pub method: &'a str,
+    /// `"ok"`, or the failure's [`Error::kind`].
+    pub outcome: &'static str,
+    /// From sending the request to the classified answer.
+    pub took: Duration,
+}
+
+/// Called once per finished [`Client::call`] (metrics). Must not block.
+pub type Observer = Arc<dyn Fn(&Observation<'_>) + Send + Sync>;
+
+/// Settings for a [`Client`].
+#[derive(Clone)]
+pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     root_ca_pem: Vec<Vec<u8>>,
     user_agent: String,
     max_body_bytes: usize,
+    observer: Option<Observer>,
 }
 
-impl Default for CrmClientBuilder {
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("root_cas", &self.root_ca_pem.len())
+            .field("user_agent", &self.user_agent)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl Default for ClientBuilder {
     fn default() -> Self {
         Self {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             root_ca_pem: Vec::new(),
-            user_agent: concat!("callgate/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: concat!("bitrix24-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            observer: None,
         }
     }
 }
 
-impl CrmClientBuilder {
+impl ClientBuilder {
     /// TCP connect timeout (default 5 s).
     #[must_use]
     pub fn connect_timeout(mut self, d: Duration) -> Self {
@@ -79,7 +110,7 @@ impl CrmClientBuilder {
         self
     }
 
-    /// `User-Agent` header (default `callgate/<version>`).
+    /// `User-Agent` header (default `bitrix24-rs/<version>`; Bitrix24 asks for a real one).
     #[must_use]
     pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
         self.user_agent = ua.into();
@@ -93,14 +124,21 @@ impl CrmClientBuilder {
         self
     }
 
-    /// Builds the client. Installs the process-wide rustls crypto provider if none is installed
-    /// yet (reqwest is built without one).
+    /// Reports every finished call to `observer` (method, outcome, duration), e.g. for metrics.
+    #[must_use]
+    pub fn observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Builds the client. Installs ring as the process-wide rustls crypto provider if none is
+    /// installed yet (reqwest is built without one; aws-lc-rs is never pulled in).
     ///
     /// # Errors
-    /// [`CrmError::ClientBuild`] for an unusable root CA or TLS setup.
-    pub fn build(self) -> Result<CrmClient, CrmError> {
-        crate::app::install_crypto_provider();
-        let build_err = |message: String| CrmError::ClientBuild { message };
+    /// [`Error::ClientBuild`] for an unusable root CA or TLS setup.
+    pub fn build(self) -> Result<Client, Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let build_err = |message: String| Error::ClientBuild { message };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let mut b = reqwest::Client::builder()
@@ -118,18 +156,26 @@ impl CrmClientBuilder {
             b = b.tls_certs_merge(certs);
         }
         let http = b.build().map_err(|e| build_err(error_chain(&e)))?;
-        Ok(CrmClient {
+        Ok(Client {
             http,
             max_body_bytes: self.max_body_bytes,
+            observer: self.observer,
         })
     }
 }
 
 /// The Bitrix24 REST client: cheap to clone (one connection pool), shared by all portals.
-#[derive(Debug, Clone)]
-pub struct CrmClient {
+#[derive(Clone)]
+pub struct Client {
     http: reqwest::Client,
     max_body_bytes: usize,
+    observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("max_body_bytes", &self.max_body_bytes).finish_non_exhaustive()
+    }
 }
 
 /// Where and how to call one portal: a webhook URL, or an OAuth `client_endpoint` plus token.
@@ -159,8 +205,8 @@ impl Endpoint {
     /// An incoming webhook `https://portal/rest/<user>/<code>/`: methods are appended to it.
     ///
     /// # Errors
-    /// [`CrmError::InvalidUrl`] / [`CrmError::InsecureUrl`] (see [`check_base_url`]).
-    pub fn webhook(url: &Secret) -> Result<Self, CrmError> {
+    /// [`Error::InvalidUrl`] / [`Error::InsecureUrl`] (see [`check_base_url`]).
+    pub fn webhook(url: &Secret) -> Result<Self, Error> {
         Ok(Self {
             base: check_base_url(url.expose())?,
             access_token: None,
@@ -172,7 +218,7 @@ impl Endpoint {
     ///
     /// # Errors
     /// As [`Endpoint::webhook`].
-    pub fn oauth(client_endpoint: &str, access_token: Secret) -> Result<Self, CrmError> {
+    pub fn oauth(client_endpoint: &str, access_token: Secret) -> Result<Self, Error> {
         Ok(Self {
             base: check_base_url(client_endpoint)?,
             access_token: Some(access_token),
@@ -202,24 +248,24 @@ impl Endpoint {
     /// The URL of `method`: base + method + `.json`.
     ///
     /// # Errors
-    /// [`CrmError::InvalidMethod`] unless the name is `[A-Za-z0-9._]+`.
-    pub fn method_url(&self, method: &str) -> Result<Url, CrmError> {
+    /// [`Error::InvalidMethod`] unless the name is `[A-Za-z0-9._]+`.
+    pub fn method_url(&self, method: &str) -> Result<Url, Error> {
         check_method(method)?;
         self.base
             .join(&format!("{method}.json"))
-            .map_err(|e| CrmError::InvalidUrl {
+            .map_err(|e| Error::InvalidUrl {
                 reason: e.to_string(),
             })
     }
 }
 
-/// Validates a base URL and makes it end with `/` (pitfall 18): `https`, or `http` to a loopback
+/// Validates a base URL and makes it end with `/` (method names are appended to it): `https`, or `http` to a loopback
 /// host; a host; no query or fragment. Errors never echo the URL (it may hold a webhook code).
 ///
 /// # Errors
-/// [`CrmError::InsecureUrl`] for `http://` elsewhere, [`CrmError::InvalidUrl`] otherwise.
-pub fn check_base_url(raw: &str) -> Result<Url, CrmError> {
-    let invalid = |reason: &str| CrmError::InvalidUrl {
+/// [`Error::InsecureUrl`] for `http://` elsewhere, [`Error::InvalidUrl`] otherwise.
+pub fn check_base_url(raw: &str) -> Result<Url, Error> {
+    let invalid = |reason: &str| Error::InvalidUrl {
         reason: reason.to_owned(),
     };
     let mut url =
@@ -236,17 +282,17 @@ pub fn check_base_url(raw: &str) -> Result<Url, CrmError> {
 }
 
 /// `https`, or `http` to a loopback host.
-pub(crate) fn check_scheme(url: &Url) -> Result<(), CrmError> {
-    let host = url.host().ok_or_else(|| CrmError::InvalidUrl {
+pub(crate) fn check_scheme(url: &Url) -> Result<(), Error> {
+    let host = url.host().ok_or_else(|| Error::InvalidUrl {
         reason: "no host".to_owned(),
     })?;
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(&host) => Ok(()),
-        "http" => Err(CrmError::InsecureUrl {
+        "http" => Err(Error::InsecureUrl {
             host: host.to_string(),
         }),
-        other => Err(CrmError::InvalidUrl {
+        other => Err(Error::InvalidUrl {
             reason: format!("scheme {other:?} is not https"),
         }),
     }
@@ -260,7 +306,7 @@ fn is_loopback(host: &Host<&str>) -> bool {
     }
 }
 
-fn check_method(method: &str) -> Result<(), CrmError> {
+pub(crate) fn check_method(method: &str) -> Result<(), Error> {
     let ok = !method.is_empty()
         && !method.starts_with('.')
         && method
@@ -269,13 +315,13 @@ fn check_method(method: &str) -> Result<(), CrmError> {
     if ok {
         Ok(())
     } else {
-        Err(CrmError::InvalidMethod {
+        Err(Error::InvalidMethod {
             method: method.to_owned(),
         })
     }
 }
 
-/// A successful answer (§1.3).
+/// A successful answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     /// `result`.
@@ -288,7 +334,7 @@ pub struct Response {
     pub time: Option<Time>,
 }
 
-/// The operating (resource) limit state reported with a success (§3).
+/// The operating (resource) limit state reported with a success.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Time {
     /// Seconds of execution time summed over the sliding 10 minutes, for this method.
@@ -301,79 +347,18 @@ impl Response {
     /// Decodes `result` into `T`.
     ///
     /// # Errors
-    /// [`CrmError::Decode`].
-    pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, CrmError> {
-        super::types::decode(self.result)
+    /// [`Error::Decode`].
+    pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
+        crate::types::decode(self.result)
     }
 
     /// Decodes a list method's answer.
     ///
     /// # Errors
-    /// [`CrmError::Decode`].
-    pub fn into_page<T: serde::de::DeserializeOwned>(self) -> Result<ListPage<T>, CrmError> {
+    /// [`Error::Decode`].
+    pub fn into_page<T: serde::de::DeserializeOwned>(self) -> Result<ListPage<T>, Error> {
         ListPage::decode(self.result, self.total, self.next)
     }
-}
-
-/// One `batch` command: `key` → `method?query`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchCommand {
-    /// Unique, non-numeric, `[A-Za-z0-9_]+` (so results are always maps and references work).
-    pub key: String,
-    /// Method name.
-    pub method: String,
-    /// Parameters; may hold [`Params::reference`] values.
-    pub params: Params,
-}
-
-impl BatchCommand {
-    /// A command.
-    pub fn new(key: impl Into<String>, method: impl Into<String>, params: Params) -> Self {
-        Self {
-            key: key.into(),
-            method: method.into(),
-            params,
-        }
-    }
-
-    /// `method?php-query` as it goes into `cmd`.
-    pub fn cmd_string(&self) -> String {
-        let q = self.params.to_query();
-        if q.is_empty() {
-            self.method.clone()
-        } else {
-            format!("{}?{q}", self.method)
-        }
-    }
-}
-
-/// Checks a batch before sending: ≤ 50 commands, valid unique keys, valid method names.
-///
-/// # Errors
-/// [`CrmError::BatchTooLarge`], [`CrmError::InvalidBatchKey`], [`CrmError::InvalidMethod`].
-pub fn check_batch(cmds: &[BatchCommand]) -> Result<(), CrmError> {
-    if cmds.len() > MAX_BATCH_COMMANDS {
-        return Err(CrmError::BatchTooLarge {
-            commands: cmds.len(),
-            max: MAX_BATCH_COMMANDS,
-        });
-    }
-    let mut seen = std::collections::HashSet::new();
-    for c in cmds {
-        let k = c.key.as_str();
-        let charset = k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        let numeric = k.bytes().all(|b| b.is_ascii_digit());
-        if k.is_empty() || !charset || numeric || !seen.insert(k) {
-            return Err(CrmError::InvalidBatchKey { key: c.key.clone() });
-        }
-        check_method(&c.method)?;
-        if c.method.eq_ignore_ascii_case("batch") {
-            return Err(CrmError::InvalidMethod {
-                method: c.method.clone(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The JSON body: the parameters plus `auth` for OAuth (an `auth` parameter is overridden).
@@ -397,25 +382,25 @@ impl Serialize for Body<'_> {
     }
 }
 
-impl CrmClient {
+impl Client {
     /// A client with the defaults.
     ///
     /// # Errors
-    /// As [`CrmClientBuilder::build`].
-    pub fn new() -> Result<Self, CrmError> {
+    /// As [`ClientBuilder::build`].
+    pub fn new() -> Result<Self, Error> {
         Self::builder().build()
     }
 
     /// Settings for a client.
-    pub fn builder() -> CrmClientBuilder {
-        CrmClientBuilder::default()
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
     }
 
     /// Calls `method` on the portal `ep` with `params` (POST, JSON body).
     ///
     /// # Errors
-    /// Every [`CrmError`] variant that describes an answer or a transport failure; nothing is
-    /// sent for [`CrmError::InvalidMethod`].
+    /// Every [`Error`] variant that describes an answer or a transport failure; nothing is
+    /// sent for [`Error::InvalidMethod`].
     ///
     /// # Cancel safety
     /// Dropping the future abandons the request; it may or may not have reached Bitrix24.
@@ -424,13 +409,13 @@ impl CrmClient {
         ep: &Endpoint,
         method: &str,
         params: &Params,
-    ) -> Result<Response, CrmError> {
+    ) -> Result<Response, Error> {
         let url = ep.method_url(method)?;
         let body = serde_json::to_vec(&Body {
             params,
             auth: ep.access_token(),
         })
-        .map_err(CrmError::decode)?;
+        .map_err(Error::decode)?;
         let started = tokio::time::Instant::now();
         let req = self
             .http
@@ -441,32 +426,47 @@ impl CrmClient {
             Ok(raw) => parse_envelope(&raw, &url, method),
             Err(e) => Err(e),
         };
-        record(method, &outcome, started.elapsed());
+        if let Some(observe) = &self.observer {
+            let outcome = outcome.as_ref().map_or_else(Error::kind, |_| "ok");
+            observe(&Observation { method, outcome, took: started.elapsed() });
+        }
         tracing::debug!(
             method,
             origin = %ep.origin(),
-            outcome = outcome.as_ref().map_or_else(CrmError::kind, |_| "ok"),
+            outcome = outcome.as_ref().map_or_else(Error::kind, |_| "ok"),
             "bitrix24 call"
         );
         outcome
+    }
+
+    /// Calls a typed [`Method`] and decodes its answer.
+    ///
+    /// # Errors
+    /// As [`Client::call`], and [`Error::Decode`] when the answer does not fit the method's output.
+    ///
+    /// # Cancel safety
+    /// As [`Client::call`].
+    pub async fn invoke<M: Method>(&self, ep: &Endpoint, method: &M) -> Result<M::Output, Error> {
+        let resp = self.call(ep, method.name(), &method.params()).await?;
+        M::decode(resp)
     }
 
     /// Sends up to 50 commands as one `batch` request (one unit of the portal's rate limit).
     /// `halt` stops at the first failing command. An empty `cmds` sends nothing.
     ///
     /// # Errors
-    /// [`check_batch`] errors before sending; otherwise as [`CrmClient::call`] for the outer
+    /// [`check_batch`] errors before sending; otherwise as [`Client::call`] for the outer
     /// request (auth and limit errors of the whole batch). Per-command errors are in
     /// [`BatchResult::result_error`].
     ///
     /// # Cancel safety
-    /// As [`CrmClient::call`].
+    /// As [`Client::call`].
     pub async fn batch(
         &self,
         ep: &Endpoint,
         cmds: &[BatchCommand],
         halt: bool,
-    ) -> Result<BatchResult, CrmError> {
+    ) -> Result<BatchResult, Error> {
         check_batch(cmds)?;
         if cmds.is_empty() {
             return Ok(BatchResult::default());
@@ -489,12 +489,12 @@ impl CrmClient {
     }
 
     /// `GET url` without following redirects (the OAuth token endpoint).
-    pub(crate) async fn get_raw(&self, url: Url) -> Result<RawAnswer, CrmError> {
+    pub(crate) async fn get_raw(&self, url: Url) -> Result<RawAnswer, Error> {
         check_scheme(&url)?;
         self.send(self.http.get(url)).await
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<RawAnswer, CrmError> {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<RawAnswer, Error> {
         let mut resp = req.send().await.map_err(network_error)?;
         let status = resp.status().as_u16();
         let location = resp
@@ -504,12 +504,12 @@ impl CrmClient {
             .map(str::to_owned);
         let limit = self.max_body_bytes;
         if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(CrmError::TooLarge { limit_bytes: limit });
+            return Err(Error::TooLarge { limit_bytes: limit });
         }
         let mut body = BytesMut::new();
         while let Some(chunk) = resp.chunk().await.map_err(network_error)? {
             if body.len() + chunk.len() > limit {
-                return Err(CrmError::TooLarge { limit_bytes: limit });
+                return Err(Error::TooLarge { limit_bytes: limit });
             }
             body.extend_from_slice(&chunk);
         }
@@ -523,17 +523,17 @@ impl CrmClient {
 
 /// Classifies an HTTP answer to a call of `method` at `url` (pure).
 ///
-/// Order: 3xx → [`CrmError::Moved`]; a JSON object with `error` → [`CrmError::from_api_error`]
-/// (whatever the status, even 200); a non-2xx or non-JSON answer → [`CrmError::Http`]; a 2xx
+/// Order: 3xx → [`Error::Moved`]; a JSON object with `error` → [`Error::from_api_error`]
+/// (whatever the status, even 200); a non-2xx or non-JSON answer → [`Error::Http`]; a 2xx
 /// JSON object → [`Response`] (`result` required).
 pub(crate) fn parse_envelope(
     raw: &RawAnswer,
     url: &Url,
     method: &str,
-) -> Result<Response, CrmError> {
+) -> Result<Response, Error> {
     let obj = classify_raw(raw, url, method)?;
     let Some(result) = obj.get("result").cloned() else {
-        return Err(CrmError::decode(
+        return Err(Error::decode(
             "the answer has neither `result` nor `error`",
         ));
     };
@@ -563,7 +563,7 @@ fn lenient_u64(v: &Value) -> Option<u64> {
 }
 
 /// A transport failure without the URL (it may hold the webhook code or the client secret).
-fn network_error(e: reqwest::Error) -> CrmError {
+fn network_error(e: reqwest::Error) -> Error {
     let e = e.without_url();
     let what = if e.is_timeout() {
         "timed out"
@@ -574,7 +574,7 @@ fn network_error(e: reqwest::Error) -> CrmError {
     } else {
         "request failed"
     };
-    CrmError::Network {
+    Error::Network {
         message: format!("{what}: {}", error_chain(&e)),
     }
 }
@@ -591,18 +591,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn record(method: &str, outcome: &Result<Response, CrmError>, took: Duration) {
-    let kind = outcome.as_ref().map_or_else(CrmError::kind, |_| "ok");
-    let method = method.to_ascii_lowercase();
-    metrics::counter!("callgate_crm_http_requests_total", "method" => method.clone(), "outcome" => kind).increment(1);
-    metrics::histogram!("callgate_crm_http_request_seconds", "method" => method)
-        .record(took.as_secs_f64());
-}
 
 /// Errors Bitrix24 reports inside a successful `result` (pure): every top-level field named
 /// `*_ERROR` (`LEAD_CREATION_ERROR`) with a non-empty text, as (field, text). Bitrix24 answers
-/// 200 then and the request did take effect, so these are not [`CrmError`]s: the caller goes on
-/// and surfaces them (`crm::notices`).
+/// 200 then and the request did take effect, so these are not [`Error`]s: the caller goes on
+/// and surfaces them.
 pub fn errors_inside(result: &Value) -> Vec<(String, String)> {
     let Some(map) = result.as_object() else {
         return Vec::new();

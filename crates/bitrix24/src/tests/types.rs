@@ -1,12 +1,12 @@
-//! Tolerant decoding, with result bodies from bitrix24-rest.md §1.5, §4, §5, §7, §8.
+//! Tolerant decoding, with result bodies as Bitrix24 sends them (PHP quirks included).
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::crm::types::{decode, AssignedBy, CreatedEntity};
-use crate::crm::{
-    BatchResult, ContactOrLead, CrmError, FinishResult, Id, ListPage, RegisterResult, SearchEntity,
+use crate::types::{decode, AssignedBy, CreatedEntity};
+use crate::{
+    BatchResult, ContactOrLead, Error, FinishResult, Id, ListPage, RegisterResult, SearchEntity,
     User,
 };
 
@@ -21,7 +21,7 @@ fn id_accepts_int_and_numeric_string_only() {
     assert_eq!(decode::<Id>(json!(" 7 ")).unwrap(), Id(7));
     assert!(matches!(
         decode::<Id>(json!("abc")),
-        Err(CrmError::Decode { .. })
+        Err(Error::Decode { .. })
     ));
     assert!(decode::<Id>(json!(-1)).is_err());
     assert!(decode::<Id>(json!(null)).is_err());
@@ -225,14 +225,14 @@ fn list_page_keeps_total_and_next() {
     assert_eq!((page.total, page.next), (Some(120), Some(50)));
     assert!(matches!(
         ListPage::<User>::decode(json!("x"), None, None),
-        Err(CrmError::Decode { .. })
+        Err(Error::Decode { .. })
     ));
 }
 
 #[test]
 fn decode_errors_name_the_path() {
     let err = decode::<RegisterResult>(v(r#"{"CALL_ID":"c","CRM_ENTITY_ID":"abc"}"#)).unwrap_err();
-    let CrmError::Decode { message } = err else {
+    let Error::Decode { message } = err else {
         panic!("{err:?}")
     };
     assert!(message.contains("CRM_ENTITY_ID"), "{message}");
@@ -260,10 +260,10 @@ fn batch_with_maps_errors_totals_and_empty_arrays() {
     assert_eq!(b.result["reg"]["CALL_ID"], "externalCall.x.1");
     assert!(matches!(
         b.result_error["fin"],
-        CrmError::CallNotFound { .. }
+        Error::CallNotFound { .. }
     ));
     assert!(
-        matches!(&b.result_error["scope"], CrmError::Auth { code, .. } if code == "insufficient_scope")
+        matches!(&b.result_error["scope"], Error::Auth { code, .. } if code == "insufficient_scope")
     );
     assert_eq!(b.result_total["users"], 120);
     assert_eq!(b.result_next["users"], 50);
@@ -280,7 +280,7 @@ fn batch_empty_parts_as_arrays_and_numeric_keys_as_lists() {
     );
     let b = BatchResult::decode(&all_failed, |_| String::new()).unwrap();
     assert!(b.result.is_empty());
-    assert_eq!(b.result_error["a"], CrmError::RateLimited);
+    assert_eq!(b.result_error["a"], Error::RateLimited);
 
     let numeric = v(
         r#"{"result":[{"CALL_ID":"c0"},true],"result_error":[],"result_total":[],"result_next":[],"result_time":[]}"#,

@@ -1,18 +1,19 @@
-//! Classification of error envelopes, with the bodies and statuses from bitrix24-rest.md.
+//! Classification of error envelopes, with the bodies and statuses Bitrix24 sends (current and
+//! older documentation, and what portals were seen to answer).
 
 use std::time::Duration;
 
-use crate::crm::CrmError;
+use crate::Error;
 
-fn classify(status: u16, body: &str) -> CrmError {
+fn classify(status: u16, body: &str) -> Error {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     let code = v["error"].as_str().unwrap();
     let description = v["error_description"].as_str().unwrap_or_default();
-    CrmError::from_api_error(status, code, description, "telephony.externalcall.finish")
+    Error::from_api_error(status, code, description, "telephony.externalcall.finish")
 }
 
-fn auth(code: &str, description: &str) -> CrmError {
-    CrmError::Auth {
+fn auth(code: &str, description: &str) -> Error {
+    Error::Auth {
         code: code.to_owned(),
         description: description.to_owned(),
     }
@@ -24,18 +25,18 @@ fn envelopes_map_to_variants() {
     let call_not_found = "Call is not found (call should be registered prior to finishing";
     let empty_code = format!(r#"{{"error":"","error_description":"{call_not_found}"}}"#);
     let core_code = format!(r#"{{"error":"ERROR_CORE","error_description":"{call_not_found}"}}"#);
-    let table: Vec<(u16, &str, CrmError)> = vec![
-        (503, r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#, CrmError::RateLimited),
-        (429, r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#, CrmError::RateLimited),
-        (200, r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#, CrmError::RateLimited),
+    let table: Vec<(u16, &str, Error)> = vec![
+        (503, r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#, Error::RateLimited),
+        (429, r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#, Error::RateLimited),
+        (200, r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#, Error::RateLimited),
         (
             429,
             r#"{"error":"OPERATION_TIME_LIMIT","error_description":"Method is blocked due to operation time limit."}"#,
-            CrmError::OperationLimit { method: method.clone() },
+            Error::OperationLimit { method: method.clone() },
         ),
-        (503, r#"{"error":"OVERLOAD_LIMIT","error_description":"REST API is blocked due to overload."}"#, CrmError::Overload),
-        (401, r#"{"error":"expired_token","error_description":"The access token provided has expired."}"#, CrmError::ExpiredToken),
-        (401, r#"{"error":"invalid_token","error_description":"Unable to get application by token"}"#, CrmError::InvalidToken),
+        (503, r#"{"error":"OVERLOAD_LIMIT","error_description":"REST API is blocked due to overload."}"#, Error::Overload),
+        (401, r#"{"error":"expired_token","error_description":"The access token provided has expired."}"#, Error::ExpiredToken),
+        (401, r#"{"error":"invalid_token","error_description":"Unable to get application by token"}"#, Error::InvalidToken),
         (
             401,
             r#"{"error":"INVALID_CREDENTIALS","error_description":"Invalid request credentials"}"#,
@@ -68,54 +69,54 @@ fn envelopes_map_to_variants() {
             r#"{"error":"METHOD_CONFIRM_WAITING","error_description":"Waiting for confirmation"}"#,
             auth("METHOD_CONFIRM_WAITING", "Waiting for confirmation"),
         ),
-        (404, r#"{"error":"ERROR_METHOD_NOT_FOUND","error_description":"Method not found!"}"#, CrmError::MethodNotFound { method: method.clone() }),
-        (400, &empty_code, CrmError::CallNotFound { description: call_not_found.to_owned() }),
+        (404, r#"{"error":"ERROR_METHOD_NOT_FOUND","error_description":"Method not found!"}"#, Error::MethodNotFound { method: method.clone() }),
+        (400, &empty_code, Error::CallNotFound { description: call_not_found.to_owned() }),
         (
             400,
             &core_code,
-            CrmError::CallNotFound { description: call_not_found.to_owned() },
+            Error::CallNotFound { description: call_not_found.to_owned() },
         ),
         (
             400,
             r#"{"error":"","error_description":"Call is not found in the statistic table. It looks like it is not finished yet."}"#,
-            CrmError::CallNotFound {
+            Error::CallNotFound {
                 description: "Call is not found in the statistic table. It looks like it is not finished yet.".to_owned(),
             },
         ),
-        (400, r#"{"error":"","error_description":"User is not found or is not active"}"#, CrmError::UserNotFound),
-        (400, r#"{"error":"ERROR_CORE","error_description":"User is not found or is not active"}"#, CrmError::UserNotFound),
+        (400, r#"{"error":"","error_description":"User is not found or is not active"}"#, Error::UserNotFound),
+        (400, r#"{"error":"ERROR_CORE","error_description":"User is not found or is not active"}"#, Error::UserNotFound),
         (
             400,
             r#"{"error":"","error_description":"Not found"}"#,
-            CrmError::Api { code: String::new(), description: "Not found".to_owned(), status: 400 },
+            Error::Api { code: String::new(), description: "Not found".to_owned(), status: 400 },
         ),
         (
             400,
             r#"{"error":"","error_description":"Unknown TYPE"}"#,
-            CrmError::Api { code: String::new(), description: "Unknown TYPE".to_owned(), status: 400 },
+            Error::Api { code: String::new(), description: "Unknown TYPE".to_owned(), status: 400 },
         ),
         (
             400,
             r#"{"error":"INVALID_REQUEST","error_description":"Https required."}"#,
-            CrmError::Api { code: "INVALID_REQUEST".to_owned(), description: "Https required.".to_owned(), status: 400 },
+            Error::Api { code: "INVALID_REQUEST".to_owned(), description: "Https required.".to_owned(), status: 400 },
         ),
         (
             500,
             r#"{"error":"INTERNAL_SERVER_ERROR","error_description":"Internal server error"}"#,
-            CrmError::Server { status: 500, code: "INTERNAL_SERVER_ERROR".to_owned() },
+            Error::Server { status: 500, code: "INTERNAL_SERVER_ERROR".to_owned() },
         ),
         (
             500,
             r#"{"error":"ERROR_UNEXPECTED_ANSWER","error_description":"Server returned an unexpected response"}"#,
-            CrmError::Server { status: 500, code: "ERROR_UNEXPECTED_ANSWER".to_owned() },
+            Error::Server { status: 500, code: "ERROR_UNEXPECTED_ANSWER".to_owned() },
         ),
         // Unknown codes fall back to the status.
-        (502, r#"{"error":"SOMETHING_NEW","error_description":"x"}"#, CrmError::Server { status: 502, code: "SOMETHING_NEW".to_owned() }),
+        (502, r#"{"error":"SOMETHING_NEW","error_description":"x"}"#, Error::Server { status: 502, code: "SOMETHING_NEW".to_owned() }),
         (401, r#"{"error":"SOMETHING_NEW","error_description":"x"}"#, auth("SOMETHING_NEW", "x")),
         (
             400,
             r#"{"error":"ERROR_BATCH_LENGTH_EXCEEDED","error_description":"Max batch length exceeded"}"#,
-            CrmError::Api {
+            Error::Api {
                 code: "ERROR_BATCH_LENGTH_EXCEEDED".to_owned(),
                 description: "Max batch length exceeded".to_owned(),
                 status: 400,
@@ -129,22 +130,22 @@ fn envelopes_map_to_variants() {
 
 #[test]
 fn retry_refresh_and_hints() {
-    let net = CrmError::Network {
+    let net = Error::Network {
         message: "timed out".into(),
     };
-    let html502 = CrmError::Http {
+    let html502 = Error::Http {
         status: 502,
         body_snippet: "<html>".into(),
     };
-    let html404 = CrmError::Http {
+    let html404 = Error::Http {
         status: 404,
         body_snippet: "<html>".into(),
     };
-    let table: Vec<(CrmError, bool, bool, Option<Duration>)> = vec![
+    let table: Vec<(Error, bool, bool, Option<Duration>)> = vec![
         (net, true, false, Some(Duration::from_secs(1))),
         (html502, true, false, Some(Duration::from_secs(1))),
         (
-            CrmError::Http {
+            Error::Http {
                 status: 504,
                 body_snippet: String::new(),
             },
@@ -154,25 +155,25 @@ fn retry_refresh_and_hints() {
         ),
         (html404, false, false, None),
         (
-            CrmError::RateLimited,
+            Error::RateLimited,
             true,
             false,
             Some(Duration::from_secs(1)),
         ),
         (
-            CrmError::OperationLimit { method: "m".into() },
+            Error::OperationLimit { method: "m".into() },
             true,
             false,
             Some(Duration::from_secs(60)),
         ),
         (
-            CrmError::Overload,
+            Error::Overload,
             true,
             false,
             Some(Duration::from_secs(60)),
         ),
         (
-            CrmError::Server {
+            Error::Server {
                 status: 500,
                 code: "INTERNAL_SERVER_ERROR".into(),
             },
@@ -180,20 +181,20 @@ fn retry_refresh_and_hints() {
             false,
             Some(Duration::from_secs(1)),
         ),
-        (CrmError::ExpiredToken, false, true, None),
-        (CrmError::InvalidToken, false, true, None),
+        (Error::ExpiredToken, false, true, None),
+        (Error::InvalidToken, false, true, None),
         (auth("invalid_grant", ""), false, false, None),
         (
-            CrmError::CallNotFound {
+            Error::CallNotFound {
                 description: String::new(),
             },
             false,
             false,
             None,
         ),
-        (CrmError::UserNotFound, false, false, None),
+        (Error::UserNotFound, false, false, None),
         (
-            CrmError::Moved {
+            Error::Moved {
                 location: "https://new.bitrix24.ru/rest/1/x/".into(),
             },
             false,
@@ -201,7 +202,7 @@ fn retry_refresh_and_hints() {
             None,
         ),
         (
-            CrmError::Decode {
+            Error::Decode {
                 message: String::new(),
             },
             false,
@@ -218,7 +219,7 @@ fn retry_refresh_and_hints() {
 
 #[test]
 fn moved_prints_only_the_origin() {
-    let e = CrmError::Moved {
+    let e = Error::Moved {
         location: "https://new.bitrix24.ru/rest/1/s3cr3tcode/profile.json".into(),
     };
     let shown = e.to_string();
@@ -229,11 +230,11 @@ fn moved_prints_only_the_origin() {
 #[test]
 fn codes_compare_case_insensitively() {
     assert_eq!(
-        CrmError::from_api_error(401, "EXPIRED_TOKEN", "", "m"),
-        CrmError::ExpiredToken
+        Error::from_api_error(401, "EXPIRED_TOKEN", "", "m"),
+        Error::ExpiredToken
     );
     assert_eq!(
-        CrmError::from_api_error(503, "query_limit_exceeded", "", "m"),
-        CrmError::RateLimited
+        Error::from_api_error(503, "query_limit_exceeded", "", "m"),
+        Error::RateLimited
     );
 }

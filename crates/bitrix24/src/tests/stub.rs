@@ -108,6 +108,12 @@ impl Stub {
     pub(super) fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().clone()
     }
+
+    /// Replaces the answers still to come (for answers that name the stub's own address).
+    pub(super) fn set_answers(&self, answers: Vec<Canned>) {
+        assert!(!answers.is_empty());
+        *self.shared.answers.lock() = answers;
+    }
 }
 
 impl Drop for Stub {
