@@ -41,8 +41,9 @@ if grep -rnE 'tokio|Instant::now|SystemTime|std::net::(Udp|Tcp)' src/sip/core | 
   echo "src/sip/core must stay sans-IO (found the lines above)" >&2; exit 1
 fi
 
-# One rustls crypto provider (ring) for the whole binary (issue 8): aws-lc-rs must not be built.
-if cargo tree --locked -e normal,build -i aws-lc-rs >/dev/null 2>&1; then
+# One rustls crypto provider (ring) for the whole binary (issue 8): aws-lc-rs must not be built,
+# by callgate or by the workspace's bitrix24 crate.
+if cargo tree --locked --workspace -e normal,build -i aws-lc-rs >/dev/null 2>&1; then
   echo "aws-lc-rs is in the dependency tree: ring must stay the only rustls crypto provider" >&2; exit 1
 fi
 
@@ -51,4 +52,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # Benches are built and run once in test mode (criterion checks each bench runs; the latency
 # bench only measures under `cargo bench`).
 cargo test --locked --bench sip --bench decide_latency
-cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
+# The workspace: callgate and crates/bitrix24; then the documentation examples (the crate's;
+# callgate has none), built with the same features, so nothing is compiled twice.
+cargo test --locked --workspace --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked --workspace --doc

@@ -103,6 +103,8 @@
 //! limiter with a simulated clock (pure), and the client, OAuth refresh and session against a
 //! local HTTP stub on 127.0.0.1 (TLS with a throw-away CA made at test time).
 
+#![warn(missing_docs)]
+
 pub mod app;
 mod batch;
 mod client;

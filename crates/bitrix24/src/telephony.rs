@@ -6,12 +6,12 @@
 //!   and type from the last 30 minutes: pass a unique [`Register::external_call_id`] per physical
 //!   call, and finish every registered call, answered or not.
 //! * `finish` reassigns only the CRM entities *this call created* to its `USER_ID`; a second
-//!   finish of one `CALL_ID` fails with [`Error::CallNotFound`](crate::Error::CallNotFound).
+//!   finish of one `CALL_ID` fails with [`Error::CallNotFound`].
 //!   `ADD_TO_CHAT` has had different defaults over time, so it is always sent.
 //! * `show`/`hide` are pure UI (the call card), `true` when the call is active.
 //! * `attachRecord` works only after `finish` (before it: `CallNotFound` with another text).
 //!
-//! Every type here implements [`Method`](crate::Method) and can go into a `batch`; inside one,
+//! Every type here implements [`Method`] and can go into a `batch`; inside one,
 //! a later command names an earlier `register`'s `CALL_ID` with [`CallId::Ref`].
 
 use serde::Deserialize;
