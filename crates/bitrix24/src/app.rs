@@ -11,7 +11,7 @@ use crate::Params;
 pub struct AppInfo;
 
 impl AppInfo {
-    fn to_params(&self) -> Params {
+    fn to_params(self) -> Params {
         Params::new()
     }
 }

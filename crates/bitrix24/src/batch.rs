@@ -37,6 +37,11 @@ impl BatchCommand {
         }
     }
 
+    /// The command for a typed method.
+    pub fn of<M: Method>(key: impl Into<String>, method: &M) -> Self {
+        Self::new(key, method.name(), method.params())
+    }
+
     /// `method?php-query` as it goes into `cmd`.
     pub fn cmd_string(&self) -> String {
         let q = self.params.to_query();
@@ -75,13 +80,6 @@ pub fn check_batch(cmds: &[BatchCommand]) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-impl BatchCommand {
-    /// The command for a typed method.
-    pub fn of<M: Method>(key: impl Into<String>, method: &M) -> Self {
-        Self::new(key, method.name(), method.params())
-    }
 }
 
 impl BatchResult {

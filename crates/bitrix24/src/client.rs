@@ -174,7 +174,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("max_body_bytes", &self.max_body_bytes).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -428,7 +430,11 @@ impl Client {
         };
         if let Some(observe) = &self.observer {
             let outcome = outcome.as_ref().map_or_else(Error::kind, |_| "ok");
-            observe(&Observation { method, outcome, took: started.elapsed() });
+            observe(&Observation {
+                method,
+                outcome,
+                took: started.elapsed(),
+            });
         }
         tracing::debug!(
             method,
@@ -526,16 +532,10 @@ impl Client {
 /// Order: 3xx → [`Error::Moved`]; a JSON object with `error` → [`Error::from_api_error`]
 /// (whatever the status, even 200); a non-2xx or non-JSON answer → [`Error::Http`]; a 2xx
 /// JSON object → [`Response`] (`result` required).
-pub(crate) fn parse_envelope(
-    raw: &RawAnswer,
-    url: &Url,
-    method: &str,
-) -> Result<Response, Error> {
+pub(crate) fn parse_envelope(raw: &RawAnswer, url: &Url, method: &str) -> Result<Response, Error> {
     let obj = classify_raw(raw, url, method)?;
     let Some(result) = obj.get("result").cloned() else {
-        return Err(Error::decode(
-            "the answer has neither `result` nor `error`",
-        ));
+        return Err(Error::decode("the answer has neither `result` nor `error`"));
     };
     Ok(Response {
         result,
@@ -590,7 +590,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-
 
 /// Errors Bitrix24 reports inside a successful `result` (pure): every top-level field named
 /// `*_ERROR` (`LEAD_CREATION_ERROR`) with a non-empty text, as (field, text). Bitrix24 answers

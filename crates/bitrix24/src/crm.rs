@@ -28,7 +28,9 @@ impl EntityKind {
     /// `CONTACT`, `COMPANY`, `LEAD` in any case (`CRM_ENTITY_TYPE`, event names).
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        Self::ALL.into_iter().find(|k| k.code().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|k| k.code().eq_ignore_ascii_case(s))
     }
 
     /// `CONTACT`, `COMPANY`, `LEAD`.
@@ -165,7 +167,9 @@ pub struct LeadUpdate {
 
 impl LeadUpdate {
     fn to_params(&self) -> Params {
-        Params::new().set("id", self.id).set_map("fields", self.fields.clone())
+        Params::new()
+            .set("id", self.id)
+            .set_map("fields", self.fields.clone())
     }
 }
 

@@ -27,12 +27,18 @@ pub struct Bind {
 impl Bind {
     /// Online delivery of `event` to `handler`.
     pub fn online(event: impl Into<String>, handler: impl Into<String>) -> Self {
-        Self { event: event.into(), handler: Some(handler.into()) }
+        Self {
+            event: event.into(),
+            handler: Some(handler.into()),
+        }
     }
 
     /// Offline: `event` goes to the app's queue ([`OfflineGet`]).
     pub fn offline(event: impl Into<String>) -> Self {
-        Self { event: event.into(), handler: None }
+        Self {
+            event: event.into(),
+            handler: None,
+        }
     }
 
     fn to_params(&self) -> Params {
@@ -61,7 +67,11 @@ pub struct OfflineGet {
 
 impl Default for OfflineGet {
     fn default() -> Self {
-        Self { clear: true, limit: 50, process_id: None }
+        Self {
+            clear: true,
+            limit: 50,
+            process_id: None,
+        }
     }
 }
 
@@ -78,7 +88,10 @@ impl Method for OfflineGet {
     }
 
     fn params(&self) -> Params {
-        Params::new().set("clear", u8::from(self.clear)).set("limit", self.limit).set_opt("process_id", self.process_id.clone())
+        Params::new()
+            .set("clear", u8::from(self.clear))
+            .set("limit", self.limit)
+            .set_opt("process_id", self.process_id.clone())
     }
 
     fn decode(resp: Response) -> Result<OfflinePage, Error> {
@@ -125,13 +138,11 @@ pub struct OfflinePage {
 /// Parses an `event.offline.get` result (pure). Lenient like every Bitrix24 answer: a missing or
 /// `false` `EVENT_DATA` is no data, numbers become strings, an event without a name is skipped.
 pub fn read_page(result: &Value) -> OfflinePage {
-    let process_id = result
-        .get("process_id")
-        .and_then(|v| match v {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
+    let process_id = result.get("process_id").and_then(|v| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
     let events = result
         .get("events")
         .and_then(Value::as_array)
@@ -149,16 +160,28 @@ fn read_event(e: &Value) -> Option<OfflineEvent> {
     if let Some(d) = e.get("EVENT_DATA") {
         flatten("", d, &mut data);
     }
-    let ts = e.get("TIMESTAMP_X").and_then(Value::as_str).and_then(iso_unix);
+    let ts = e
+        .get("TIMESTAMP_X")
+        .and_then(Value::as_str)
+        .and_then(iso_unix);
     Some(OfflineEvent { name, data, ts })
 }
 
 /// `{"FIELDS":{"ID":"5"}}` → `FIELDS[ID]` = `5` (the keys an online delivery's `data[...]` gives).
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
-    let key = |k: &str| if prefix.is_empty() { k.to_owned() } else { format!("{prefix}[{k}]") };
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}[{k}]")
+        }
+    };
     match v {
         Value::Object(m) => m.iter().for_each(|(k, v)| flatten(&key(k), v, out)),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| flatten(&key(&i.to_string()), v, out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten(&key(&i.to_string()), v, out)),
         Value::String(s) if !prefix.is_empty() => {
             out.insert(prefix.to_owned(), s.clone());
         }
@@ -233,10 +256,20 @@ mod tests {
         assert_eq!(e.name, "ONCRMCONTACTUPDATE");
         assert_eq!(e.data.get("FIELDS[ID]").map(String::as_str), Some("5"));
         assert_eq!(e.ts, Some(1_721_298_751));
-        assert_eq!(page.events[1].data.get("CALL_ID").map(String::as_str), Some("externalCall.x"));
+        assert_eq!(
+            page.events[1].data.get("CALL_ID").map(String::as_str),
+            Some("externalCall.x")
+        );
         assert!(page.events[2].data.is_empty());
-        assert_eq!(read_page(&json!({"process_id": null, "events": []})), OfflinePage::default());
-        assert_eq!(read_page(&json!([])), OfflinePage::default(), "PHP's empty array");
+        assert_eq!(
+            read_page(&json!({"process_id": null, "events": []})),
+            OfflinePage::default()
+        );
+        assert_eq!(
+            read_page(&json!([])),
+            OfflinePage::default(),
+            "PHP's empty array"
+        );
     }
 
     #[test]

@@ -128,8 +128,8 @@ mod tests;
 
 pub use batch::{check_batch, BatchCommand, MAX_BATCH_COMMANDS};
 pub use client::{
-    check_base_url, errors_inside, Client, ClientBuilder, Endpoint, Observation, Observer, Response, Time, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    check_base_url, errors_inside, Client, ClientBuilder, Endpoint, Observation, Observer,
+    Response, Time, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::{Error, LIMIT_BLOCK_BACKOFF, RATE_LIMIT_BACKOFF, TRANSIENT_BACKOFF};
 pub use limiter::LeakyBucket;
@@ -138,4 +138,7 @@ pub use oauth::{TokenCell, TokenSet};
 pub use params::{ParamValue, Params};
 pub use secret::Secret;
 pub use session::{vet_refresh, NoStore, OAuthApp, OAuthSession, TokenStore, TokenStoreError};
-pub use types::{decode, BatchResult, ContactOrLead, FinishResult, Id, ListPage, RegisterResult, SearchEntity, User};
+pub use types::{
+    decode, BatchResult, ContactOrLead, FinishResult, Id, ListPage, RegisterResult, SearchEntity,
+    User,
+};

@@ -41,7 +41,11 @@ impl ListJob {
     /// The job for a typed list method ([`crm::List`](crate::crm::List),
     /// [`user::UserGet`](crate::user::UserGet)); its `start` is replaced per page.
     pub fn of<M: Method>(key: impl Into<String>, method: &M) -> Self {
-        Self { key: key.into(), method: method.name(), params: method.params() }
+        Self {
+            key: key.into(),
+            method: method.name(),
+            params: method.params(),
+        }
     }
 
     fn page_key(&self, start: u64) -> String {
@@ -49,7 +53,11 @@ impl ListJob {
     }
 
     fn page(&self, start: u64) -> BatchCommand {
-        BatchCommand::new(self.page_key(start), self.method, self.params.clone().set("start", start))
+        BatchCommand::new(
+            self.page_key(start),
+            self.method,
+            self.params.clone().set("start", start),
+        )
     }
 }
 
@@ -66,7 +74,13 @@ pub struct Pager<'a> {
 impl<'a> Pager<'a> {
     /// Requests to `ep`, at most `rate_per_s` per second with bursts of `burst`.
     pub fn new(client: &'a Client, ep: &'a Endpoint, rate_per_s: f64, burst: u32) -> Self {
-        Self { client, ep, bucket: LeakyBucket::new(rate_per_s, burst), attempts: DEFAULT_ATTEMPTS, made: 0 }
+        Self {
+            client,
+            ep,
+            bucket: LeakyBucket::new(rate_per_s, burst),
+            attempts: DEFAULT_ATTEMPTS,
+            made: 0,
+        }
     }
 
     /// Tries per request (at least 1).
@@ -132,13 +146,19 @@ impl<'a> Pager<'a> {
             rest.extend((PAGE..total).step_by(PAGE as usize).map(|start| (i, start)));
         }
         for chunk in rest.chunks(MAX_BATCH_COMMANDS) {
-            let cmds: Vec<BatchCommand> = chunk.iter().map(|&(i, start)| jobs[i].page(start)).collect();
+            let cmds: Vec<BatchCommand> = chunk
+                .iter()
+                .map(|&(i, start)| jobs[i].page(start))
+                .collect();
             let mut answer = self.batch(&cmds).await?;
             for &(i, start) in chunk {
                 pages[i].insert(start, take_page(&mut answer, &jobs[i].page_key(start))?);
             }
         }
-        Ok(pages.into_iter().map(|p| p.into_values().flatten().collect()).collect())
+        Ok(pages
+            .into_iter()
+            .map(|p| p.into_values().flatten().collect())
+            .collect())
     }
 }
 
@@ -171,14 +191,23 @@ mod tests {
         assert_eq!(take_page(&mut answer, "b_0").unwrap().len(), 1);
         assert!(take_page(&mut answer, "c_0").unwrap().is_empty());
         assert!(take_page(&mut answer, "d_0").is_err());
-        assert!(matches!(take_page(&mut answer, "e_0"), Err(Error::Decode { .. })));
+        assert!(matches!(
+            take_page(&mut answer, "e_0"),
+            Err(Error::Decode { .. })
+        ));
     }
 
     #[test]
     fn page_commands_replace_start_and_keep_the_rest() {
-        let job = ListJob::of("contact", &crate::crm::List::by_id(crate::crm::EntityKind::Contact, ["ID", "PHONE"]));
+        let job = ListJob::of(
+            "contact",
+            &crate::crm::List::by_id(crate::crm::EntityKind::Contact, ["ID", "PHONE"]),
+        );
         let cmd = job.page(100);
         assert_eq!(cmd.key, "contact_100");
-        assert_eq!(cmd.cmd_string(), "crm.contact.list?select[0]=ID&select[1]=PHONE&order[ID]=ASC&start=100");
+        assert_eq!(
+            cmd.cmd_string(),
+            "crm.contact.list?select[0]=ID&select[1]=PHONE&order[ID]=ASC&start=100"
+        );
     }
 }

@@ -97,12 +97,11 @@ pub(crate) fn refresh_url(
     } else {
         oauth_server
     };
-    let mut url =
-        check_base_url(server)?
-            .join("oauth/token/")
-            .map_err(|e| Error::InvalidUrl {
-                reason: e.to_string(),
-            })?;
+    let mut url = check_base_url(server)?
+        .join("oauth/token/")
+        .map_err(|e| Error::InvalidUrl {
+            reason: e.to_string(),
+        })?;
     url.query_pairs_mut()
         .append_pair("grant_type", "refresh_token")
         .append_pair("client_id", client_id)
@@ -135,12 +134,10 @@ pub(crate) fn parse_token_answer(
         Error::Api {
             code, description, ..
         } => Error::Auth { code, description },
-        Error::ExpiredToken | Error::InvalidToken | Error::MethodNotFound { .. } => {
-            Error::Auth {
-                code: error_field(raw, "error"),
-                description: error_field(raw, "error_description"),
-            }
-        }
+        Error::ExpiredToken | Error::InvalidToken | Error::MethodNotFound { .. } => Error::Auth {
+            code: error_field(raw, "error"),
+            description: error_field(raw, "error_description"),
+        },
         other => other,
     })?;
     let t: TokenAnswer = crate::types::decode(Value::Object(obj))?;
@@ -173,7 +170,9 @@ fn error_field(raw: &RawAnswer, key: &str) -> String {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// One portal's [`TokenSet`], refreshed at most once at a time.

@@ -55,7 +55,11 @@ pub struct OAuthApp {
 impl OAuthApp {
     /// An app using the default OAuth server.
     pub fn new(client_id: impl Into<String>, client_secret: Secret) -> Self {
-        Self { client_id: client_id.into(), client_secret, oauth_server: DEFAULT_OAUTH_SERVER.to_owned() }
+        Self {
+            client_id: client_id.into(),
+            client_secret,
+            oauth_server: DEFAULT_OAUTH_SERVER.to_owned(),
+        }
     }
 }
 
@@ -71,7 +75,11 @@ pub struct OAuthSession<S> {
 impl<S: TokenStore> OAuthSession<S> {
     /// A session starting from `tokens` (from the install event or the caller's store).
     pub fn new(client: Client, tokens: TokenSet, store: S) -> Self {
-        Self { client, cell: TokenCell::new(tokens), store }
+        Self {
+            client,
+            cell: TokenCell::new(tokens),
+            store,
+        }
     }
 
     /// The HTTP client.
@@ -108,7 +116,12 @@ impl<S: TokenStore> OAuthSession<S> {
         Fut: Future<Output = Result<T, Error>>,
     {
         let tokens = self.tokens().await;
-        match op(Endpoint::oauth(&tokens.client_endpoint, tokens.access_token.clone())?).await {
+        match op(Endpoint::oauth(
+            &tokens.client_endpoint,
+            tokens.access_token.clone(),
+        )?)
+        .await
+        {
             Err(e) if e.needs_token_refresh() => {
                 let fresh = self.refresh_after(app, &tokens.access_token, None).await?;
                 op(Endpoint::oauth(&fresh.client_endpoint, fresh.access_token)?).await
@@ -127,9 +140,21 @@ impl<S: TokenStore> OAuthSession<S> {
     /// # Cancel safety
     /// Cancelling a waiter is harmless; cancelling the caller that runs the refresh may lose the
     /// rotated pair (see [`refresh`]).
-    pub async fn refresh_after(&self, app: &OAuthApp, stale: &Secret, moved_to: Option<&str>) -> Result<TokenSet, Error> {
+    pub async fn refresh_after(
+        &self,
+        app: &OAuthApp,
+        stale: &Secret,
+        moved_to: Option<&str>,
+    ) -> Result<TokenSet, Error> {
         let refresh_fn = |current: TokenSet| async move {
-            let fresh = refresh(&self.client, &app.oauth_server, &app.client_id, &app.client_secret, &current.refresh_token).await?;
+            let fresh = refresh(
+                &self.client,
+                &app.oauth_server,
+                &app.client_id,
+                &app.client_secret,
+                &current.refresh_token,
+            )
+            .await?;
             let vetted = vet_refresh(&current, fresh, moved_to);
             if let Err(e) = self.store.save(&vetted).await {
                 tracing::error!(endpoint = %vetted.client_endpoint, error = %e, "storing the rotated Bitrix24 tokens failed; they are used in memory only");
@@ -148,8 +173,11 @@ impl<S: TokenStore> OAuthSession<S> {
 /// `member_id` (the OAuth server vouches that this portal lives there now).
 pub fn vet_refresh(current: &TokenSet, fresh: TokenSet, moved_to: Option<&str>) -> TokenSet {
     let same_member = !current.member_id.is_empty() && fresh.member_id == current.member_id;
-    let moved = moved_to.is_some_and(|loc| same_member && moved_endpoint(&fresh.client_endpoint, loc));
-    let endpoint = if moved || same_portal_endpoint(&fresh.client_endpoint, &current.client_endpoint) {
+    let moved =
+        moved_to.is_some_and(|loc| same_member && moved_endpoint(&fresh.client_endpoint, loc));
+    let endpoint = if moved
+        || same_portal_endpoint(&fresh.client_endpoint, &current.client_endpoint)
+    {
         fresh.client_endpoint
     } else {
         if !fresh.client_endpoint.is_empty() {
@@ -160,7 +188,11 @@ pub fn vet_refresh(current: &TokenSet, fresh: TokenSet, moved_to: Option<&str>) 
     if !fresh.member_id.is_empty() && fresh.member_id != current.member_id {
         tracing::warn!(endpoint = %current.client_endpoint, "the OAuth server's refresh answer names another member_id; the installation's is kept");
     }
-    TokenSet { client_endpoint: endpoint, member_id: current.member_id.clone(), ..fresh }
+    TokenSet {
+        client_endpoint: endpoint,
+        member_id: current.member_id.clone(),
+        ..fresh
+    }
 }
 
 #[cfg(test)]
@@ -184,7 +216,10 @@ mod tests {
         let got = vet_refresh(&cur, set("https://new.bitrix24.ru/rest/", "m1", "b"), loc);
         assert_eq!(got.client_endpoint, "https://new.bitrix24.ru/rest/");
         let other_member = vet_refresh(&cur, set("https://new.bitrix24.ru/rest/", "m2", "b"), loc);
-        assert_eq!(other_member.client_endpoint, "https://old.bitrix24.ru/rest/");
+        assert_eq!(
+            other_member.client_endpoint,
+            "https://old.bitrix24.ru/rest/"
+        );
         let other_host = vet_refresh(&cur, set("https://evil.example/rest/", "m1", "b"), loc);
         assert_eq!(other_host.client_endpoint, "https://old.bitrix24.ru/rest/");
         let no_redirect = vet_refresh(&cur, set("https://new.bitrix24.ru/rest/", "m1", "b"), None);
@@ -197,7 +232,11 @@ mod tests {
         let evil = set("https://evil.example/rest/", "m2", "new");
         let got = vet_refresh(&current, evil, None);
         assert_eq!(
-            (got.client_endpoint.as_str(), got.member_id.as_str(), got.access_token.expose()),
+            (
+                got.client_endpoint.as_str(),
+                got.member_id.as_str(),
+                got.access_token.expose()
+            ),
             ("https://a.bitrix24.ru/rest/", "m1", "new"),
             "the rotated tokens are taken, the identity is not"
         );

@@ -169,7 +169,9 @@ impl Register {
             .set_opt("LINE_NUMBER", self.line_number.clone())
             .set_opt("CALL_LIST_ID", self.call_list_id);
         match &self.crm_entity {
-            Some((kind, id)) => p.set("CRM_ENTITY_TYPE", kind.as_str()).set("CRM_ENTITY_ID", *id),
+            Some((kind, id)) => p
+                .set("CRM_ENTITY_TYPE", kind.as_str())
+                .set("CRM_ENTITY_ID", *id),
             None => p,
         }
     }
@@ -312,13 +314,21 @@ impl AttachRecord {
     }
 }
 
-method!(AttachRecord, "telephony.externalcall.attachrecord", AttachRecordResult);
+method!(
+    AttachRecord,
+    "telephony.externalcall.attachrecord",
+    AttachRecordResult
+);
 
 /// The result of [`AttachRecord`]: the file's id, or where to upload it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AttachRecordResult {
     /// The Drive file id (content or URL given).
-    #[serde(rename = "FILE_ID", default, deserialize_with = "crate::types::lenient::opt_id")]
+    #[serde(
+        rename = "FILE_ID",
+        default,
+        deserialize_with = "crate::types::lenient::opt_id"
+    )]
     pub file_id: Option<u64>,
     /// Where to POST the file ([`RecordSource::Upload`]).
     #[serde(rename = "uploadUrl", default)]

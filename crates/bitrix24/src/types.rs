@@ -573,9 +573,7 @@ fn php_map<'a>(v: &'a Value, name: &str) -> Result<Vec<(String, &'a Value)>, Err
             .map(|(i, v)| (i.to_string(), v))
             .collect()),
         Value::Null | Value::Bool(false) => Ok(Vec::new()),
-        other => Err(Error::decode(format!(
-            "batch {name} is not a map: {other}"
-        ))),
+        other => Err(Error::decode(format!("batch {name} is not a map: {other}"))),
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::stub::{Canned, Stub};
-use crate::{Secret, 
-    BatchCommand, Client, Error, Endpoint, Params, RegisterResult, Response, Time, User,
+use crate::{
+    BatchCommand, Client, Endpoint, Error, Params, RegisterResult, Response, Secret, Time, User,
 };
 
 const REGISTER_OK: &str = r#"{"result":{"CALL_ID":"externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
@@ -322,10 +322,7 @@ async fn bad_method_names_are_refused() {
             .call(&webhook(&stub), m, &Params::new())
             .await
             .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidMethod { .. }),
-            "{m:?}: {err:?}"
-        );
+        assert!(matches!(err, Error::InvalidMethod { .. }), "{m:?}: {err:?}");
     }
     assert!(stub.seen().is_empty());
 }

@@ -166,12 +166,7 @@ fn retry_refresh_and_hints() {
             false,
             Some(Duration::from_secs(60)),
         ),
-        (
-            Error::Overload,
-            true,
-            false,
-            Some(Duration::from_secs(60)),
-        ),
+        (Error::Overload, true, false, Some(Duration::from_secs(60))),
         (
             Error::Server {
                 status: 500,

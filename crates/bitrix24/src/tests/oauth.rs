@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::stub::{Canned, Stub};
 use crate::oauth::{refresh, refresh_url, DEFAULT_OAUTH_SERVER};
-use crate::{Secret, Client, Error, TokenCell, TokenSet};
+use crate::{Client, Error, Secret, TokenCell, TokenSet};
 
 const TOKEN_OK: &str = r#"{"access_token":"n3w-access","client_endpoint":"https://portal.bitrix24.com/rest/",
   "domain":"oauth.bitrix.info","expires":1780319382,"expires_in":3600,"member_id":"a223c8",

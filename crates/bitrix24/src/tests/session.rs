@@ -18,7 +18,9 @@ struct Recorder {
 
 impl TokenStore for Arc<Recorder> {
     async fn save(&self, tokens: &TokenSet) -> Result<(), TokenStoreError> {
-        self.saved.lock().push((tokens.clone(), self.stub.seen().len()));
+        self.saved
+            .lock()
+            .push((tokens.clone(), self.stub.seen().len()));
         Ok(())
     }
 }
@@ -34,20 +36,32 @@ fn installed(stub: &Stub) -> TokenSet {
 }
 
 fn token_answer(stub_url: &str, member: &str) -> String {
-    format!(r#"{{"access_token":"new-access","refresh_token":"new-refresh","expires":1780319382,"client_endpoint":"{stub_url}/rest/","member_id":"{member}"}}"#)
+    format!(
+        r#"{{"access_token":"new-access","refresh_token":"new-refresh","expires":1780319382,"client_endpoint":"{stub_url}/rest/","member_id":"{member}"}}"#
+    )
 }
 
 fn app(stub: &Stub) -> OAuthApp {
-    OAuthApp { client_id: "local.app".into(), client_secret: Secret::new("app-secret"), oauth_server: stub.url("/") }
+    OAuthApp {
+        client_id: "local.app".into(),
+        client_secret: Secret::new("app-secret"),
+        oauth_server: stub.url("/"),
+    }
 }
 
-const CONTACT: &str = r#"{"result":{"ID":"42","ASSIGNED_BY_ID":"7","PHONE":[{"VALUE":"+79161234567"}]}}"#;
+const CONTACT: &str =
+    r#"{"result":{"ID":"42","ASSIGNED_BY_ID":"7","PHONE":[{"VALUE":"+79161234567"}]}}"#;
 
-async fn session_with(answers: impl FnOnce(&str) -> Vec<Canned>) -> (Arc<Stub>, Arc<Recorder>, OAuthSession<Arc<Recorder>>) {
+async fn session_with(
+    answers: impl FnOnce(&str) -> Vec<Canned>,
+) -> (Arc<Stub>, Arc<Recorder>, OAuthSession<Arc<Recorder>>) {
     // The stub's address is needed in the answers: start it, then load them.
     let stub = Arc::new(Stub::start(vec![Canned::json(200, "{}")]).await);
     stub.set_answers(answers(&stub.url("")));
-    let rec = Arc::new(Recorder { stub: Arc::clone(&stub), saved: Mutex::new(Vec::new()) });
+    let rec = Arc::new(Recorder {
+        stub: Arc::clone(&stub),
+        saved: Mutex::new(Vec::new()),
+    });
     let session = OAuthSession::new(Client::new().unwrap(), installed(&stub), Arc::clone(&rec));
     (stub, rec, session)
 }
@@ -66,7 +80,17 @@ async fn an_expired_token_is_refreshed_once_stored_first_and_the_call_made_again
     let contact = session
         .call(&app, |ep| {
             let client = session.client();
-            async move { client.invoke(&ep, &Get { kind: EntityKind::Contact, id: 42 }).await }
+            async move {
+                client
+                    .invoke(
+                        &ep,
+                        &Get {
+                            kind: EntityKind::Contact,
+                            id: 42,
+                        },
+                    )
+                    .await
+            }
         })
         .await
         .unwrap();
@@ -75,9 +99,20 @@ async fn an_expired_token_is_refreshed_once_stored_first_and_the_call_made_again
     let seen = stub.seen();
     assert_eq!(seen.len(), 3);
     assert_eq!(seen[0].json()["auth"], "old-access");
-    assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("GET", "/oauth/token/"));
-    assert!(seen[1].query.as_deref().unwrap_or_default().contains("refresh_token=old-refresh"));
-    assert_eq!(seen[2].json()["auth"], "new-access", "called again with the new token");
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("GET", "/oauth/token/")
+    );
+    assert!(seen[1]
+        .query
+        .as_deref()
+        .unwrap_or_default()
+        .contains("refresh_token=old-refresh"));
+    assert_eq!(
+        seen[2].json()["auth"],
+        "new-access",
+        "called again with the new token"
+    );
     let saved = rec.saved.lock().clone();
     assert_eq!(saved.len(), 1);
     assert_eq!(saved[0].0.refresh_token.expose(), "new-refresh");
@@ -89,22 +124,45 @@ async fn an_expired_token_is_refreshed_once_stored_first_and_the_call_made_again
 async fn a_refused_refresh_is_an_auth_error_and_nothing_is_stored() {
     let (stub, rec, session) = session_with(|_| {
         vec![
-            Canned::json(401, r#"{"error":"expired_token","error_description":"expired"}"#),
-            Canned::json(400, r#"{"error":"invalid_grant","error_description":"Invalid grant"}"#),
+            Canned::json(
+                401,
+                r#"{"error":"expired_token","error_description":"expired"}"#,
+            ),
+            Canned::json(
+                400,
+                r#"{"error":"invalid_grant","error_description":"Invalid grant"}"#,
+            ),
         ]
     })
     .await;
     let err = session
         .call(&app(&stub), |ep| {
             let client = session.client();
-            async move { client.invoke(&ep, &Get { kind: EntityKind::Lead, id: 1 }).await }
+            async move {
+                client
+                    .invoke(
+                        &ep,
+                        &Get {
+                            kind: EntityKind::Lead,
+                            id: 1,
+                        },
+                    )
+                    .await
+            }
         })
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::Auth { code, .. } if code == "invalid_grant"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Auth { code, .. } if code == "invalid_grant"),
+        "{err:?}"
+    );
     assert!(rec.saved.lock().is_empty());
     assert_eq!(session.tokens().await.access_token.expose(), "old-access");
-    assert_eq!(stub.seen().len(), 2, "no second call after a refused refresh");
+    assert_eq!(
+        stub.seen().len(),
+        2,
+        "no second call after a refused refresh"
+    );
 }
 
 #[tokio::test]
@@ -120,12 +178,33 @@ async fn a_refresh_naming_another_portal_keeps_the_installations_endpoint_and_me
     session
         .call(&app(&stub), |ep| {
             let client = session.client();
-            async move { client.invoke(&ep, &Get { kind: EntityKind::Contact, id: 42 }).await }
+            async move {
+                client
+                    .invoke(
+                        &ep,
+                        &Get {
+                            kind: EntityKind::Contact,
+                            id: 42,
+                        },
+                    )
+                    .await
+            }
         })
         .await
         .unwrap();
     let saved = rec.saved.lock()[0].0.clone();
-    assert_eq!((saved.client_endpoint, saved.member_id), (stub.url("/rest/"), "m1".to_owned()));
-    assert_eq!(saved.access_token.expose(), "new-access", "the rotated tokens are taken");
-    assert_eq!(stub.seen()[2].path, "/rest/crm.contact.get.json", "still the portal's own address");
+    assert_eq!(
+        (saved.client_endpoint, saved.member_id),
+        (stub.url("/rest/"), "m1".to_owned())
+    );
+    assert_eq!(
+        saved.access_token.expose(),
+        "new-access",
+        "the rotated tokens are taken"
+    );
+    assert_eq!(
+        stub.seen()[2].path,
+        "/rest/crm.contact.get.json",
+        "still the portal's own address"
+    );
 }

@@ -258,10 +258,7 @@ fn batch_with_maps_errors_totals_and_empty_arrays() {
     })
     .unwrap();
     assert_eq!(b.result["reg"]["CALL_ID"], "externalCall.x.1");
-    assert!(matches!(
-        b.result_error["fin"],
-        Error::CallNotFound { .. }
-    ));
+    assert!(matches!(b.result_error["fin"], Error::CallNotFound { .. }));
     assert!(
         matches!(&b.result_error["scope"], Error::Auth { code, .. } if code == "insufficient_scope")
     );
