@@ -49,7 +49,7 @@ impl Gateway {
     /// # Errors
     /// The store cannot be opened or a listener cannot be bound.
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let store = SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
         let store = StoreHandle::new(Arc::new(store));
         let token = admin_token(&cfg)?;
@@ -479,12 +479,6 @@ fn keep_private(path: &Path) -> std::io::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
-}
-
-/// Installs ring as the process's one rustls crypto provider (reqwest is built without one).
-/// Idempotent; call before building any TLS client or server.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Builds, serves, and stops on SIGTERM or SIGINT (what `callgate run` does).

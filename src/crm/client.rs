@@ -99,7 +99,7 @@ impl CrmClientBuilder {
     /// # Errors
     /// [`CrmError::ClientBuild`] for an unusable root CA or TLS setup.
     pub fn build(self) -> Result<CrmClient, CrmError> {
-        crate::app::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let build_err = |message: String| CrmError::ClientBuild { message };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));

@@ -24,7 +24,7 @@
 //!   flight per portal).
 //!
 //! `client`, `oauth` do I/O; `params`, `error`, `types`, `limiter` are pure. This layer depends
-//! only on `config::Secret` (and `app::install_crypto_provider`); it never logs secrets.
+//! only on `config::Secret` (and `tls::install_crypto_provider`); it never logs secrets.
 
 pub mod client;
 pub mod error;

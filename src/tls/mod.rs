@@ -59,6 +59,12 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Installs ring as the process's one rustls crypto provider (reqwest is built without one).
+/// Idempotent; call before building any TLS client or server.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A server config from a PEM chain and a PEM key (PKCS#8, PKCS#1 or SEC1), offering `alpn`
 /// (e.g. `[b"http/1.1"]`; empty for SIP).
 ///
