@@ -60,7 +60,7 @@ impl Gateway {
         let boot = crate::telemetry::unix_ms();
         crate::crm::notices::set_boot(boot);
         let (effects_tx, effects) = tokio::sync::mpsc::channel(cfg.crm.effects_queue);
-        let calls = CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx));
+        let calls = CallsHandle::with_sink(crate::calls::TrackerConfig::from(&cfg.calls), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx));
         let restored = crate::calls::restore_calls(store.inner(), &calls, boot, std::time::Instant::now()).context("restoring open calls from their checkpoints")?;
         if !restored.calls.is_empty() {
             tracing::info!(calls = restored.calls.len(), "calls open at the last stop restored from their checkpoints");
