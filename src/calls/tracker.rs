@@ -41,7 +41,7 @@ pub struct TrackerConfig {
     /// last evidence ends at that evidence (`calls.restore_wait`; `checkpoint.rs`).
     pub restore_wait: Duration,
     /// How long a 401/407/422 to an initial INVITE waits for the INVITE's retry on the same
-    /// Call-ID before it ends the leg ([`RETRY_WAIT`]).
+    /// Call-ID before it ends the leg (`RETRY_WAIT`, 32 s).
     pub retry_wait: Duration,
 }
 
