@@ -531,7 +531,7 @@ fn media_config(cfg: &Config) -> anyhow::Result<crate::webrtc::media::MediaConfi
     if cfg.media.idle_timeout <= cfg.calls.ring_timeout {
         tracing::warn!(idle_timeout = ?cfg.media.idle_timeout, ring_timeout = ?cfg.calls.ring_timeout, "media.idle_timeout is not above calls.ring_timeout: a call to a browser agent that rings long may lose its media");
     }
-    cfg.media.anchor_config().map_err(|errs| {
+    crate::webrtc::media::MediaConfig::try_from(&cfg.media).map_err(|errs| {
         let list: Vec<String> = errs.into_iter().map(|(k, m)| format!("{k}: {m}")).collect();
         anyhow::anyhow!("bad [media] settings: {}", list.join("; "))
     })
