@@ -194,7 +194,7 @@ fn exercise(raw: Bytes) {
                     addr.uri.is_sip(),
                 );
                 if let Some(user) = addr.uri.user {
-                    let _ = crate::routing::number::normalize_bytes(user);
+                    let _ = crate::phone::normalize_bytes(user);
                 }
             }
             for via in msg.headers(HeaderName::Via) {

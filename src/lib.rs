@@ -16,6 +16,7 @@ pub mod crm;
 pub mod fuzzing;
 pub mod http;
 pub mod limit;
+pub mod phone;
 pub mod proxy;
 pub mod routing;
 pub mod settings;

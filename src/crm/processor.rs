@@ -20,7 +20,7 @@ use super::tokens::{AccessError, Tokens};
 use super::types::ContactOrLead;
 use super::wake::Workers;
 use super::{CrmError, CrmKind, IndexSync};
-use crate::routing::number::normalize_number;
+use crate::phone::normalize_number;
 use crate::routing::{Directory, PortalEntry};
 use crate::settings::{PortalId, UserId};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite, StoreHandle};

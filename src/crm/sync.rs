@@ -35,7 +35,7 @@ use super::error::CrmError;
 use super::limiter::LeakyBucket;
 use super::params::Params;
 use super::types::{decode, BatchResult, ContactOrLead, User};
-use crate::routing::number::normalize_number;
+use crate::phone::normalize_number;
 use crate::routing::Directory;
 use crate::settings::{PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};

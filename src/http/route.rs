@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{auth, ApiError, AppState};
-use crate::routing::number::normalize_number;
+use crate::phone::normalize_number;
 use crate::routing::{decide, parse_csv, Decision, DecisionRecord};
 
 /// Index uploads are large (a million rows is ~17 MB of CSV).

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use ring::hmac;
 
-use crate::routing::number::normalize_number;
+use crate::phone::normalize_number;
 use crate::routing::{PortalEntry, Snapshot};
 use crate::settings::{PortalId, TelephonyMode};
 use crate::sip::core::{HeaderName, NameAddr, SipMessage, Uri};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::index::PmIndex;
-use super::number::{normalize_number, Number};
+use crate::phone::{normalize_number, Number};
 use crate::settings::{parse_cidr, Line, Mapping, Portal, PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};
 

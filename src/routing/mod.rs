@@ -10,7 +10,6 @@ mod decide;
 mod directory;
 mod index;
 mod metrics;
-pub mod number;
 mod redirect;
 
 pub use audit::{CallIdText, DecisionLog, DecisionRecord};

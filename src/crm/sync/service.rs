@@ -20,7 +20,7 @@ use crate::crm::lookup::{self, LookupConfig};
 use crate::crm::params::Params;
 use crate::crm::tokens::{AccessError, Tokens};
 use crate::crm::types::{ContactOrLead, User};
-use crate::routing::number::normalize_number;
+use crate::phone::normalize_number;
 use crate::routing::{Directory, PortalEntry};
 use crate::settings::{Auth, PortalId};
 use crate::store::{StoreError, StoreHandle};
