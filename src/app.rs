@@ -18,7 +18,8 @@ use crate::calls::CallsHandle;
 use crate::http::{self, AppState, HttpLimits};
 use crate::proxy::{Front, Local, Proxy};
 use crate::sip::core::transaction::Timers;
-use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
+use crate::directory::Directory;
+use crate::routing::{DecisionLog, RedirectConfig, RedirectServer};
 use crate::sip::transport::{serve_tcp, serve_tls, Hub, SipHandler, TcpLimits, UdpDriver, WsEndpoint, WsLimits};
 use crate::store::{SqliteStore, StoreHandle};
 
@@ -514,7 +515,7 @@ pub fn import_index(cfg: &Config, portal: i64, file: &Path, replace: bool) -> an
     let store = SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
     store.get_portal(portal)?.with_context(|| format!("portal {portal} does not exist"))?;
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let rows = crate::routing::parse_csv(&text).map_err(|bad| {
+    let rows = crate::directory::parse_csv(&text).map_err(|bad| {
         let lines: Vec<String> = bad.iter().map(|b| format!("line {}: {}", b.line, b.message)).collect();
         anyhow::anyhow!("bad rows, nothing imported:\n  {}", lines.join("\n  "))
     })?;

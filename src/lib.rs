@@ -11,6 +11,7 @@ pub mod app;
 pub mod calls;
 pub mod config;
 pub mod crm;
+pub mod directory;
 #[doc(hidden)]
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -39,7 +39,7 @@ use super::params::Params;
 use super::tokens::{endpoint_on_portal, AccessError, Tokens};
 use super::CrmError;
 use crate::config::Secret;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{Auth, PortalId};
 use crate::store::{PortalTokens, StoreError};
 

@@ -33,7 +33,7 @@ use super::params::Params;
 use super::sync::CrmKind;
 use super::tokens::Tokens;
 use super::types::{ListPage, SearchEntity};
-use crate::routing::Directory;
+use crate::directory::Directory;
 use crate::settings::{PortalId, UserId};
 use crate::store::StoreHandle;
 

@@ -14,7 +14,7 @@ use super::params::{ParamValue, Params};
 use super::plan::{CallRef, Cmd};
 use super::tokens::{AccessError, Tokens};
 use super::worker::{Bitrix, CmdOutcome, SendFailure, SendFuture};
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 
 /// Sends through the shared HTTP client of `tokens`.
 pub struct RestBitrix {

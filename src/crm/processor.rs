@@ -21,7 +21,7 @@ use super::types::ContactOrLead;
 use super::wake::Workers;
 use super::{CrmError, CrmKind, IndexSync};
 use crate::phone::normalize_number;
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
 use crate::settings::{PortalId, UserId};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite, StoreHandle};
 

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use super::events::ClickToCalls;
 use crate::calls::{CallId, CallKind, CallRecord, Effect, ResponsibleReason};
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{PortalId, UserId, UtmTag};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite};
 

@@ -36,7 +36,7 @@ use super::limiter::LeakyBucket;
 use super::params::Params;
 use super::types::{decode, BatchResult, ContactOrLead, User};
 use crate::phone::normalize_number;
-use crate::routing::Directory;
+use crate::directory::Directory;
 use crate::settings::{PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};
 

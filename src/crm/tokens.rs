@@ -39,7 +39,7 @@ use super::client::{CrmClient, Endpoint};
 use super::error::CrmError;
 use super::oauth::{self, TokenCell, TokenSet};
 use crate::config::Secret;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{normalize_domain, Auth, PortalId};
 use crate::store::{PortalTokens, StoreError, StoreHandle};
 

@@ -35,7 +35,8 @@ use bytes::{Bytes, BytesMut};
 use super::Proxy;
 use crate::calls::CallsHandle;
 use crate::limit::{SourceLimiter, Verdict};
-use crate::routing::{Directory, RedirectServer, Snapshot};
+use crate::directory::{Directory, Snapshot};
+use crate::routing::RedirectServer;
 use crate::sip::core::{stun, to_tag_for, write_bad_request, write_response, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 
@@ -324,7 +325,8 @@ mod tests {
 
     use super::*;
     use crate::calls::{Direction, Event, LegId, Offer, Policy, TrackerConfig};
-    use crate::routing::{DecisionLog, PortalEntry, RedirectConfig};
+    use crate::directory::PortalEntry;
+    use crate::routing::{DecisionLog, RedirectConfig};
     use crate::settings::{Mapping, Portal, PortalSettings};
     use crate::sip::core::transaction::Timers;
     use crate::sip::transport::Transport;

@@ -13,7 +13,7 @@ use super::target::{self, NextHop, Refusal, RouteHead, FORBIDDEN, NO_DIALOG};
 use super::trust::{self, AgentAuth, DigestOutcome, Sender, Token};
 use super::{observe, Proxy};
 use crate::calls::{Direction, Side};
-use crate::routing::Snapshot;
+use crate::directory::Snapshot;
 use crate::settings::TelephonyMode;
 use crate::sip::core::{to_tag_for, write_forwarded_request, write_response, HeaderName, Method, RequestEdit, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};

@@ -15,7 +15,7 @@
 //! engine and the tracker feed, so events reach the tracker in the order messages were handled;
 //! nothing inside it blocks or awaits.
 //!
-//! Depends on: `sip::core`, `sip::transport` (types only), `routing` (the directory),
+//! Depends on: `sip::core`, `sip::transport` (types only), `directory`, `phone`,
 //! `calls`. Never on sockets or tokio.
 
 mod engine;
@@ -42,7 +42,7 @@ pub use self::trust::{AgentDirectory, AgentDirectory as FlowLocator, DigestOutco
 
 use self::engine::{Engine, Io};
 use crate::calls::CallsHandle;
-use crate::routing::Directory;
+use crate::directory::Directory;
 use crate::sip::core::transaction::Timers;
 use crate::sip::core::{SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};

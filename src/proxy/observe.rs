@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::calls::{Direction, Event, LegId, Offer, Policy, Side};
 use crate::phone::customer_text;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::sip::core::{HeaderName, Method, NameAddr, SipMessage, Uri};
 
 /// The leg id of a message: its Call-ID.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::directory::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::phone::Number;
 use crate::settings::{Mapping, UserId};
 

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 
 use super::credentials::{realm_of, Credentials};
 use crate::proxy::{AgentDirectory, DigestOutcome};
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
 use crate::settings::{PortalId, TelephonyMode};
 use crate::sip::core::digest::{self, NonceCheck, NonceKey};
 use crate::sip::core::{comma_values, to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage};

@@ -28,7 +28,7 @@ use super::{classify, is_oauth, EventInbox, EventKind, InboundEvent, Offered, BO
 use crate::crm::client::BatchCommand;
 use crate::crm::params::Params;
 use crate::crm::tokens::{AccessError, Tokens};
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
 use crate::settings::PortalId;
 
 /// Events read per `event.offline.get` (Bitrix24's default and maximum page).

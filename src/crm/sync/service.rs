@@ -21,7 +21,7 @@ use crate::crm::params::Params;
 use crate::crm::tokens::{AccessError, Tokens};
 use crate::crm::types::{ContactOrLead, User};
 use crate::phone::normalize_number;
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
 use crate::settings::{Auth, PortalId};
 use crate::store::{StoreError, StoreHandle};
 
