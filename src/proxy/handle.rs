@@ -317,7 +317,7 @@ impl Proxy {
         // A phone that answered callgate's own challenge keeps its answer here (RFC 3261 §22.3:
         // credentials for this proxy's realm go no further); its answer to the PBX goes on.
         let our_realm = match sender {
-            Sender::Agent { portal, auth: AgentAuth::Digest, .. } => Some(crate::webrtc::credentials::realm_of(&portal.portal)),
+            Sender::Agent { portal, auth: AgentAuth::Digest, .. } => Some(crate::settings::realm_of(&portal.portal)),
             _ => None,
         };
         let ours = |value: &[u8]| our_realm.as_ref().is_some_and(|r| crate::sip::core::digest::Credentials::parse(value).is_some_and(|c| c.realm == r.as_bytes()));

@@ -10,6 +10,6 @@ mod domain;
 mod model;
 mod validate;
 
-pub use domain::{checked_base_url, normalize_domain, normalize_webhook_url, DomainError};
+pub use domain::{checked_base_url, normalize_domain, normalize_webhook_url, realm_of, DomainError};
 pub use model::*;
 pub use validate::{check_line, check_mapping, check_settings, parse_cidr, portal_from_input, FieldError, FieldErrors};
