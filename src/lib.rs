@@ -12,6 +12,7 @@ pub mod calls;
 pub mod config;
 pub mod crm;
 pub mod directory;
+pub mod edge;
 #[doc(hidden)]
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -34,7 +34,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::calls::{CallsHandle, TrackerConfig};
 use crate::limit::{Rate, SourceLimiter};
-use crate::proxy::{Front, Local, Proxy};
+use crate::edge::Front;
+use crate::proxy::{Local, Proxy};
 use crate::directory::Directory;
 use crate::routing::{DecisionLog, RedirectConfig, RedirectServer};
 use crate::settings::{MappingInput, PortalSettings, TelephonyMode};

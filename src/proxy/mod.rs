@@ -19,7 +19,6 @@
 //! `calls`. Never on sockets or tokio.
 
 mod engine;
-mod front;
 mod handle;
 mod hold;
 mod observe;
@@ -36,7 +35,6 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
-pub use self::front::Front;
 pub use self::handle::Admitted;
 pub use self::trust::{AgentDirectory, AgentDirectory as FlowLocator, DigestOutcome, RouteKey};
 
