@@ -13,14 +13,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{listener_addr, Config, Secret};
 use crate::calls::CallsHandle;
-use crate::http::{self, AppState, HttpLimits};
-use crate::edge::Front;
-use crate::proxy::{Local, Proxy};
-use crate::sip::core::transaction::Timers;
+use crate::config::{listener_addr, Config, Secret};
 use crate::directory::Directory;
+use crate::edge::Front;
+use crate::http::{self, AppState, HttpLimits};
+use crate::proxy::{Local, Proxy};
 use crate::routing::{DecisionLog, RedirectConfig, RedirectServer};
+use crate::sip::core::transaction::Timers;
 use crate::sip::transport::{serve_tcp, serve_tls, Hub, SipHandler, TcpLimits, UdpDriver, WsEndpoint, WsLimits};
 use crate::store::{SqliteStore, StoreHandle};
 

@@ -20,8 +20,8 @@ use super::tokens::{AccessError, Tokens};
 use super::types::ContactOrLead;
 use super::wake::Workers;
 use super::{CrmError, CrmKind, IndexSync};
-use crate::phone::normalize_number;
 use crate::directory::{Directory, PortalEntry};
+use crate::phone::normalize_number;
 use crate::settings::{PortalId, UserId};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite, StoreHandle};
 

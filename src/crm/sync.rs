@@ -35,8 +35,8 @@ use super::error::CrmError;
 use super::limiter::LeakyBucket;
 use super::params::Params;
 use super::types::{decode, BatchResult, ContactOrLead, User};
-use crate::phone::normalize_number;
 use crate::directory::Directory;
+use crate::phone::normalize_number;
 use crate::settings::{PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};
 

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{auth, ApiError, AppState};
-use crate::phone::normalize_number;
 use crate::directory::parse_csv;
+use crate::phone::normalize_number;
 use crate::routing::{decide, Decision, DecisionRecord};
 
 /// Index uploads are large (a million rows is ~17 MB of CSV).

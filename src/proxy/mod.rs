@@ -15,8 +15,10 @@
 //! engine and the tracker feed, so events reach the tracker in the order messages were handled;
 //! nothing inside it blocks or awaits.
 //!
-//! Depends on: `sip::core`, `sip::transport` (types only), `directory`, `phone`,
-//! `calls`. Never on sockets or tokio.
+//! The front door (`edge`) hands it every message that is not a routing request. Depends on:
+//! `sip::core`, `sip::transport` (types only), `directory`, `settings`, `phone`, `calls`; browser
+//! agents only through its own [`AgentDirectory`] and [`LocalFinalHook`] traits, which `webrtc`
+//! implements (so `webrtc` sits above it). Never on sockets or tokio.
 
 mod engine;
 mod handle;

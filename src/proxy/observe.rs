@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::calls::{Direction, Event, LegId, Offer, Policy, Side};
-use crate::phone::customer_text;
 use crate::directory::PortalEntry;
+use crate::phone::customer_text;
 use crate::sip::core::{HeaderName, Method, NameAddr, SipMessage, Uri};
 
 /// The leg id of a message: its Call-ID.

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use ring::hmac;
 
-use crate::phone::normalize_number;
 use crate::directory::{PortalEntry, Snapshot};
+use crate::phone::normalize_number;
 use crate::settings::{PortalId, TelephonyMode};
 use crate::sip::core::{HeaderName, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};

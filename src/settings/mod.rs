@@ -4,7 +4,7 @@
 //! plain data plus validation: parse, don't validate — a value of these types that came through
 //! [`validate`] is known good. Errors name the JSON path of the field (`incoming.default_responsible`,
 //! `trusted_pbx[1]`) so the API and the settings page can show them next to the field.
-//! Depends on nothing else in the crate.
+//! Depends only on `phone` (line numbers) and `config` (`Secret`).
 
 mod domain;
 mod model;

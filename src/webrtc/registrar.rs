@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::credentials::Credentials;
-use crate::proxy::{AgentDirectory, DigestOutcome};
 use crate::directory::{Directory, PortalEntry};
+use crate::proxy::{AgentDirectory, DigestOutcome};
 use crate::settings::{realm_of, PortalId, TelephonyMode};
 use crate::sip::core::digest::{self, NonceCheck, NonceKey};
 use crate::sip::core::{comma_values, to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage};

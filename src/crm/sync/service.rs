@@ -20,8 +20,8 @@ use crate::crm::lookup::{self, LookupConfig};
 use crate::crm::params::Params;
 use crate::crm::tokens::{AccessError, Tokens};
 use crate::crm::types::{ContactOrLead, User};
-use crate::phone::normalize_number;
 use crate::directory::{Directory, PortalEntry};
+use crate::phone::normalize_number;
 use crate::settings::{Auth, PortalId};
 use crate::store::{StoreError, StoreHandle};
 
