@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Instant;
 
-use callgate::routing::number::Number;
+use callgate::phone::Number;
 use callgate::routing::decide;
 
 fn main() {

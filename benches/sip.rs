@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use callgate::routing::number::normalize_number;
+use callgate::phone::normalize_number;
 use callgate::routing::{decide, DecisionLog, RedirectConfig, RedirectServer};
 use callgate::sip::core::{to_tag_for, write_response, SipMessage};
 use callgate::sip::transport::{Outbox, Peer, SipHandler, Transport};

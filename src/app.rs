@@ -13,12 +13,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{listener_addr, Config, Secret};
 use crate::calls::CallsHandle;
+use crate::config::{listener_addr, Config, Secret};
+use crate::directory::Directory;
+use crate::edge::Front;
 use crate::http::{self, AppState, HttpLimits};
-use crate::proxy::{Front, Local, Proxy};
+use crate::proxy::{Local, Proxy};
+use crate::routing::{DecisionLog, RedirectConfig, RedirectServer};
 use crate::sip::core::transaction::Timers;
-use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
 use crate::sip::transport::{serve_tcp, serve_tls, Hub, SipHandler, TcpLimits, UdpDriver, WsEndpoint, WsLimits};
 use crate::store::{SqliteStore, StoreHandle};
 
@@ -49,7 +51,7 @@ impl Gateway {
     /// # Errors
     /// The store cannot be opened or a listener cannot be bound.
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let store = SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
         let store = StoreHandle::new(Arc::new(store));
         let token = admin_token(&cfg)?;
@@ -60,7 +62,7 @@ impl Gateway {
         let boot = crate::telemetry::unix_ms();
         crate::crm::notices::set_boot(boot);
         let (effects_tx, effects) = tokio::sync::mpsc::channel(cfg.crm.effects_queue);
-        let calls = CallsHandle::with_sink(cfg.calls.tracker(), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx));
+        let calls = CallsHandle::with_sink(crate::calls::TrackerConfig::from(&cfg.calls), std::time::Instant::now(), crate::telemetry::unix_ms(), Some(effects_tx));
         let restored = crate::calls::restore_calls(store.inner(), &calls, boot, std::time::Instant::now()).context("restoring open calls from their checkpoints")?;
         if !restored.calls.is_empty() {
             tracing::info!(calls = restored.calls.len(), "calls open at the last stop restored from their checkpoints");
@@ -485,12 +487,6 @@ fn keep_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Installs ring as the process's one rustls crypto provider (reqwest is built without one).
-/// Idempotent; call before building any TLS client or server.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// Builds, serves, and stops on SIGTERM or SIGINT (what `callgate run` does).
 ///
 /// # Errors
@@ -524,7 +520,7 @@ pub fn import_index(cfg: &Config, portal: i64, file: &Path, replace: bool) -> an
     let store = SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
     store.get_portal(portal)?.with_context(|| format!("portal {portal} does not exist"))?;
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let rows = crate::routing::parse_csv(&text).map_err(|bad| {
+    let rows = crate::directory::parse_csv(&text).map_err(|bad| {
         let lines: Vec<String> = bad.iter().map(|b| format!("line {}: {}", b.line, b.message)).collect();
         anyhow::anyhow!("bad rows, nothing imported:\n  {}", lines.join("\n  "))
     })?;
@@ -541,7 +537,7 @@ fn media_config(cfg: &Config) -> anyhow::Result<crate::webrtc::media::MediaConfi
     if cfg.media.idle_timeout <= cfg.calls.ring_timeout {
         tracing::warn!(idle_timeout = ?cfg.media.idle_timeout, ring_timeout = ?cfg.calls.ring_timeout, "media.idle_timeout is not above calls.ring_timeout: a call to a browser agent that rings long may lose its media");
     }
-    cfg.media.anchor_config().map_err(|errs| {
+    crate::webrtc::media::MediaConfig::try_from(&cfg.media).map_err(|errs| {
         let list: Vec<String> = errs.into_iter().map(|(k, m)| format!("{k}: {m}")).collect();
         anyhow::anyhow!("bad [media] settings: {}", list.join("; "))
     })

@@ -29,7 +29,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
+use crate::directory::Directory;
+use crate::routing::{DecisionLog, RedirectConfig, RedirectServer};
 use crate::sip::core::{
     frame_stream, to_tag_for, write_bad_frame, write_bad_request, write_response, Frame,
     HeaderName, SipMessage, Uri, Via,
@@ -194,7 +195,7 @@ fn exercise(raw: Bytes) {
                     addr.uri.is_sip(),
                 );
                 if let Some(user) = addr.uri.user {
-                    let _ = crate::routing::number::normalize_bytes(user);
+                    let _ = crate::phone::normalize_bytes(user);
                 }
             }
             for via in msg.headers(HeaderName::Via) {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use callgate::routing::Directory;
+use callgate::directory::Directory;
 use callgate::settings::{MappingInput, PortalSettings};
 use callgate::store::{NewPortal, SqliteStore, Store, StoreHandle};
 

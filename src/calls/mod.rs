@@ -32,7 +32,8 @@
 //! Restarts: open calls are checkpointed (`checkpoint.rs`: what is saved, how a restored call
 //! ends) by a driver (`saver.rs`) that also restores them at start.
 //!
-//! The tracker depends only on `settings` (ids and the assign rule); the drivers `handle.rs` and
+//! The tracker depends only on `settings` (ids and the assign rule) and `config` (`[calls]`, the
+//! one table of its defaults: `TrackerConfig::from(&CallsConfig)`); the drivers `handle.rs` and
 //! `saver.rs` add tokio and the store.
 
 mod call;

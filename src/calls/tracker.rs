@@ -18,44 +18,55 @@ use super::event::{Direction, Event, LegId, Offer};
 use super::record::{CallKind, CallRecord};
 use super::routed::{RoutedDecision, RoutedQueue};
 use super::time::Millis;
+use crate::config::CallsConfig;
 
-/// Timers and limits of the tracker.
+/// Timers and limits of the tracker. Its defaults are `[calls]`'s ([`CallsConfig::default`], the
+/// one table of them), built with `TrackerConfig::from(&cfg.calls)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackerConfig {
-    /// How long a call with no live leg waits for a new leg before it finishes (2 s).
+    /// How long a call with no live leg waits for a new leg before it finishes (`calls.linger`).
     pub linger: Duration,
-    /// How long a call waits for the new leg of an accepted blind transfer (30 s).
+    /// How long a call waits for the new leg of an accepted blind transfer (`calls.transfer_wait`).
     pub transfer_wait: Duration,
-    /// How long a routing decision waits for its call's first leg (60 s).
+    /// How long a routing decision waits for its call's first leg (`calls.routed_wait`).
     pub routed_wait: Duration,
     /// How recent a call must be to take a leg by customer number, and how close the two halves
-    /// of an internal call must be offered (60 s).
+    /// of an internal call must be offered (`calls.correlation_window`).
     pub correlation_window: Duration,
-    /// A leg offered or ringing this long ends as a timeout (180 s).
+    /// A leg offered or ringing this long ends as a timeout (`calls.ring_timeout`).
     pub ring_timeout: Duration,
-    /// How many finished records are kept for the admin API (10 000).
+    /// How many finished records are kept for the admin API (`calls.keep_finished`).
     pub keep_finished: usize,
     /// A call restored after a restart that sees no in-dialog event for this long after its
-    /// last evidence ends at that evidence (20 min; `checkpoint.rs`).
+    /// last evidence ends at that evidence (`calls.restore_wait`; `checkpoint.rs`).
     pub restore_wait: Duration,
     /// How long a 401/407/422 to an initial INVITE waits for the INVITE's retry on the same
-    /// Call-ID before it ends the leg (32 s: 64·T1, Timer B/H. The sender retries as soon as it
-    /// has the answer, and the answer's retransmissions stop within Timer H of 32 s, so a
-    /// sender that has not retried by then never will).
+    /// Call-ID before it ends the leg (`RETRY_WAIT`, 32 s).
     pub retry_wait: Duration,
 }
 
+/// [`TrackerConfig::retry_wait`]: 32 s, 64·T1 (Timer B/H). The sender retries as soon as it has
+/// the answer, and the answer's retransmissions stop within Timer H of 32 s, so a sender that has
+/// not retried by then never will. A protocol constant, not a setting.
+pub(crate) const RETRY_WAIT: Duration = Duration::from_secs(32);
+
 impl Default for TrackerConfig {
     fn default() -> Self {
+        Self::from(&CallsConfig::default())
+    }
+}
+
+impl From<&CallsConfig> for TrackerConfig {
+    fn from(c: &CallsConfig) -> Self {
         Self {
-            linger: Duration::from_secs(2),
-            transfer_wait: Duration::from_secs(30),
-            routed_wait: Duration::from_secs(60),
-            correlation_window: Duration::from_secs(60),
-            ring_timeout: Duration::from_secs(180),
-            keep_finished: 10_000,
-            restore_wait: Duration::from_secs(20 * 60),
-            retry_wait: Duration::from_secs(32),
+            linger: c.linger,
+            transfer_wait: c.transfer_wait,
+            routed_wait: c.routed_wait,
+            correlation_window: c.correlation_window,
+            ring_timeout: c.ring_timeout,
+            keep_finished: c.keep_finished,
+            restore_wait: c.restore_wait,
+            retry_wait: RETRY_WAIT,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `[media]`: the media anchor for browser agents (issue 6). Kept as text here (ports as
 //! `"lo-hi"`, addresses as strings, so `CALLGATE__MEDIA__RTP_PORTS=32000-32999` works like any
-//! other key); [`MediaSection::anchor_config`] turns it into the anchor's typed
-//! [`crate::webrtc::media::MediaConfig`] and [`MediaSection::check`] reports what is wrong.
+//! other key). The accessors ([`MediaSection::bind_ip`], [`MediaSection::rtp_ports`] ...) parse
+//! one key each and [`MediaSection::problems`] lists everything wrong, which config validation
+//! reports; the media anchor builds its own typed configuration from a valid section
+//! (`webrtc::media::MediaConfig::try_from`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -59,89 +61,79 @@ fn port_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 impl MediaSection {
-    /// The anchor's configuration.
+    /// `bind_ip`, parsed.
     ///
     /// # Errors
-    /// Every bad key, as (key, message).
-    pub fn anchor_config(
-        &self,
-    ) -> Result<crate::webrtc::media::MediaConfig, Vec<(&'static str, String)>> {
-        let mut errs = Vec::new();
-        let bind_ip = self.bind_ip.trim().parse::<IpAddr>();
-        if bind_ip.is_err() {
-            errs.push((
-                "media.bind_ip",
-                format!("`{}` is not an IP address", self.bind_ip),
-            ));
-        }
-        let advertise_ip = match self.advertise_ip.trim() {
+    /// The message for `media.bind_ip`.
+    pub fn bind_ip(&self) -> Result<IpAddr, String> {
+        self.bind_ip.trim().parse::<IpAddr>().map_err(|_| format!("`{}` is not an IP address", self.bind_ip))
+    }
+
+    /// `advertise_ip`, parsed (`None` when empty).
+    ///
+    /// # Errors
+    /// The message for `media.advertise_ip`.
+    pub fn advertise_ip(&self) -> Result<Option<IpAddr>, String> {
+        match self.advertise_ip.trim() {
             "" => Ok(None),
-            s => s
-                .parse::<IpAddr>()
-                .map(Some)
-                .map_err(|_| format!("`{s}` is not an IP address (or empty)")),
-        };
-        if let Err(m) = &advertise_ip {
-            errs.push(("media.advertise_ip", m.clone()));
+            s => s.parse::<IpAddr>().map(Some).map_err(|_| format!("`{s}` is not an IP address (or empty)")),
         }
-        let webrtc = port_range(&self.webrtc_ports)
-            .inspect_err(|m| errs.push(("media.webrtc_ports", m.clone())));
-        let rtp =
-            port_range(&self.rtp_ports).inspect_err(|m| errs.push(("media.rtp_ports", m.clone())));
+    }
+
+    /// `webrtc_ports` as an inclusive (lo, hi) range.
+    ///
+    /// # Errors
+    /// The message for `media.webrtc_ports`.
+    pub fn webrtc_ports(&self) -> Result<(u16, u16), String> {
+        port_range(&self.webrtc_ports)
+    }
+
+    /// `rtp_ports` as an inclusive (lo, hi) range.
+    ///
+    /// # Errors
+    /// The message for `media.rtp_ports`.
+    pub fn rtp_ports(&self) -> Result<(u16, u16), String> {
+        port_range(&self.rtp_ports)
+    }
+
+    /// Every bad key, as (key, message); empty when the section is valid (then every accessor
+    /// is `Ok`).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        if let Err(m) = self.bind_ip() {
+            errs.push(("media.bind_ip", m));
+        }
+        if let Err(m) = self.advertise_ip() {
+            errs.push(("media.advertise_ip", m));
+        }
+        let webrtc = self.webrtc_ports().inspect_err(|m| errs.push(("media.webrtc_ports", m.clone())));
+        let rtp = self.rtp_ports().inspect_err(|m| errs.push(("media.rtp_ports", m.clone())));
         if let Ok((lo, hi)) = rtp {
             if hi - lo < 1 {
-                errs.push((
-                    "media.rtp_ports",
-                    "must hold at least one even/odd pair".to_owned(),
-                ));
+                errs.push(("media.rtp_ports", "must hold at least one even/odd pair".to_owned()));
             }
         }
         if let (Ok(w), Ok(r)) = (&webrtc, &rtp) {
             if w.0 <= r.1 && r.0 <= w.1 {
-                errs.push((
-                    "media.rtp_ports",
-                    "must not overlap media.webrtc_ports".to_owned(),
-                ));
+                errs.push(("media.rtp_ports", "must not overlap media.webrtc_ports".to_owned()));
             }
         }
         if self.max_sessions == 0 {
             errs.push(("media.max_sessions", "must be at least 1".to_owned()));
         }
-        if self.consent_timeout < Duration::from_secs(1)
-            || self.consent_timeout > Duration::from_secs(300)
-        {
-            errs.push((
-                "media.consent_timeout",
-                "must be between 1s and 5m".to_owned(),
-            ));
+        if self.consent_timeout < Duration::from_secs(1) || self.consent_timeout > Duration::from_secs(300) {
+            errs.push(("media.consent_timeout", "must be between 1s and 5m".to_owned()));
         }
-        if self.idle_timeout < Duration::from_secs(1)
-            || self.idle_timeout > Duration::from_secs(3600)
-        {
+        if self.idle_timeout < Duration::from_secs(1) || self.idle_timeout > Duration::from_secs(3600) {
             errs.push(("media.idle_timeout", "must be between 1s and 1h".to_owned()));
         }
-        match (bind_ip, advertise_ip, webrtc, rtp) {
-            (Ok(bind_ip), Ok(advertise_ip), Ok(webrtc_ports), Ok(rtp_ports)) if errs.is_empty() => {
-                Ok(crate::webrtc::media::MediaConfig {
-                    bind_ip,
-                    advertise_ip,
-                    webrtc_ports,
-                    rtp_ports,
-                    max_sessions: self.max_sessions,
-                    consent_timeout: self.consent_timeout,
-                    idle_timeout: self.idle_timeout,
-                })
-            }
-            _ => Err(errs),
-        }
+        errs
     }
 
     /// Adds every problem of the section to `errs`.
     pub(crate) fn check(&self, errs: &mut ConfigErrors) {
-        if let Err(list) = self.anchor_config() {
-            for (key, m) in list {
-                errs.push(key, m);
-            }
+        for (key, m) in self.problems() {
+            errs.push(key, m);
         }
     }
 }
@@ -162,40 +154,6 @@ mod tests {
             file: Some(file.into()),
             env,
         })
-    }
-
-    #[test]
-    fn defaults_as_documented() {
-        let c = MediaSection::default().anchor_config().unwrap();
-        assert_eq!(c.bind_ip, IpAddr::from([127, 0, 0, 1]));
-        assert_eq!(
-            (c.advertise_ip, c.webrtc_ports, c.rtp_ports),
-            (None, (40000, 40999), (30000, 30999))
-        );
-        assert_eq!(
-            (c.max_sessions, c.consent_timeout, c.idle_timeout),
-            (1000, Duration::from_secs(30), Duration::from_secs(300))
-        );
-    }
-
-    #[test]
-    fn file_and_env_override() {
-        let cfg = load(
-            "[media]\nbind_ip = \"0.0.0.0\"\nadvertise_ip = \"203.0.113.7\"\nmax_sessions = 5\n",
-            &[
-                ("CALLGATE__MEDIA__RTP_PORTS", "32000-32099"),
-                ("CALLGATE__MEDIA__CONSENT_TIMEOUT", "10s"),
-                ("CALLGATE__MEDIA__IDLE_TIMEOUT", "10m"),
-            ],
-        )
-        .unwrap();
-        let c = cfg.media.anchor_config().unwrap();
-        assert_eq!(c.advertise_ip, Some("203.0.113.7".parse().unwrap()));
-        assert_eq!(
-            (c.rtp_ports, c.max_sessions, c.consent_timeout),
-            ((32000, 32099), 5, Duration::from_secs(10))
-        );
-        assert_eq!(c.idle_timeout, Duration::from_secs(600));
     }
 
     #[test]

@@ -256,7 +256,8 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// `[calls]`: how the call tracker closes and correlates calls (DESIGN.md §3).
+/// `[calls]`: how the call tracker closes and correlates calls (DESIGN.md §3); its defaults are
+/// the tracker's too (`calls::TrackerConfig::default`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct CallsConfig {
@@ -297,22 +298,6 @@ impl Default for CallsConfig {
             keep_finished: 10_000,
             checkpoint_interval: Duration::from_millis(250),
             restore_wait: Duration::from_secs(20 * 60),
-        }
-    }
-}
-
-impl CallsConfig {
-    /// The tracker's configuration.
-    pub fn tracker(&self) -> crate::calls::TrackerConfig {
-        crate::calls::TrackerConfig {
-            linger: self.linger,
-            transfer_wait: self.transfer_wait,
-            routed_wait: self.routed_wait,
-            correlation_window: self.correlation_window,
-            ring_timeout: self.ring_timeout,
-            keep_finished: self.keep_finished,
-            restore_wait: self.restore_wait,
-            ..crate::calls::TrackerConfig::default()
         }
     }
 }

@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use parking_lot::Mutex;
 
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{PortalId, UserId};
 
 /// A click-to-call waiting for the agent's outgoing call.

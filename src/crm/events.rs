@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::tokens::Tokens;
 use super::CrmKind;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{Auth, PortalId};
 
 pub use super::install::{InstallError, Installed, Installer};

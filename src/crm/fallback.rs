@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::UserId;
 use crate::store::IntentKind;
 

@@ -38,7 +38,7 @@ use bitrix24::app::AppInfo;
 use super::tokens::{endpoint_on_portal, AccessError, Tokens};
 use super::{b24_secret, own_secret, CrmError, Endpoint, TokenSet};
 use crate::config::Secret;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{Auth, PortalId};
 use crate::store::{PortalTokens, StoreError};
 

@@ -32,7 +32,7 @@ use bitrix24::telephony::SearchCrmEntities;
 use super::sync::CrmKind;
 use super::tokens::Tokens;
 use super::{BatchCommand, LeakyBucket, SearchEntity};
-use crate::routing::Directory;
+use crate::directory::Directory;
 use crate::settings::{PortalId, UserId};
 use crate::store::StoreHandle;
 

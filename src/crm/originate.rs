@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::events::{Originate, OriginateFuture, PendingClick};
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::PortalId;
 use crate::sip::core::{write_response, HeaderName, Method, SipMessage, Uri};
 

@@ -10,7 +10,7 @@ use super::plan::{CallRef, Cmd};
 use super::{BatchCommand, CrmError, Params};
 use super::tokens::{AccessError, Tokens};
 use super::worker::{Bitrix, CmdOutcome, SendFailure, SendFuture};
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 
 /// Sends through the shared HTTP client of `tokens`.
 pub struct RestBitrix {

@@ -17,10 +17,10 @@ use super::events::{classify, EventKind, InboundEvent, BOUND_EVENTS, CLICK_TTL_M
 use super::tokens::{AccessError, Tokens};
 use super::wake::Workers;
 use super::{BatchCommand, ContactOrLead, CrmKind, IndexSync};
+use crate::directory::{Directory, PortalEntry};
+use crate::phone::normalize_number;
 use bitrix24::crm::{is_not_found, Get};
 use bitrix24::event::Bind;
-use crate::routing::number::normalize_number;
-use crate::routing::{Directory, PortalEntry};
 use crate::settings::{PortalId, UserId};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite, StoreHandle};
 

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
-use crate::routing::Snapshot;
+use crate::directory::Snapshot;
 use crate::store::{IntentKind, NewIntent, OutboxWrite, Store, StoreError};
 
 /// Queues a finish for every open call without one, except the calls in `restored` (the call

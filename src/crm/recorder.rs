@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::rules::Rules;
 use super::wake::Workers;
 use crate::calls::Effect;
-use crate::routing::Directory;
+use crate::directory::Directory;
 use crate::settings::PortalId;
 use crate::store::{OutboxWrite, StoreHandle};
 

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use super::events::ClickToCalls;
 use crate::calls::{CallId, CallKind, CallRecord, Effect, ResponsibleReason};
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{PortalId, UserId, UtmTag};
 use crate::store::{CrmCall, IntentKind, NewIntent, OutboxWrite};
 
@@ -92,7 +92,7 @@ impl Rules {
                 let key = self.call_key(*call);
                 let start = json!({ "kind": kind, "customer": customer, "line": line, "responsible": user, "started_at": now_ms });
                 let click = self.clicks.as_ref().filter(|_| *reason == ResponsibleReason::CallingAgent);
-                let click = click.and_then(|c| c.take(*pid, user, crate::routing::number::normalize_number(customer)?.as_u64(), now_ms));
+                let click = click.and_then(|c| c.take(*pid, user, crate::phone::normalize_number(customer)?.as_u64(), now_ms));
                 let b24_call_id = click.map(|c| c.call_id);
                 let registered = b24_call_id.is_some();
                 out.calls.push(CrmCall { portal: *pid, call_key: key.clone(), external_call_id: format!("callgate-{key}"), b24_call_id, finished: false, start });
@@ -175,7 +175,7 @@ pub fn utm_fields(portal: &PortalEntry, line: Option<&str>) -> Option<Value> {
     if !s.other.calltracking {
         return None;
     }
-    let number = line.and_then(crate::routing::number::normalize_number)?;
+    let number = line.and_then(crate::phone::normalize_number)?;
     let table = portal.lines.get(&number.as_u64())?.utm.as_ref()?;
     let mut fields = Map::new();
     for tag in &s.other.utm_tags {

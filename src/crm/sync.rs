@@ -35,8 +35,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{CrmClient, CrmError, Endpoint};
-use crate::routing::number::normalize_number;
-use crate::routing::Directory;
+use crate::directory::Directory;
+use crate::phone::normalize_number;
 use crate::settings::{PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};
 

@@ -38,7 +38,7 @@ use dashmap::DashMap;
 
 use super::{b24_secret, own_secret, CrmClient, CrmError, Endpoint, TokenSet};
 use crate::config::Secret;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{normalize_domain, Auth, PortalId};
 use crate::store::{PortalTokens, StoreError, StoreHandle};
 

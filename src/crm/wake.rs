@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::worker::{run, Bitrix, WorkerConfig};
-use crate::routing::Directory;
+use crate::directory::Directory;
 use crate::settings::PortalId;
 use crate::store::StoreHandle;
 

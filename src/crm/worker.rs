@@ -31,7 +31,7 @@ use super::fallback::{replace_user, Direction};
 use super::plan::{plan, Cmd, Plan};
 use super::LeakyBucket;
 use super::rules::utm_fields;
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
 use crate::settings::PortalId;
 use crate::store::{Delivered, Intent, IntentKind, NewIntent, StoreHandle};
 

@@ -33,9 +33,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::calls::{CallsHandle, TrackerConfig};
+use crate::directory::Directory;
+use crate::edge::Front;
 use crate::limit::{Rate, SourceLimiter};
-use crate::proxy::{Front, Local, Proxy};
-use crate::routing::{DecisionLog, Directory, RedirectConfig, RedirectServer};
+use crate::proxy::{Local, Proxy};
+use crate::routing::{DecisionLog, RedirectConfig, RedirectServer};
 use crate::settings::{MappingInput, PortalSettings, TelephonyMode};
 use crate::sip::core::digest::{self, Challenge};
 use crate::sip::core::transaction::Timers;

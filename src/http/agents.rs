@@ -85,7 +85,7 @@ async fn list(
     let pid = portal.id;
     let mappings = state.store.run(move |s| s.list_mappings(pid)).await?;
     let mut live = registrar.registered(pid, tokio::time::Instant::now().into_std());
-    let realm = credentials::realm_of(&portal);
+    let realm = crate::settings::realm_of(&portal);
     // Usable credentials: issued for this very mapping, extension and realm.
     let usable = |m: &Mapping| registrar.credentials().get(pid, &m.extension).is_some_and(|s| s.mapping_id == m.id && s.realm == realm);
     let view = mappings

@@ -31,7 +31,7 @@ use serde_json::json;
 use super::AppState;
 use crate::crm::events::{classify, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered, BOUND_EVENTS};
 use crate::crm::install::EventsBinding;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::{normalize_domain, PortalId};
 use crate::store::PortalTokens;
 

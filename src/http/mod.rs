@@ -65,7 +65,7 @@ pub struct AppState {
     /// Prometheus rendering.
     pub metrics: PrometheusHandle,
     /// Routing directory to reload after settings change.
-    pub directory: crate::routing::Directory,
+    pub directory: crate::directory::Directory,
     /// Recent routing decisions (audit).
     pub decisions: Arc<crate::routing::DecisionLog>,
     /// The call tracker (`/api/v1/calls`).

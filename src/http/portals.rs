@@ -216,7 +216,7 @@ async fn upsert_line(State(state): State<AppState>, Path(raw): Path<String>, Api
 
 async fn delete_line(State(state): State<AppState>, Path((raw, number)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     let pid = load(&state, &raw).await?.id;
-    let number = crate::routing::number::normalize_number(&number).map_or(number, |n| n.to_string());
+    let number = crate::phone::normalize_number(&number).map_or(number, |n| n.to_string());
     if !state.store.run(move |s| s.delete_line(pid, &number)).await? {
         return Err(ApiError::NotFound("line"));
     }

@@ -17,8 +17,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{auth, ApiError, AppState};
-use crate::routing::number::normalize_number;
-use crate::routing::{decide, parse_csv, Decision, DecisionRecord};
+use crate::directory::parse_csv;
+use crate::phone::normalize_number;
+use crate::routing::{decide, Decision, DecisionRecord};
 
 /// Index uploads are large (a million rows is ~17 MB of CSV).
 const INDEX_BODY_LIMIT: usize = 256 * 1024 * 1024;

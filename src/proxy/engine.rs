@@ -479,7 +479,7 @@ mod local_final_tests {
     use super::super::{Local, LocalFinal, LocalFinalHook, Proxy};
     use super::*;
     use crate::calls::{CallsHandle, TrackerConfig};
-    use crate::routing::{Directory, PortalEntry};
+    use crate::directory::{Directory, PortalEntry};
     use crate::settings::{Mapping, Portal, PortalSettings};
     use crate::sip::transport::SipHandler;
 

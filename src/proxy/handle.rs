@@ -13,7 +13,7 @@ use super::target::{self, NextHop, Refusal, RouteHead, FORBIDDEN, NO_DIALOG};
 use super::trust::{self, AgentAuth, DigestOutcome, Sender, Token};
 use super::{observe, Proxy};
 use crate::calls::{Direction, Side};
-use crate::routing::Snapshot;
+use crate::directory::Snapshot;
 use crate::settings::TelephonyMode;
 use crate::sip::core::{to_tag_for, write_forwarded_request, write_response, HeaderName, Method, RequestEdit, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};
@@ -317,7 +317,7 @@ impl Proxy {
         // A phone that answered callgate's own challenge keeps its answer here (RFC 3261 §22.3:
         // credentials for this proxy's realm go no further); its answer to the PBX goes on.
         let our_realm = match sender {
-            Sender::Agent { portal, auth: AgentAuth::Digest, .. } => Some(crate::webrtc::credentials::realm_of(&portal.portal)),
+            Sender::Agent { portal, auth: AgentAuth::Digest, .. } => Some(crate::settings::realm_of(&portal.portal)),
             _ => None,
         };
         let ours = |value: &[u8]| our_realm.as_ref().is_some_and(|r| crate::sip::core::digest::Credentials::parse(value).is_some_and(|c| c.realm == r.as_bytes()));

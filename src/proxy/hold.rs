@@ -1,6 +1,6 @@
 //! Whether an SDP offer in a re-INVITE or UPDATE puts the other side on hold (RFC 3264 §8.4,
 //! RFC 6337 §5), read from the offer as its sender wrote it: the proxy is given the sender's
-//! SDP, not the media bridge's rewrite of it (`front.rs`), so a browser agent's WebRTC SDP is
+//! SDP, not the media bridge's rewrite of it (`edge`), so a browser agent's WebRTC SDP is
 //! never judged by what callgate sends the PBX, nor the PBX's by what the browser is sent.
 //!
 //! The rule, per audio section that is not rejected (port 0), with its session-level defaults:

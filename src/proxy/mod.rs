@@ -15,11 +15,12 @@
 //! engine and the tracker feed, so events reach the tracker in the order messages were handled;
 //! nothing inside it blocks or awaits.
 //!
-//! Depends on: `sip::core`, `sip::transport` (types only), `routing` (the directory),
-//! `calls`. Never on sockets or tokio.
+//! The front door (`edge`) hands it every message that is not a routing request. Depends on:
+//! `sip::core`, `sip::transport` (types only), `directory`, `settings`, `phone`, `calls`; browser
+//! agents only through its own [`AgentDirectory`] and [`LocalFinalHook`] traits, which `webrtc`
+//! implements (so `webrtc` sits above it). Never on sockets or tokio.
 
 mod engine;
-mod front;
 mod handle;
 mod hold;
 mod observe;
@@ -36,13 +37,12 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
-pub use self::front::Front;
 pub use self::handle::Admitted;
 pub use self::trust::{AgentDirectory, AgentDirectory as FlowLocator, DigestOutcome, RouteKey};
 
 use self::engine::{Engine, Io};
 use crate::calls::CallsHandle;
-use crate::routing::Directory;
+use crate::directory::Directory;
 use crate::sip::core::transaction::Timers;
 use crate::sip::core::{SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};

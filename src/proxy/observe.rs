@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::calls::{Direction, Event, LegId, Offer, Policy, Side};
-use crate::routing::number::customer_text;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
+use crate::phone::customer_text;
 use crate::sip::core::{HeaderName, Method, NameAddr, SipMessage, Uri};
 
 /// The leg id of a message: its Call-ID.
@@ -50,7 +50,7 @@ pub(crate) fn offered(msg: &SipMessage, portal: &PortalEntry, direction: Directi
     let diversion = msg.header(HeaderName::Diversion).and_then(NameAddr::parse).and_then(|n| n.uri.user).map(text);
     let to_line = || {
         let user = user_of(msg.to())?;
-        let number = crate::routing::number::normalize_number(&user)?;
+        let number = crate::phone::normalize_number(&user)?;
         portal.lines.contains_key(&number.as_u64()).then_some(user)
     };
     let line = diversion.or_else(|| if direction == Direction::FromPbx { to_line() } else { None });

@@ -5,7 +5,7 @@
 use super::registrar::Registrar;
 use super::trust::{AgentDirectory, RouteKey, Token};
 use super::Local;
-use crate::routing::PortalEntry;
+use crate::directory::PortalEntry;
 use crate::settings::PbxTransport;
 use crate::sip::core::{first_value, HeaderName, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};

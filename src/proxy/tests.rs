@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Local, Proxy};
 use crate::calls::{CallsHandle, TrackerConfig};
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
 use crate::settings::{Mapping, Portal, PortalSettings};
 use crate::sip::core::transaction::Timers;
 use crate::sip::core::{write_response, HeaderName, SipMessage};

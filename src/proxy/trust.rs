@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use ring::hmac;
 
-use crate::routing::number::normalize_number;
-use crate::routing::{PortalEntry, Snapshot};
+use crate::directory::{PortalEntry, Snapshot};
+use crate::phone::normalize_number;
 use crate::settings::{PortalId, TelephonyMode};
 use crate::sip::core::{HeaderName, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Peer, Transport};
@@ -175,7 +175,7 @@ pub(crate) fn agent_candidates(snap: &Snapshot, uri: Option<Uri<'_>>) -> Vec<Arc
 }
 
 fn host_matches(p: &PortalEntry, uri: &Uri<'_>) -> bool {
-    let realm = crate::webrtc::credentials::realm_of(&p.portal);
+    let realm = crate::settings::realm_of(&p.portal);
     uri.host.eq_ignore_ascii_case(realm.as_bytes()) || p.is_own_domain(uri.host, uri.port) || (!p.pbx_host_name().is_empty() && uri.host.eq_ignore_ascii_case(p.pbx_host_name().as_bytes()))
 }
 

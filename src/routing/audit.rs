@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::decide::Reason;
-use super::number::Number;
+use crate::phone::Number;
 use crate::settings::{PortalId, UserId};
 
 /// One decision.

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::directory::PortalEntry;
-use super::number::Number;
+use crate::directory::PortalEntry;
+use crate::phone::Number;
 use crate::settings::{Mapping, UserId};
 
 /// Why a decision came out as it did (the audit and `/metrics` label).
@@ -111,7 +111,7 @@ pub fn decide<'a>(portal: Option<&'a PortalEntry>, caller: Option<Number>, calle
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::number::normalize_number;
+    use crate::phone::normalize_number;
     use crate::settings::{Portal, PortalSettings};
 
     fn entry(active: bool, forward: bool, mappings: &[(u64, &str, bool)]) -> PortalEntry {

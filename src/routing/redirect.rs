@@ -22,10 +22,10 @@ use foldhash::quality::RandomState;
 
 use super::audit::{DecisionLog, DecisionRecord};
 use super::decide::{decide, Decision, Reason};
-use super::directory::{Directory, PortalEntry, Snapshot};
 use super::metrics::RoutingMetrics;
-use super::number::{normalize_bytes, number_text};
 use crate::calls::{CallsHandle, Event};
+use crate::directory::{Directory, PortalEntry, Snapshot};
+use crate::phone::{normalize_bytes, number_text};
 use crate::sip::core::{to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler};
 

@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use url::{Host, Url};
 
+use super::model::Portal;
+
 /// Why a domain or URL was refused (the message is shown to the operator).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -29,6 +31,13 @@ pub enum DomainError {
     /// A webhook URL without the `/rest/<user>/<token>/` path.
     #[error("must look like https://portal/rest/<user id>/<token>/")]
     WebhookPath,
+}
+
+/// The digest realm of a portal: the host of its normalised domain (`https://host[:port]/`),
+/// lower case. Also the host part of the agents' SIP URIs (`sip:101@host`): browser agents'
+/// credentials and the digest challenges of IP phones are issued in it.
+pub fn realm_of(portal: &Portal) -> String {
+    Url::parse(&portal.domain).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).unwrap_or_else(|| portal.domain.clone())
 }
 
 /// Normalises a portal domain to `https://host[:port]/`: scheme optional and case-insensitive,

@@ -257,7 +257,7 @@ impl PortalSettings {
 
     /// The far end `number` of a call is not a customer (see `internal_max_digits`).
     pub fn is_internal_number(&self, number: &str) -> bool {
-        crate::routing::number::is_internal_number(number, self.internal_max_digits)
+        crate::phone::is_internal_number(number, self.internal_max_digits)
     }
 }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::domain::{checked_base_url, normalize_domain, normalize_webhook_url};
 use super::model::*;
 use crate::config::Secret;
-use crate::routing::number::normalize_number;
+use crate::phone::normalize_number;
 
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 //! The trait is synchronous (SQLite is), and async callers go through [`StoreHandle::run`], which
 //! moves the work onto the blocking pool so no runtime thread waits on the disk. A PostgreSQL
 //! implementation can follow the same trait (DESIGN.md §7). Depends on `settings` for the data
-//! types only.
+//! types only (and `config::Secret` for tokens).
 
 mod agents;
 mod checkpoints;

@@ -7,6 +7,8 @@
 //!   never holds up the HTTP accept loop.
 //! - [`client_config`] is how callgate dials TLS itself (a PBX over SIP TLS): platform roots
 //!   plus `sip.tls_ca_file`, certificates always verified.
+//! - [`install_crypto_provider`] installs ring as the process's rustls provider (`app` at start,
+//!   the Bitrix24 client, the tests).
 //! - [`dev_pki`] makes a throw-away development CA and a server certificate signed by it
 //!   (`callgate gen-cert`, and the tests). No key is ever committed: see `certs/README.md`.
 //!
@@ -57,6 +59,12 @@ pub enum TlsError {
 /// The process's one crypto provider (ring), also for configs built before it is installed.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Installs ring as the process's one rustls crypto provider (reqwest is built without one).
+/// Idempotent; call before building any TLS client or server.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A server config from a PEM chain and a PEM key (PKCS#8, PKCS#1 or SEC1), offering `alpn`

@@ -40,8 +40,8 @@ use parking_lot::Mutex;
 
 use super::media::{MediaAnchor, MediaError, SessionId};
 use super::Registrar;
+use crate::directory::{Directory, PortalEntry};
 use crate::proxy::{FlowLocator, LocalFinal, LocalFinalHook};
-use crate::routing::{Directory, PortalEntry};
 use crate::settings::TelephonyMode;
 use crate::sip::core::{HeaderName, Method, SipMessage, Uri};
 use crate::sip::transport::Peer;

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use parking_lot::RwLock;
 use rand::distr::{Alphanumeric, SampleString};
 
-use crate::settings::{Mapping, Portal, PortalId};
+use crate::settings::{realm_of, Mapping, Portal, PortalId};
 use crate::sip::core::digest::{self, HexDigest};
 use crate::store::AgentCredential;
 
@@ -51,12 +51,6 @@ impl std::fmt::Debug for Issued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issued").field("username", &self.username).field("realm", &self.realm).finish_non_exhaustive()
     }
-}
-
-/// The digest realm of a portal: the host of its normalised domain (`https://host[:port]/`),
-/// lower case. Also the host part of the agents' SIP URIs (`sip:101@host`).
-pub fn realm_of(portal: &Portal) -> String {
-    url::Url::parse(&portal.domain).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).unwrap_or_else(|| portal.domain.clone())
 }
 
 /// A new password and the row that stores only its HA1.

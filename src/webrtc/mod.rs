@@ -9,9 +9,12 @@
 //!   [`crate::proxy::FlowLocator`] so the PBX's INVITE for a registered extension goes over
 //!   that flow.
 //!
-//! Depends on `sip::core` (digest, messages), `sip::transport` (types), `routing` (the portal
-//! directory), `store` (credential rows) and the proxy's `FlowLocator` trait. Later: the B2BUA
-//! and media anchoring.
+//! Part 2: `bridge`, the media stage between the proxy and the PBX (SDP swapped in transit, the
+//! calls' media anchored by `media`).
+//!
+//! Depends on `sip::core` (digest, messages), `sip::transport` (types), `directory` (portals),
+//! `settings`, `store` (credential rows) and the proxy's traits it implements (`AgentDirectory`
+//! alias `FlowLocator`, `LocalFinalHook`); `edge` calls it before the proxy.
 
 pub mod bridge;
 pub mod credentials;

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::credentials::{realm_of, Credentials};
+use super::credentials::Credentials;
+use crate::directory::{Directory, PortalEntry};
 use crate::proxy::{AgentDirectory, DigestOutcome};
-use crate::routing::{Directory, PortalEntry};
-use crate::settings::{PortalId, TelephonyMode};
+use crate::settings::{realm_of, PortalId, TelephonyMode};
 use crate::sip::core::digest::{self, NonceCheck, NonceKey};
 use crate::sip::core::{comma_values, to_tag_for, write_response, HeaderName, Method, NameAddr, SipMessage};
 use crate::sip::transport::{Outbox, Peer, Transport};

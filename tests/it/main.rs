@@ -22,6 +22,7 @@ mod fake_b24_selftest;
 mod fresh;
 mod faults;
 mod fuzz;
+mod layers;
 mod media;
 mod phones;
 mod proxy;

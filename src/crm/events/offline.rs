@@ -28,7 +28,7 @@ use bitrix24::event::{Bind, OfflineClear, OfflineGet};
 
 use crate::crm::tokens::{AccessError, Tokens};
 use crate::crm::BatchCommand;
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
 use crate::settings::PortalId;
 
 /// Events read per `event.offline.get` (Bitrix24's default and maximum page).

@@ -20,8 +20,8 @@ use bitrix24::crm::{is_not_found, Get};
 use crate::crm::lookup::{self, LookupConfig};
 use crate::crm::tokens::{AccessError, Tokens};
 use crate::crm::{CrmError, User};
-use crate::routing::number::normalize_number;
-use crate::routing::{Directory, PortalEntry};
+use crate::directory::{Directory, PortalEntry};
+use crate::phone::normalize_number;
 use crate::settings::{Auth, PortalId};
 use crate::store::{StoreError, StoreHandle};
 

@@ -17,7 +17,9 @@
 //! - `session`: one bridged call: the two legs and the offer/answer state.
 //! - `relay`: the packet path of a session and its two tasks (PBX -> browser, RTCP).
 //! - `idle`: when a session nobody uses is closed ([`MediaAnchor::expire_idle`]).
+//! - `config`: [`MediaConfig`] from the `[media]` config section.
 
+mod config;
 mod idle;
 mod leg;
 mod pbx_leg;

@@ -200,7 +200,7 @@ pub async fn serve_sip_websocket(ep: std::sync::Arc<callgate::sip::transport::Ws
 /// Quiet unless TEST_LOG=1. Also installs the crypto provider every HTTP client needs, so a
 /// test works whatever ran before it in this process.
 pub fn init_tracing() {
-    callgate::app::install_crypto_provider();
+    callgate::tls::install_crypto_provider();
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(&callgate::config::LogConfig { level: "debug".into(), format: callgate::config::LogFormat::Text });
     }

@@ -118,7 +118,7 @@ impl FakeB24 {
     /// (UF_PHONE_INNER 101, 102, 103; active; TIMEMAN_STATUS OPENED); webhook user 1 code
     /// "webhookcode" with scopes telephony, crm, user, im; no apps until `install_app`.
     pub async fn spawn() -> Self {
-        callgate::app::install_crypto_provider();
+        callgate::tls::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("fake Bitrix24 binds");

@@ -15,7 +15,7 @@
 
 use parking_lot::{Mutex, RwLock};
 
-use super::number::normalize_number;
+use crate::phone::normalize_number;
 use crate::settings::{PortalId, UserId};
 
 /// Rows applied per write-lock acquisition.

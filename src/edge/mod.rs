@@ -1,6 +1,9 @@
-//! The one SIP listener's two roles (DESIGN.md §2): a request whose Request-URI user is a
-//! portal's `routing_user` asks the redirect listener for a decision; everything else (agents'
-//! and the PBX's calls, every response) goes through the edge proxy.
+//! The SIP front door: every message from every SIP listener (UDP, TCP, TLS, WebSocket) enters
+//! here ([`Front`], the transports' one [`SipHandler`]) and is handed to one role (DESIGN.md §2):
+//! a request whose Request-URI user is a portal's `routing_user` asks the redirect listener
+//! (`routing`) for a decision; everything else (agents' and the PBX's calls, every response)
+//! goes through the edge proxy (`proxy`), browser agents' messages through the WebRTC registrar
+//! and media bridge (`webrtc`) first.
 //!
 //! The choice reads only the request line, so the redirect hot path keeps its single parse.
 //!
@@ -13,8 +16,8 @@
 //! are answered here, after the rate limit, with the sender's address (`sip::core::stun`);
 //! anything else STUN-like is dropped without an answer or a trace in the proxy.
 //!
-//! Two gates come before both roles, each costing nothing on the hot path beyond a hash look-up
-//! and a flag read:
+//! Three gates come before every role, each costing nothing on the hot path beyond a hash
+//! look-up and a flag read:
 //! - **per-source rate limit** ([`crate::limit::SourceLimiter`], trusted PBX addresses with
 //!   their own higher rate): over the limit a request gets `503` + `Retry-After`, far over it
 //!   (a flood) nothing; responses and ACKs over the limit are dropped;
@@ -25,6 +28,10 @@
 //!   full ([`CallsHandle::accepting_calls`]), a new call is refused the same way (counted in
 //!   `callgate_sip_refused_overload_total`), so the calls already accepted keep their room and
 //!   none of their effects is dropped. Routing requests are not calls and still get answers.
+//!
+//! Who may send what (the trust model) is the proxy's own admission (`proxy::trust`); this
+//! module only picks the role. It sits above `routing`, `proxy` and `webrtc` and is the only
+//! module that knows all three.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,10 +39,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Proxy;
 use crate::calls::CallsHandle;
+use crate::directory::{Directory, Snapshot};
 use crate::limit::{SourceLimiter, Verdict};
-use crate::routing::{Directory, RedirectServer, Snapshot};
+use crate::proxy::Proxy;
+use crate::routing::RedirectServer;
 use crate::sip::core::{stun, to_tag_for, write_bad_request, write_response, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 
@@ -324,7 +332,8 @@ mod tests {
 
     use super::*;
     use crate::calls::{Direction, Event, LegId, Offer, Policy, TrackerConfig};
-    use crate::routing::{DecisionLog, PortalEntry, RedirectConfig};
+    use crate::directory::PortalEntry;
+    use crate::routing::{DecisionLog, RedirectConfig};
     use crate::settings::{Mapping, Portal, PortalSettings};
     use crate::sip::core::transaction::Timers;
     use crate::sip::transport::Transport;
@@ -349,7 +358,7 @@ mod tests {
         directory.install_for_test(vec![office()]);
         let (tx, rx) = tokio::sync::mpsc::channel(slots);
         let calls = CallsHandle::with_sink(TrackerConfig::default(), t0, 0, Some(tx));
-        let local = super::super::Local { udp: Some("127.0.0.1:5060".parse().expect("an address")), tcp: None, tls: None, names: Vec::new() };
+        let local = crate::proxy::Local { udp: Some("127.0.0.1:5060".parse().expect("an address")), tcp: None, tls: None, names: Vec::new() };
         let proxy = Proxy::new(directory.clone(), local, calls.clone(), Timers::RFC3261);
         let redirect = RedirectServer::new(directory.clone(), RedirectConfig { no_decision_code: 404, max_remembered: 100 }, Arc::new(DecisionLog::new(10)));
         let front = Front::new(directory, Arc::new(redirect), Arc::new(proxy)).with_call_gate(calls.clone());

@@ -1,4 +1,13 @@
-//! The in-memory view of every portal that routing and the call tracker read.
+//! The directory: every portal with its mappings and lines, and the personal-manager index,
+//! as the SIP and HTTP sides read them. Routing decides from it, the proxy and the WebRTC
+//! registrar find portals, PBXs and agents in it, and `crm` keeps the index filled.
+//!
+//! Nothing here waits on Bitrix24 or the disk on the hot path: the portals are an immutable
+//! [`Snapshot`] swapped atomically (`ArcSwap`) after every settings change, and the index
+//! ([`PmIndex`], `index.rs`) is a table of plain integers. Depends on `settings` (types), `phone`,
+//! `sip::core` (URIs of contacts) and `store` (reload, index persistence).
+
+mod index;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -6,8 +15,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::index::PmIndex;
-use super::number::{normalize_number, Number};
+pub use self::index::{parse_csv, BadRow, PmIndex};
+use crate::phone::{normalize_number, Number};
 use crate::settings::{parse_cidr, Line, Mapping, Portal, PortalId, UserId};
 use crate::store::{StoreError, StoreHandle};
 

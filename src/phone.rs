@@ -1,4 +1,5 @@
-//! Phone number normalisation to E.164 digits (without `+`), held as a `u64`.
+//! Phone numbers: normalisation to E.164 digits (without `+`), held as a `u64`. A basic type
+//! below `settings` that every layer may use; it depends on nothing else in the crate.
 //!
 //! Rules, in order: cut an extension suffix (`;ext=`, `ext`, `доб`, `x`, `#`, `,`, `p`, `w`);
 //! drop visual separators (spaces, `-`, `.`, `(`, `)`, `/`); strip `+`, the international
