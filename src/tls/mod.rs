@@ -8,7 +8,7 @@
 //! - [`client_config`] is how callgate dials TLS itself (a PBX over SIP TLS): platform roots
 //!   plus `sip.tls_ca_file`, certificates always verified.
 //! - [`install_crypto_provider`] installs ring as the process's rustls provider (`app` at start,
-//!   the Bitrix24 client, the tests).
+//!   the tests; the `bitrix24` crate's client builder installs the same one if none is set).
 //! - [`dev_pki`] makes a throw-away development CA and a server certificate signed by it
 //!   (`callgate gen-cert`, and the tests). No key is ever committed: see `certs/README.md`.
 //!
