@@ -23,6 +23,7 @@ mod fresh;
 mod faults;
 mod fuzz;
 mod media;
+mod media_mailbox;
 mod phones;
 mod proxy;
 mod redirect;
