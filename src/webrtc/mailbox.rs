@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::bridge::{MediaDone, MediaWork, MEDIA_TIMEOUT};
+use super::plan::{MediaDone, MediaWork, MEDIA_TIMEOUT};
 use super::media::MediaAnchor;
 use super::Bridge;
 use crate::proxy::Admitted;

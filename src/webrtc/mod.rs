@@ -11,7 +11,8 @@
 //!
 //! Media:
 //! - `bridge`: the SDP stage in front of the proxy for browser agents' calls; it decides at once
-//!   and never waits ([`Bridge::plan`]);
+//!   and never waits ([`Bridge::plan`]); `plan`: what it decides, and the media operation it may
+//!   need ([`MediaWork`]);
 //! - `mailbox`: the bounded mailbox that carries the media operations off the SIP threads to the
 //!   media runtime and the rewritten messages back to the front door;
 //! - `media`: the media anchor itself (ICE-lite + DTLS-SRTP on one side, plain RTP on the other).
@@ -24,9 +25,11 @@ pub mod bridge;
 pub mod credentials;
 pub mod mailbox;
 pub mod media;
+pub mod plan;
 pub mod registrar;
 
-pub use bridge::{Bridge, MediaDone, MediaWork, Plan, Rewrite};
+pub use bridge::Bridge;
+pub use plan::{MediaDone, MediaWork, Plan, Rewrite};
 pub use mailbox::{MediaGate, MediaInbox, MediaMailbox};
 
 /// The media bridge, once the SIP side has started it (the HTTP side is built first).
