@@ -8,10 +8,13 @@
 //! - a full mailbox answers the next browser call `503` + `Retry-After` at once and keeps
 //!   nothing of it; once there is room again, the PBX's retry gets media;
 //! - a CANCEL sent while its INVITE's media is being set up waits for the INVITE (the PBX gets
-//!   `200` for it, not `481`) and ends the call and its media.
+//!   `200` for it, not `481`) and ends the call and its media;
+//! - an outsider's INVITEs for the browser agent are refused before the media stage and take no
+//!   place in the mailbox (the PBX's call, next, gets the only place); its forged CANCEL for the
+//!   call being set up waits like any message of that call, then is refused and changes nothing.
 //!
 //! Topology: the PBX on 127.0.0.1 (a UDP socket), browser agent 101 over the gateway's
-//! WebSocket (`media/office.rs`). Every wait is bounded.
+//! WebSocket (`media/office.rs`), the attacker on 127.0.0.5. Every wait is bounded.
 
 use bytes::Bytes;
 use callgate::sip::core::SipMessage;
@@ -20,7 +23,8 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::net::UdpSocket;
 
-use crate::media::office::Office;
+use crate::common::ATTACKER_IP;
+use crate::media::office::{invite_from, Office};
 use crate::media::{bounded, pbx_sdp};
 
 /// The caller the routing index knows (its personal manager is user 12, extension 102).
@@ -88,6 +92,12 @@ async fn next_invite_at_browser(o: &mut Office) -> SipMessage {
         }
     }
     panic!("no INVITE at the browser");
+}
+
+/// The CANCEL of `invite` (same Via, Call-ID, tags and CSeq number; no body).
+fn cancel_of(invite: &str) -> String {
+    let head = invite.split("Content-Type:").next().expect("an INVITE with SDP");
+    format!("{}Content-Length: 0\r\n\r\n", head.replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"))
 }
 
 fn call_id(msg: &SipMessage) -> String {
@@ -184,14 +194,7 @@ async fn a_cancel_sent_while_the_media_is_set_up_waits_for_its_invite_and_ends_t
     let invite = o.invite("cancelled-1", 70, &sdp);
     o.pbx_sends(&invite).await;
     // The PBX gives up before its INVITE reached anyone.
-    let cancel = invite
-        .replacen("INVITE sip", "CANCEL sip", 1)
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace("Content-Type: application/sdp\r\n", "")
-        .split("Content-Length:")
-        .next()
-        .map(|head| format!("{head}Content-Length: 0\r\n\r\n"))
-        .unwrap();
+    let cancel = cancel_of(&invite);
     o.pbx_sends(&cancel).await;
 
     gate.let_through(1);
@@ -206,5 +209,45 @@ async fn a_cancel_sent_while_the_media_is_set_up_waits_for_its_invite_and_ends_t
     o.agent.answer(&cancel_at_browser, 200, "OK", "").await;
     o.agent.answer(&at_browser, 487, "Request Terminated", "").await;
     o.pbx_gets("cancelled-1", |m| m.status() == Some(487)).await;
+    o.assert_no_media_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsiders_invites_take_no_place_in_the_media_mailbox_and_its_forged_cancel_changes_nothing() {
+    let gate = MediaGate::shut();
+    // One place for a new call.
+    let mut o = office(1, &gate).await;
+    let sdp = pbx_sdp(4000, "0 101", "a=sendrecv\r\n");
+    let attacker = UdpSocket::bind((ATTACKER_IP, 0)).await.unwrap();
+    let me = attacker.local_addr().unwrap();
+
+    // The attack: INVITEs with SDP for the browser agent from an address nobody trusts. Each is
+    // refused by the trust model at once; none reaches the media stage.
+    for i in 0..5 {
+        attacker.send_to(invite_from(me, o.sip, &format!("outsider-{i}"), 70, &sdp).as_bytes(), o.sip).await.unwrap();
+        let refused = next_at(&attacker).await;
+        assert_eq!((call_id(&refused), refused.status()), (format!("outsider-{i}"), Some(403)), "{refused:?}");
+    }
+
+    // The PBX's call takes the one place (no 503), and waits at the gate.
+    let invite = o.invite("legit-1", 70, &sdp);
+    o.pbx_sends(&invite).await;
+    // The attacker, who knows the Call-ID, the tags and the branch, cancels it from its own
+    // address (the PBX's very Via): the CANCEL waits behind the INVITE's set-up like any
+    // message of that call.
+    let forged = cancel_of(&invite);
+    attacker.send_to(forged.as_bytes(), o.sip).await.unwrap();
+
+    gate.let_through(1);
+    let at_browser = next_invite_at_browser(&mut o).await;
+    assert_eq!(call_id(&at_browser), "legit-1");
+    let first = o.pbx_gets("legit-1", |_| true).await;
+    assert_eq!(first.status(), Some(100), "the PBX's call was taken, not shed: {first:?}");
+    // Its turn come, the forged CANCEL meets the trust model: refused, the call goes on.
+    let refused = next_at(&attacker).await;
+    assert_eq!((call_id(&refused), refused.status()), ("legit-1".to_owned(), Some(403)), "{refused:?}");
+    let media = o.media().await;
+    assert_eq!(media["open_sessions"], 1, "the call kept its media: {media:#}");
+    browser_declines(&mut o, &at_browser).await;
     o.assert_no_media_left().await;
 }
