@@ -43,6 +43,8 @@ pub struct Gateway {
     boot: u64,
     /// Calls the previous run left open, taken back from their checkpoints.
     restored: crate::calls::Restored,
+    /// A test hook holding the media stage still ([`Self::with_media_gate`]).
+    media_gate: Option<crate::webrtc::MediaGate>,
 }
 
 impl Gateway {
@@ -99,7 +101,7 @@ impl Gateway {
             media: crate::webrtc::BridgeSlot::default(),
             delivery_horizon: cfg.crm.delivery_horizon,
         };
-        Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot, restored })
+        Ok(Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot, restored, media_gate: None })
     }
 
     /// Bound addresses by listener name (`http`, `sip_udp`, `sip_tcp`, `sip_tls`), and
@@ -118,6 +120,14 @@ impl Gateway {
         &self.state.token
     }
 
+    /// A test hook: every media operation of browser calls waits for a permit of `gate` before
+    /// it runs (tests hold the media stage still with it and see that SIP goes on meanwhile).
+    #[must_use]
+    pub fn with_media_gate(mut self, gate: crate::webrtc::MediaGate) -> Self {
+        self.media_gate = Some(gate);
+        self
+    }
+
     /// Cancelling this token starts a graceful shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -128,7 +138,7 @@ impl Gateway {
     /// # Errors
     /// A server failed while running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot, restored } = self;
+        let Self { cfg, state, http, sip_udp, sip_tcp, sip_tls, http_tls, addresses, shutdown, effects, boot, restored, media_gate } = self;
         for (name, addr) in &addresses {
             tracing::info!(listener = %name, %addr, "listening");
         }
@@ -158,7 +168,9 @@ impl Gateway {
             names: sip_names(&cfg),
         };
         let agents = start_registrar(&state).await?;
-        let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_config(&cfg)?).await.context("starting the media anchor ([media])")?;
+        let media_cfg = media_config(&cfg)?;
+        let (mailbox, media_inbox) = crate::webrtc::MediaMailbox::new(media_cfg.max_sessions);
+        let (anchor, media_events) = crate::webrtc::media::MediaAnchor::start(media_cfg).await.context("starting the media anchor ([media])")?;
         let bridge = Arc::new(crate::webrtc::Bridge::new(anchor, Arc::clone(&agents), state.directory.clone()));
         // The proxy's own refusals of an INVITE release the media the bridge set up for it.
         let proxy = Proxy::new(state.directory.clone(), local, state.calls.clone(), Timers::default())
@@ -169,7 +181,7 @@ impl Gateway {
         let _ = state.media.set(Arc::clone(&bridge));
         let front = Front::new(state.directory.clone(), Arc::new(redirect), Arc::new(proxy))
             .with_websocket(Arc::clone(&agents))
-            .with_bridge(Arc::clone(&bridge))
+            .with_media(Arc::clone(&bridge), mailbox)
             .with_limiter(Arc::new(sip_limiter(&cfg)))
             .with_draining(Arc::clone(&draining))
             .with_call_gate(state.calls.clone());
@@ -202,6 +214,9 @@ impl Gateway {
         tasks.spawn(Arc::clone(&hub).tick(SIP_TICK));
         let sweep = idle_sweep(cfg.media.idle_timeout);
         tasks.spawn(media_gone(media_events, Arc::clone(&front), Arc::clone(&bridge), Arc::clone(&hub), sweep, sip_cancel.clone()));
+        // Browser calls' media operations, off the SIP threads; their messages re-enter the proxy.
+        let deliver = deliver_through(Arc::clone(&hub));
+        tasks.spawn(media_inbox.serve(Arc::clone(&bridge), Arc::clone(&front) as Arc<dyn crate::webrtc::mailbox::Resume>, deliver, media_gate, tasks.clone(), sip_cancel.clone()));
         let per_source = crate::limit::Rate::new(cfg.http.rate_per_source, cfg.http.burst_per_source);
         let limits = HttpLimits { body_limit: cfg.http.body_limit_bytes, timeout: cfg.http.request_timeout, per_source, allowed_origins: cfg.http.allowed_origins.clone() };
         let ws_limits = WsLimits { max_message: cfg.sip.max_message_bytes, max_connections: cfg.sip.max_tcp_connections, ..WsLimits::default() };
@@ -580,6 +595,15 @@ async fn media_gone(
 /// How often idle media sessions are looked for: a quarter of the timeout, within 250 ms..5 s.
 fn idle_sweep(idle_timeout: std::time::Duration) -> std::time::Duration {
     (idle_timeout / 4).clamp(std::time::Duration::from_millis(250), std::time::Duration::from_secs(5))
+}
+
+/// Sends what the front produced off a SIP thread (a message back from the media runtime).
+fn deliver_through(hub: Arc<Hub>) -> crate::webrtc::mailbox::Deliver {
+    Arc::new(move |out: crate::sip::transport::Outbox| {
+        for (to, data) in out.sends {
+            hub.send(to, data);
+        }
+    })
 }
 
 /// Ends the call of media session `id` through the proxy and sends what that produced.

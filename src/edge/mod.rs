@@ -32,6 +32,20 @@
 //! Who may send what (the trust model) is the proxy's own admission (`proxy::trust`); this
 //! module only picks the role. It sits above `routing`, `proxy` and `webrtc` and is the only
 //! module that knows all three.
+//!
+//! **Media never blocks SIP.** A browser agent's call needs the media stage
+//! ([`crate::webrtc::Bridge`]) between the trust decision and the proxy. The front asks the
+//! proxy to admit the message first (a refused message never creates media state), then asks
+//! the stage what it needs: when that is a media operation (an offer or answer the anchor must
+//! see), the message, its admission and the operation go into the bounded media mailbox
+//! ([`crate::webrtc::MediaMailbox`]) and this thread returns at once. The media runtime runs the
+//! operation and hands the result back ([`Front`]'s [`Resume`] impl): the stage records it and
+//! the rewritten message re-enters the proxy under the admission made before, observed as its
+//! sender sent it. A full mailbox answers the INVITE `503` + `Retry-After` at once (counted in
+//! `callgate_sip_refused_media_busy_total`); a response that finds it full is dropped (counted in
+//! `callgate_media_answers_shed_total`; its sender retransmits over UDP). Messages of a call
+//! whose media work is in flight wait behind it in order, and retransmissions are absorbed
+//! (`mailbox.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +60,8 @@ use crate::proxy::Proxy;
 use crate::routing::RedirectServer;
 use crate::sip::core::{stun, to_tag_for, write_bad_request, write_response, SipMessage, Uri};
 use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
+use crate::webrtc::mailbox::{Finished, Job, Resume, Submitted};
+use crate::webrtc::{Bridge, MediaMailbox, Plan, Rewrite};
 
 /// Why a new call is refused: its metric and the Retry-After of its 503.
 #[derive(Clone, Copy)]
@@ -54,13 +70,15 @@ enum Refusal {
     Draining,
     /// The outbox path is full: a short wait usually suffices.
     Overload,
+    /// The media mailbox is full (browser calls' media set-ups): a short wait usually suffices.
+    MediaBusy,
 }
 
 impl Refusal {
     fn retry_after(self) -> &'static [u8] {
         match self {
             Self::Draining => b"30",
-            Self::Overload => b"5",
+            Self::Overload | Self::MediaBusy => b"5",
         }
     }
 
@@ -68,6 +86,7 @@ impl Refusal {
         match self {
             Self::Draining => metrics::counter!("callgate_sip_refused_draining_total").increment(1),
             Self::Overload => metrics::counter!("callgate_sip_refused_overload_total").increment(1),
+            Self::MediaBusy => metrics::counter!("callgate_sip_refused_media_busy_total").increment(1),
         }
     }
 }
@@ -83,13 +102,19 @@ pub struct Front {
     /// The call tracker whose outbox path may refuse new calls (none: never refused).
     calls: Option<CallsHandle>,
     /// Media anchoring for browser agents' calls (WebRTC widget mode).
-    bridge: Option<Arc<crate::webrtc::Bridge>>,
+    media: Option<MediaStage>,
+}
+
+/// The media stage and the mailbox its operations go through.
+struct MediaStage {
+    bridge: Arc<Bridge>,
+    mailbox: MediaMailbox,
 }
 
 impl Front {
     /// Both roles on one listener.
     pub fn new(directory: Directory, redirect: Arc<RedirectServer>, proxy: Arc<Proxy>) -> Self {
-        Self { directory, redirect, proxy, websocket: None, limiter: None, draining: Arc::new(AtomicBool::new(false)), calls: None, bridge: None }
+        Self { directory, redirect, proxy, websocket: None, limiter: None, draining: Arc::new(AtomicBool::new(false)), calls: None, media: None }
     }
 
     /// Per-source rate limits on every message (none without this).
@@ -147,24 +172,49 @@ impl Front {
         self
     }
 
-    /// Browser agents' calls get their media anchored by `bridge` (SDP swapped in transit).
+    /// Browser agents' calls get their media anchored by `bridge` (SDP swapped in transit); its
+    /// media operations go through `mailbox` to the media runtime, which hands them back to
+    /// [`Resume::media_done`].
     #[must_use]
-    pub fn with_bridge(mut self, bridge: Arc<crate::webrtc::Bridge>) -> Self {
-        self.bridge = Some(bridge);
+    pub fn with_media(mut self, bridge: Arc<Bridge>, mailbox: MediaMailbox) -> Self {
+        self.media = Some(MediaStage { bridge, mailbox });
         self
     }
 
-    /// A parsed message for the proxy: admitted by the trust model first, then through the
-    /// media bridge when there is one (so media is set up only for what the proxy will relay).
+    /// A parsed message for the proxy. With the media stage: it waits when its call has media
+    /// work in flight; else it goes through [`Self::through_media`].
     fn to_proxy(&self, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
-        let Some(bridge) = &self.bridge else { return self.proxy.handle(msg, peer, now, out) };
+        let Some(media) = &self.media else { return self.proxy.handle(msg, peer, now, out) };
+        if !media.mailbox.waits(msg, peer) {
+            self.through_media(media, msg, peer, now, out);
+        }
+    }
+
+    /// Admitted by the trust model first, then through the media stage (so media is set up only
+    /// for what the proxy will relay): at once when it needs no media operation, else queued
+    /// for the media runtime (or refused at once when the mailbox is full).
+    fn through_media(&self, media: &MediaStage, msg: &SipMessage, peer: Peer, now: Instant, out: &mut Outbox) {
         let Some(admitted) = self.proxy.admit(msg, peer, now, out) else { return };
-        match bridge.rewrite(msg, peer) {
-            crate::webrtc::Rewrite::Pass => self.proxy.handle_as(msg, msg, peer, admitted, now, out),
+        match media.bridge.plan(msg, peer) {
+            Plan::Now(rewrite) => self.carry_out(rewrite, msg, peer, admitted, now, out),
+            Plan::Media(work) => match media.mailbox.submit(Job::new(work, msg.clone(), peer, admitted)) {
+                Submitted::Sent | Submitted::Waits => {}
+                Submitted::Full(job) => shed(&job, out),
+            },
+        }
+    }
+
+    /// What the media stage made of `sent` (as its sender sent it), carried out by the proxy
+    /// under the admission made before.
+    fn carry_out(&self, rewrite: Rewrite, sent: &SipMessage, peer: Peer, admitted: crate::proxy::Admitted, now: Instant, out: &mut Outbox) {
+        match rewrite {
+            Rewrite::Pass => self.proxy.handle_as(sent, sent, peer, admitted, now, out),
             // Forwarded with the other side's SDP; observed as sent (a hold is what a side offered).
-            crate::webrtc::Rewrite::Replace(m) => self.proxy.handle_as(&m, msg, peer, admitted, now, out),
-            crate::webrtc::Rewrite::Refuse { status, reason } => {
-                write_response(msg, status, reason, Some(&to_tag_for(msg)), &[], &mut out.reply);
+            Rewrite::Replace(m) => self.proxy.handle_as(&m, sent, peer, admitted, now, out),
+            Rewrite::Refuse { status, reason } => {
+                let mut answer = BytesMut::new();
+                write_response(sent, status, reason, Some(&to_tag_for(sent)), &[], &mut answer);
+                out.send(peer, answer.freeze());
             }
         }
     }
@@ -172,8 +222,8 @@ impl Front {
     /// The media anchor lost a browser (ICE consent, DTLS closed): its call is hung up as if
     /// the browser had sent BYE.
     pub fn media_gone(&self, session: crate::webrtc::media::SessionId, now: Instant, out: &mut Outbox) {
-        let Some(bridge) = &self.bridge else { return };
-        if let Some((bye, peer)) = bridge.session_gone(session) {
+        let Some(media) = &self.media else { return };
+        if let Some((bye, peer)) = media.bridge.session_gone(session) {
             self.proxy.hang_up_for(&bye, peer, now, out);
         }
     }
@@ -228,7 +278,7 @@ impl SipHandler for Front {
         }
         if Self::for_redirect(&snap, &data) {
             self.redirect.on_message_in(&snap, data, peer, now, out);
-        } else if let Some(msg) = self.bridge.as_ref().and_then(|_| SipMessage::parse(data.clone()).ok()) {
+        } else if let Some(msg) = self.media.as_ref().and_then(|_| SipMessage::parse(data.clone()).ok()) {
             self.to_proxy(&msg, peer, now, out);
         } else {
             self.proxy.on_message(data, peer, now, out);
@@ -279,11 +329,44 @@ impl SipHandler for Front {
         // A browser that vanished ends its legs: what still rings there gets 480, and each
         // answered call is hung up with the BYE the browser would have sent.
         self.proxy.flow_gone(peer, now, out);
-        if let Some(bridge) = &self.bridge {
-            for bye in bridge.flow_closed(peer) {
+        if let Some(media) = &self.media {
+            for bye in media.bridge.flow_closed(peer) {
                 self.proxy.hang_up_for(&bye, peer, now, out);
             }
         }
+    }
+}
+
+/// The media runtime finished a message's media work: the stage records it, the message
+/// re-enters the proxy under its earlier admission, then the messages of its call that waited
+/// meanwhile take their turn (the first one that needs media work of its own holds the rest).
+impl Resume for Front {
+    fn media_done(&self, finished: Finished, now: Instant, out: &mut Outbox) {
+        let Some(media) = &self.media else { return };
+        let Finished { done, msg, peer, admitted } = finished;
+        let call_id: Box<[u8]> = done.call_id().into();
+        let rewrite = media.bridge.finish(done, &msg);
+        media.mailbox.finished(&call_id);
+        self.carry_out(rewrite, &msg, peer, admitted, now, out);
+        while let Some((next, from)) = media.mailbox.next_waiting(&call_id) {
+            self.through_media(media, &next, from, now, out);
+        }
+    }
+}
+
+/// No room in the media mailbox: an INVITE (new call or re-offer) is answered `503` +
+/// `Retry-After` at once; a response is dropped (its sender retransmits it over UDP). Either
+/// way nothing was set up for it, and it is counted.
+fn shed(job: &Job, out: &mut Outbox) {
+    let msg = job.msg();
+    if msg.is_request() {
+        Refusal::MediaBusy.count();
+        let mut answer = BytesMut::new();
+        write_response(msg, 503, "Service Unavailable", Some(&to_tag_for(msg)), &[("Retry-After", Refusal::MediaBusy.retry_after())], &mut answer);
+        out.send(job.peer(), answer.freeze());
+    } else {
+        metrics::counter!("callgate_media_answers_shed_total").increment(1);
+        tracing::warn!(addr = %job.peer().addr, status = msg.status(), "media mailbox full: an answer SDP dropped (its sender retransmits over UDP)");
     }
 }
 

@@ -45,7 +45,8 @@ use crate::sip::core::{write_response, HeaderName, Method, SipMessage};
 use crate::sip::transport::{Outbox, Peer, SipHandler, Transport};
 use crate::store::AgentCredential;
 use crate::webrtc::media::{MediaAnchor, MediaConfig};
-use crate::webrtc::{Bridge, Credentials, Registrar, RegistrarConfig};
+use crate::webrtc::mailbox::Resume;
+use crate::webrtc::{Bridge, Credentials, MediaInbox, MediaMailbox, Registrar, RegistrarConfig};
 
 /// Inputs in which agent 103's digest registration succeeded / a call had its media anchored
 /// by the bridge (shown after a run: the deep paths must be reached, not only the parser).
@@ -88,6 +89,7 @@ pub(super) fn edge(data: &[u8]) {
         let mut out = Outbox::new();
         if !msg.is_empty() {
             core.front.on_message(Bytes::copy_from_slice(msg), from, core.at(clock), &mut out);
+            core.drive_media(clock, &mut out);
         }
         core.front.on_tick(core.at(clock), &mut out);
         core.answer(&mut out, *ctl, clock);
@@ -106,7 +108,7 @@ fn source(ctl: u8) -> Peer {
     Peer { addr: addr.parse().expect("a constant address"), transport }
 }
 
-/// One runtime for the media work of every input (the bridge blocks on it from this thread).
+/// One runtime for the media work of every input (run from this thread, see `Core::drive_media`).
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a tokio runtime"))
@@ -116,6 +118,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 struct Core {
     front: Front,
     bridge: Arc<Bridge>,
+    /// The media mailbox's far end: its jobs run here, one after the other, on the input's clock.
+    inbox: std::cell::RefCell<MediaInbox>,
     t0: Instant,
 }
 
@@ -142,14 +146,25 @@ impl Core {
             .with_agents(Arc::clone(&registrar) as Arc<dyn crate::proxy::AgentDirectory>)
             .with_route_key(crate::proxy::RouteKey::new(&[5; 32]))
             .with_local_final_hook(Arc::clone(&bridge) as Arc<dyn crate::proxy::LocalFinalHook>);
-        let mut front = Front::new(directory, Arc::new(redirect), Arc::new(proxy)).with_websocket(registrar).with_bridge(Arc::clone(&bridge));
+        let (mailbox, inbox) = MediaMailbox::new(4);
+        let mut front = Front::new(directory, Arc::new(redirect), Arc::new(proxy)).with_websocket(registrar).with_media(Arc::clone(&bridge), mailbox);
         if flags & 4 != 0 {
             front = front.with_limiter(Arc::new(SourceLimiter::new(Rate::new(5.0, 10), Rate::new(100.0, 200), 64, t0)));
         }
         if flags & 8 != 0 {
             front = front.with_draining(Arc::new(std::sync::atomic::AtomicBool::new(true)));
         }
-        Self { front, bridge, t0 }
+        Self { front, bridge, inbox: std::cell::RefCell::new(inbox), t0 }
+    }
+
+    /// Runs the media work the last message queued (and what its call's waiting messages
+    /// queue in turn), as the media runtime would; what comes of it goes into `out`.
+    fn drive_media(&self, clock: u64, out: &mut Outbox) {
+        let mut inbox = self.inbox.borrow_mut();
+        while let Some(job) = inbox.try_next() {
+            let finished = runtime().block_on(job.run(self.bridge.anchor()));
+            self.front.media_done(finished, self.at(clock), out);
+        }
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -185,6 +200,7 @@ impl Core {
             for answer in answers(&req, to, ctl) {
                 back.clear();
                 self.front.on_message(answer, to, self.at(clock), &mut back);
+                self.drive_media(clock, &mut back);
             }
         }
     }

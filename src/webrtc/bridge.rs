@@ -5,9 +5,9 @@
 //!
 //! Shape: the signalling stays with the edge proxy (one dialog per leg, record-routed, the
 //! browser's flow found again by the token in our Record-Route), like Kamailio in front of
-//! rtpengine. This stage sits in front of the proxy: [`Bridge::rewrite`] looks at every message
-//! to or from a browser agent before the proxy handles it and returns it with the other side's
-//! SDP. Per Call-ID it keeps which offer waits for an answer, the rewritten bodies (a
+//! rtpengine. This stage sits in front of the proxy: [`Bridge::plan`] looks at every message
+//! to or from a browser agent after the proxy admitted it and before the proxy handles it, and
+//! [`Bridge::finish`] returns it with the other side's SDP. Per Call-ID it keeps which offer waits for an answer, the rewritten bodies (a
 //! retransmitted INVITE or 200 from the PBX gets the same SDP without a second media
 //! operation), and what it takes to hang up for a browser that vanished
 //! ([`Bridge::flow_closed`], [`Bridge::session_gone`] build the BYE the browser would have sent).
@@ -16,7 +16,8 @@
 //! - a session opens only for an initial INVITE with SDP from a browser agent's flow (the
 //!   registrar admitted it) or from a WebRTC portal's PBX (its `pbx_host` address or a
 //!   `trusted_pbx` network) for one of that portal's registered browser agents;
-//! - it closes on BYE, CANCEL, a final non-2xx from the other side, the browser's flow closing,
+//! - it closes on BYE, CANCEL, a final non-2xx from the other side, the browser's flow closing
+//!   (a browser's own call whose flow closed while its session was set up is refused then),
 //!   the anchor losing the browser or finding the session idle, and on every final non-2xx the
 //!   proxy answers itself ([`LocalFinalHook`]: 483, 404, 408, 480 ...), so a refused INVITE
 //!   leaves no session behind;
@@ -24,67 +25,31 @@
 //!   PBX's address): a BYE, CANCEL, re-INVITE or response from anyone else for a known Call-ID
 //!   does not touch the media.
 //!
-//! The media calls are async (the `webrtc` crate); this stage waits for them on the thread that
-//! delivered the message (bounded by a timeout), never under the proxy's lock. Calls to browser
-//! agents are few next to the redirect traffic, which never reaches this stage.
+//! The stage itself never waits: [`Bridge::plan`] decides at once what a message needs. Most
+//! need no media operation (a BYE, a provisional answer, a retransmission whose rewrite is
+//! cached) and are [`Plan::Now`]; an offer or an answer the media anchor must see is
+//! [`Plan::Media`], a [`MediaWork`] that owns everything it needs. The SIP thread hands it to the
+//! media runtime through the bounded mailbox (`mailbox.rs`) and goes on; the media runtime runs
+//! it ([`MediaWork::run`], bounded by [`super::plan::MEDIA_TIMEOUT`]) and [`Bridge::finish`] records its result
+//! and gives the rewritten message back, which then re-enters the proxy. Nothing here runs under
+//! the proxy's lock.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use super::media::{MediaAnchor, MediaError, SessionId};
+use super::plan::{MediaDone, MediaWork, NewCall, Op, Pending, Plan, Rewrite};
 use super::Registrar;
 use crate::directory::{Directory, PortalEntry};
 use crate::proxy::{FlowLocator, LocalFinal, LocalFinalHook};
 use crate::settings::TelephonyMode;
 use crate::sip::core::{HeaderName, Method, SipMessage, Uri};
 use crate::sip::transport::Peer;
-
-/// What the stage makes of a message.
-#[derive(Debug)]
-pub enum Rewrite {
-    /// Not a media message of a browser call: hand it to the proxy as it is.
-    Pass,
-    /// The same message with the other side's SDP (boxed: a parsed message is ~1 KB, the
-    /// other variants a few bytes).
-    Replace(Box<SipMessage>),
-    /// Answer the request with this status instead of forwarding it (no media possible).
-    Refuse { status: u16, reason: &'static str },
-}
-
-/// Which offer waits for its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    /// The PBX's INVITE to a browser agent.
-    PbxOffer,
-    /// A browser agent's INVITE out through the PBX.
-    BrowserOffer,
-    /// A re-INVITE (hold, unhold) from the PBX.
-    PbxReoffer,
-    /// A re-INVITE from the browser.
-    BrowserReoffer,
-}
-
-impl Pending {
-    /// Whether the browser answers this offer (else the PBX does).
-    fn browser_answers(self) -> bool {
-        matches!(self, Self::PbxOffer | Self::PbxReoffer)
-    }
-}
-
-/// What a new anchored call needs besides the INVITE.
-struct NewCall {
-    browser: Peer,
-    creator: Peer,
-    pbx_ip: Option<IpAddr>,
-    kind: Pending,
-}
 
 /// Who may act on a dialog (copied out of the map so no lock is held while checking).
 struct Party {
@@ -142,14 +107,14 @@ pub struct Bridge {
     registrar: Arc<Registrar>,
     directory: Directory,
     dialogs: Mutex<HashMap<Box<[u8]>, Dialog>>,
+    /// Where closing a session spawns (it may be called from a UDP receive thread).
     rt: tokio::runtime::Handle,
-    timeout: Duration,
     next_branch: AtomicU64,
 }
 
 impl Bridge {
     /// A stage using `anchor` for media, `registrar` to know which extension is a browser.
-    /// Must be called inside a tokio runtime (the media work runs on it).
+    /// Must be called inside a tokio runtime (closing a session spawns on it).
     pub fn new(anchor: MediaAnchor, registrar: Arc<Registrar>, directory: Directory) -> Self {
         Self {
             anchor,
@@ -157,7 +122,6 @@ impl Bridge {
             directory,
             dialogs: Mutex::new(HashMap::new()),
             rt: tokio::runtime::Handle::current(),
-            timeout: Duration::from_secs(5),
             next_branch: AtomicU64::new(1),
         }
     }
@@ -174,21 +138,22 @@ impl Bridge {
         v
     }
 
-    /// Looks at `msg` from `peer` before the proxy does.
+    /// Looks at `msg` from `peer` before the proxy does, without waiting for anything: what to
+    /// do now, or the media operation that must come first.
     ///
     /// A message for an anchored Call-ID acts on its media only when it comes from one of the
     /// dialog's two sides (the browser's flow, the PBX's address) and carries the caller's tag;
     /// anything else is passed on untouched (the proxy decides what to do with it) and counted.
-    pub fn rewrite(&self, msg: &SipMessage, peer: Peer) -> Rewrite {
+    pub fn plan(&self, msg: &SipMessage, peer: Peer) -> Plan {
         let from_browser = peer.transport.is_websocket();
-        let Some(call_id) = msg.call_id() else { return Rewrite::Pass };
-        let Some(cseq) = msg.cseq() else { return Rewrite::Pass };
+        let Some(call_id) = msg.call_id() else { return Rewrite::Pass.into() };
+        let Some(cseq) = msg.cseq() else { return Rewrite::Pass.into() };
         let party = self.dialogs.lock().get(call_id).map(Party::of);
         let Some(party) = party else { return self.maybe_new_call(msg, call_id, cseq.seq, peer) };
         if !self.is_party(&party, msg, peer) {
             metrics::counter!("callgate_media_foreign_sip_total").increment(1);
             tracing::debug!(call_id = %String::from_utf8_lossy(call_id), addr = %peer.addr, "SIP for an anchored call from outside it; its media is left alone");
-            return Rewrite::Pass;
+            return Rewrite::Pass.into();
         }
         if !from_browser && party.pbx_ip.is_none() {
             if let Some(d) = self.dialogs.lock().get_mut(call_id) {
@@ -196,11 +161,11 @@ impl Bridge {
             }
         }
         if msg.is_request() {
-            let Some(method) = msg.method() else { return Rewrite::Pass };
+            let Some(method) = msg.method() else { return Rewrite::Pass.into() };
             return self.in_dialog_request(msg, method, call_id, cseq.seq, from_browser);
         }
         if cseq.method_kind() != Method::Invite {
-            return Rewrite::Pass;
+            return Rewrite::Pass.into();
         }
         self.invite_response(msg, call_id, cseq.seq, from_browser)
     }
@@ -208,19 +173,23 @@ impl Bridge {
     /// A message for a Call-ID with no media here: a new call when it is an initial INVITE with
     /// SDP from a browser agent's flow, or from a WebRTC portal's PBX for one of its browser
     /// agents.
-    fn maybe_new_call(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, peer: Peer) -> Rewrite {
-        let Some(method) = msg.method() else { return Rewrite::Pass };
+    fn maybe_new_call(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, peer: Peer) -> Plan {
+        let Some(method) = msg.method() else { return Rewrite::Pass.into() };
         let in_dialog = msg.to().and_then(|t| t.tag).is_some();
         if method != Method::Invite || in_dialog || msg.body().is_empty() {
-            return Rewrite::Pass;
+            return Rewrite::Pass.into();
         }
         let call = if peer.transport.is_websocket() {
             NewCall { browser: peer, creator: peer, pbx_ip: None, kind: Pending::BrowserOffer }
         } else {
-            let Some(flow) = self.browser_target(msg, peer) else { return Rewrite::Pass };
+            let Some(flow) = self.browser_target(msg, peer) else { return Rewrite::Pass.into() };
             NewCall { browser: flow, creator: peer, pbx_ip: Some(peer.addr.ip()), kind: Pending::PbxOffer }
         };
-        self.new_call(msg, call_id, cseq, call)
+        let label = String::from_utf8_lossy(call_id).into_owned();
+        let caller_tag = msg.from().and_then(|f| f.tag).map(Box::from);
+        let pbx_contact = (call.kind == Pending::PbxOffer).then(|| msg.contact().map(|c| text(c.uri.raw))).flatten();
+        let op = Op::Open { label, cseq, call, caller_tag, pbx_contact };
+        Plan::Media(MediaWork { call_id: call_id.into(), body: body_of(msg), op })
     }
 
     /// Whether `msg` from `peer` belongs to the dialog of `party`: the caller's tag in From or
@@ -259,24 +228,69 @@ impl Bridge {
             .map(|(peer, _)| peer)
     }
 
-    fn new_call(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, call: NewCall) -> Rewrite {
-        let label = String::from_utf8_lossy(call_id).into_owned();
+    /// Records what a media operation gave ([`MediaWork::run`]) and says what becomes of its
+    /// message `msg` (the one [`Self::plan`] saw): forwarded with the other side's SDP, refused
+    /// (no media possible), or forwarded as it is.
+    pub fn finish(&self, done: MediaDone, msg: &SipMessage) -> Rewrite {
+        let MediaDone { work, result } = done;
+        let call_id = &work.call_id[..];
+        match (work.op, result) {
+            (Op::Open { label, .. }, Err(e)) => refuse(&e, &label),
+            (Op::Open { label, cseq, call, caller_tag, pbx_contact }, Ok((session, sdp))) => {
+                let Some(session) = session else { return Rewrite::Pass };
+                self.opened(msg, call_id, NewDialog { label, cseq, call, caller_tag, pbx_contact, session, body: Bytes::from(sdp) })
+            }
+            (Op::Reoffer { cseq, from_browser, .. }, Ok((_, sdp))) => {
+                let kind = if from_browser { Pending::BrowserReoffer } else { Pending::PbxReoffer };
+                let body = Bytes::from(sdp);
+                if let Some(d) = self.dialogs.lock().get_mut(call_id) {
+                    d.pending = Some((cseq, kind));
+                    d.rewritten.push(((cseq, true, from_browser), body.clone()));
+                }
+                replace(msg, &body)
+            }
+            // The media cannot follow this offer: refuse it, the call stays as it was.
+            (Op::Reoffer { .. }, Err(e)) => {
+                tracing::warn!(call_id = %String::from_utf8_lossy(call_id), error = %e, "re-offer refused");
+                Rewrite::Refuse { status: 488, reason: "Not Acceptable Here" }
+            }
+            (Op::Answer { pending, key, .. }, Ok((_, sdp))) => {
+                let body = Bytes::from(sdp);
+                if let Some(d) = self.dialogs.lock().get_mut(call_id) {
+                    d.rewritten.push((key, body.clone()));
+                    if d.pending == Some(pending) {
+                        d.pending = None;
+                    }
+                }
+                replace(msg, &body)
+            }
+            (Op::Answer { .. }, Err(e)) => {
+                // Answered without usable media: the call goes on (the tracker still sees
+                // it), silent; said loudly in the log and the counter.
+                metrics::counter!("callgate_media_answer_errors_total").increment(1);
+                tracing::warn!(call_id = %String::from_utf8_lossy(call_id), error = %e, "answer SDP not usable; forwarded as is");
+                Rewrite::Pass
+            }
+        }
+    }
+
+    /// A new session is open for `msg`: its dialog is recorded, unless the browser's flow
+    /// closed (or lost its registration) while the session was being set up: then the session
+    /// closes again and the INVITE is refused, so nothing is anchored for a browser that is gone.
+    fn opened(&self, msg: &SipMessage, call_id: &[u8], new: NewDialog) -> Rewrite {
+        let NewDialog { label, cseq, call, caller_tag, pbx_contact, session, body } = new;
         let kind = call.kind;
-        let result = match kind {
-            Pending::PbxOffer => self.wait(self.anchor.pbx_offer(&label, msg.body())),
-            _ => self.wait(self.anchor.browser_offer(&label, msg.body())),
-        };
-        let (session, sdp) = match result {
-            Ok(v) => v,
-            Err(e) => return refuse(&e, &label),
-        };
-        let body = Bytes::from(sdp);
-        let pbx_contact = (kind == Pending::PbxOffer).then(|| msg.contact().map(|c| text(c.uri.raw))).flatten();
+        let browser_user = msg.from().and_then(|f| f.uri.user).unwrap_or_default();
+        if kind == Pending::BrowserOffer && self.registrar.browser_agent(call.browser, browser_user).is_none() {
+            self.close(session);
+            tracing::debug!(call_id = %label, session = session.0, "the browser left while its call's media was set up; released");
+            return Rewrite::Refuse { status: 480, reason: "Temporarily Unavailable" };
+        }
         let dialog = Dialog {
             session,
             browser: call.browser,
             creator: call.creator,
-            caller_tag: msg.from().and_then(|f| f.tag).map(Box::from),
+            caller_tag,
             pbx_ip: call.pbx_ip,
             pending: Some((cseq, kind)),
             rewritten: vec![((cseq, true, kind == Pending::BrowserOffer), body.clone())],
@@ -284,12 +298,17 @@ impl Bridge {
             bye: None,
             pbx_contact,
         };
-        self.dialogs.lock().insert(call_id.into(), dialog);
+        let previous = self.dialogs.lock().insert(call_id.into(), dialog);
+        if let Some(old) = previous {
+            // Not expected (one Call-ID's messages wait for each other's media work); never
+            // leak a session if it happens.
+            self.close(old.session);
+        }
         tracing::debug!(call_id = %label, session = session.0, ?kind, "media anchored");
         replace(msg, &body)
     }
 
-    fn in_dialog_request(&self, msg: &SipMessage, method: Method, call_id: &[u8], cseq: u32, from_browser: bool) -> Rewrite {
+    fn in_dialog_request(&self, msg: &SipMessage, method: Method, call_id: &[u8], cseq: u32, from_browser: bool) -> Plan {
         if from_browser {
             if let Some(d) = self.dialogs.lock().get_mut(call_id) {
                 d.browser_cseq = d.browser_cseq.max(cseq);
@@ -298,7 +317,7 @@ impl Bridge {
         match method {
             Method::Bye => {
                 self.end(call_id, "bye");
-                Rewrite::Pass
+                Rewrite::Pass.into()
             }
             // The PBX gives up on the browser before it answered (the INVITE will get 487).
             Method::Cancel => {
@@ -306,51 +325,32 @@ impl Bridge {
                 if initial {
                     self.end(call_id, "cancel");
                 }
-                Rewrite::Pass
+                Rewrite::Pass.into()
             }
             Method::Invite if !msg.body().is_empty() => {
                 if let Some(body) = self.cached(call_id, (cseq, true, from_browser)) {
-                    return replace(msg, &body);
+                    return replace(msg, &body).into();
                 }
-                let Some(session) = self.dialogs.lock().get(call_id).map(|d| d.session) else { return Rewrite::Pass };
-                let (kind, result) = if from_browser {
-                    (Pending::BrowserReoffer, self.wait(self.anchor.browser_reoffer(session, msg.body())))
-                } else {
-                    (Pending::PbxReoffer, self.wait(self.anchor.pbx_reoffer(session, msg.body())))
-                };
-                match result {
-                    Ok(sdp) => {
-                        let body = Bytes::from(sdp);
-                        if let Some(d) = self.dialogs.lock().get_mut(call_id) {
-                            d.pending = Some((cseq, kind));
-                            d.rewritten.push(((cseq, true, from_browser), body.clone()));
-                        }
-                        replace(msg, &body)
-                    }
-                    // The media cannot follow this offer: refuse it, the call stays as it was.
-                    Err(e) => {
-                        tracing::warn!(call_id = %String::from_utf8_lossy(call_id), error = %e, "re-offer refused");
-                        Rewrite::Refuse { status: 488, reason: "Not Acceptable Here" }
-                    }
-                }
+                let Some(session) = self.dialogs.lock().get(call_id).map(|d| d.session) else { return Rewrite::Pass.into() };
+                Plan::Media(MediaWork { call_id: call_id.into(), body: body_of(msg), op: Op::Reoffer { session, cseq, from_browser } })
             }
-            _ => Rewrite::Pass,
+            _ => Rewrite::Pass.into(),
         }
     }
 
-    fn invite_response(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, from_browser: bool) -> Rewrite {
+    fn invite_response(&self, msg: &SipMessage, call_id: &[u8], cseq: u32, from_browser: bool) -> Plan {
         let status = msg.status().unwrap_or(0);
         let key = (cseq, false, from_browser);
         if status < 200 {
             // Early SDP in an unreliable provisional answer is a preview (RFC 3261 §13.3.1.1):
             // the 2xx carries the answer, so the other side gets the provisional without it.
             let early_sdp = status > 100 && !msg.body().is_empty();
-            return if early_sdp { Rewrite::Replace(Box::new(with_body(msg, b""))) } else { Rewrite::Pass };
+            return if early_sdp { Rewrite::Replace(Box::new(with_body(msg, b""))) } else { Rewrite::Pass }.into();
         }
         // Only the side the offer went to answers it.
         let pending = self.dialogs.lock().get(call_id).and_then(|d| d.pending).filter(|(c, _)| *c == cseq);
         if pending.is_some_and(|(_, kind)| kind.browser_answers() != from_browser) {
-            return Rewrite::Pass;
+            return Rewrite::Pass.into();
         }
         if status >= 300 {
             let initial = self.dialogs.lock().get(call_id).is_some_and(|d| d.bye.is_none() && d.pending.is_some_and(|(c, _)| c == cseq));
@@ -359,46 +359,24 @@ impl Bridge {
             } else if let Some(d) = self.dialogs.lock().get_mut(call_id) {
                 d.pending = None;
             }
-            return Rewrite::Pass;
+            return Rewrite::Pass.into();
         }
         self.confirm(msg, call_id, from_browser);
         if msg.body().is_empty() {
-            return Rewrite::Pass;
+            return Rewrite::Pass.into();
         }
         if let Some(body) = self.cached(call_id, key) {
-            return replace(msg, &body);
+            return replace(msg, &body).into();
         }
         let (session, pending) = match self.dialogs.lock().get(call_id) {
             Some(d) => (d.session, d.pending),
-            None => return Rewrite::Pass,
+            None => return Rewrite::Pass.into(),
         };
-        let Some((pcseq, kind)) = pending.filter(|(c, _)| *c == cseq) else { return Rewrite::Pass };
-        let result = match (kind, from_browser) {
-            (Pending::PbxOffer, true) => self.wait(self.anchor.browser_answer(session, msg.body())),
-            (Pending::PbxReoffer, true) => self.wait(self.anchor.browser_reanswer(session, msg.body())),
-            (Pending::BrowserOffer, false) => self.wait(self.anchor.pbx_answer(session, msg.body())),
-            (Pending::BrowserReoffer, false) => self.wait(self.anchor.pbx_reanswer(session, msg.body())),
-            _ => return Rewrite::Pass,
-        };
-        match result {
-            Ok(sdp) => {
-                let body = Bytes::from(sdp);
-                if let Some(d) = self.dialogs.lock().get_mut(call_id) {
-                    d.rewritten.push((key, body.clone()));
-                    if d.pending == Some((pcseq, kind)) {
-                        d.pending = None;
-                    }
-                }
-                replace(msg, &body)
-            }
-            Err(e) => {
-                // Answered without usable media: the call goes on (the tracker still sees
-                // it), silent; said loudly in the log and the counter.
-                metrics::counter!("callgate_media_answer_errors_total").increment(1);
-                tracing::warn!(call_id = %String::from_utf8_lossy(call_id), error = %e, "answer SDP not usable; forwarded as is");
-                Rewrite::Pass
-            }
+        let Some(pending) = pending.filter(|(c, _)| *c == cseq) else { return Rewrite::Pass.into() };
+        if pending.1.browser_answers() != from_browser {
+            return Rewrite::Pass.into();
         }
+        Plan::Media(MediaWork { call_id: call_id.into(), body: body_of(msg), op: Op::Answer { session, pending, key } })
     }
 
     /// A 2xx to an INVITE: the dialog is confirmed; remember how to hang up for the browser.
@@ -468,20 +446,6 @@ impl Bridge {
         let _rt = self.rt.enter();
         self.anchor.close(session);
     }
-
-    /// Waits for `f` on this thread, at most `self.timeout`.
-    fn wait<T>(&self, f: impl Future<Output = Result<T, MediaError>>) -> Result<T, MediaError> {
-        // The timer is made inside the runtime (a UDP receive thread has no reactor of its own).
-        let limit = self.timeout;
-        let f = async move { tokio::time::timeout(limit, f).await };
-        let out = match tokio::runtime::Handle::try_current() {
-            // A runtime worker (a WebSocket connection's task): let the others run meanwhile.
-            Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
-            // A UDP receive thread.
-            Err(_) => self.rt.block_on(f),
-        };
-        out.unwrap_or_else(|_| Err(MediaError::Engine("media operation timed out".into())))
-    }
 }
 
 /// The proxy refused (or gave up on) an initial INVITE: when it is the one that set up a call
@@ -525,6 +489,22 @@ fn refuse(e: &MediaError, call: &str) -> Rewrite {
         MediaError::NoCommonCodec | MediaError::BadSdp(_) => Rewrite::Refuse { status: 488, reason: "Not Acceptable Here" },
         _ => Rewrite::Refuse { status: 503, reason: "Service Unavailable" },
     }
+}
+
+/// A new call's session and what its dialog records.
+struct NewDialog {
+    label: String,
+    cseq: u32,
+    call: NewCall,
+    caller_tag: Option<Box<[u8]>>,
+    pbx_contact: Option<String>,
+    session: SessionId,
+    body: Bytes,
+}
+
+/// The message's body as its own buffer (a slice of the message's, no copy).
+fn body_of(msg: &SipMessage) -> Bytes {
+    msg.buffer().slice_ref(msg.body())
 }
 
 fn text(b: &[u8]) -> String {

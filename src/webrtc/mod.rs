@@ -1,7 +1,7 @@
 //! The browser agent leg (WebRTC widget mode) behind our own trait; the `webrtc` crate is imported
-//! only here. Filled by the WebRTC issue.
+//! only here.
 //!
-//! Part 1 (signalling, no media yet):
+//! Signalling:
 //! - `credentials`: per-agent SIP passwords callgate issues (only HA1 kept) and their
 //!   in-memory cache.
 //! - `registrar`: callgate as the registrar for browser agents over SIP-over-WebSocket
@@ -9,19 +9,28 @@
 //!   [`crate::proxy::FlowLocator`] so the PBX's INVITE for a registered extension goes over
 //!   that flow.
 //!
-//! Part 2: `bridge`, the media stage between the proxy and the PBX (SDP swapped in transit, the
-//! calls' media anchored by `media`).
+//! Media:
+//! - `bridge`: the SDP stage in front of the proxy for browser agents' calls; it decides at once
+//!   and never waits ([`Bridge::plan`]); `plan`: what it decides, and the media operation it may
+//!   need ([`MediaWork`]);
+//! - `mailbox`: the bounded mailbox that carries the media operations off the SIP threads to the
+//!   media runtime and the rewritten messages back to the front door;
+//! - `media`: the media anchor itself (ICE-lite + DTLS-SRTP on one side, plain RTP on the other).
 //!
 //! Depends on `sip::core` (digest, messages), `sip::transport` (types), `directory` (portals),
-//! `settings`, `store` (credential rows) and the proxy's traits it implements (`AgentDirectory`
-//! alias `FlowLocator`, `LocalFinalHook`); `edge` calls it before the proxy.
+//! `settings`, `store` (credential rows) and the proxy's `FlowLocator`, `LocalFinalHook` and
+//! `Admitted` types; `edge` calls it before the proxy.
 
 pub mod bridge;
 pub mod credentials;
+pub mod mailbox;
 pub mod media;
+pub mod plan;
 pub mod registrar;
 
-pub use bridge::{Bridge, Rewrite};
+pub use bridge::Bridge;
+pub use plan::{MediaDone, MediaWork, Plan, Rewrite};
+pub use mailbox::{MediaGate, MediaInbox, MediaMailbox};
 
 /// The media bridge, once the SIP side has started it (the HTTP side is built first).
 pub type BridgeSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<Bridge>>>;

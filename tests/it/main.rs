@@ -24,6 +24,7 @@ mod faults;
 mod fuzz;
 mod layers;
 mod media;
+mod media_mailbox;
 mod phones;
 mod proxy;
 mod redirect;

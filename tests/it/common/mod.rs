@@ -71,10 +71,16 @@ impl TestGateway {
 
     /// A gateway on an existing data directory, config adjusted by `tweak`.
     pub async fn spawn_on(data: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_built(data, tweak, |g| g).await
+    }
+
+    /// [`Self::spawn_on`], the built gateway passed through `finish` before it runs (test hooks
+    /// such as `Gateway::with_media_gate`).
+    pub async fn spawn_built(data: &std::path::Path, tweak: impl FnOnce(&mut Config), finish: impl FnOnce(Gateway) -> Gateway) -> Self {
         init_tracing();
         let mut cfg = test_config(data);
         tweak(&mut cfg);
-        let gateway = Gateway::build(cfg).await.expect("gateway builds");
+        let gateway = finish(Gateway::build(cfg).await.expect("gateway builds"));
         let base = format!("http://{}", gateway.http_addr());
         let addresses = gateway.addresses().clone();
         let token = gateway.shutdown_token();

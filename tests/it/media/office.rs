@@ -36,8 +36,13 @@ pub struct Office {
 impl Office {
     /// A gateway (config adjusted by `tweak`) with 101 registered from a browser.
     pub async fn open(tweak: impl FnOnce(&mut callgate::config::Config)) -> Self {
+        Self::open_built(tweak, |g| g).await
+    }
+
+    /// [`Self::open`], the built gateway passed through `finish` first (test hooks).
+    pub async fn open_built(tweak: impl FnOnce(&mut callgate::config::Config), finish: impl FnOnce(callgate::Gateway) -> callgate::Gateway) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut gw = TestGateway::spawn_on(dir.path(), tweak).await;
+        let mut gw = TestGateway::spawn_built(dir.path(), tweak, finish).await;
         gw.keep_dir(dir);
         let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (_, password) = gw.webrtc_portal(REALM, pbx.local_addr().unwrap()).await;
