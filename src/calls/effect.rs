@@ -10,7 +10,7 @@ use super::record::{CallKind, CallRecord, ResponsibleReason};
 use crate::settings::{PortalId, UserId};
 
 /// A tracked call's id: assigned by the tracker, increasing. Serialised as a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct CallId(pub u64);
 

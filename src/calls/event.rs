@@ -13,7 +13,7 @@ use crate::settings::{AssignTo, PortalId, UserId};
 
 /// A leg's identity: the SIP Call-ID of its INVITE dialog (one dialog between the PBX side and
 /// one agent). Serialised as a string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct LegId(pub Arc<str>);
 
@@ -37,7 +37,7 @@ pub struct Policy {
 }
 
 /// Who sent the initial INVITE of a leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// The PBX called the agent.
@@ -58,7 +58,7 @@ impl Direction {
 }
 
 /// Which end of a leg sent a BYE, CANCEL or REFER.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The agent's phone or widget.

@@ -22,7 +22,7 @@ use super::time::Millis;
 use crate::settings::UserId;
 
 /// Where a leg is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LegState {
     /// INVITE sent, no 18x yet.
@@ -36,7 +36,7 @@ pub enum LegState {
 }
 
 /// Why a leg ended. Serialised as `{"reason": "bye", "by": "agent"}`, `{"reason": "busy"}`, ...
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum EndReason {
     /// A BYE on the answered leg.
@@ -87,7 +87,7 @@ impl EndReason {
 }
 
 /// What a leg is to the customer call it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The leg carries (or is meant to carry) the customer: answering it can start a conversation.
@@ -98,7 +98,7 @@ pub enum Role {
 }
 
 /// A hold period on an answered leg; `to` is `None` while still on hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HoldPeriod {
     /// When the hold began.
     pub from: Millis,
@@ -107,13 +107,14 @@ pub struct HoldPeriod {
 }
 
 /// One leg as recorded on a call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LegRecord {
     /// The dialog's Call-ID.
     pub leg: LegId,
     /// The agent's extension.
     pub extension: Arc<str>,
     /// The agent's user; `None` for an unmapped extension.
+    #[schema(value_type = Option<u64>)]
     pub user: Option<UserId>,
     /// Who sent the INVITE.
     pub direction: Direction,

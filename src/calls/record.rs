@@ -15,7 +15,7 @@ use super::time::Millis;
 use crate::settings::{PortalId, UserId};
 
 /// What kind of call this is (DESIGN.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallKind {
     /// The PBX offered a customer's call to an agent.
@@ -27,22 +27,24 @@ pub enum CallKind {
 }
 
 /// An agent who talked with the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Talker {
     /// The agent's extension.
     pub extension: Arc<str>,
     /// The agent's user; `None` for an unmapped extension.
+    #[schema(value_type = Option<u64>)]
     pub user: Option<UserId>,
 }
 
 /// A period in which one agent leg was connected to the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Conversation {
     /// The agent's leg.
     pub leg: LegId,
     /// The agent's extension.
     pub extension: Arc<str>,
     /// The agent's user.
+    #[schema(value_type = Option<u64>)]
     pub user: Option<UserId>,
     /// When the customer was connected to this leg.
     pub started_at: Millis,
@@ -54,7 +56,7 @@ pub struct Conversation {
 }
 
 /// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// At least one counted conversation (internal calls: a leg was answered).
@@ -66,7 +68,7 @@ pub enum Outcome {
 }
 
 /// Why a call without a counted conversation ended so (FAILED_REASON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailedReason {
     /// Nobody answered (and no more specific reason applies).
@@ -88,7 +90,7 @@ pub enum FailedReason {
 }
 
 /// Why `responsible` is who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponsibleReason {
     /// The routed personal manager (incoming, at start).
@@ -113,11 +115,12 @@ pub enum ResponsibleReason {
 }
 
 /// Everything known about one call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CallRecord {
     /// Tracker-assigned id.
     pub id: CallId,
     /// The portal.
+    #[schema(value_type = i64)]
     pub portal: PortalId,
     /// Incoming, outgoing or internal.
     pub kind: CallKind,
@@ -128,6 +131,7 @@ pub struct CallRecord {
     /// The PBX's correlation value (first leg that carried one).
     pub correlation: Option<Arc<str>>,
     /// The personal manager of a routing decision the call picked up.
+    #[schema(value_type = Option<u64>)]
     pub manager: Option<UserId>,
     /// The extension that routing decision sent the call to.
     pub routed_extension: Option<Arc<str>>,
@@ -154,6 +158,7 @@ pub struct CallRecord {
     /// FAILED_REASON when there was no counted conversation.
     pub failed_reason: Option<FailedReason>,
     /// USER_ID: at start while open, the final one once finished.
+    #[schema(value_type = Option<u64>)]
     pub responsible: Option<UserId>,
     /// Why.
     pub responsible_reason: ResponsibleReason,

@@ -93,7 +93,7 @@ impl Installed {
 }
 
 /// Where the app's events were last bound, or why they were not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum EventsBinding {
     /// `event.bind` was queued for this handler URL.
@@ -113,7 +113,7 @@ pub enum EventsBinding {
 }
 
 /// The last refused install of a portal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Refusal {
     /// Unix seconds.
     pub at: u64,
@@ -122,7 +122,7 @@ pub struct Refusal {
 }
 
 /// One portal's install bookkeeping (in memory: a restart forgets a re-arm).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InstallState {
     /// Unix seconds until which an install may replace the current installation.
     pub rearmed_until: Option<u64>,

@@ -20,7 +20,7 @@ use crate::settings::PortalId;
 const CAP: usize = 10_000;
 
 /// One error Bitrix24 reported inside a successful answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Notice {
     /// The method that answered (`telephony.externalcall.register`).
     pub method: String,

@@ -93,7 +93,7 @@ impl CrmKind {
 }
 
 /// What a full sync read and built. Serialises as the API answer (without the rows).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     /// Distinct numbers in the new index.
     pub numbers: usize,

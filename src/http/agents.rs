@@ -20,10 +20,14 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::{CACHE_CONTROL, HOST, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use serde_json::{json, Value};
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::{ErrorBody, ErrorCode};
+use super::openapi::PortalPath;
 use super::origin::OriginPolicy;
 use super::{portals, ApiError, AppState};
 use crate::settings::{Mapping, Portal};
@@ -35,13 +39,31 @@ use crate::webrtc::{credentials, RegisteredAgent, Registrar};
 static ISSUING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Token-protected routes.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/portals/{id}/agents", get(list)).route("/portals/{id}/agents/{extension}/credentials", post(issue).delete(revoke))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(issue, revoke))
+}
+
+/// The `{extension}` path parameter.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only its documentation is used.
+struct ExtensionPath {
+    /// A mapped extension of the portal.
+    extension: String,
 }
 
 /// `GET /sip`: upgrades to a SIP-over-WebSocket flow when the client offers the `sip`
 /// subprotocol (RFC 7118 §4), else 400. A page of a foreign origin: 403 (`origin.rs`). Over
 /// `max_connections`: 503.
+#[utoipa::path(get, path = "/sip", tag = "agents", summary = "SIP over WebSocket (RFC 7118) for browser agents (JsSIP, SIP.js)",
+    description = "The client must offer the subprotocol `sip`; one SIP message per WebSocket message. REGISTER is answered by callgate (Digest MD5, qop=auth, realm = the portal's host, credentials from `POST /api/v1/portals/{id}/agents/{extension}/credentials`); other requests are accepted only from a registered flow.",
+    security(()),
+    responses(
+        (status = 101, description = "Switching Protocols (`Sec-WebSocket-Protocol: sip`)"),
+        (status = 400, description = "Not a WebSocket upgrade, or the subprotocol `sip` was not offered", body = ErrorBody),
+        (status = 403, description = "The page's Origin is neither callgate's own nor in `http.allowed_origins` (a handshake without Origin is allowed)", body = ErrorBody),
+        (status = 503, description = "Too many SIP WebSocket connections (`Retry-After`)", body = ErrorBody),
+    ))]
 pub(super) async fn sip_websocket(
     ws: WebSocketUpgrade,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -52,14 +74,14 @@ pub(super) async fn sip_websocket(
     if !origins.allows(&headers) {
         metrics::counter!("callgate_http_ws_origin_refused_total").increment(1);
         tracing::debug!(%addr, origin = ?headers.get(axum::http::header::ORIGIN), "SIP WebSocket from a foreign origin refused");
-        return answer(StatusCode::FORBIDDEN, "forbidden", "this page's origin may not open SIP WebSockets (http.allowed_origins)");
+        return ErrorBody::new(ErrorCode::Forbidden, "this page's origin may not open SIP WebSockets (http.allowed_origins)").answer(StatusCode::FORBIDDEN);
     }
     let ws = ws.protocols(["sip"]);
     if ws.selected_protocol().is_none() {
         return ApiError::BadRequest("the WebSocket subprotocol \"sip\" is required (RFC 7118)".into()).into_response();
     }
     let Some(permit) = endpoint.admit() else {
-        let mut resp = answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "too many SIP WebSocket connections");
+        let mut resp = ErrorBody::new(ErrorCode::Unavailable, "too many SIP WebSocket connections").answer(StatusCode::SERVICE_UNAVAILABLE);
         resp.headers_mut().insert(RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
         return resp;
     };
@@ -68,14 +90,36 @@ pub(super) async fn sip_websocket(
 }
 
 /// One mapped extension as `GET .../agents` shows it.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AgentView {
+    /// The mapped extension.
     extension: String,
+    /// Its Bitrix24 user.
     user_id: u64,
+    /// Browser credentials were issued for this mapping and not revoked.
     credentials: bool,
+    /// The live registration over WebSocket, if any.
     registration: Option<RegisteredAgent>,
 }
 
+/// A browser agent's SIP credentials, as issued (the password is shown this once).
+#[derive(Serialize, ToSchema)]
+struct Issued {
+    /// SIP username: the extension.
+    username: String,
+    /// 24 random alphanumeric characters. Shown once: only MD5(username:realm:password) is stored.
+    password: String,
+    /// Digest realm and SIP domain: the portal's host.
+    realm: String,
+    /// `ws://<http listener>/sip` (`wss://` over TLS; the Host the request used when the
+    /// listener is bound to a wildcard address).
+    ws_url: String,
+    /// The agent's address of record, `sip:<extension>@<realm>`.
+    sip_uri: String,
+}
+
+#[utoipa::path(get, path = "/portals/{id}/agents", tag = "agents", summary = "Browser agents: every mapped extension with whether it has credentials and its live registration", params(PortalPath),
+    responses((status = 200, description = "By mapping", body = Vec<AgentView>), (status = 404, description = "No such portal", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Extension(registrar): Extension<Arc<Registrar>>,
@@ -98,6 +142,14 @@ async fn list(
     Ok(Json(view))
 }
 
+#[utoipa::path(post, path = "/portals/{id}/agents/{extension}/credentials", tag = "agents", summary = "Issue or rotate the agent's SIP password",
+    description = "Digest MD5 against callgate's own registrar (`GET /sip`), or callgate's 407 challenge for an IP phone in `ip` mode. Returned once, never readable again; a rotation ends the agent's current registration. Answered with `Cache-Control: no-store`. No request body.",
+    params(PortalPath, ExtensionPath),
+    responses(
+        (status = 201, description = "Issued", body = Issued),
+        (status = 200, description = "Rotated: the previous password no longer works", body = Issued),
+        (status = 404, description = "No such portal, or the extension is not mapped", body = ErrorBody),
+    ))]
 async fn issue(
     State(state): State<AppState>,
     Extension(registrar): Extension<Arc<Registrar>>,
@@ -113,17 +165,14 @@ async fn issue(
     registrar.credentials().insert(&row);
     registrar.unbind(portal.id, &mapping.extension);
     tracing::info!(portal = portal.id, mapping = mapping.id, rotated, "browser agent credentials issued");
-    let body = json!({
-        "username": issued.username,
-        "password": issued.password,
-        "realm": issued.realm,
-        "ws_url": ws_url(&state, &headers),
-        "sip_uri": format!("sip:{}@{}", issued.username, issued.realm),
-    });
+    let sip_uri = format!("sip:{}@{}", issued.username, issued.realm);
+    let body = Issued { username: issued.username, password: issued.password, realm: issued.realm, ws_url: ws_url(&state, &headers), sip_uri };
     let status = if rotated { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, [(CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
+#[utoipa::path(delete, path = "/portals/{id}/agents/{extension}/credentials", tag = "agents", summary = "Revoke the agent's credentials (and end its registration)", params(PortalPath, ExtensionPath),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "No such portal, unmapped extension, or no credentials", body = ErrorBody)))]
 async fn revoke(
     State(state): State<AppState>,
     Extension(registrar): Extension<Arc<Registrar>>,
@@ -159,12 +208,6 @@ fn ws_url(state: &AppState, headers: &HeaderMap) -> String {
         _ => headers.get(HOST).and_then(|h| h.to_str().ok()).map_or_else(|| bound.map(|a| a.to_string()).unwrap_or_default(), str::to_owned),
     };
     format!("{scheme}://{host}/sip")
-}
-
-/// The admin API's error envelope for the answers `ApiError` has no variant for.
-fn answer(status: StatusCode, code: &str, message: &str) -> Response {
-    let body: Value = json!({ "error": code, "message": message, "fields": [] });
-    (status, Json(body)).into_response()
 }
 
 

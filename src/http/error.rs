@@ -1,14 +1,77 @@
-//! `ApiError`: every failure of the admin API as one enum, rendered as JSON
+//! `ApiError`: every failure of the admin API as one enum, rendered as [`ErrorBody`]:
 //! `{"error": "<code>", "message": "...", "fields": [{"field": "...", "message": "..."}]}`.
 //! Internal errors are logged once here, at the boundary, and never leak their details.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::settings::{FieldError, FieldErrors};
 use crate::store::StoreError;
+
+/// What went wrong, for programs (the HTTP status says it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ErrorCode {
+    /// 400: malformed JSON, a wrong content type, a bad query or form field.
+    BadRequest,
+    /// 401: no or a wrong admin bearer token.
+    Unauthorized,
+    /// 403: the source may not use this endpoint.
+    Forbidden,
+    /// 404: no such resource.
+    NotFound,
+    /// 409: a unique field clashes, or the resource is busy.
+    Conflict,
+    /// 413: the body is too large.
+    TooLarge,
+    /// 422: invalid input; `fields` names every invalid field.
+    ValidationFailed,
+    /// 429: too many requests from this address (`Retry-After`).
+    RateLimited,
+    /// 500: something failed inside callgate (details in its log only).
+    Internal,
+    /// 502: Bitrix24 failed or refused (`bitrix24_error` says how).
+    BadGateway,
+    /// 503: a service this request needs is not running, or is stopping.
+    Unavailable,
+    /// 503: the queue is full (`Retry-After`).
+    Overloaded,
+}
+
+/// The body of every refusal of the admin API.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The kind of failure.
+    pub(crate) error: ErrorCode,
+    /// What went wrong, for people.
+    pub(crate) message: String,
+    /// Every invalid field with its JSON path (422), or the clashing field (409); else empty.
+    pub(crate) fields: Vec<FieldError>,
+    /// 502 only: the kind of Bitrix24 failure (`network`, `http`, `auth`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) bitrix24_error: Option<&'static str>,
+    /// 409 of a portal delete only: the portal's calls still open in callgate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) open_calls: Option<usize>,
+    /// 409 of a portal delete only: its calls ended but not yet finished in Bitrix24.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) unfinished_in_bitrix24: Option<usize>,
+}
+
+impl ErrorBody {
+    /// A body without fields.
+    pub(crate) fn new(error: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error, message: message.into(), fields: Vec::new(), bitrix24_error: None, open_calls: None, unfinished_in_bitrix24: None }
+    }
+
+    /// The response with `status`.
+    pub(crate) fn answer(self, status: StatusCode) -> Response {
+        (status, Json(self)).into_response()
+    }
+}
 
 /// A failed API request.
 #[derive(Debug, thiserror::Error)]
@@ -49,16 +112,16 @@ impl ApiError {
         Self::Validation(FieldErrors::one(field, message))
     }
 
-    fn parts(&self) -> (StatusCode, &'static str) {
+    fn parts(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-            Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed),
+            Self::Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
@@ -89,7 +152,7 @@ impl IntoResponse for ApiError {
         if let Self::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "admin API request failed");
         }
-        let mut resp = (status, Json(json!({ "error": code, "message": self.to_string(), "fields": fields }))).into_response();
+        let mut resp = ErrorBody { fields, ..ErrorBody::new(code, self.to_string()) }.answer(status);
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }

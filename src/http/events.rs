@@ -24,10 +24,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Json, Router};
-use serde_json::json;
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::{ErrorBody, ErrorCode};
 use super::AppState;
 use crate::crm::events::{classify, is_oauth, EventKind, EventsHub, InboundEvent, InstallError, Offered, BOUND_EVENTS};
 use crate::crm::install::EventsBinding;
@@ -38,11 +41,60 @@ use crate::store::PortalTokens;
 /// Event bodies are small; anything bigger is not Bitrix24.
 pub(super) const EVENT_BODY_LIMIT: usize = 64 * 1024;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/bitrix24/events",
-        post(receive).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)),
-    )
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(receive))
+        .layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT))
+}
+
+/// The form fields `parse_form` reads (PHP bracket keys; any other key is ignored). Only its
+/// documentation is used: the body is parsed by hand.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct EventForm {
+    /// The event's name (`ONEXTERNALCALLSTART`, `ONCRMCONTACTUPDATE`, `ONAPPINSTALL`, ...).
+    #[schema(example = "ONEXTERNALCALLSTART")]
+    event: String,
+    /// The handler's id at Bitrix24.
+    event_handler_id: Option<String>,
+    /// Unix time (integer).
+    ts: Option<String>,
+    /// The call of `ONEXTERNALCALLSTART`.
+    #[schema(rename = "data[CALL_ID]")]
+    data_call_id: Option<String>,
+    /// The entity of `ONCRM...` events.
+    #[schema(rename = "data[FIELDS][ID]")]
+    data_fields_id: Option<String>,
+    /// The portal's id at Bitrix24.
+    #[schema(rename = "auth[member_id]")]
+    auth_member_id: Option<String>,
+    /// The portal's host (finds the portal of `ONAPPINSTALL`).
+    #[schema(rename = "auth[domain]")]
+    auth_domain: Option<String>,
+    /// Proves the event comes from the portal's installation (every event but `ONAPPINSTALL`).
+    #[schema(rename = "auth[application_token]")]
+    auth_application_token: Option<String>,
+    /// `ONAPPINSTALL`.
+    #[schema(rename = "auth[access_token]")]
+    auth_access_token: Option<String>,
+    /// `ONAPPINSTALL`: must refresh at the portal's `oauth_server`.
+    #[schema(rename = "auth[refresh_token]")]
+    auth_refresh_token: Option<String>,
+    /// `ONAPPINSTALL`: `https://portal/rest/`.
+    #[schema(rename = "auth[client_endpoint]")]
+    auth_client_endpoint: Option<String>,
+    /// `ONAPPINSTALL`: seconds.
+    #[schema(rename = "auth[expires_in]")]
+    auth_expires_in: Option<String>,
+}
+
+/// A delivery taken.
+#[derive(Serialize, ToSchema)]
+struct Accepted {
+    /// `installed`, `reinstalled`, `updated` (an install), `queued`, `duplicate` (a repeat
+    /// within 5 minutes) or `ignored` (an event callgate does not process).
+    #[schema(examples("queued", "installed", "duplicate", "ignored"))]
+    status: &'static str,
 }
 
 /// One delivery, parsed.
@@ -72,32 +124,32 @@ impl IntoResponse for Refused {
                 let text = format!("{field} {message}");
                 (
                     StatusCode::BAD_REQUEST,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     text,
-                    vec![json!({ "field": field, "message": message })],
+                    vec![crate::settings::FieldError { field, message }],
                 )
             }
             Self::Forbidden(why) => (
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 why.to_owned(),
                 Vec::new(),
             ),
             Self::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 "the request body is too large".to_owned(),
                 Vec::new(),
             ),
             Self::Full => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
+                ErrorCode::Overloaded,
                 "the event queue is full".to_owned(),
                 Vec::new(),
             ),
             Self::Unavailable(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 why,
                 Vec::new(),
             ),
@@ -105,17 +157,13 @@ impl IntoResponse for Refused {
                 tracing::error!(error = %why, "Bitrix24 event handling failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error".to_owned(),
                     Vec::new(),
                 )
             }
         };
-        let mut resp = (
-            status,
-            Json(json!({ "error": code, "message": message, "fields": fields })),
-        )
-            .into_response();
+        let mut resp = ErrorBody { fields, ..ErrorBody::new(code, message) }.answer(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -131,6 +179,17 @@ fn malformed(field: &str, message: &str) -> Refused {
     }
 }
 
+#[utoipa::path(post, path = "/bitrix24/events", tag = "bitrix24", summary = "Bitrix24 event deliveries: the app's installation handler and event handler (called by Bitrix24, no bearer token)",
+    description = "Form-encoded with PHP bracket keys (unknown keys ignored; body at most 64 KiB). ONAPPINSTALL for a portal set up as an OAuth app (found by auth[domain]) is verified and stored: auth[refresh_token] must refresh at the portal's oauth_server with the configured client_id/client_secret, the OAuth server's answer must name auth[member_id] and the portal's client_endpoint, and app.info with the refreshed token must name the client_id; the refreshed tokens are stored. An installation of another member_id is replaced only after POST /api/v1/portals/{id}/install/rearm; over a working installation of the same member only the tokens change. The app's events are then bound to {http.public_url}/api/v1/bitrix24/events (or the listener's own address), never to a URL from request headers. Every other event must carry the stored auth[application_token] (portal found by auth[member_id], else auth[domain]); it is de-duplicated (same event and CALL_ID, or entity id + ts, within 5 minutes), queued and answered at once. Processed: ONEXTERNALCALLSTART (click-to-call), ONCRM{CONTACT,COMPANY,LEAD}{ADD,UPDATE,DELETE} (personal-manager index).",
+    security(()),
+    request_body(content = EventForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Installed, queued, a duplicate, or an event callgate does not process", body = Accepted),
+        (status = 400, description = "Malformed: `fields[0].field` names the field (`event`, `ts`, `auth[application_token]`, `content-type`, ...)", body = ErrorBody),
+        (status = 403, description = "Unknown portal, wrong application_token, or an install without proof that it is this app on this portal (or over another member's installation without a re-arm)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 503, description = "The processing queue is full (`overloaded`, `Retry-After: 1`), the OAuth server or the portal could not verify an install, or another install is being verified", body = ErrorBody),
+    ))]
 async fn receive(
     State(state): State<AppState>,
     hub: Option<Extension<EventsHub>>,
@@ -142,7 +201,7 @@ async fn receive(
         Ok((label, outcome)) => (
             label,
             outcome,
-            (StatusCode::OK, Json(json!({ "status": outcome }))).into_response(),
+            (StatusCode::OK, Json(Accepted { status: outcome })).into_response(),
         ),
         Err((label, e)) => {
             let outcome = match &e {

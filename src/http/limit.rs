@@ -16,9 +16,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 
+use super::error::{ErrorBody, ErrorCode};
 use super::AppState;
 use crate::limit::{SourceLimiter, Verdict};
 
@@ -54,8 +54,7 @@ pub(super) async fn rate_limit(State(gate): State<HttpGate>, req: Request, next:
 
 fn too_many(retry_after_s: u32) -> Response {
     metrics::counter!("callgate_http_rate_limited_total").increment(1);
-    let body = serde_json::json!({"error": "rate_limited", "message": "too many requests from this address; retry later"});
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    let mut resp = ErrorBody::new(ErrorCode::RateLimited, "too many requests from this address; retry later").answer(StatusCode::TOO_MANY_REQUESTS);
     resp.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
     resp

@@ -5,6 +5,10 @@
 //! [`router`] is a pure function of [`AppState`], so tests can drive it in memory or over a real
 //! socket. Handlers are thin: validate (`settings`), persist (`store`), then tell the routing
 //! directory to reload. Errors are [`ApiError`]s, logged once in `error.rs`.
+//!
+//! Every route but the static pages is registered with its `#[utoipa::path]` (`utoipa_axum`'s
+//! `routes!`): the OpenAPI document at `/api/v1/openapi.json` is generated from those and from
+//! the types the handlers take and answer (`openapi.rs`).
 
 mod agents;
 mod asset;
@@ -36,12 +40,13 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::RwLock;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Secret;
 use crate::store::StoreHandle;
@@ -93,6 +98,24 @@ pub struct HttpLimits {
 
 /// Builds the router.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let (documented, api) = documented_routes(&state, &limits).split_for_parts();
+    documented
+        .merge(widget::routes())
+        .merge(ui::routes())
+        .layer(axum::Extension(openapi::Document::new(api)))
+        .layer(axum::Extension(Arc::new(origin::OriginPolicy::new(&limits.allowed_origins))))
+        .layer(middleware::from_fn(count_requests))
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let path = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+            tracing::info_span!("http", method = %req.method(), path)
+        }))
+        .with_state(state)
+}
+
+/// The admin API, health and `/sip`, each route with its OpenAPI description.
+fn documented_routes(state: &AppState, limits: &HttpLimits) -> OpenApiRouter<AppState> {
     let api = portals::routes()
         .merge(route::admin_routes())
         .merge(calls::routes())
@@ -103,7 +126,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .merge(route::public_routes())
         .merge(events::routes())
-        .route("/openapi.json", get(openapi::document));
+        .routes(routes!(openapi::serve));
     let limiter = crate::limit::SourceLimiter::new(limits.per_source, crate::limit::Rate::unlimited(), 65_536, std::time::Instant::now());
     let api = if limiter.is_off() {
         api
@@ -111,23 +134,12 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         let gate = limit::HttpGate { state: state.clone(), limiter: Arc::new(limiter) };
         api.route_layer(middleware::from_fn_with_state(gate, limit::rate_limit))
     };
-    Router::new()
+    OpenApiRouter::with_openapi(openapi::root())
         .nest("/api/v1", api)
-        .route("/live", get(health::live))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .route("/sip", get(agents::sip_websocket))
-        .merge(widget::routes())
-        .merge(ui::routes())
-        .layer(axum::Extension(Arc::new(origin::OriginPolicy::new(&limits.allowed_origins))))
-        .layer(middleware::from_fn(count_requests))
-        .layer(DefaultBodyLimit::max(limits.body_limit))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.timeout))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let path = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-            tracing::info_span!("http", method = %req.method(), path)
-        }))
-        .with_state(state)
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(agents::sip_websocket))
 }
 
 /// Counts requests by route template and status (never by raw path: ids would explode labels).

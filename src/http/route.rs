@@ -11,11 +11,14 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::ErrorBody;
+use super::openapi::PortalPath;
 use super::{auth, ApiError, AppState};
 use crate::directory::parse_csv;
 use crate::phone::normalize_number;
@@ -25,30 +28,62 @@ use crate::routing::{decide, Decision, DecisionRecord};
 const INDEX_BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 /// Routes that carry their own authorisation (`/route`: token or trusted PBX address).
-pub(super) fn public_routes() -> Router<AppState> {
-    Router::new().route("/route", get(route))
+pub(super) fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(route))
 }
 
 /// Token-protected routes.
-pub(super) fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/portals/{id}/index", get(index_count).post(index_upload).layer(DefaultBodyLimit::max(INDEX_BODY_LIMIT)))
-        .route("/decisions", get(decisions))
+pub(super) fn admin_routes() -> OpenApiRouter<AppState> {
+    let index = OpenApiRouter::new().routes(routes!(index_count, index_upload)).layer(DefaultBodyLimit::max(INDEX_BODY_LIMIT));
+    index.routes(routes!(decisions))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RouteQuery {
+    /// The customer's number in any common spelling (required).
+    #[param(required = true, example = "+7 916 123-45-67")]
     caller: Option<String>,
+    /// The called line (selects the portal; may be left out while there is one portal).
     line: Option<String>,
 }
 
+/// The decision as `GET /route` answers it.
+#[derive(Serialize, ToSchema)]
+struct RouteAnswer {
+    /// `redirect` or `no_decision`.
+    #[schema(examples("redirect", "no_decision"))]
+    decision: &'static str,
+    /// The extension to send the call to.
+    target: Option<String>,
+    /// `sip:<target>@<pbx_host>`.
+    contact: Option<String>,
+    /// The personal manager.
+    user_id: Option<u64>,
+    /// The portal found for the line.
+    portal_id: Option<i64>,
+    /// The caller's number normalised (digits).
+    caller: Option<String>,
+    /// Why.
+    reason: crate::routing::Reason,
+}
+
+#[utoipa::path(get, path = "/route", tag = "routing", summary = "The personal-manager routing decision as JSON",
+    description = "For PBX scenarios that call HTTP. Answers the admin token, or a source the SIP side trusts as the PBX of the request's portal (its `trusted_pbx` networks or its `pbx_host`; any portal's when the request names no line and several portals exist); everyone else gets 403.",
+    params(RouteQuery), security(("bearer" = []), ()),
+    responses(
+        (status = 200, description = "The decision", body = RouteAnswer),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 403, description = "Neither the token nor a trusted PBX address", body = ErrorBody),
+        (status = 422, description = "No `caller`", body = ErrorBody),
+    ))]
 async fn route(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<RouteQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RouteAnswer>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let snap = state.directory.snapshot();
     let portal = q.line.as_deref().and_then(normalize_number).and_then(|n| snap.by_line_number(n)).or_else(|| snap.single());
@@ -71,25 +106,49 @@ async fn route(
     let outcome = record.outcome;
     metrics::counter!("callgate_routing_decisions_total", "outcome" => outcome, "reason" => reason.as_str()).increment(1);
     state.decisions.push(record);
-    Ok(Json(json!({
-        "decision": outcome, "target": target, "contact": contact, "user_id": user,
-        "portal_id": portal.map(|p| p.portal.id), "caller": caller.map(|n| n.to_string()), "reason": reason,
-    })))
+    Ok(Json(RouteAnswer { decision: outcome, target, contact, user_id: user, portal_id: portal.map(|p| p.portal.id), caller: caller.map(|n| n.to_string()), reason }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// Drop the portal's index first.
     #[serde(default)]
     replace: bool,
 }
 
+/// What an index upload did.
+#[derive(Serialize, ToSchema)]
+struct Imported {
+    /// Rows imported.
+    imported: usize,
+    /// Numbers in the portal's index now.
+    total: usize,
+}
+
+/// How many numbers a portal's index holds.
+#[derive(Serialize, ToSchema)]
+struct IndexCount {
+    /// Numbers in the portal's personal-manager index.
+    count: usize,
+}
+
+#[utoipa::path(post, path = "/portals/{id}/index", tag = "routing", summary = "Bulk import of personal managers: CSV rows `number,user_id` (all or nothing)", params(PortalPath, UploadQuery),
+    request_body(content = String, content_type = "text/csv", description = "`number,user_id` per line, at most 256 MB", example = "74951234567,7\n79161234567,12\n"),
+    responses(
+        (status = 200, description = "Imported", body = Imported),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 404, description = "No such portal", body = ErrorBody),
+        (status = 413, description = "Over 256 MB", body = ErrorBody),
+        (status = 422, description = "Bad rows (`fields`: `line N`), nothing imported", body = ErrorBody),
+    ))]
 async fn index_upload(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Imported>), ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let pid = super::portals::load(&state, &raw).await?.id;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::field("body", "must be UTF-8 CSV: number,user_id"))?;
@@ -114,20 +173,27 @@ async fn index_upload(
     }
     state.directory.index().insert_all(pid, &rows);
     tracing::info!(portal = pid, rows = n, replace = q.replace, "personal-manager index imported");
-    Ok((StatusCode::OK, Json(json!({ "imported": n, "total": state.directory.index().count(pid) }))))
+    Ok((StatusCode::OK, Json(Imported { imported: n, total: state.directory.index().count(pid) })))
 }
 
-async fn index_count(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/portals/{id}/index", tag = "routing", summary = "Numbers in the portal's personal-manager index", params(PortalPath),
+    responses((status = 200, description = "Count", body = IndexCount), (status = 404, description = "No such portal", body = ErrorBody)))]
+async fn index_count(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<IndexCount>, ApiError> {
     let pid = super::portals::load(&state, &raw).await?.id;
-    Ok(Json(json!({ "count": state.directory.index().count(pid) })))
+    Ok(Json(IndexCount { count: state.directory.index().count(pid) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RecentQuery {
+    /// How many, newest first; 100 by default, at most 10,000.
+    #[param(maximum = 10000)]
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/decisions", tag = "routing", summary = "Recent routing decisions (audit), newest first", params(RecentQuery),
+    responses((status = 200, description = "Decisions", body = Vec<DecisionRecord>), (status = 400, description = "Bad query", body = ErrorBody)))]
 async fn decisions(State(state): State<AppState>, query: Result<Query<RecentQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Vec<DecisionRecord>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(Json(state.decisions.recent(q.limit.unwrap_or(100).min(10_000))))

@@ -13,41 +13,55 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Serialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::{ErrorBody, ErrorCode};
+use super::openapi::PortalPath;
 use super::{ApiError, AppState};
-use crate::crm::{AccessError, IndexSync, SyncError, User};
+use crate::crm::{AccessError, IndexSync, SyncError, SyncReport, User};
 use crate::settings::{check_mapping, Mapping, MappingInput, UserId};
 use crate::store::StoreError;
 
 /// Token-protected routes.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/portals/{id}/index/sync", post(sync_index))
-        .route("/portals/{id}/mappings/import", post(import_mappings))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sync_index))
+        .routes(routes!(import_mappings))
 }
 
 type Service = Option<Extension<Arc<IndexSync>>>;
 
+#[utoipa::path(post, path = "/portals/{id}/index/sync", tag = "bitrix24", summary = "Full sync of the personal-manager index from Bitrix24, now",
+    description = "Contacts, companies and leads (batched list pages; precedence contact > company > lead); the portal's index is replaced. No request body.",
+    params(PortalPath),
+    responses(
+        (status = 200, description = "Synced", body = SyncReport),
+        (status = 404, description = "No such portal", body = ErrorBody),
+        (status = 409, description = "A sync of this portal is already running", body = ErrorBody),
+        (status = 422, description = "The portal has no usable Bitrix24 credentials (`fields`: `auth`)", body = ErrorBody),
+        (status = 502, description = "Bitrix24 failed or refused; `message` holds its error, `bitrix24_error` the kind", body = ErrorBody),
+        (status = 503, description = "The index service is not running, or callgate is shutting down", body = ErrorBody),
+    ))]
 async fn sync_index(
     State(state): State<AppState>,
     service: Service,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Json<SyncReport>, Failure> {
     let pid = super::portals::load(&state, &raw).await?.id;
     let Some(Extension(service)) = service else {
         return Err(Failure::Unavailable);
     };
     let running = service.start_sync(pid)?;
     let report = running.await.map_err(|e| ApiError::Internal(e.into()))??;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }
 
 /// Why an active user got no mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub(crate) enum SkipReason {
     /// The user is mapped already.
     #[serde(rename = "already mapped")]
@@ -63,10 +77,23 @@ pub(crate) enum SkipReason {
     ExtensionTaken,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An active Bitrix24 user who got no mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub(crate) struct Skipped {
+    /// The user.
+    #[schema(value_type = u64)]
     user_id: UserId,
+    /// Why.
     reason: SkipReason,
+}
+
+/// What an import of mappings did.
+#[derive(Serialize, ToSchema)]
+struct ImportAnswer {
+    /// The mappings created.
+    created: Vec<Mapping>,
+    /// The active users who got none, and why.
+    skipped: Vec<Skipped>,
 }
 
 /// The mappings to create for `users` (active, sorted by id) next to `existing`, and why the
@@ -111,11 +138,21 @@ pub(crate) fn plan_import(
     (create, skipped)
 }
 
+#[utoipa::path(post, path = "/portals/{id}/mappings/import", tag = "mappings", summary = "Import mappings from Bitrix24's users",
+    description = "Creates a mapping (use_for_personal_manager true, contact null) for every active Bitrix24 user (user.get) whose extension (UF_PHONE_INNER) is set and free and who is not mapped yet; reloads the directory. No request body.",
+    params(PortalPath),
+    responses(
+        (status = 200, description = "Imported", body = ImportAnswer),
+        (status = 404, description = "No such portal", body = ErrorBody),
+        (status = 422, description = "The portal has no usable Bitrix24 credentials (`fields`: `auth`)", body = ErrorBody),
+        (status = 502, description = "Bitrix24 failed or refused; `message` holds its error, `bitrix24_error` the kind", body = ErrorBody),
+        (status = 503, description = "The index service is not running, or callgate is shutting down", body = ErrorBody),
+    ))]
 async fn import_mappings(
     State(state): State<AppState>,
     service: Service,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Json<ImportAnswer>, Failure> {
     let pid = super::portals::load(&state, &raw).await?.id;
     let Some(Extension(service)) = service else {
         return Err(Failure::Unavailable);
@@ -157,7 +194,7 @@ async fn import_mappings(
         requests,
         "employee mappings imported from Bitrix24 users"
     );
-    Ok(Json(json!({ "created": created, "skipped": skipped })))
+    Ok(Json(ImportAnswer { created, skipped }))
 }
 
 /// A failed request: an [`ApiError`], or what the index service said.
@@ -194,7 +231,7 @@ impl IntoResponse for Failure {
             Self::Unavailable => {
                 return answer(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the Bitrix24 index service is not running",
                     None,
                 )
@@ -205,7 +242,7 @@ impl IntoResponse for Failure {
             e if e.no_credentials() => ApiError::field("auth", e.to_string()).into_response(),
             SyncError::Busy => answer(
                 StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 "a sync of this portal is already running",
                 None,
             ),
@@ -213,7 +250,7 @@ impl IntoResponse for Failure {
             SyncError::Store(e) => ApiError::from(e).into_response(),
             SyncError::Cancelled => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "callgate is shutting down",
                 None,
             ),
@@ -224,7 +261,7 @@ impl IntoResponse for Failure {
                 tracing::warn!(error = %e, "Bitrix24 request of the admin API failed");
                 answer(
                     StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
+                    ErrorCode::BadGateway,
                     &format!("Bitrix24: {e}"),
                     Some(e.kind()),
                 )
@@ -235,17 +272,14 @@ impl IntoResponse for Failure {
 }
 
 /// The admin API's error shape, for the statuses `ApiError` has no variant for.
-fn answer(status: StatusCode, code: &str, message: &str, bitrix24_error: Option<&str>) -> Response {
-    let mut body = json!({ "error": code, "message": message, "fields": [] });
-    if let Some(kind) = bitrix24_error {
-        body["bitrix24_error"] = json!(kind);
-    }
-    (status, Json(body)).into_response()
+fn answer(status: StatusCode, code: ErrorCode, message: &str, bitrix24_error: Option<&'static str>) -> Response {
+    ErrorBody { bitrix24_error, ..ErrorBody::new(code, message) }.answer(status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn user(id: u64, ext: Option<&str>) -> User {
         User {

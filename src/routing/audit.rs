@@ -12,26 +12,32 @@ use crate::phone::Number;
 use crate::settings::{PortalId, UserId};
 
 /// One decision.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DecisionRecord {
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// SIP Call-ID (lossy UTF-8), or empty for HTTP decisions.
+    #[schema(value_type = String)]
     pub call_id: CallIdText,
     /// The portal, when found.
+    #[schema(value_type = Option<i64>)]
     pub portal_id: Option<PortalId>,
     /// The normalised caller number (JSON: a string of digits).
     #[serde(serialize_with = "digits")]
+    #[schema(value_type = Option<String>, example = "74951234567")]
     pub caller: Option<u64>,
     /// The responsible user found in the index.
+    #[schema(value_type = Option<u64>)]
     pub manager: Option<UserId>,
     /// The extension routed to, or null for "no decision".
     pub target: Option<Arc<str>>,
     /// `redirect` or `no_decision`.
+    #[schema(examples("redirect", "no_decision"))]
     pub outcome: &'static str,
     /// Why.
     pub reason: Reason,
     /// `sip` or `http`.
+    #[schema(examples("sip", "http"))]
     pub source: &'static str,
 }
 

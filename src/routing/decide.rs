@@ -7,7 +7,7 @@ use crate::phone::Number;
 use crate::settings::{Mapping, UserId};
 
 /// Why a decision came out as it did (the audit and `/metrics` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Routed to the caller's personal manager.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::config::Secret;
 
@@ -75,25 +76,30 @@ pub fn mask_webhook(url: &str) -> String {
 }
 
 /// Body of `POST /portals` and `PUT /portals/{id}`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortalInput {
     /// Optional display name.
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub name: Option<String>,
-    /// Portal domain, any of the accepted spellings.
+    /// Portal domain, any of the accepted spellings; normalised to `https://host/`.
+    #[schema(example = "comagic.bitrix24.ru")]
     pub domain: String,
     /// Optional on create; omitted (or sent back masked) on update keeps the stored secret.
     #[serde(default)]
     pub auth: Option<AuthInput>,
 }
 
-/// `{"webhook_url": ".."}` or `{"oauth": {..}}`: exactly one.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// `{"webhook_url": ".."}` or `{"oauth": {..}}`: exactly one. Secrets are write-only: answers
+/// show them masked (`***`), and the masked value sent back keeps the stored one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(max_properties = 1)]
 pub struct AuthInput {
     /// Incoming webhook URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://example.bitrix24.ru/rest/1/abc123/")]
     pub webhook_url: Option<String>,
     /// OAuth application.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +107,7 @@ pub struct AuthInput {
 }
 
 /// OAuth application fields.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthInput {
     /// `client_id` (`local.…` or `app.…`).
@@ -110,13 +116,15 @@ pub struct OAuthInput {
     pub client_secret: String,
     /// OAuth server; default `https://oauth.bitrix.info/`.
     #[serde(default)]
+    #[schema(default = "https://oauth.bitrix.info/")]
     pub oauth_server: Option<String>,
 }
 
 /// The portal as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct PortalView {
     /// Store id.
+    #[schema(value_type = i64)]
     pub id: PortalId,
     /// Display name.
     pub name: Option<String>,
@@ -141,7 +149,7 @@ impl From<&Portal> for PortalView {
 }
 
 /// Telephony mode of a portal.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TelephonyMode {
     /// Agents on SIP phones behind the edge proxy.
@@ -152,7 +160,7 @@ pub enum TelephonyMode {
 }
 
 /// Who becomes responsible on an answered, transferred call.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AssignTo {
     /// The first employee who talked with the customer.
@@ -163,7 +171,7 @@ pub enum AssignTo {
 }
 
 /// A UTM tag that CallTracking may pass on.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UtmTag {
     /// utm_source
@@ -194,9 +202,11 @@ impl UtmTag {
     }
 }
 
-/// Per-portal settings: `GET/PUT /portals/{id}/settings`. Missing fields take their defaults.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Per-portal settings: `GET/PUT /portals/{id}/settings`. Missing fields take their defaults;
+/// `active: true` needs both default responsibles.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(default)]
 pub struct PortalSettings {
     /// "Integration active": off by default; while off nothing happens for the portal.
     pub active: bool,
@@ -208,18 +218,23 @@ pub struct PortalSettings {
     pub outgoing: OutgoingSettings,
     /// Other block.
     pub other: OtherSettings,
-    /// Talk shorter than this does not count as a conversation.
+    /// Talk shorter than this (seconds) does not count as a conversation.
+    #[schema(maximum = 3600)]
     pub min_talk_seconds: u32,
-    /// Addresses (IP or CIDR) allowed to use the redirect listener and the PBX side of the proxy.
+    /// Addresses (IP or CIDR: `10.0.0.2`, `192.0.2.0/28`) allowed to use the redirect listener and
+    /// the PBX side of the proxy; nothing is trusted by default.
     pub trusted_pbx: Vec<String>,
     /// The PBX's SIP address, `host:port`, optionally with the transport callgate reaches it
     /// over (`10.0.0.2:5060;transport=tcp`: `udp`, the default, `tcp` or `tls`); empty: none yet
     /// (nothing is sent to a PBX, and no address is trusted as one).
+    #[schema(examples("10.0.0.2:5060", "pbx.example.com:5061;transport=tls"))]
     pub pbx_host: String,
     /// The SIP domains the portal's phones are configured with (the PBX's host names, e.g.
     /// `pbx.example.com`): a phone's request naming one keeps its Request-URI on the way to the
     /// PBX, and a REGISTER naming one in To picks this portal when several map its extension.
     /// Any other host (callgate's own address, a stranger's) is rewritten to `pbx_host`.
+    /// At most 16, each a host name or an IP address.
+    #[schema(max_items = 16)]
     pub sip_domains: Vec<String>,
     /// Header carrying the PBX's call id on agent legs.
     pub correlation_header: String,
@@ -228,6 +243,7 @@ pub struct PortalSettings {
     /// Numbers of at most this many digits (and feature codes: `*97`, `#31#`) are not
     /// customers: a call with one on the far end is internal (nothing goes to Bitrix24). 4 by
     /// default; at most 6, so that no real subscriber number is ever taken for one.
+    #[schema(maximum = 6)]
     pub internal_max_digits: u8,
 }
 
@@ -306,14 +322,16 @@ impl Default for PortalSettings {
 }
 
 /// Incoming calls.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(default)]
 pub struct IncomingSettings {
     /// Route scenario calls to the caller's personal manager.
     pub forward_to_personal_manager: bool,
     /// Create a CRM entity on an incoming call.
     pub create_entity: bool,
     /// Responsible for missed calls and unmapped talkers; required to activate.
+    #[schema(value_type = Option<u64>, minimum = 1)]
     pub default_responsible: Option<UserId>,
     /// First or last talker.
     pub assign_responsible_to: AssignTo,
@@ -331,22 +349,25 @@ impl Default for IncomingSettings {
 }
 
 /// Outgoing calls.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(default)]
 pub struct OutgoingSettings {
     /// Create a CRM entity on an outgoing call.
     pub create_entity: bool,
     /// Responsible when the calling extension maps to no user; required to activate.
+    #[schema(value_type = Option<u64>, minimum = 1)]
     pub default_responsible: Option<UserId>,
 }
 
 /// Other settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(default)]
 pub struct OtherSettings {
     /// Use CallTracking (pass UTM tags).
     pub calltracking: bool,
-    /// Which UTM tags are passed while CallTracking is on.
+    /// Which UTM tags are passed while CallTracking is on (each at most once).
     pub utm_tags: Vec<UtmTag>,
     /// Post a message about the call to the employee's chat.
     pub chat_message: bool,
@@ -359,11 +380,12 @@ impl Default for OtherSettings {
 }
 
 /// An employee mapping: Bitrix24 user <-> PBX extension.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Mapping {
     /// Store id.
     pub id: i64,
     /// Bitrix24 user id.
+    #[schema(value_type = u64)]
     pub user_id: UserId,
     /// PBX extension.
     pub extension: String,
@@ -374,18 +396,22 @@ pub struct Mapping {
 }
 
 /// Body of mapping create/update.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MappingInput {
     /// Bitrix24 user id.
+    #[schema(value_type = u64, minimum = 1)]
     pub user_id: UserId,
-    /// PBX extension.
+    /// PBX extension: 1-32 characters, digits, letters, `* # + _ . -`.
+    #[schema(min_length = 1, max_length = 32, example = "101")]
     pub extension: String,
-    /// Defaults to true.
+    /// Whether this user takes part in personal-manager forwarding; defaults to true.
     #[serde(default = "yes")]
+    #[schema(default = true)]
     pub use_for_personal_manager: bool,
-    /// Static contact (`sip:101@10.0.0.5:5060`), or null.
+    /// Static contact for phones that do not register (`sip:101@10.0.0.5:5060`), or null.
     #[serde(default)]
+    #[schema(example = "sip:101@10.0.0.5:5060")]
     pub contact: Option<String>,
 }
 
@@ -394,12 +420,13 @@ fn yes() -> bool {
 }
 
 /// A PBX line (called number) of the portal, with optional static UTM tags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
-    /// The number, normalised to digits (E.164 without `+`).
+    /// The number, normalised to digits (E.164 without `+`); any common spelling is accepted.
+    #[schema(example = "+7 495 123-45-67")]
     pub number: String,
-    /// Static UTM values for calls to this line.
+    /// Static UTM values for calls to this line (1-255 characters each).
     #[serde(default)]
     pub utm: Option<BTreeMap<UtmTag, String>>,
 }

@@ -10,7 +10,7 @@ use crate::config::Secret;
 use crate::phone::normalize_number;
 
 /// One invalid field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON path: `domain`, `incoming.default_responsible`, `trusted_pbx[1]`.
     pub field: String,

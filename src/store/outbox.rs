@@ -135,9 +135,10 @@ pub struct Delivered {
 }
 
 /// A call whose delivery needs the operator's eye (`GET /api/v1/calls?delivery=problems`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryProblem {
     /// Portal.
+    #[schema(value_type = i64)]
     pub portal: PortalId,
     /// callgate's key of the call.
     pub call_key: String,

@@ -69,7 +69,7 @@ struct Binding {
 }
 
 /// A live registration as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RegisteredAgent {
     /// The extension.
     pub extension: String,

@@ -255,9 +255,11 @@ async fn health_metrics_and_openapi() {
     let (status, doc) = gw.call(Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/api/v1/portals", "/api/v1/portals/{id}", "/api/v1/portals/{id}/settings", "/api/v1/portals/{id}/mappings", "/api/v1/portals/{id}/mappings/{mapping_id}", "/api/v1/portals/{id}/lines", "/api/v1/portals/{id}/lines/{number}", "/api/v1/portals/{id}/index", "/api/v1/portals/{id}/index/sync", "/api/v1/portals/{id}/mappings/import", "/api/v1/route", "/api/v1/decisions", "/api/v1/calls", "/api/v1/calls/{id}"] {
+    for path in ["/api/v1/portals", "/api/v1/portals/{id}", "/api/v1/portals/{id}/settings", "/api/v1/portals/{id}/mappings", "/api/v1/portals/{id}/mappings/{mapping_id}", "/api/v1/portals/{id}/lines", "/api/v1/portals/{id}/lines/{number}", "/api/v1/portals/{id}/index", "/api/v1/portals/{id}/index/sync", "/api/v1/portals/{id}/mappings/import", "/api/v1/route", "/api/v1/decisions", "/api/v1/calls", "/api/v1/calls/{id}", "/api/v1/bitrix24/events", "/api/v1/openapi.json", "/live", "/ready", "/metrics"] {
         assert!(doc["paths"][path].is_object(), "{path} missing from OpenAPI");
     }
+    let settings = &doc["components"]["schemas"]["PortalSettings"]["properties"];
+    assert_eq!((&settings["sip_domains"]["maxItems"], &settings["pbx_host"]["default"]), (&json!(16), &json!("")), "the served document is the generated one");
 }
 
 #[tokio::test]

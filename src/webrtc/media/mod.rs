@@ -150,7 +150,7 @@ pub enum MediaEvent {
 }
 
 /// Per-session counters.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct SessionStats {
     /// RTP packets received from the browser.
     pub from_browser_packets: u64,
@@ -181,6 +181,7 @@ pub struct SessionStats {
     /// DTLS-SRTP is up with the browser.
     pub dtls_connected: bool,
     /// The PBX's RTP source we latched onto (symmetric RTP).
+    #[schema(value_type = Option<String>)]
     pub pbx_latched: Option<std::net::SocketAddr>,
     /// Our RTP port toward the PBX (RTCP is on the next one).
     pub pbx_rtp_port: u16,
