@@ -137,8 +137,9 @@ fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// Copies `value`, turning each CR or LF into SP (see the module invariants).
-fn put_unfolded(out: &mut BytesMut, mut value: &[u8]) {
+/// Copies `value`, turning each CR or LF into SP (see the module invariants): the one guard that
+/// keeps a value callgate writes from starting a header or a body of its own.
+pub(super) fn put_unfolded(out: &mut BytesMut, mut value: &[u8]) {
     while let Some(i) = memchr2(b'\r', b'\n', value) {
         let (clean, rest) = value.split_at_checked(i).unwrap_or((value, &[]));
         out.put_slice(clean);

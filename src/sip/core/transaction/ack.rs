@@ -11,10 +11,10 @@
 use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use memchr::memchr2;
 
 use super::super::header::HeaderName;
 use super::super::message::SipMessage;
+use super::super::response::put_unfolded;
 
 /// Builds the ACK for a non-2xx final `response` to `invite`:
 ///
@@ -61,13 +61,3 @@ fn put_header(out: &mut BytesMut, name: HeaderName, value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// Copies `value`, turning each CR or LF into SP (same rule as `response.rs`).
-fn put_unfolded(out: &mut BytesMut, mut value: &[u8]) {
-    while let Some(i) = memchr2(b'\r', b'\n', value) {
-        let (clean, rest) = value.split_at_checked(i).unwrap_or((value, &[]));
-        out.put_slice(clean);
-        out.put_u8(b' ');
-        value = rest.get(1..).unwrap_or_default();
-    }
-    out.put_slice(value);
-}
