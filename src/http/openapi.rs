@@ -4,7 +4,7 @@
 //!
 //! Routes are registered through `utoipa_axum`'s `routes!`, so a documented path and its methods
 //! are the ones the router serves. The only routes left out are the static pages (`/`,
-//! `/settings/...`, `/widget/...`: HTML, scripts, styles; [`is_page`]). The tests below walk the
+//! `/settings/...`, `/widget/...`: HTML, scripts, styles; `is_page` in the tests). The tests below walk the
 //! built router and fail on any other route the document does not describe with its request and
 //! answer shapes, and check the document's defaults and limits against the validators.
 
@@ -74,6 +74,10 @@ pub(super) struct Document(Bytes);
 
 impl Document {
     /// Completes `api` (the answers every operation shares) and serialises it.
+    ///
+    /// # Panics
+    /// Never in practice: the document is built from types whose serialisation cannot fail
+    /// (utoipa's own model); a failure would be a bug caught by every test that builds the app.
     pub(super) fn new(mut api: OpenApi) -> Self {
         add_shared_answers(&mut api);
         Self(Bytes::from(api.to_json().expect("an OpenAPI document serialises")))
