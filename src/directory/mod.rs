@@ -41,6 +41,10 @@ pub struct PortalEntry {
     /// The transport `pbx_host` names (`;transport=`, UDP by default): how the proxy reaches
     /// the PBX, whatever transport the agent used.
     pub pbx_transport: crate::settings::PbxTransport,
+    /// The host of `pbx_host` (no brackets, no port) and its port (5060 when absent), split once
+    /// per reload: the SIP path compares Request-URIs with them.
+    pbx_name: String,
+    pbx_port: u16,
     /// The static contacts in the mappings (phones that do not register), with their
     /// extensions: a request from one of them is that agent's, even from the PBX's IP address.
     pub agent_contacts: Vec<(std::net::SocketAddr, String)>,
@@ -59,7 +63,8 @@ impl PortalEntry {
     pub(crate) fn build(portal: Portal, mappings: Vec<Mapping>, lines: Vec<Line>) -> Self {
         let mut trusted: Vec<_> = portal.settings.trusted_pbx.iter().filter_map(|t| parse_cidr(t)).collect();
         let pbx_host = portal.settings.pbx_host_port();
-        if let Some(ip) = pbx_ip(pbx_host) {
+        let (pbx_name, pbx_port) = split_host_port(pbx_host);
+        if let Ok(ip) = pbx_name.parse::<IpAddr>() {
             trusted.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
         }
         let redirects = mappings
@@ -72,6 +77,8 @@ impl PortalEntry {
             // Resolved once per reload (reloads run on blocking threads): DNS stays off the SIP path.
             pbx_addr: std::net::ToSocketAddrs::to_socket_addrs(pbx_host).ok().and_then(|mut a| a.next()),
             pbx_transport: portal.settings.pbx_transport(),
+            pbx_name: pbx_name.to_owned(),
+            pbx_port,
             redirects,
             by_user: mappings.iter().map(|m| (m.user_id, m.clone())).collect(),
             by_extension: mappings.into_iter().map(|m| (m.extension.clone(), m)).collect(),
@@ -93,16 +100,13 @@ impl PortalEntry {
     /// brackets ignored.
     pub fn is_own_domain(&self, host: &[u8], port: Option<u16>) -> bool {
         let host = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host);
-        let pbx_host = &self.portal.settings.pbx_host;
-        let pbx = pbx_host_name(pbx_host);
-        let pbx_port = pbx_host.split(';').next().and_then(|hp| hp.rsplit_once(':')).and_then(|(h, p)| (!h.is_empty() && (!h.contains(':') || h.ends_with(']'))).then_some(p)).and_then(|p| p.parse().ok());
-        let is_pbx = !pbx.is_empty() && host.eq_ignore_ascii_case(pbx.as_bytes()) && port.unwrap_or(5060) == pbx_port.unwrap_or(5060);
+        let is_pbx = !self.pbx_name.is_empty() && host.eq_ignore_ascii_case(self.pbx_name.as_bytes()) && port.unwrap_or(5060) == self.pbx_port;
         is_pbx || self.portal.settings.sip_domains.iter().any(|d| host.eq_ignore_ascii_case(d.as_bytes()))
     }
 
     /// The host of `pbx_host`, without port, brackets or parameters; empty when none is set.
     pub fn pbx_host_name(&self) -> &str {
-        pbx_host_name(&self.portal.settings.pbx_host)
+        &self.pbx_name
     }
 
     /// Whether `ip` may act as this portal's PBX.
@@ -117,15 +121,12 @@ fn contact_addr(contact: &str) -> Option<std::net::SocketAddr> {
     crate::sip::core::socket_addr(uri.host, uri.port)
 }
 
-fn pbx_ip(host_port: &str) -> Option<IpAddr> {
-    pbx_host_name(host_port).parse().ok()
-}
-
-/// The host of `pbx_host` (`host:port`, `[v6]:port`, maybe with `;params`), without brackets.
-fn pbx_host_name(pbx_host: &str) -> &str {
-    let host_port = pbx_host.split(';').next().unwrap_or_default();
-    let host = host_port.rsplit_once(':').filter(|(h, _)| !h.is_empty() && (!h.contains(':') || h.ends_with(']'))).map_or(host_port, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
+/// `host:port` or `[v6]:port` (the parameters of `pbx_host` already cut off) split into the host
+/// without brackets and the port, 5060 when absent or unreadable.
+fn split_host_port(host_port: &str) -> (&str, u16) {
+    let split = host_port.rsplit_once(':').filter(|(h, _)| !h.is_empty() && (!h.contains(':') || h.ends_with(']')));
+    let (host, port) = split.map_or((host_port, None), |(h, p)| (h, p.parse().ok()));
+    (host.trim_start_matches('[').trim_end_matches(']'), port.unwrap_or(5060))
 }
 
 fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
